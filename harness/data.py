@@ -1,0 +1,151 @@
+"""The dataset plugin API: images plus the annotations a dataset has.
+
+A dataset plugin subclasses :class:`ImageDataset`. It holds per-image
+annotation arrays (all of length ``len(dataset)``) and its canonical named
+splits (index arrays). Tasks read annotations and splits to build their
+protocol, never the images; the engine reads images in batches.
+
+Annotation names used across the harness (a dataset provides a subset):
+
+``label``         fine class id, int64
+``coarse_label``  coarse (parent) class id, int64; the hierarchy is fine → coarse
+``pid``           identity (re-ID), int64
+``camid``         camera id (re-ID), int64
+``boxes``         object array; entry i is a float32 (k, 5) array ``x1, y1, x2, y2, class``
+                  in pixels of image i (detection, scene/object crops)
+``is_query``      bool, query (True) / gallery (False) membership (re-ID)
+
+Canonical split names (a dataset provides the ones its protocol has):
+
+``train``      training images (for class-disjoint protocols: the base classes)
+``test``       held-out images of the training classes (in-distribution test)
+``novel``      images of classes disjoint from ``train`` (few-shot episodes, retrieval)
+``val``        validation images, where the dataset publishes them
+``query`` / ``gallery``  re-ID evaluation sets (``train`` holds the training identities)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+ANNOTATIONS: dict[str, str] = {
+    "label": "fine class id",
+    "coarse_label": "coarse (parent) class id",
+    "pid": "person / object identity",
+    "camid": "camera id",
+    "boxes": "per-image (k, 5) boxes x1, y1, x2, y2, class in pixels",
+    "is_query": "query (True) or gallery (False)",
+}
+
+
+@dataclass
+class DatasetInfo:
+    """Facts a task or the engine needs besides the arrays."""
+
+    image_size: tuple[int, int]  # (H, W) of every image the dataset returns
+    channels: int  # 1 (grayscale) or 3 (RGB)
+    class_names: list[str] | None = None
+    coarse_names: list[str] | None = None
+    mean: tuple[float, ...] | None = None  # per-channel normalisation, in [0, 1] units
+    std: tuple[float, ...] | None = None
+    license: str = ""
+    citation: str = ""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base class of dataset plugins.
+
+    Subclasses set ``self.annotations``, ``self.splits`` and ``self.info`` in
+    ``__init__`` and implement :meth:`load_images`. Images are uint8 tensors
+    ``(C, H, W)`` of one fixed size. ``VERSION`` is part of every cache key:
+    bump it when the data a config produces changes.
+    """
+
+    VERSION: ClassVar[str] = "1"
+
+    @dataclass
+    class Config:
+        """Config schema of the plugin; subclasses replace it."""
+
+        name: str = ""
+
+    def __init__(self, cfg: Any = None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.annotations: dict[str, np.ndarray] = {}
+        self.splits: dict[str, np.ndarray] = {}
+        self.info = DatasetInfo(image_size=(0, 0), channels=3)
+
+    # -- what subclasses implement ----------------------------------------------
+    def load_images(self, indices: np.ndarray) -> torch.Tensor:
+        """Return the images at ``indices`` as a uint8 tensor ``(n, C, H, W)``."""
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(getattr(self.cfg, "name", "")) or type(self).__name__
+
+    @property
+    def provides(self) -> frozenset[str]:
+        """The annotation names this dataset has."""
+        return frozenset(self.annotations)
+
+    def __len__(self) -> int:
+        first = next(iter(self.annotations.values()), None)
+        return 0 if first is None else len(first)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.load_images(np.asarray([index]))[0]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        # torch's DataLoader calls this with a whole batch of indices: one vectorised read.
+        return self.load_images(np.asarray(indices))
+
+    def fingerprint(self) -> str:
+        """A stable hash of what determines the data: class, version and config."""
+        cfg = dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
+        blob = json.dumps([type(self).__qualname__, self.VERSION, cfg], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of a canonical split; an unknown name lists the splits there are."""
+        if name not in self.splits:
+            from harness.errors import Incompatible
+
+            raise Incompatible(f"dataset '{self.name}' has no split '{name}' "
+                               f"(it has: {', '.join(sorted(self.splits)) or 'none'})")
+        return self.splits[name]
+
+
+def conform_images(images: torch.Tensor, *, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Make uint8 images ``(n, C, H, W)`` match another dataset's channels and size.
+
+    Grayscale → RGB repeats the channel; RGB → grayscale uses ITU-R 601 luma;
+    the size changes by bilinear resizing (antialiased when shrinking).
+    """
+    if images.shape[1] != channels:
+        if images.shape[1] == 1 and channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] == 3 and channels == 1:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise ValueError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    if tuple(images.shape[-2:]) != tuple(size):
+        resized = torch.nn.functional.interpolate(images.float(), size=tuple(size), mode="bilinear",
+                                                  align_corners=False, antialias=True)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def hash_indices(indices: np.ndarray) -> str:
+    """A short stable hash of an index array (part of model and embedding cache keys)."""
+    arr = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(arr.tobytes()).hexdigest()[:16]

@@ -1,0 +1,196 @@
+"""The plugin registry: a pluggy host over the entry-point group ``harness``.
+
+Entry points are loaded one at a time: a distribution that fails to import is
+a warning naming it (and everything else keeps working) unless strict mode is
+on (``--strict-plugins`` or ``HARNESS_STRICT_PLUGINS=1``), where it is an
+error. Two distributions claiming one plugin name is always an error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import warnings
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from harness import hookspecs
+from harness.errors import PluginConflictError, PluginLoadError, UnknownPluginError
+from harness.specs import KINDS, PluginSpec
+
+ENTRY_POINT_GROUP = "harness"
+STRICT_ENV = "HARNESS_STRICT_PLUGINS"
+_HOOK_OF_KIND = {
+    "method": "harness_methods",
+    "backbone": "harness_backbones",
+    "dataset": "harness_datasets",
+    "task": "harness_tasks",
+}
+
+
+class PluginWarning(UserWarning):
+    """A plugin distribution was skipped because it failed to load."""
+
+
+def _strict_default() -> bool:
+    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes", "on"}
+
+
+class Registry:
+    """Every plugin spec, by kind and name, and the distributions they came from."""
+
+    def __init__(self, *, strict: bool | None = None, load_entry_points: bool = True) -> None:
+        self.strict = _strict_default() if strict is None else strict
+        self.pm = pluggy.PluginManager("harness")
+        self.pm.add_hookspecs(hookspecs)
+        self._dist_of: dict[int, str] = {}
+        self._specs: dict[str, dict[str, PluginSpec]] | None = None
+        self.load_errors: list[str] = []
+        if load_entry_points:
+            self._load_entry_points()
+
+    # -- registration ---------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if self.pm.get_plugin(ep.name) is not None:
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+                self.register(plugin, name=ep.name, dist=dist)
+            except Exception as exc:  # a broken third-party plugin must not take the harness down
+                self._fail(f"plugin '{ep.name}' from distribution '{dist}' failed to load: "
+                           f"{type(exc).__name__}: {exc}", exc)
+
+    def _fail(self, message: str, exc: BaseException | None = None) -> None:
+        if self.strict:
+            raise PluginLoadError(message) from exc
+        self.load_errors.append(message)
+        warnings.warn(message + f" (skipped; set {STRICT_ENV}=1 to make this an error)",
+                      PluginWarning, stacklevel=3)
+
+    def register(self, plugin: Any, *, name: str | None = None, dist: str = "<local>") -> None:
+        """Register a plugin object or module (what entry points do for installed packages)."""
+        self.pm.register(plugin, name=name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(plugin)
+            raise PluginLoadError(f"distribution '{dist}': {exc}") from exc
+        self._dist_of[id(plugin)] = dist
+        self._specs = None
+
+    # -- lookup ---------------------------------------------------------------
+    def _collect(self) -> dict[str, dict[str, PluginSpec]]:
+        found: dict[str, dict[str, PluginSpec]] = {kind: {} for kind in KINDS}
+        for kind, hook_name in _HOOK_OF_KIND.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                dist = self._dist_of.get(id(impl.plugin), "<local>")
+                for spec in impl.function() or []:
+                    spec = PluginSpec(spec.name, spec.target, spec.summary, kind, dist)
+                    prev = found[kind].get(spec.name)
+                    if prev is not None and prev.dist != dist:
+                        raise PluginConflictError(
+                            f"{kind} '{spec.name}' is registered by both distribution "
+                            f"'{prev.dist}' ({prev.target}) and '{dist}' ({spec.target}); "
+                            "uninstall one of them or rename the plugin")
+                    found[kind][spec.name] = spec
+        return found
+
+    def specs(self, kind: str) -> dict[str, PluginSpec]:
+        """All specs of one kind, by name."""
+        if kind not in KINDS:
+            raise UnknownPluginError("plugin kind", kind, KINDS)
+        if self._specs is None:
+            self._specs = self._collect()
+        return dict(sorted(self._specs[kind].items()))
+
+    def get(self, kind: str, name: str) -> PluginSpec:
+        """The spec of ``name``; an unknown name raises with did-you-mean."""
+        specs = self.specs(kind)
+        if name in specs:
+            return specs[name]
+        raise UnknownPluginError(kind, name, specs)
+
+    def load(self, kind: str, name: str) -> Any:
+        """Import and return the plugin class (or module) behind ``name``."""
+        return self.get(kind, name).load()
+
+    def list(self, kind: str, pattern: str = "*") -> list[PluginSpec]:
+        """Specs of one kind whose names match an fnmatch ``pattern``."""
+        return [s for n, s in self.specs(kind).items() if fnmatch.fnmatchcase(n, pattern)]
+
+    def config_searchpath(self) -> list[str]:
+        """Hydra search-path entries contributed by every plugin."""
+        paths: list[str] = []
+        for result in self.pm.hook.harness_config_searchpath():
+            paths.extend(p for p in result or [] if p not in paths)
+        return paths
+
+    def dist_versions(self) -> dict[str, str]:
+        """Installed version of every distribution that registered plugins."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for dist in sorted(set(self._dist_of.values())):
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = "unknown"
+        return out
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (entry points are read once)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (tests, embedding applications)."""
+    global _REGISTRY
+    _REGISTRY = registry
+
+
+def make_config(cls: Any, values: Any = None, **overrides: Any) -> Any:
+    """Build ``cls.Config`` from a mapping (a Hydra node, a dict) plus overrides.
+
+    An unknown key is a :class:`~harness.errors.ConfigError` listing the valid keys.
+    """
+    import dataclasses
+
+    from harness.errors import ConfigError
+
+    schema = cls.Config
+    if values is not None and not isinstance(values, dict):
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(values, resolve=True) if OmegaConf.is_config(values) else dict(values)
+    merged = {**(values or {}), **overrides}
+    fields = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no config key(s) {unknown}; valid keys: {sorted(fields)}")
+    try:
+        return schema(**merged)
+    except TypeError as exc:
+        raise ConfigError(f"bad config for {cls.__name__}: {exc}") from exc
+
+
+def create(kind: str, name_or_cfg: Any, **overrides: Any) -> Any:
+    """Instantiate a dataset or task plugin by name (``create("dataset", "glyphs", n_per_class=5)``)
+    or from a config node that has a ``name`` key."""
+    if isinstance(name_or_cfg, str):
+        name, values = name_or_cfg, {"name": name_or_cfg}
+    else:
+        values = name_or_cfg
+        name = values["name"]
+    cls = get_registry().load(kind, name)
+    return cls(make_config(cls, values, **overrides))

@@ -1,0 +1,154 @@
+"""The task plugin API: a split protocol and metrics, measured in the method's geometry.
+
+A task plugin subclasses :class:`Task`: :meth:`Task.protocol` turns a dataset
+into a :class:`Protocol` (which images train the model, which evaluate it),
+and :meth:`Task.evaluate` turns an :class:`EvalContext` into metrics. A task
+never trains: the engine does, once per (method, backbone, dataset, training
+split, seed), and every task with the same training split shares that model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.errors import Incompatible
+
+
+@dataclass
+class MetricValue:
+    """One metric of one cell.
+
+    ``ci95`` is the task's own per-run interval half-width (e.g. over few-shot
+    episodes); the leaderboard's interval is over seeds and is computed there.
+    """
+
+    value: float
+    higher_is_better: bool
+    ci95: float | None = None
+    n: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": _finite(self.value), "higher_is_better": self.higher_is_better}
+        if self.ci95 is not None:
+            out["ci95"] = _finite(self.ci95)
+        if self.n is not None:
+            out["n"] = int(self.n)
+        return out
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class Protocol:
+    """How a task uses a dataset.
+
+    ``train``: indices of the training images; ``train_label``: the annotation
+    the model trains on (``None`` trains without labels, so only
+    unsupervised methods make sense); ``eval``: named index sets the task
+    evaluates on. Two tasks with equal ``train`` and ``train_label`` share one
+    trained model.
+    """
+
+    train: np.ndarray
+    train_label: str | None = "label"
+    eval: dict[str, np.ndarray] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class Embedded:
+    """A set of images seen through a trained model (all on CPU)."""
+
+    embeddings: torch.Tensor  # (n, dim) in the method's geometry
+    features: torch.Tensor  # (n, feat_dim) raw backbone features
+    logits: torch.Tensor | None  # (n, classes) or None
+
+
+class EvalContext:
+    """What a task sees of a trained model. Embeddings are computed once and cached."""
+
+    def __init__(self, *, dataset: Any, protocol: Protocol, method: Any, embed_fn: Any,
+                 seed: int, device: torch.device, artifacts_dir: Path | None = None) -> None:
+        self.dataset = dataset
+        self.protocol = protocol
+        self.method = method
+        self.geometry = method.geometry
+        self.seed = seed
+        self.device = device
+        self.artifacts_dir = artifacts_dir
+        self.details: dict[str, Any] = {}  # non-metric facts written to the result JSON
+        self._embed_fn = embed_fn
+
+    def embed(self, indices: np.ndarray) -> Embedded:
+        """Embeddings, backbone features and logits of the images at ``indices``."""
+        return self._embed_fn(np.asarray(indices, dtype=np.int64))
+
+    def embed_images(self, images: torch.Tensor) -> Embedded:
+        """Embed uint8 images from outside the dataset (e.g. an OOD set), not cached.
+
+        Convert them first with :func:`harness.data.conform_images` to the
+        dataset's channels and size (``ctx.dataset.info``).
+        """
+        return self._embed_fn(images)
+
+    def annotation(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """One annotation array restricted to ``indices``."""
+        if name not in self.dataset.annotations:
+            raise Incompatible(f"dataset '{self.dataset.name}' has no '{name}' annotation")
+        return self.dataset.annotations[name][np.asarray(indices, dtype=np.int64)]
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A generator seeded by the cell's seed (and ``salt``), identical across runs."""
+        return np.random.default_rng([self.seed, *salt.encode()])
+
+
+class Task:
+    """Base class of task plugins.
+
+    ``requires``: annotations the dataset must have (else the cell is skipped);
+    ``METRICS``: metric name → higher is better (for the leaderboard arrows).
+    Bump ``VERSION`` whenever the protocol or a metric changes.
+    """
+
+    VERSION: ClassVar[str] = "1"
+    requires: ClassVar[frozenset[str]] = frozenset({"label"})
+    METRICS: ClassVar[dict[str, bool]] = {}
+
+    @dataclass
+    class Config:
+        name: str = ""
+
+    def __init__(self, cfg: Any = None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.cfg, "name", "")) or type(self).__name__
+
+    def check(self, dataset: Any) -> None:
+        """Raise :class:`Incompatible` if the dataset lacks what the task needs."""
+        missing = set(self.requires) - set(dataset.provides)
+        if missing:
+            raise Incompatible(f"task '{self.name}' needs annotation(s) {sorted(missing)}, "
+                               f"which dataset '{dataset.name}' does not have")
+
+    def protocol(self, dataset: Any) -> Protocol:
+        """The task's splits of ``dataset``; raise :class:`Incompatible` where it cannot run."""
+        raise NotImplementedError
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
+        """Metrics of one trained model."""
+        raise NotImplementedError
+
+    def metric(self, name: str, value: float, **kw: Any) -> MetricValue:
+        """A :class:`MetricValue` whose direction comes from ``METRICS``."""
+        return MetricValue(float(value), self.METRICS[name], **kw)

@@ -1,0 +1,21 @@
+"""In-tree methods. This module is the entry point: it lists specs and imports no model code."""
+
+from harness import PluginSpec, hookimpl
+
+_M = "harness.plugins.methods"
+
+
+@hookimpl
+def harness_methods() -> list[PluginSpec]:
+    return [
+        PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
+                   "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
+                   "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
+    ]
+
+
+@hookimpl
+def harness_config_searchpath() -> list[str]:
+    # Config groups of every in-tree method, backbone, dataset and grid.
+    return ["pkg://harness.plugins.conf"]

@@ -1,0 +1,18 @@
+"""In-tree evaluation tasks. This module is the entry point: it lists specs and imports nothing heavy."""
+
+from harness import PluginSpec, hookimpl
+
+_T = "harness.tasks"
+
+
+@hookimpl
+def harness_tasks() -> list[PluginSpec]:
+    return [
+        PluginSpec("few_shot", f"{_T}.few_shot:FewShot",
+                   "N-way K-shot episodes on novel classes, prototypes in the method's geometry"),
+    ]
+
+
+@hookimpl
+def harness_config_searchpath() -> list[str]:
+    return ["pkg://harness.tasks.conf"]
