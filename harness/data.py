@@ -30,6 +30,8 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -149,3 +151,34 @@ def hash_indices(indices: np.ndarray) -> str:
     """A short stable hash of an index array (part of model and embedding cache keys)."""
     arr = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
     return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where generated datasets and trained models are cached (``HARNESS_CACHE``, else ``~/.cache/harness``)."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
+
+
+def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load a dict of tensors from the cache, or ``build()`` and store it atomically.
+
+    Used by generated datasets (uint8 images + annotation arrays, keyed by their
+    fingerprint) so generation runs once per config. Stored with ``torch.save``
+    and read back with ``weights_only=True`` (tensors only, no arbitrary pickles).
+    """
+    import os
+
+    path = cache_root() / kind / f"{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a truncated or foreign file: rebuild it
+            pass
+    tensors = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(tensors, tmp)
+    os.replace(tmp, path)
+    return tensors
