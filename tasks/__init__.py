@@ -10,6 +10,8 @@ def harness_tasks() -> list[PluginSpec]:
     return [
         PluginSpec("few_shot", f"{_T}.few_shot:FewShot",
                    "N-way K-shot episodes on novel classes, prototypes in the method's geometry"),
+        PluginSpec("fine_from_coarse", f"{_T}.fine_from_coarse:FineFromCoarse",
+                   "train on coarse labels, fine-class 5-way and all-way few-shot episodes (HCM)"),
     ]
 
 

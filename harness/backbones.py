@@ -1,0 +1,63 @@
+"""Backbones are timm models: in-tree and third-party families register in timm's own registry.
+
+A backbone config is ``{name, pretrained, kwargs}``: ``name`` is a harness
+backbone spec (whose module registers models with ``timm.models.register_model``)
+or any name timm already knows; ``pretrained`` is null, a named offline source
+or a checkpoint path; ``kwargs`` go to ``timm.create_model``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import ConfigError, UnknownPluginError
+from harness.registry import get_registry
+
+# Nothing may download at run time: timm must never reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BACKBONE_KEYS = {"name", "pretrained", "kwargs"}
+
+
+def resolve_backbone(name: str) -> str:
+    """Make ``name`` known to timm (importing its harness spec if it has one) or raise did-you-mean."""
+    import timm
+
+    specs = get_registry().specs("backbone")
+    if name in specs:
+        specs[name].load()
+    if timm.is_model(name):
+        return name
+    raise UnknownPluginError("backbone", name, [*specs, *timm.list_models()],
+                             hint="any timm model name works too: harness list backbones 'resnet*'")
+
+
+def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:
+    """Build the backbone of ``cfg`` for images of ``in_chans`` × ``img_size``; return it and its feature dim."""
+    import timm
+
+    values = dict(cfg)
+    unknown = set(values) - BACKBONE_KEYS
+    if unknown:
+        raise ConfigError(f"backbone config has unknown key(s) {sorted(unknown)}; valid keys: {sorted(BACKBONE_KEYS)}")
+    name = resolve_backbone(values["name"])
+    kwargs = dict(values.get("kwargs") or {})
+    kwargs.update(num_classes=0, in_chans=in_chans)
+    try:  # ViTs and friends take the input size; CNNs reject the keyword
+        model = timm.create_model(name, pretrained=False, img_size=img_size, **kwargs)
+    except TypeError:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if values.get("pretrained"):
+        from harness.plugins.backbones.pretrained import load_pretrained
+
+        load_pretrained(model, name, str(values["pretrained"]))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        feat_dim = int(model(torch.zeros(2, in_chans, *img_size)).shape[-1])
+    model.train(was_training)
+    return model, feat_dim

@@ -1,0 +1,177 @@
+"""Running cells through Hydra: ``harness run`` (one cell) and ``harness sweep`` (a grid).
+
+A sweep is a Hydra multirun. Its grid is a config group (``grid=default``,
+``grid=smoke``) that sets ``hydra.sweeper.params``; command-line overrides
+such as ``method=a,b seed=0,1,2`` replace axes. The default launcher runs every
+cell in this process (one interpreter start, models cached in memory);
+``hydra/launcher=…`` (e.g. ``submitit_slurm``) sends cells elsewhere. A
+re-run skips finished cells, a failing cell is recorded and the sweep goes on,
+and a line per cell shows elapsed time and ETA.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from harness.errors import UnknownPluginError
+from harness.registry import get_registry
+from harness.specs import KINDS
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def count_cells(config: DictConfig) -> int:
+    """Number of jobs the basic sweeper will launch (grid params merged with command-line overrides)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+
+
+class SweepProgress(Callback):
+    """One line per cell: position, status, cell, its time, elapsed and ETA; leaderboards at the end."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = self.ran = 0
+        self.ran_seconds = 0.0
+        self.start = time.perf_counter()
+        self.counts: dict[str, int] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start = time.perf_counter()
+        try:
+            self.total = count_cells(config)
+        except Exception:  # a launcher or sweeper we cannot count for: no ETA
+            self.total = None
+        print(f"harness sweep: {self.total if self.total is not None else '?'} cells "
+              f"-> {config.results_dir}", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        try:
+            result = job_return.return_value
+        except Exception as exc:  # the job itself crashed outside run_cell
+            result = {"status": "failed", "reason": str(exc), "cell": {}, "timings": {}}
+        if not isinstance(result, dict):
+            return
+        self.done += 1
+        resumed = bool(result.get("_resumed"))
+        status = "kept" if resumed else result.get("status", "?")
+        self.counts[status] = self.counts.get(status, 0) + 1
+        took = float(result.get("timings", {}).get("total_s", 0.0))
+        if not resumed:
+            self.ran += 1
+            self.ran_seconds += took
+        cell = result.get("cell", {})
+        name = "/".join(str(cell.get(k, "?")) for k in ("task", "dataset", "method", "backbone")) \
+            + f"/seed{cell.get('seed', '?')}"
+        elapsed = time.perf_counter() - self.start
+        if self.total is not None:
+            left = max(self.total - self.done, 0)
+            eta = _fmt_s(left * self.ran_seconds / self.ran) if self.ran else "?"
+            pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
+        else:
+            eta, pos = "?", f"[{self.done}]"
+        line = f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}"
+        if result.get("status") in ("failed", "skipped") and not resumed:
+            line += f"\n        {str(result.get('reason', ''))[:300]}"
+        print(line, flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.start)} ({summary})", flush=True)
+        out = config.get("leaderboard_dir")
+        if out:
+            from harness.leaderboard import write_all
+
+            for path in write_all(config.results_dir, out):
+                print(f"leaderboard: {path}", flush=True)
+
+
+def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
+    for entry in searchpath:
+        if entry.startswith("pkg://"):
+            try:
+                if (importlib.resources.files(entry[len("pkg://"):]) / group / f"{name}.yaml").is_file():
+                    return True
+            except ModuleNotFoundError:
+                continue
+        elif (Path(entry.removeprefix("file://")) / group / f"{name}.yaml").is_file():
+            return True
+    return False
+
+
+def prepare(overrides: list[str]) -> list[str]:
+    """Validate plugin names in ``overrides`` (did-you-mean), register config nodes for plugins without a
+    yaml file (and for timm backbones named on the command line), and add the plugins' search path."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    registry = get_registry()
+    searchpath = registry.config_searchpath()
+    store = ConfigStore.instance()
+    for kind in KINDS:
+        for name in registry.specs(kind):
+            if not _has_yaml(searchpath, kind, name):
+                store.store(group=kind, name=name, node=_default_node(kind, name))
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        key = ov.get_key_element()
+        if key not in KINDS:
+            continue
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for value in values:
+            value = str(value)
+            if value in registry.specs(key):
+                continue
+            if key == "backbone":
+                from harness.backbones import resolve_backbone
+
+                resolve_backbone(value)  # a timm name, or did-you-mean
+                if not _has_yaml(searchpath, key, value):
+                    store.store(group=key, name=value, node=_default_node(key, value))
+                continue
+            raise UnknownPluginError(key, value, registry.specs(key))
+    quoted = ",".join(f"'{p}'" for p in searchpath)
+    return [*overrides, f"hydra.searchpath=[{quoted}]"]
+
+
+def _default_node(kind: str, name: str) -> dict[str, Any]:
+    return {"name": name, "pretrained": None, "kwargs": {}} if kind == "backbone" else {"name": name}
+
+
+def _job(cfg: DictConfig) -> dict[str, Any]:
+    from harness.run import run_cell
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return run_cell(config, progress=sys.stderr.isatty())
+
+
+def launch(overrides: list[str], *, multirun: bool) -> None:
+    """Run the Hydra app with ``overrides`` (what ``harness run`` / ``harness sweep`` do)."""
+    import hydra
+
+    args = prepare(overrides)
+    if multirun and not any(a.startswith("grid=") for a in overrides):
+        args.insert(0, "grid=default")
+    app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(_job)
+    argv = sys.argv
+    sys.argv = ["harness", *(["--multirun"] if multirun else []), *args]
+    try:
+        app()
+    finally:
+        sys.argv = argv

@@ -1,0 +1,208 @@
+"""Shared machinery of the datasets read from disk: roots, missing-file errors, lazy image files.
+
+Roots. A config ``root`` is expanded with ``os.path.expandvars`` and
+``expanduser``. A root that starts with ``~/data/`` (every default does) is
+relative to the *data base directory*: ``$HARNESS_DATA`` when that variable is
+set, else ``~/data``. So ``HARNESS_DATA=/mnt/datasets`` moves every default at
+once, and ``dataset.root=/elsewhere/CUB_200_2011`` moves one.
+
+Images. :class:`FileImageDataset` keeps one path per image and decodes lazily
+with PIL: converted to ``L`` or ``RGB``, resized to the configured ``(H, W)``
+with PIL's bilinear filter (which widens its support when shrinking, i.e.
+antialiases), returned as uint8 ``(n, C, H, W)``. ``workers`` threads decode a
+batch in parallel (PIL releases the GIL while decoding). ``preload=True``
+decodes every image once into a uint8 tensor stored with
+:func:`harness.data.cached_tensors` (keyed by the fingerprint), so later runs
+read the tensor instead of the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.data import ImageDataset, cached_tensors
+from harness.errors import ConfigError, DatasetNotFoundError
+
+DATA_ENV = "HARNESS_DATA"
+_DEFAULT_BASE = "~/data"
+
+
+def data_base() -> Path:
+    """The directory the default roots live in: ``$HARNESS_DATA``, else ``~/data``."""
+    return Path(os.environ.get(DATA_ENV) or _DEFAULT_BASE).expanduser()
+
+
+def resolve_root(root: str) -> Path:
+    """Expand a config root (see the module docstring for the ``~/data/`` rule)."""
+    text = os.path.expandvars(str(root))
+    if text == _DEFAULT_BASE or text.startswith(_DEFAULT_BASE + "/"):
+        return data_base() / text[len(_DEFAULT_BASE):].lstrip("/")
+    return Path(text).expanduser()
+
+
+def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, extra: str = "") -> None:
+    """Raise :class:`DatasetNotFoundError` unless every path in ``expected`` exists under ``root``.
+
+    The message lists each expected path, marks the missing ones, says where
+    the data comes from and how to point the harness at it.
+    """
+    missing = [rel for rel in expected if not (root / rel).exists()]
+    if not missing:
+        return
+    lines = [f"dataset '{dataset}' not found under {root}",
+             "expected (missing marked with ✗):"]
+    lines += [f"  {'✗' if rel in missing else '✓'} {root / rel}" for rel in expected]
+    lines.append(f"get it from {source} (nothing is downloaded for you) and unpack it there,")
+    lines.append(f"or point to it: dataset.root=<path> on the command line / in the config, "
+                 f"or set {DATA_ENV}=<dir> to move every '~/data/...' default "
+                 f"(now {data_base()}).")
+    if extra:
+        lines.append(extra)
+    raise DatasetNotFoundError("\n".join(lines))
+
+
+def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
+    """``224`` → ``(224, 224)``; ``[256, 128]`` → ``(256, 128)`` (height, width)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        hw = (int(value), int(value))
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        hw = (int(value[0]), int(value[1]))
+    else:
+        raise ConfigError(f"{key} must be an int or [height, width], got {value!r}")
+    if min(hw) < 1:
+        raise ConfigError(f"{key} must be positive, got {value!r}")
+    return hw
+
+
+def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def class_split(labels: np.ndarray, train_classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of images whose class is / is not in ``train_classes`` (retrieval protocols)."""
+    is_train = np.isin(labels, train_classes)
+    return np.flatnonzero(is_train), np.flatnonzero(~is_train)
+
+
+class FileImageDataset(ImageDataset):
+    """A dataset whose images are files read lazily (see the module docstring).
+
+    Subclasses call :meth:`_set_files` in ``__init__``; their config has
+    ``root``, ``image_size``, ``preload`` and ``workers``.
+    """
+
+    #: Config keys that change how the data is read, not what it is (left out of the fingerprint).
+    READ_OPTIONS: ClassVar[tuple[str, ...]] = ("preload", "workers")
+
+    def _set_files(self, paths: Sequence[Path], *, size: tuple[int, int], channels: int) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._size, self._channels = size, channels
+        self._preloaded: torch.Tensor | None = None
+        if getattr(self.cfg, "preload", False):
+            self.preload()
+
+    def fingerprint(self) -> str:
+        cfg = dataclasses.asdict(self.cfg)
+        for key in self.READ_OPTIONS:
+            cfg.pop(key, None)
+        if "root" in cfg:
+            cfg["root"] = str(resolve_root(cfg["root"]))
+        blob = json.dumps([type(self).__qualname__, self.VERSION, cfg], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def preload(self) -> torch.Tensor:
+        """Decode every image once into a cached uint8 tensor; later reads index it."""
+        if self._preloaded is None:
+            everything = np.arange(len(self._paths))
+            data = cached_tensors("datasets", f"{self.name}-{self.fingerprint()}",
+                                  lambda: {"images": self._decode(everything)})
+            self._preloaded = data["images"]
+        return self._preloaded
+
+    def load_images(self, indices: np.ndarray) -> torch.Tensor:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if self._preloaded is not None:
+            return self._preloaded[torch.from_numpy(idx)]
+        return self._decode(idx)
+
+    def _decode(self, idx: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(idx), self._channels, *self._size), dtype=np.uint8)
+
+        def one(j: int) -> None:
+            out[j] = read_image(self._paths[idx[j]], self._size, self._channels)
+
+        workers = int(getattr(self.cfg, "workers", 0) or 0)
+        if workers > 1 and len(idx) > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, range(len(idx))))
+        else:
+            for j in range(len(idx)):
+                one(j)
+        return torch.from_numpy(out)
+
+
+class ArrayImageDataset(ImageDataset):
+    """A dataset held in memory as uint8 ``(N, C, h, w)``, resized per batch to ``image_size``."""
+
+    def _set_array(self, images: torch.Tensor, *, size: tuple[int, int]) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+        self._images, self._size = images, size
+
+    def load_images(self, indices: np.ndarray) -> torch.Tensor:
+        from harness.data import conform_images
+
+        batch = self._images[torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1))]
+        if tuple(batch.shape[-2:]) != self._size:
+            batch = conform_images(batch, channels=batch.shape[1], size=self._size)
+        return batch
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, a seeded random ``test_fraction`` of the images (rounded) goes to test; sorted indices."""
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        k = int(round(len(members) * test_fraction))
+        test.append(rng.permutation(members)[:k])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+def hold_out_classes(splits: dict[str, np.ndarray], labels: np.ndarray,
+                     novel_classes: Sequence[int], n_classes: int) -> dict[str, np.ndarray]:
+    """Move every image of ``novel_classes`` out of the splits into a ``novel`` split."""
+    novel_classes = [int(c) for c in novel_classes]
+    if not novel_classes:
+        return splits
+    bad = [c for c in novel_classes if not 0 <= c < n_classes]
+    if bad:
+        raise ConfigError(f"novel_classes {bad} out of range: classes are 0..{n_classes - 1}")
+    if len(set(novel_classes)) >= n_classes:
+        raise ConfigError("novel_classes may not hold every class (nothing would be left to train on)")
+    is_novel = np.isin(labels, novel_classes)
+    out = {k: v[~is_novel[v]] for k, v in splits.items()}
+    out["novel"] = np.flatnonzero(is_novel)
+    return out

@@ -1,0 +1,125 @@
+"""A generated two-level image hierarchy (coarse → fine), the harness's embedded default.
+
+Every fine class is a textured shape: its outline is a radial function
+``r(θ) = 1 + Σ_k a_k cos(kθ + φ_k)`` and its fill a grating of frequency ``f``
+and orientation ``α``. A coarse class draws the outline harmonics and the
+grating; its fine classes perturb them by ``fine_spread`` (so siblings differ
+subtly, cousins clearly). Nuisance per image: rotation of the whole shape,
+scale, translation, foreground / background colours, a distractor blob and
+pixel noise. Deterministic: the same config gives the same bytes. Nothing is
+downloaded; the tensors are cached after the first generation.
+
+Splits: per coarse class, ``novel_per_coarse`` fine classes are held out as
+``novel`` (all their images); the other fine classes' images are split into
+``train`` and ``test`` (``test_fraction``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.data import DatasetInfo, ImageDataset, cached_tensors
+
+_HARMONICS = (2, 3, 4, 5, 6)
+
+
+class SyntheticHierarchy(ImageDataset):
+    """Textured radial shapes in a coarse → fine hierarchy."""
+
+    VERSION = "1"
+
+    @dataclass
+    class Config:
+        name: str = "synthetic_hierarchy"
+        n_coarse: int = 12
+        fine_per_coarse: int = 8
+        novel_per_coarse: int = 2
+        images_per_class: int = 50
+        test_fraction: float = 0.2
+        image_size: int = 32
+        fine_spread: float = 0.35  # size of sibling differences relative to cousins'
+        noise: float = 0.12  # pixel noise std (in [0, 1] intensity units)
+        seed: int = 0
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        super().__init__(cfg)
+        c = self.cfg
+        if not 0 < c.novel_per_coarse < c.fine_per_coarse:
+            raise ValueError("synthetic_hierarchy needs 0 < novel_per_coarse < fine_per_coarse "
+                             f"(got {c.novel_per_coarse} and {c.fine_per_coarse})")
+        data = cached_tensors("datasets", f"synthetic_hierarchy-{self.fingerprint()}", self._generate)
+        self._images = data["images"]
+        label, coarse = data["label"].numpy(), data["coarse_label"].numpy()
+        self.annotations = {"label": label, "coarse_label": coarse}
+        n_fine = c.n_coarse * c.fine_per_coarse
+        novel_classes = np.array([f for f in range(n_fine) if f % c.fine_per_coarse >= c.fine_per_coarse
+                                  - c.novel_per_coarse])
+        is_novel = np.isin(label, novel_classes)
+        within = np.arange(len(label)) % c.images_per_class  # images are generated class by class
+        is_test = ~is_novel & (within >= round(c.images_per_class * (1 - c.test_fraction)))
+        self.splits = {"train": np.flatnonzero(~is_novel & ~is_test), "test": np.flatnonzero(is_test),
+                       "novel": np.flatnonzero(is_novel)}
+        self.info = DatasetInfo(
+            image_size=(c.image_size, c.image_size), channels=3,
+            class_names=[f"c{f // c.fine_per_coarse:02d}_f{f % c.fine_per_coarse}" for f in range(n_fine)],
+            coarse_names=[f"c{k:02d}" for k in range(c.n_coarse)],
+            license="generated (MIT, part of the harness)")
+
+    def load_images(self, indices: np.ndarray) -> torch.Tensor:
+        return self._images[torch.as_tensor(indices, dtype=torch.long)]
+
+    def _generate(self) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        g = torch.Generator().manual_seed(c.seed)
+        n_h = len(_HARMONICS)
+        # Class parameters: coarse draws, fine perturbations.
+        coarse_amp = 0.28 * torch.rand(c.n_coarse, n_h, generator=g) / torch.tensor(_HARMONICS) ** 0.3
+        coarse_phase = 2 * math.pi * torch.rand(c.n_coarse, n_h, generator=g)
+        coarse_freq = 1.5 + 3.0 * torch.rand(c.n_coarse, generator=g)
+        coarse_orient = math.pi * torch.rand(c.n_coarse, generator=g)
+        n_fine = c.n_coarse * c.fine_per_coarse
+        parent = torch.arange(n_fine) // c.fine_per_coarse
+        s = c.fine_spread
+        amp = (coarse_amp[parent] + s * 0.12 * torch.randn(n_fine, n_h, generator=g)).clamp(min=0)
+        phase = coarse_phase[parent] + s * 1.2 * torch.randn(n_fine, n_h, generator=g)
+        freq = coarse_freq[parent] + s * 1.2 * torch.randn(n_fine, generator=g)
+        orient = coarse_orient[parent] + s * 0.6 * torch.randn(n_fine, generator=g)
+
+        label = torch.arange(n_fine).repeat_interleave(c.images_per_class)
+        n = len(label)
+        size = c.image_size
+        # Per-image nuisance.
+        rot = 2 * math.pi * torch.rand(n, generator=g)
+        scale = 0.55 + 0.25 * torch.rand(n, generator=g)
+        shift = 0.25 * (torch.rand(n, 2, generator=g) - 0.5)
+        fg = 0.35 + 0.65 * torch.rand(n, 3, generator=g)
+        bg = 0.6 * torch.rand(n, 3, generator=g)
+        lin = (torch.arange(size) + 0.5) / size * 2 - 1
+        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+        u = (xx[None] - shift[:, 0, None, None]) / scale[:, None, None]
+        v = (yy[None] - shift[:, 1, None, None]) / scale[:, None, None]
+        cos_r, sin_r = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
+        u, v = cos_r * u + sin_r * v, -sin_r * u + cos_r * v
+        rho, theta = torch.sqrt(u**2 + v**2), torch.atan2(v, u)
+        k = torch.tensor(_HARMONICS, dtype=torch.float32)
+        radius = 0.7 * (1 + (amp[label][:, :, None, None]
+                             * torch.cos(k[None, :, None, None] * theta[:, None] + phase[label][:, :, None, None])
+                             ).sum(1))
+        mask = torch.sigmoid((radius - rho) * size * 0.6)
+        o = orient[label][:, None, None]
+        grating = 0.5 + 0.5 * torch.cos(2 * math.pi * freq[label][:, None, None] * (u * torch.cos(o) + v * torch.sin(o)))
+        shade = 0.45 + 0.55 * grating
+        # A distractor blob of random colour somewhere in the background.
+        centre = 1.6 * (torch.rand(n, 2, generator=g) - 0.5)
+        blob = torch.exp(-((xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2)
+                         / (2 * 0.12**2))
+        blob_col = torch.rand(n, 3, generator=g)
+        img = bg[:, :, None, None] * (1 - blob[:, None]) + blob_col[:, :, None, None] * blob[:, None]
+        img = img * (1 - mask[:, None]) + (fg[:, :, None, None] * shade[:, None]) * mask[:, None]
+        img = img + c.noise * torch.randn(img.shape, generator=g)
+        images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        return {"images": images, "label": label, "coarse_label": parent[label]}

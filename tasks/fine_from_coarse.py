@@ -1,0 +1,65 @@
+"""Task ``fine_from_coarse``: train on coarse labels only, evaluate fine-grained few-shot.
+
+Protocol of HCM (Xu et al., "Hyperbolic Space with Hierarchical Margin Boosts
+Fine-Grained Learning from Coarse Labels", NeurIPS 2023, arXiv 2311.11019),
+itself following ANCOR (Bukchin et al., CVPR 2021): the model trains on the
+``train`` split with ``coarse_label`` only; evaluation draws episodes over the
+FINE classes of the held-out ``test`` images, ``n_way``-way (5) and all-way
+(every fine class with enough images in each episode), with ``shot`` support
+and ``n_query`` queries per class. Scoring is :mod:`harness.tasks._episodes`
+(the same batched implementation as ``few_shot``): nearest prototype (geometry
+midpoint of the support) by the geometry's distance; mean accuracy in [0, 1]
+with ``ci95 = 1.96 * std(acc, ddof=0) / sqrt(episodes)``.
+Metrics ``acc_5way_1shot``, ``acc_5way_5shot``, ``acc_allway_1shot``, ``acc_allway_5shot``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.tasks.few_shot import _check_enough_classes, _check_episode_config, episodic_metrics
+
+
+class FineFromCoarse(Task):
+    """Coarse-label training, fine-class few-shot episodes (5-way and all-way) on ``test``."""
+
+    VERSION = "1"
+    requires = frozenset({"label", "coarse_label"})
+    METRICS = {"acc_5way_1shot": True, "acc_5way_5shot": True,
+               "acc_allway_1shot": True, "acc_allway_5shot": True}
+
+    @dataclass
+    class Config:
+        name: str = "fine_from_coarse"
+        n_way: int = 5
+        all_way: bool = True
+        shots: list[int] = field(default_factory=lambda: [1, 5])
+        n_query: int = 15
+        episodes: int = 600
+        split: str = "test"
+
+    def protocol(self, dataset: Any) -> Protocol:
+        self.check(dataset)
+        cfg = self.cfg
+        _check_episode_config(self.name, cfg.n_way, list(cfg.shots), cfg.n_query, cfg.episodes)
+        idx = dataset.split(cfg.split)
+        _check_enough_classes(self.name, dataset, cfg.split, dataset.annotations["label"][idx],
+                              cfg.n_way, min(int(k) for k in cfg.shots) + cfg.n_query)
+        return Protocol(train=dataset.split("train"), train_label="coarse_label", eval={cfg.split: idx},
+                        description=f"train on coarse labels; fine {cfg.n_way}-way"
+                                    f"{' and all-way' if cfg.all_way else ''} {list(cfg.shots)}-shot "
+                                    f"episodes on split '{cfg.split}'")
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
+        cfg = self.cfg
+        idx = ctx.protocol.eval[cfg.split]
+        labels, emb = ctx.annotation("label", idx), ctx.embed(idx).embeddings
+        common = dict(shots=list(cfg.shots), n_query=cfg.n_query, episodes=cfg.episodes, salt=self.name)
+        out = episodic_metrics(ctx, labels, emb, n_way=cfg.n_way,
+                               metric_name=lambda k: f"acc_{cfg.n_way}way_{k}shot", **common)
+        if cfg.all_way:
+            out.update(episodic_metrics(ctx, labels, emb, n_way=None,
+                                        metric_name=lambda k: f"acc_allway_{k}shot", **common))
+        return out

@@ -1,0 +1,210 @@
+"""few_shot / fine_from_coarse: episode sampling, batched accuracy vs a per-episode numpy loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import Incompatible
+from harness.task import EvalContext
+from harness.tasks._episodes import (EpisodeAccuracy, class_pool, episode_accuracies, mean_ci95,
+                                     sample_episodes)
+from harness.tasks.few_shot import FewShot
+
+from test_task_fixtures import ArrayDataset, FakeMethod, euclidean, poincare
+
+
+# -- independent references ----------------------------------------------------
+def einstein_midpoint_np(x: np.ndarray) -> np.ndarray:
+    """Khrulkov et al. Eq. 8 for c=1: Poincaré -> Klein, gamma-weighted mean, Klein -> Poincaré."""
+    k = 2 * x / (1 + (x * x).sum(-1, keepdims=True))
+    gamma = 1 / np.sqrt(1 - (k * k).sum(-1, keepdims=True))
+    m = (gamma * k).sum(0) / gamma.sum(0)
+    return m / (1 + np.sqrt(1 - (m * m).sum()))
+
+
+def poincare_dist_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    sq = ((x[:, None] - y[None]) ** 2).sum(-1)
+    nx, ny = (x * x).sum(-1)[:, None], (y * y).sum(-1)[None]
+    return np.arccosh(1 + 2 * sq / ((1 - nx) * (1 - ny)))
+
+
+def loop_accuracy(emb: np.ndarray, episodes: np.ndarray, n_shot: int, kind: str) -> np.ndarray:
+    out = []
+    for ep in episodes:
+        x = emb[ep]  # (way, shot+query, d)
+        if kind == "euclidean":
+            protos = x[:, :n_shot].mean(1)
+        else:
+            protos = np.stack([einstein_midpoint_np(s) for s in x[:, :n_shot]])
+        q = x[:, n_shot:].reshape(-1, x.shape[-1])
+        d = (np.sqrt(((q[:, None] - protos[None]) ** 2).sum(-1)) if kind == "euclidean"
+             else poincare_dist_np(q, protos))
+        truth = np.repeat(np.arange(len(ep)), x.shape[1] - n_shot)
+        out.append((d.argmin(1) == truth).mean())
+    return np.array(out)
+
+
+# -- sampling --------------------------------------------------------------------
+def test_class_pool_groups_and_drops() -> None:
+    labels = np.array([3, 1, 3, 2, 1, 3, 7])
+    pool, dropped = class_pool(labels, min_count=2)
+    assert pool.classes.tolist() == [1, 3]
+    assert pool.counts.tolist() == [2, 3]
+    assert pool.members[0, :2].tolist() == [1, 4] and pool.members[1].tolist() == [0, 2, 5]
+    assert dropped == {2: 1, 7: 1}
+
+
+def test_episodes_are_valid_and_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 12, size=600)
+    pool, _ = class_pool(labels, 8)
+    eps = sample_episodes(pool, n_way=5, n_per_class=8, episodes=300, rng=np.random.default_rng(1))
+    assert eps.shape == (300, 5, 8)
+    lab = labels[eps]
+    assert (lab == lab[..., :1]).all()  # one class per way
+    assert all(len(set(row)) == 5 for row in lab[..., 0])  # distinct classes
+    assert all(len(set(e.ravel())) == 40 for e in eps)  # distinct images
+    again = sample_episodes(pool, n_way=5, n_per_class=8, episodes=300, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(eps, again)
+
+
+def test_episode_sampling_is_uniform() -> None:
+    # 4 classes x 3 items, 2-way 1 item: each class in 1/2 of episodes, each item 1/3 of its class's draws
+    labels = np.repeat(np.arange(4), 3)
+    pool, _ = class_pool(labels)
+    eps = sample_episodes(pool, n_way=2, n_per_class=1, episodes=24000, rng=np.random.default_rng(5))
+    freq = np.bincount(eps.ravel(), minlength=12) / 24000
+    np.testing.assert_allclose(freq, 2 / 4 / 3, atol=0.01)
+    # the first support item of a class is not biased towards low indices
+    eps3 = sample_episodes(pool, n_way=2, n_per_class=2, episodes=24000, rng=np.random.default_rng(6))
+    first = np.bincount(eps3[:, :, 0].ravel(), minlength=12) / 24000
+    np.testing.assert_allclose(first, 2 / 4 / 3, atol=0.01)
+
+
+def test_sampler_rejects_too_few_classes() -> None:
+    pool, _ = class_pool(np.repeat(np.arange(3), 5))
+    with pytest.raises(ValueError, match="at least 5 classes"):
+        sample_episodes(pool, n_way=5, n_per_class=2, episodes=3, rng=np.random.default_rng(0))
+
+
+# -- accuracy --------------------------------------------------------------------
+def test_hand_computed_episode() -> None:
+    # 2-way 1-shot 2-query: supports at 0 and 10; queries 1 (->0 ok), 6 (->10 wrong), 9 (ok), 4 (wrong)
+    emb = torch.tensor([[0.0], [1.0], [6.0], [10.0], [9.0], [4.0]])
+    eps = np.array([[[0, 1, 2], [3, 4, 5]]])
+    acc = episode_accuracies(emb, eps, n_shot=1, geometry=euclidean())
+    assert acc.tolist() == [0.5]
+
+
+@pytest.mark.parametrize("kind", ["euclidean", "poincare"])
+def test_batched_equals_numpy_loop(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 10, size=400)
+    emb = rng.normal(size=(400, 6)) * 0.3
+    if kind == "poincare":
+        emb = emb / (1 + np.linalg.norm(emb, axis=1, keepdims=True))  # inside the unit ball
+    pool, _ = class_pool(labels, 8)
+    eps = sample_episodes(pool, n_way=5, n_per_class=8, episodes=200, rng=np.random.default_rng(3))
+    geo = euclidean() if kind == "euclidean" else poincare()
+    for shot in (1, 3):
+        ours = episode_accuracies(torch.tensor(emb, dtype=torch.float32), eps, n_shot=shot, geometry=geo)
+        ref = loop_accuracy(emb.astype(np.float32).astype(np.float64), eps, shot, kind)
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_mean_ci95_matches_closerlook_formula() -> None:
+    acc = np.array([0.2, 0.6, 0.8, 1.0])
+    mean, ci = mean_ci95(acc)
+    assert mean == pytest.approx(0.65)
+    assert ci == pytest.approx(1.96 * np.sqrt(((acc - 0.65) ** 2).mean()) / 2)
+    meter = EpisodeAccuracy()
+    meter.update(acc[:1])
+    meter.update(acc[1:])
+    assert meter.compute() == (pytest.approx(0.65), pytest.approx(ci), 4)
+    with pytest.raises(ValueError, match="no episodes"):
+        EpisodeAccuracy().compute()
+
+
+def test_nan_embeddings_raise() -> None:
+    emb = torch.zeros(6, 2)
+    emb[4, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 of 6 embeddings contain NaN"):
+        episode_accuracies(emb, np.array([[[0, 1, 2], [3, 4, 5]]]), n_shot=1, geometry=euclidean())
+
+
+# -- the task --------------------------------------------------------------------
+def make_ctx(task, dataset, embeddings: np.ndarray, geometry=None) -> EvalContext:
+    proto = task.protocol(dataset)
+    emb = torch.tensor(embeddings, dtype=torch.float32)
+
+    def embed_fn(idx):
+        from harness.task import Embedded
+
+        return Embedded(emb[torch.as_tensor(idx)], emb[torch.as_tensor(idx)], None)
+
+    return EvalContext(dataset=dataset, protocol=proto, method=FakeMethod(geometry or euclidean()),
+                       embed_fn=embed_fn, seed=0, device=torch.device("cpu"))
+
+
+def clustered(labels: np.ndarray, dim: int = 8, spread: float = 0.01, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(labels.max() + 1, dim))
+    return centres[labels] + spread * rng.normal(size=(len(labels), dim))
+
+
+def test_few_shot_task_end_to_end() -> None:
+    labels = np.repeat(np.arange(16), 25)
+    ds = ArrayDataset({"label": labels}, {"train": np.arange(200), "novel": np.arange(200, 400)})
+    task = FewShot(FewShot.Config(episodes=50))
+    proto = task.protocol(ds)
+    assert proto.train_label == "label" and proto.eval["novel"].tolist() == list(range(200, 400))
+    ctx = make_ctx(task, ds, clustered(labels))
+    res = task.evaluate(ctx)
+    assert set(res) == {"acc_1shot", "acc_5shot"}
+    assert res["acc_1shot"].value == 1.0 and res["acc_5shot"].n == 50 and res["acc_5shot"].ci95 == 0.0
+    assert "CloserLook" in ctx.details["ci95"]
+    # random embeddings: chance level 1/5 within a generous band
+    rng_emb = np.random.default_rng(9).normal(size=(400, 8))
+    res = FewShot(FewShot.Config(episodes=400)).evaluate(make_ctx(task, ds, rng_emb))
+    assert abs(res["acc_1shot"].value - 0.2) < 0.03
+
+
+def test_few_shot_incompatible_and_dropped_classes() -> None:
+    labels = np.concatenate([np.repeat(np.arange(4), 30), np.repeat([4, 5], 10)])
+    ds = ArrayDataset({"label": labels}, {"train": np.arange(0), "novel": np.arange(len(labels))})
+    with pytest.raises(Incompatible, match="4 classes with at least 16 images"):
+        FewShot().protocol(ds)
+    task = FewShot(FewShot.Config(n_way=3, shots=[1, 5], n_query=8, episodes=20))
+    ctx = make_ctx(task, ds, clustered(labels))
+    res = task.evaluate(ctx)
+    assert ctx.details["acc_5shot/dropped_classes"] == {"4": 10, "5": 10}
+    assert ctx.details["acc_1shot/dropped_classes"] == {}
+    assert res["acc_5shot"].value == 1.0
+    no_novel = ArrayDataset({"label": labels}, {"train": np.arange(10)})
+    with pytest.raises(Incompatible, match="no split 'novel'"):
+        FewShot().protocol(no_novel)
+
+
+def test_fine_from_coarse_protocol_and_allway() -> None:
+    from harness.tasks.fine_from_coarse import FineFromCoarse
+
+    fine = np.repeat(np.arange(12), 20)
+    coarse = fine // 4
+    ds = ArrayDataset({"label": fine, "coarse_label": coarse},
+                      {"train": np.arange(0, 240, 2), "test": np.arange(1, 240, 2)})
+    task = FineFromCoarse(FineFromCoarse.Config(episodes=40, n_query=5))
+    proto = task.protocol(ds)
+    assert proto.train_label == "coarse_label" and set(proto.eval) == {"test"}
+    ctx = make_ctx(task, ds, clustered(fine))
+    res = task.evaluate(ctx)
+    assert set(res) == {"acc_5way_1shot", "acc_5way_5shot", "acc_allway_1shot", "acc_allway_5shot"}
+    assert all(m.value == 1.0 and m.n == 40 for m in res.values())
+    assert ctx.details["acc_allway_1shot/n_way"] == 12
+    # random embeddings: all-way chance is 1/12
+    res = task.evaluate(make_ctx(task, ds, np.random.default_rng(4).normal(size=(240, 8))))
+    assert abs(res["acc_allway_1shot"].value - 1 / 12) < 0.03
+    no_coarse = ArrayDataset({"label": fine}, {"train": np.arange(10), "test": np.arange(240)})
+    with pytest.raises(Incompatible, match="coarse_label"):
+        task.protocol(no_coarse)
