@@ -1,0 +1,308 @@
+r"""Free functions on the Poincaré ball :math:`\mathbb{D}^d_c = \{x : c\|x\|^2 < 1\}`.
+
+Curvature ``-c`` with ``c > 0`` (keyword-only everywhere; see :mod:`.curvature`).
+Formulas follow Ganea, Bécigneul & Hofmann, "Hyperbolic Neural Networks" (NeurIPS 2018)
+and Khrulkov et al., "Hyperbolic Image Embeddings" (CVPR 2020); they agree with
+geoopt's ``PoincareBall`` (tests check it). geoopt already provides these maps; we
+re-implement the few that the harness calls in bulk because geoopt (i) computes in the
+input dtype (bf16/fp16 lose the boundary entirely), (ii) has no O(n·m)-memory pairwise
+distance (``dist(x[:, None], y[None])`` materialises n·m·d values and loses all digits
+for near pairs through cancellation), (iii) clamps ``artanh`` at 1 - 1e-7, which errs by
+~1e-3 at norm 0.99 in float64, and (iv) has no grouped (per-label) midpoint.
+
+Inputs must lie strictly inside the ball wherever a formula needs it
+(:func:`pairwise_dist`, :func:`dist`, :func:`dist0`, :func:`logmap0`,
+:func:`einstein_midpoint`, :func:`class_midpoints`): a point with ``c‖x‖² ≥ 1`` raises
+``ValueError`` (call :func:`project` first). :func:`expmap0` always projects its output.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._dtype import accurate_dtype, proj_eps, upcast
+from ._pairwise import flatten_pair, safe_sqrt, stable_sqdist
+from .curvature import check_c
+
+#: Target absolute error (per working dtype) of a pairwise hyperbolic distance: pairs whose
+#: matmul-form error bound exceeds it are recomputed from the explicit difference.
+DIST_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _sqrt_c(c: float | torch.Tensor) -> float | torch.Tensor:
+    return c**0.5
+
+
+def _check_dim(x: torch.Tensor, fn: str) -> None:
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise ValueError(f"{fn}: expected points of shape (..., d) with d >= 1, got {tuple(x.shape)}")
+
+
+def sqnorm(x: torch.Tensor) -> torch.Tensor:
+    """‖x‖² over the last dim, accumulated in float64 (see :mod:`._dtype`), shape (...)."""
+    return x.to(accurate_dtype(x)).pow(2).sum(-1)
+
+
+def conformal_gap(x: torch.Tensor, *, c: float | torch.Tensor, fn: str = "poincare") -> torch.Tensor:
+    r""":math:`1 - c\|x\|^2` (= :math:`2/\lambda^c_x`) in float64, checking that x is inside the ball."""
+    s = sqnorm(x)
+    gap = 1 - (c.to(s.dtype) if isinstance(c, torch.Tensor) else c) * s
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        bad = ~(gap > 0)
+        if bool(bad.any()):
+            worst = float((1 - gap.detach()).max() / (c if not isinstance(c, torch.Tensor) else float(c)))
+            raise ValueError(
+                f"{fn}: {int(bad.sum())} point(s) lie on or outside the Poincaré ball of radius 1/sqrt(c) "
+                f"(c={float(c):.4g}, largest ‖x‖ = {worst ** 0.5:.6g} ≥ {float(c) ** -0.5:.6g}, or NaN); "
+                "map them inside with harness.geometry.project(x, c=c) or expmap0"
+            )
+    return gap
+
+
+@upcast
+def project(x: torch.Tensor, *, c: float | torch.Tensor, eps: float | None = None, out_dtype=None) -> torch.Tensor:
+    r"""Pull points back inside the ball: :math:`x \mapsto x\cdot\min(1, r_{max}/\|x\|)`,
+    :math:`r_{max} = (1-\varepsilon)/\sqrt{c}`.
+
+    ``eps`` defaults to :data:`._dtype.PROJ_EPS` of the returned dtype (float64 1e-5, float32
+    1e-3 as hyptorch, float16 2e-3, bfloat16 1e-2): larger than twice that dtype's unit
+    roundoff, so the projected point is still inside the ball after rounding.
+    """
+    c = check_c(c)
+    _check_dim(x, "project")
+    eps = proj_eps(out_dtype or x.dtype) if eps is None else eps
+    maxnorm = (1 - eps) / _sqrt_c(c)
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    return torch.where(norm > maxnorm, x / norm * maxnorm, x)
+
+
+@upcast
+def expmap0(u: torch.Tensor, *, c: float | torch.Tensor, out_dtype=None) -> torch.Tensor:
+    r"""Exponential map at the origin, then :func:`project`:
+
+    .. math:: \exp_0^c(u) = \tanh(\sqrt{c}\,\|u\|)\,\frac{u}{\sqrt{c}\,\|u\|}
+
+    (Ganea et al. 2018, Lemma 2). Projection is needed because ``tanh`` rounds to 1
+    for ``√c‖u‖`` ≳ 9 (float32) / 19 (float64), which would put the point on the boundary.
+    """
+    c = check_c(c)
+    _check_dim(u, "expmap0")
+    sc = _sqrt_c(c)
+    n = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    out = torch.tanh(sc * n) * u / (sc * n)
+    return project(out, c=c, eps=proj_eps(out_dtype or u.dtype))
+
+
+@upcast
+def logmap0(y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    r"""Logarithmic map at the origin (inverse of :func:`expmap0`):
+
+    .. math:: \log_0^c(y) = \operatorname{artanh}(\sqrt{c}\,\|y\|)\,\frac{y}{\sqrt{c}\,\|y\|}
+
+    (Ganea et al. 2018, Lemma 2). ``y`` must be inside the ball.
+    """
+    c = check_c(c)
+    _check_dim(y, "logmap0")
+    conformal_gap(y, c=c, fn="logmap0")
+    sc = _sqrt_c(c)
+    n = y.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    return torch.atanh(sc * n) * y / (sc * n)
+
+
+@upcast
+def dist0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    r"""Geodesic distance to the origin, shape ``x.shape[:-1]``:
+
+    .. math:: d_c(0, x) = \frac{2}{\sqrt{c}}\operatorname{artanh}(\sqrt{c}\,\|x\|)
+
+    ``‖x‖`` is accumulated in float64 (its rounding dominates the error near the boundary).
+    The gradient at ``x = 0`` is the subgradient 0.
+    """
+    c = check_c(c)
+    _check_dim(x, "dist0")
+    conformal_gap(x, c=c, fn="dist0")
+    sc = _sqrt_c(c)
+    n = x.to(accurate_dtype(x)).norm(dim=-1).to(x.dtype)
+    return 2 / sc * torch.atanh(sc * n)
+
+
+def _poincare_from_sqdist(
+    d2: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, c: float | torch.Tensor
+) -> torch.Tensor:
+    r""":math:`\frac{2}{\sqrt c}\operatorname{asinh}\sqrt{c\,\|x-y\|^2/((1-c\|x\|^2)(1-c\|y\|^2))}`."""
+    q = c * d2 / (gx * gy)
+    return 2 / _sqrt_c(c) * torch.asinh(safe_sqrt(q))
+
+
+@upcast
+def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    r"""Elementwise geodesic distance of broadcastable ``x`` and ``y`` (..., d) -> (...).
+
+    .. math::
+        d_c(x, y) = \frac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\,\|-x \oplus_c y\|)
+                  = \frac{2}{\sqrt c}\operatorname{asinh}\frac{\sqrt c\,\|x-y\|}
+                    {\sqrt{(1-c\|x\|^2)(1-c\|y\|^2)}}
+
+    The second form (used here) needs no Möbius addition and is exact at ``x = y``.
+    """
+    c = check_c(c)
+    _check_dim(x, "dist")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"dist: x and y must have the same point dimension, got {x.shape[-1]} and {y.shape[-1]}")
+    ctype = c.to(torch.float64) if isinstance(c, torch.Tensor) else c
+    gx = conformal_gap(x, c=ctype, fn="dist").to(x.dtype)
+    gy = conformal_gap(y, c=ctype, fn="dist").to(x.dtype)
+    d2 = (x - y).pow(2).sum(-1)
+    return _poincare_from_sqdist(d2, gx, gy, c)
+
+
+@upcast
+def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | torch.Tensor) -> torch.Tensor:
+    r"""Poincaré distance matrix: x (..., n, d), y (..., m, d) (default ``y = x``) -> (..., n, m).
+
+    .. math:: d_c(x_i, y_j) = \frac{2}{\sqrt c}\operatorname{asinh}\frac{\sqrt c\,\|x_i-y_j\|}
+              {\sqrt{(1-c\|x_i\|^2)(1-c\|y_j\|^2)}}
+
+    (the closed form of :math:`\frac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\|-x\oplus_c y\|)`,
+    Ganea et al. 2018, Eq. 2). :math:`\|x_i-y_j\|^2` comes from one matmul; pairs whose
+    matmul error could move the distance by more than :data:`DIST_TOL` (near pairs, the
+    diagonal) are recomputed from the explicit difference (:mod:`._pairwise`). Memory
+    O(n·m), accuracy ~1e-6 in float32 also near the boundary; d(x, x) = 0 with gradient 0.
+    """
+    c = check_c(c)
+    xb, yb, batch = flatten_pair(x, y, "pairwise_dist")
+    if xb.shape[-1] == 0:
+        raise ValueError("pairwise_dist: points must have d >= 1")
+    ctype = c.to(torch.float64) if isinstance(c, torch.Tensor) else c
+    gx64 = conformal_gap(xb, c=ctype, fn="pairwise_dist")
+    gy64 = gx64 if y is None else conformal_gap(yb, c=ctype, fn="pairwise_dist")
+    wd = xb.dtype
+    sx, sy = sqnorm(xb).to(wd), sqnorm(yb).to(wd)
+    gx, gy = gx64.to(wd), gy64.to(wd)
+    sc = float(c) ** 0.5
+    tol = sc * DIST_TOL.get(wd, 1e-5)
+
+    def needs_exact(d2: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+        # error of d ≈ (1/√c)·min(1, s)·err/d2 with s = √(c·d2/(gx·gy)); use d2 ≥ err.
+        d2u = torch.maximum(d2, err)
+        s = (float(c) * d2u / (gx.unsqueeze(-1) * gy.unsqueeze(-2))).sqrt_().clamp_max_(1.0)
+        return err * s > tol * d2u
+
+    d2 = stable_sqdist(xb, yb, sx, sy, needs_exact)
+    out = _poincare_from_sqdist(d2, gx.unsqueeze(-1), gy.unsqueeze(-2), c)
+    return out.reshape(*batch, *out.shape[-2:])
+
+
+def _klein_weights(x: torch.Tensor, c: float | torch.Tensor, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Klein coordinates ``k = 2x/(1+c‖x‖²)`` and Lorentz factors
+    ``γ = (1+c‖x‖²)/(1-c‖x‖²)``, in float64 (``accurate_dtype``)."""
+    ctype = c.to(torch.float64) if isinstance(c, torch.Tensor) else c
+    gap = conformal_gap(x, c=ctype, fn=fn)
+    x64 = x.to(gap.dtype)
+    one_plus = 2 - gap
+    return 2 * x64 / one_plus.unsqueeze(-1), one_plus / gap
+
+
+def _klein_to_poincare(k: torch.Tensor, c: float | torch.Tensor) -> torch.Tensor:
+    ctype = c.to(k.dtype) if isinstance(c, torch.Tensor) else c
+    gap = (1 - ctype * k.pow(2).sum(-1, keepdim=True)).clamp_min(0)
+    return k / (1 + gap.sqrt())
+
+
+def _check_weights(w: torch.Tensor, fn: str) -> None:
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and bool((w < 0).any()):
+        raise ValueError(f"{fn}: weights must be non-negative (a negative weight can leave the ball)")
+
+
+@upcast
+def einstein_midpoint(
+    x: torch.Tensor, weights: torch.Tensor | None = None, *, c: float | torch.Tensor, dim: int = -2
+) -> torch.Tensor:
+    r"""Weighted Einstein midpoint of the sets along ``dim`` (Khrulkov et al. 2020, Eq. 8 "HypAve"):
+
+    .. math::
+        k_i = \frac{2x_i}{1+c\|x_i\|^2},\quad \gamma_i = \frac{1}{\sqrt{1-c\|k_i\|^2}}
+        = \frac{1+c\|x_i\|^2}{1-c\|x_i\|^2},\quad
+        \bar k = \frac{\sum_i w_i\gamma_i k_i}{\sum_i w_i\gamma_i},\quad
+        m = \frac{\bar k}{1+\sqrt{1-c\|\bar k\|^2}}
+
+    i.e. average in the Klein model and map back. This is exactly geoopt's
+    ``weighted_midpoint`` (Möbius gyromidpoint, :math:`\tfrac12\otimes(\cdot)` = Klein→Poincaré);
+    we write it out because it is accumulated in float64 here (the Klein gap
+    :math:`1-c\|\bar k\|^2 \approx (1-c\|x\|^2)^2/4` loses half the float32 digits near the
+    boundary) and shares code with the grouped :func:`class_midpoints`.
+
+    ``x`` (..., K, d) with ``dim=-2`` (any dim but the last), ``weights`` broadcastable to
+    ``x.shape[:-1]`` and ≥ 0 (default: all 1). Returns ``x`` without ``dim``.
+    A set whose weights are all 0 gives the origin.
+    """
+    c = check_c(c)
+    _check_dim(x, "einstein_midpoint")
+    nd = x.dim()
+    if not -nd <= dim < nd or dim % nd == nd - 1:
+        raise ValueError(f"einstein_midpoint: dim={dim} must index a set dimension of x {tuple(x.shape)}, not the last")
+    dim = dim % nd
+    k, gamma = _klein_weights(x, c, "einstein_midpoint")
+    if weights is not None:
+        _check_weights(weights, "einstein_midpoint")
+        try:
+            gamma = gamma * weights.to(gamma.dtype)
+        except RuntimeError as e:
+            raise ValueError(
+                f"einstein_midpoint: weights {tuple(weights.shape)} do not broadcast to {tuple(x.shape[:-1])}"
+            ) from e
+        if gamma.shape != x.shape[:-1]:
+            raise ValueError(
+                f"einstein_midpoint: weights {tuple(weights.shape)} must broadcast to x.shape[:-1] = "
+                f"{tuple(x.shape[:-1])} without enlarging it"
+            )
+    num = (gamma.unsqueeze(-1) * k).sum(dim)
+    den = gamma.sum(dim).unsqueeze(-1)
+    kbar = num / torch.where(den > 0, den, torch.ones_like(den))
+    return _klein_to_poincare(kbar, c).to(x.dtype)
+
+
+@upcast
+def class_midpoints(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    c: float | torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Einstein midpoint of every class at once: x (N, d), labels (N,) in [0, C) -> (C, d).
+
+    Same formula as :func:`einstein_midpoint`, with the sums over each class formed by
+    ``index_add`` (no loop over classes). Classes without points give the origin.
+    """
+    c = check_c(c)
+    _check_dim(x, "class_midpoints")
+    if x.dim() != 2:
+        raise ValueError(f"class_midpoints: x must be (N, d), got {tuple(x.shape)}")
+    labels = check_labels(labels, x.shape[0], num_classes, "class_midpoints")
+    k, gamma = _klein_weights(x, c, "class_midpoints")
+    if weights is not None:
+        if weights.shape != (x.shape[0],):
+            raise ValueError(f"class_midpoints: weights must be ({x.shape[0]},), got {tuple(weights.shape)}")
+        _check_weights(weights, "class_midpoints")
+        gamma = gamma * weights.to(gamma.dtype)
+    num = k.new_zeros(num_classes, x.shape[1]).index_add(0, labels, gamma.unsqueeze(-1) * k)
+    den = gamma.new_zeros(num_classes).index_add(0, labels, gamma).unsqueeze(-1)
+    kbar = num / torch.where(den > 0, den, torch.ones_like(den))
+    return _klein_to_poincare(kbar, c).to(x.dtype)
+
+
+def check_labels(labels: torch.Tensor, n: int, num_classes: int, fn: str) -> torch.Tensor:
+    """Validate integer labels (n,) in [0, num_classes) and return them as int64 on their device."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"{fn}: labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels))}")
+    if labels.shape != (n,):
+        raise ValueError(f"{fn}: labels must have shape ({n},) to match x, got {tuple(labels.shape)}")
+    if num_classes < 1:
+        raise ValueError(f"{fn}: num_classes must be >= 1, got {num_classes}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels.long()

@@ -1,0 +1,131 @@
+"""Per-query ranking statistics of re-ID evaluation without sorting the gallery.
+
+For query ``i`` the gallery splits into positives (same identity, other
+camera), junk (same identity, same camera: removed, as in torchreid's
+``eval_market1501``) and negatives (other identities). Every metric of the
+Market-1501 protocol needs only the ranks of the positives in the junk-free
+ranking: with the ``m`` positives sorted, ``rank(p_k) = k + #{negatives
+before p_k}``, so
+
+* CMC uses ``rank(p_1)`` (rank of the first true match),
+* AP = ``(1/m) Σ_k k / rank(p_k)`` (torchreid's AP, no interpolation),
+* INP = ``m / rank(p_m)`` (Ye et al. 2021: ``|G_i| / R_i^hard``).
+
+The CPU kernel (numba) sorts only the few positive distances of a query and
+places each negative by a binary search into them: one pass over the
+distance matrix, no ``argsort`` of it. The torch kernel (GPU tensors) sorts
+each chunk of rows, which is cheap on a GPU.
+
+Ties: both kernels order the gallery by ``(distance, gallery index)``, i.e.
+exactly as a *stable* sort of each row does. torchreid uses ``np.argsort``
+(quicksort, not stable), whose order among equal distances is arbitrary; on
+tie-free data both give identical rankings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+
+
+@njit(parallel=True, cache=True)
+def _stats_kernel(distmat, q_pids, g_pids, q_camids, g_camids, first_rank, ap, inp, num_pos):
+    num_q, num_g = distmat.shape
+    for i in prange(num_q):
+        qp, qc = q_pids[i], q_camids[i]
+        row = distmat[i]
+        m = 0
+        for j in range(num_g):
+            if g_pids[j] == qp and g_camids[j] != qc:
+                m += 1
+        num_pos[i] = m
+        if m == 0:
+            first_rank[i] = 0
+            ap[i] = 0.0
+            inp[i] = 0.0
+            continue
+        pos_d = np.empty(m, dtype=distmat.dtype)
+        pos_j = np.empty(m, dtype=np.int64)
+        k = 0
+        for j in range(num_g):
+            if g_pids[j] == qp and g_camids[j] != qc:
+                pos_d[k] = row[j]
+                pos_j[k] = j
+                k += 1
+        order = np.argsort(pos_d, kind="mergesort")  # stable: equal distances keep gallery order
+        pos_d = pos_d[order]
+        pos_j = pos_j[order]
+        # counts[t]: negatives placed after exactly t positives in (distance, index) order
+        counts = np.zeros(m + 1, dtype=np.int64)
+        last_d, last_j = pos_d[m - 1], pos_j[m - 1]
+        for j in range(num_g):
+            if g_pids[j] == qp:
+                continue  # a positive, or junk (same identity and camera)
+            d = row[j]
+            if d > last_d or (d == last_d and j > last_j):
+                continue  # after every positive: changes no metric
+            lo, hi = 0, m
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if pos_d[mid] < d or (pos_d[mid] == d and pos_j[mid] < j):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            counts[lo] += 1
+        before = 0
+        total = 0.0
+        rank = 0
+        for k in range(m):
+            before += counts[k]
+            rank = k + 1 + before
+            total += (k + 1) / rank
+            if k == 0:
+                first_rank[i] = rank
+        ap[i] = total / m
+        inp[i] = m / rank
+
+
+def query_stats_numba(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
+                      q_camids: np.ndarray, g_camids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(first_rank, ap, inp, num_pos)`` per query; ``num_pos == 0`` marks a query with no valid match."""
+    distmat = np.ascontiguousarray(distmat)
+    if distmat.dtype not in (np.float32, np.float64):
+        distmat = distmat.astype(np.float64)
+    num_q = distmat.shape[0]
+    first_rank = np.empty(num_q, dtype=np.int64)
+    ap = np.empty(num_q, dtype=np.float64)
+    inp = np.empty(num_q, dtype=np.float64)
+    num_pos = np.empty(num_q, dtype=np.int64)
+    ints = [np.ascontiguousarray(a, dtype=np.int64) for a in (q_pids, g_pids, q_camids, g_camids)]
+    _stats_kernel(distmat, *ints, first_rank, ap, inp, num_pos)
+    return first_rank, ap, inp, num_pos
+
+
+def query_stats_torch(distmat: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor,
+                      q_camids: torch.Tensor, g_camids: torch.Tensor,
+                      chunk: int = 1024) -> tuple[np.ndarray, ...]:
+    """Same as :func:`query_stats_numba` with a stable sort of each chunk of rows (GPU path)."""
+    dev = distmat.device
+    g_pids, g_camids = g_pids.to(dev), g_camids.to(dev)
+    outs: list[tuple[torch.Tensor, ...]] = []
+    for s in range(0, distmat.shape[0], chunk):
+        d = distmat[s:s + chunk]
+        qp, qc = q_pids[s:s + chunk].to(dev)[:, None], q_camids[s:s + chunk].to(dev)[:, None]
+        order = torch.sort(d, dim=1, stable=True).indices
+        gp, gc = g_pids[order], g_camids[order]
+        pos = (gp == qp) & (gc != qc)
+        keep = ~((gp == qp) & (gc == qc))
+        kept_rank = keep.cumsum(1)  # 1-based rank among kept items (valid where keep)
+        pos_count = pos.cumsum(1)
+        m = pos.sum(1)
+        big = torch.iinfo(kept_rank.dtype).max
+        first = torch.where(pos, kept_rank, big).min(1).values
+        last = torch.where(pos, kept_rank, 0).max(1).values
+        prec = torch.where(pos, pos_count.double() / kept_rank.clamp_min(1).double(), 0.0).sum(1)
+        valid = m > 0
+        mf = m.clamp_min(1).double()
+        outs.append((torch.where(valid, first, 0), torch.where(valid, prec / mf, 0.0),
+                     torch.where(valid, mf / last.clamp_min(1).double(), 0.0), m))
+    return tuple(torch.cat(parts).cpu().numpy() for parts in zip(*outs))

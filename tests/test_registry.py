@@ -1,0 +1,99 @@
+"""Entry-point loading, conflicts, strict mode, did-you-mean, lazy listing."""
+
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+
+from harness.errors import PluginConflictError, PluginLoadError, UnknownPluginError
+from harness.registry import PluginWarning, Registry
+
+
+def _fake_dist(root, dist, module, source):
+    """A minimal installed distribution: a module plus a dist-info with a `harness` entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{dist} = {module}\n")
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_broken_distribution_is_a_warning_naming_it(fake_site):
+    _fake_dist(fake_site, "broken_dist", "broken_mod", "raise ImportError('no such thing')\n")
+    with pytest.warns(PluginWarning, match="broken_dist.*ImportError: no such thing"):
+        reg = Registry()
+    assert "euclidean_ce" in reg.specs("method")  # everything else still works
+    assert any("broken_dist" in e for e in reg.load_errors)
+
+
+def test_broken_distribution_is_an_error_in_strict_mode(fake_site, monkeypatch):
+    _fake_dist(fake_site, "broken_dist", "broken_mod", "raise ImportError('no such thing')\n")
+    with pytest.raises(PluginLoadError, match="broken_dist"):
+        Registry(strict=True)
+    monkeypatch.setenv("HARNESS_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError):
+        Registry()
+
+
+def test_two_distributions_claiming_one_name_is_an_error_naming_both(fake_site):
+    _fake_dist(fake_site, "clash_dist", "clash_mod", """
+        from harness import PluginSpec, hookimpl
+
+        @hookimpl
+        def harness_methods():
+            return [PluginSpec("euclidean_ce", "clash_mod:X", "an impostor")]
+    """)
+    reg = Registry()
+    with pytest.raises(PluginConflictError, match="hyperbolic-harness.*clash_dist|clash_dist.*hyperbolic-harness"):
+        reg.specs("method")
+
+
+def test_unknown_hook_implementation_is_caught(fake_site):
+    _fake_dist(fake_site, "typo_dist", "typo_mod", """
+        from harness import hookimpl
+
+        @hookimpl
+        def harness_method():
+            return []
+    """)
+    with pytest.warns(PluginWarning, match="typo_dist.*harness_method"):
+        Registry()
+
+
+def test_unknown_name_answers_did_you_mean_with_choices():
+    reg = Registry()
+    with pytest.raises(UnknownPluginError) as info:
+        reg.get("method", "poincare_mrl")
+    msg = str(info.value)
+    assert msg.startswith("unknown method 'poincare_mrl'; did you mean 'poincare_mlr'?")
+    assert "choices:" in msg and "euclidean_ce" in msg
+
+
+def test_unknown_kind():
+    with pytest.raises(UnknownPluginError, match="unknown plugin kind 'metod'; did you mean 'method'"):
+        Registry().specs("metod")
+
+
+def test_builtins_register_through_the_entry_point_group():
+    reg = Registry()
+    assert {s.dist for kind in ("method", "backbone", "dataset", "task") for s in reg.specs(kind).values()} \
+        >= {"hyperbolic-harness"}
+    assert reg.get("method", "poincare_mlr").target.endswith(":PoincareMLR")
+
+
+def test_list_imports_no_model_code_and_is_fast():
+    code = ("import sys, time; t = time.perf_counter(); from harness.cli import main; main(['list']); "
+            "print('MODS', 'torch' in sys.modules, 'timm' in sys.modules, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    torch_loaded, timm_loaded, seconds = out.split("MODS")[1].split()
+    assert (torch_loaded, timm_loaded) == ("False", "False")
+    assert float(seconds) < 1.0
