@@ -175,3 +175,14 @@ def launch(overrides: list[str], *, multirun: bool) -> None:
         app()
     finally:
         sys.argv = argv
+
+
+def compose(overrides: list[str] | None = None) -> dict[str, Any]:
+    """The resolved config of one cell, as ``harness run`` would build it (for the Python API and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    args = prepare(list(overrides or []))
+    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=args)
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -31,41 +31,52 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _stats_kernel(distmat, q_pids, g_pids, q_camids, g_camids, first_rank, ap, inp, num_pos):
+def _stats_kernel(distmat, q_pids, q_camids, g_camids, pid_start, pid_members, q_slot,
+                  first_rank, ap, inp, num_pos, bad):
     num_q, num_g = distmat.shape
     for i in prange(num_q):
-        qp, qc = q_pids[i], q_camids[i]
         row = distmat[i]
+        slot = q_slot[i]
+        first_rank[i], ap[i], inp[i], num_pos[i], bad[i] = 0, 0.0, 0.0, 0, 0
+        if slot < 0:
+            continue  # the query's identity is not in the gallery
+        same = pid_members[pid_start[slot]:pid_start[slot + 1]]  # gallery items of the query's identity
         m = 0
-        for j in range(num_g):
-            if g_pids[j] == qp and g_camids[j] != qc:
+        for j in same:
+            if g_camids[j] != q_camids[i]:
                 m += 1
         num_pos[i] = m
         if m == 0:
-            first_rank[i] = 0
-            ap[i] = 0.0
-            inp[i] = 0.0
             continue
         pos_d = np.empty(m, dtype=distmat.dtype)
         pos_j = np.empty(m, dtype=np.int64)
         k = 0
-        for j in range(num_g):
-            if g_pids[j] == qp and g_camids[j] != qc:
+        for j in same:
+            if g_camids[j] != q_camids[i]:
                 pos_d[k] = row[j]
                 pos_j[k] = j
                 k += 1
         order = np.argsort(pos_d, kind="mergesort")  # stable: equal distances keep gallery order
         pos_d = pos_d[order]
         pos_j = pos_j[order]
-        # counts[t]: negatives placed after exactly t positives in (distance, index) order
-        counts = np.zeros(m + 1, dtype=np.int64)
+        if not np.isfinite(pos_d[m - 1]) or not np.isfinite(pos_d[0]):
+            bad[i] = 1
+            continue
         last_d, last_j = pos_d[m - 1], pos_j[m - 1]
+        # counts[t]: gallery items placed after exactly t positives in (distance, index) order.
+        # The hot loop reads only the distance row; items of the query's own identity are
+        # counted too and taken out below.
+        counts = np.zeros(m + 1, dtype=np.int64)
         for j in range(num_g):
-            if g_pids[j] == qp:
-                continue  # a positive, or junk (same identity and camera)
             d = row[j]
-            if d > last_d or (d == last_d and j > last_j):
+            if d > last_d:
                 continue  # after every positive: changes no metric
+            if not d < last_d:  # equal to the last positive's distance, or NaN
+                if d != d:
+                    bad[i] = 1
+                    break
+                if j > last_j:
+                    continue
             lo, hi = 0, m
             while lo < hi:
                 mid = (lo + hi) >> 1
@@ -74,6 +85,20 @@ def _stats_kernel(distmat, q_pids, g_pids, q_camids, g_camids, first_rank, ap, i
                 else:
                     hi = mid
             counts[lo] += 1
+        if bad[i]:
+            continue
+        for j in same:
+            d = row[j]
+            if d > last_d or (d == last_d and j > last_j):
+                continue
+            lo, hi = 0, m
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if pos_d[mid] < d or (pos_d[mid] == d and pos_j[mid] < j):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            counts[lo] -= 1
         before = 0
         total = 0.0
         rank = 0
@@ -98,8 +123,21 @@ def query_stats_numba(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarra
     ap = np.empty(num_q, dtype=np.float64)
     inp = np.empty(num_q, dtype=np.float64)
     num_pos = np.empty(num_q, dtype=np.int64)
-    ints = [np.ascontiguousarray(a, dtype=np.int64) for a in (q_pids, g_pids, q_camids, g_camids)]
-    _stats_kernel(distmat, *ints, first_rank, ap, inp, num_pos)
+    bad = np.empty(num_q, dtype=np.uint8)
+    g_pids = np.asarray(g_pids, dtype=np.int64)
+    # gallery items grouped by identity (CSR), and each query's identity slot (-1: absent)
+    pids, inverse = np.unique(g_pids, return_inverse=True)
+    pid_members = np.argsort(inverse, kind="stable").astype(np.int64)
+    pid_start = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(pids)))]).astype(np.int64)
+    q_pids = np.asarray(q_pids, dtype=np.int64)
+    slot = np.searchsorted(pids, q_pids)
+    slot = np.where((slot < len(pids)) & (pids[np.minimum(slot, len(pids) - 1)] == q_pids), slot, -1)
+    _stats_kernel(distmat, q_pids, np.ascontiguousarray(q_camids, dtype=np.int64),
+                  np.ascontiguousarray(g_camids, dtype=np.int64), pid_start, pid_members,
+                  slot.astype(np.int64), first_rank, ap, inp, num_pos, bad)
+    if bad.any():
+        raise ValueError(f"distmat contains NaN or inf in {int(bad.sum())} of {num_q} query rows "
+                         "(check the embeddings)")
     return first_rank, ap, inp, num_pos
 
 

@@ -38,8 +38,8 @@ class SyntheticHierarchy(ImageDataset):
         n_coarse: int = 12
         fine_per_coarse: int = 8
         novel_per_coarse: int = 2
-        images_per_class: int = 50
-        test_fraction: float = 0.2
+        images_per_class: int = 60
+        test_fraction: float = 0.33
         image_size: int = 32
         fine_spread: float = 0.35  # size of sibling differences relative to cousins'
         noise: float = 0.12  # pixel noise std (in [0, 1] intensity units)

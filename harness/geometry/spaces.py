@@ -1,0 +1,146 @@
+"""Geometry objects: what a method declares and what a task measures with.
+
+Both classes offer the same interface (``name``, ``c``, ``pairwise_dist``, ``dist``,
+``dist0``, ``midpoint``, ``class_prototypes``, ``to_json``), so a task never branches on
+the geometry. Shapes: points (..., d); ``pairwise_dist`` (..., n, d) x (..., m, d) -> (..., n, m).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._dtype import upcast
+from ._pairwise import flatten_pair, safe_sqrt, stable_sqdist
+from .curvature import CurvatureLike, check_c, resolve_c
+from .poincare import check_labels, class_midpoints, dist, dist0, einstein_midpoint, pairwise_dist, sqnorm
+
+#: Target relative error of a Euclidean pairwise distance (matmul form kept above it).
+EUCLID_REL_TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+@upcast
+def euclidean_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    r"""L2 distance matrix (..., n, m): :math:`\|x_i-y_j\|`, via one matmul plus the exact
+    difference for near pairs (:mod:`._pairwise`): ``d(x, x) = 0`` exactly, gradient 0 there.
+
+    ``torch.cdist`` uses the bare matmul form for large inputs (float32 error ~1e-3 on
+    the diagonal) and its gradient at a zero distance is NaN-prone; hence this kernel.
+    """
+    xb, yb, batch = flatten_pair(x, y, "euclidean_pairwise_dist")
+    wd = xb.dtype
+    sx = sqnorm(xb).to(wd)
+    sy = sx if y is None else sqnorm(yb).to(wd)
+    tol = 2 * EUCLID_REL_TOL.get(wd, 1e-4)
+
+    def needs_exact(d2: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+        return err > tol * torch.maximum(d2, err)
+
+    out = safe_sqrt(stable_sqdist(xb, yb, sx, sy, needs_exact))
+    return out.reshape(*batch, *out.shape[-2:])
+
+
+def _mean(x: torch.Tensor, dim: int, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return x.mean(dim)
+    if bool((weights < 0).any()):
+        raise ValueError("midpoint: weights must be non-negative")
+    w = weights.to(x.dtype).unsqueeze(-1)
+    den = w.sum(dim)
+    return (w * x).sum(dim) / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def _set_dim(x: torch.Tensor, dim: int) -> int:
+    nd = x.dim()
+    if not -nd <= dim < nd or dim % nd == nd - 1:
+        raise ValueError(f"midpoint: dim={dim} must index a set dimension of x {tuple(x.shape)}, not the last")
+    return dim % nd
+
+
+class EuclideanGeometry:
+    """Flat space: L2 distance, arithmetic-mean prototypes (Snell et al. 2017, ProtoNet)."""
+
+    name = "euclidean"
+    c = 0.0
+
+    def pairwise_dist(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., n, d) x (..., m, d) -> (..., n, m) L2 distances (:func:`euclidean_pairwise_dist`)."""
+        return euclidean_pairwise_dist(x, y)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Elementwise L2 distance of broadcastable (..., d) tensors."""
+        return torch.linalg.vector_norm(x - y, dim=-1)
+
+    def dist0(self, x: torch.Tensor) -> torch.Tensor:
+        """‖x‖, (..., d) -> (...)."""
+        return torch.linalg.vector_norm(x, dim=-1)
+
+    def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(Weighted) arithmetic mean over ``dim``; ``weights`` of shape ``x.shape[:-1]``, ≥ 0."""
+        return _mean(x, _set_dim(x, dim), weights)
+
+    def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Per-class means (C, d) by ``index_add`` (no class loop); empty classes give 0."""
+        if x.dim() != 2:
+            raise ValueError(f"class_prototypes: x must be (N, d), got {tuple(x.shape)}")
+        labels = check_labels(labels, x.shape[0], num_classes, "class_prototypes")
+        s = x.new_zeros(num_classes, x.shape[1]).index_add(0, labels, x)
+        n = torch.bincount(labels, minlength=num_classes).to(x.dtype).clamp_min(1).unsqueeze(-1)
+        return s / n
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "c": 0.0}
+
+    def __repr__(self) -> str:
+        return "EuclideanGeometry()"
+
+
+class PoincareGeometry:
+    r"""Poincaré ball of curvature ``-c`` (radius :math:`1/\sqrt c`): hyperbolic distance,
+    Einstein-midpoint prototypes (Khrulkov et al. 2020, Hyperbolic ProtoNet).
+
+    ``c`` is a float, a scalar tensor, or a callable returning one (e.g. the
+    :class:`.Curvature` module of a head with learnable curvature): ``geometry.c`` reads the
+    current value at every call, so distances follow the learnt curvature.
+    """
+
+    name = "poincare"
+
+    def __init__(self, c: CurvatureLike = 1.0) -> None:
+        if not callable(c) or isinstance(c, torch.Tensor):
+            check_c(c if isinstance(c, torch.Tensor) else float(c))
+        self._c = c if callable(c) or isinstance(c, torch.Tensor) else float(c)
+
+    @property
+    def c(self) -> float | torch.Tensor:
+        return resolve_c(self._c)
+
+    def pairwise_dist(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., n, d) x (..., m, d) -> (..., n, m) (:func:`.poincare.pairwise_dist`)."""
+        return pairwise_dist(x, y, c=self.c)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Elementwise distance of broadcastable (..., d) tensors (:func:`.poincare.dist`)."""
+        return dist(x, y, c=self.c)
+
+    def dist0(self, x: torch.Tensor) -> torch.Tensor:
+        """Distance to the origin (..., d) -> (...) (:func:`.poincare.dist0`)."""
+        return dist0(x, c=self.c)
+
+    def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Einstein midpoint over ``dim`` (:func:`.poincare.einstein_midpoint`)."""
+        return einstein_midpoint(x, weights, c=self.c, dim=dim)
+
+    def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Per-class Einstein midpoints (C, d) (:func:`.poincare.class_midpoints`); empty classes give 0."""
+        return class_midpoints(x, labels, num_classes, c=self.c)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "c": float(self.c)}
+
+    def __repr__(self) -> str:
+        return f"PoincareGeometry(c={float(self.c):.4g})"
+
+
+__all__ = ["EuclideanGeometry", "PoincareGeometry", "euclidean_pairwise_dist"]

@@ -1,0 +1,69 @@
+"""Stanford Cars (Cars-196, Krause et al. 2013) from the devkit's combined annotation file::
+
+    cars_annos.mat   struct ``annotations`` (relative_im_path, bbox_x1..y2, class 1..196, test 0/1)
+                     and cell ``class_names``
+    car_ims/000001.jpg ...   (paths as in ``relative_im_path``)
+
+Protocols: ``retrieval`` (``train`` = classes 1..98, ``novel`` = classes 99..196,
+Song et al. 2016) or ``classification`` (``train`` / ``test`` from the ``test`` flag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.data import DatasetInfo
+from harness.plugins.datasets._folder import FileImageDataset, class_split, image_hw, require, resolve_root
+from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD, check_protocol
+
+
+def read_cars_annos(path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(relative paths, 0-based classes, test flags, class names) from ``cars_annos.mat``."""
+    from scipy.io import loadmat
+
+    mat = loadmat(path, squeeze_me=True)
+    annos = np.atleast_1d(mat["annotations"])
+    rel = [str(p) for p in annos["relative_im_path"]]
+    label = np.asarray(annos["class"], dtype=np.int64) - 1
+    test = np.asarray(annos["test"], dtype=np.int64).astype(bool)
+    names = [str(n) for n in np.atleast_1d(mat["class_names"])]
+    return rel, label, test, names
+
+
+class Cars196(FileImageDataset):
+    """Stanford Cars: 16,185 images of 196 car models."""
+
+    VERSION = "1"
+
+    @dataclass
+    class Config:
+        name: str = "cars196"
+        root: str = "~/data/cars196"
+        protocol: str = "retrieval"
+        image_size: int = 224
+        preload: bool = False
+        workers: int = 4
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        super().__init__(cfg)
+        c = self.cfg
+        check_protocol(c.name, c.protocol)
+        root = resolve_root(c.root)
+        require(c.name, root, ["cars_annos.mat", "car_ims"],
+                source="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
+        rel, label, test, names = read_cars_annos(root / "cars_annos.mat")
+        if c.protocol == "retrieval":
+            train, novel = class_split(label, np.arange(len(names) // 2))
+            self.splits = {"train": train, "novel": novel}
+        else:
+            self.splits = {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
+        self.annotations = {"label": label}
+        size = image_hw(c.image_size)
+        self._set_files([root / p for p in rel], size=size, channels=3)
+        self.info = DatasetInfo(
+            image_size=size, channels=3, class_names=names, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            license="research use (ImageNet-style terms)",
+            citation="J. Krause, M. Stark, J. Deng, L. Fei-Fei. 3D object representations for "
+                     "fine-grained categorization. 3dRR workshop, ICCV 2013.")

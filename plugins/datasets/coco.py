@@ -1,0 +1,90 @@
+"""MS-COCO detection (Lin et al., ECCV 2014) from its published layout::
+
+    annotations/instances_train2017.json   images, annotations (bbox [x, y, w, h]), categories
+    annotations/instances_val2017.json
+    train2017/<file_name>, val2017/<file_name>
+
+``train`` = ``train_set`` (train2017), ``test`` = ``test_set`` (val2017: COCO's
+held-out set with public annotations); either may be "" to leave it out.
+Images are resized to ``image_size`` and ``boxes`` scaled with them (see
+:mod:`._boxes`); crowd boxes are dropped, category ids are renumbered
+contiguously (0..79 in id order). ``label`` is the class of the largest box
+(an image-level label for linear probes), ``coarse_label`` its COCO
+supercategory. Images without boxes are dropped when ``skip_empty``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.data import DatasetInfo
+from harness.errors import ConfigError
+from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
+from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
+from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+
+
+class Coco(FileImageDataset):
+    """MS-COCO instances (boxes of 80 categories)."""
+
+    VERSION = "1"
+
+    @dataclass
+    class Config:
+        name: str = "coco"
+        root: str = "~/data/coco"
+        train_set: str = "train2017"
+        test_set: str = "val2017"
+        image_size: int = 256
+        skip_empty: bool = True
+        preload: bool = False
+        workers: int = 4
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        super().__init__(cfg)
+        c = self.cfg
+        root = resolve_root(c.root)
+        sets = {split: s for split, s in (("train", c.train_set), ("test", c.test_set)) if s}
+        if not sets:
+            raise ConfigError("coco: train_set and test_set are both empty; name at least one (e.g. val2017)")
+        require(c.name, root, [p for s in sets.values() for p in (f"annotations/instances_{s}.json", s)],
+                source="https://cocodataset.org/#download (images + annotations_trainval)")
+        size = image_hw(c.image_size)
+        files, rows, splits = [], [], {}
+        categories: list[dict] | None = None
+        for split, s in sets.items():
+            data = json.loads((root / "annotations" / f"instances_{s}.json").read_text())
+            if categories is None:
+                categories = sorted(data["categories"], key=lambda d: d["id"])
+            cat_index = {d["id"]: k for k, d in enumerate(categories)}
+            per_image: dict[int, list] = {}
+            for a in data["annotations"]:
+                if a.get("iscrowd", 0):
+                    continue
+                x, y, w, h = a["bbox"]
+                per_image.setdefault(a["image_id"], []).append([x, y, x + w, y + h, cat_index[a["category_id"]]])
+            start = len(files)
+            for im in sorted(data["images"], key=lambda d: d["id"]):
+                found = np.asarray(per_image.get(im["id"], []), dtype=np.float32).reshape(-1, 5)
+                if c.skip_empty and len(found) == 0:
+                    continue
+                files.append(root / s / im["file_name"])
+                rows.append(scale_boxes(found, (im["width"], im["height"]), size))
+            splits[split] = np.arange(start, len(files))
+        assert categories is not None
+        supers = sorted({d["supercategory"] for d in categories})
+        super_of = np.array([supers.index(d["supercategory"]) for d in categories], dtype=np.int64)
+        boxes = object_array(rows)
+        label = np.array([largest_box_label(b) for b in boxes], dtype=np.int64)
+        self.splits = splits
+        self.annotations = {"label": label, "boxes": boxes}
+        if (label >= 0).all():
+            self.annotations["coarse_label"] = super_of[label]
+        self._set_files(files, size=size, channels=3)
+        self.info = DatasetInfo(
+            image_size=size, channels=3, class_names=[d["name"] for d in categories], coarse_names=supers,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, license="annotations CC BY 4.0; images under their Flickr terms",
+            citation="T.-Y. Lin et al. Microsoft COCO: common objects in context. ECCV 2014.")

@@ -1,0 +1,105 @@
+"""A real tiny sweep end to end: cells, results, resume after kill -9, failures, leaderboards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.results import iter_results
+
+TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
+        "dataset.images_per_class=24", "dataset.image_size=16", "train.epochs=1", "train.batch_size=32",
+        "task.episodes=20", "task.n_query=5"]
+
+
+def _harness(args, tmp_path, env_extra=None, **kw):
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, **kw)
+
+
+def _statuses(results_dir):
+    return sorted((r["cell"]["method"], r["cell"]["seed"], r["status"]) for _, r in iter_results(results_dir))
+
+
+def test_sweep_runs_grid_writes_results_and_leaderboards_and_resumes(tmp_path):
+    args = ["sweep", "grid=smoke", "seed=0,1", "task=few_shot", *TINY, f"results_dir={tmp_path / 'res'}",
+            f"leaderboard_dir={tmp_path / 'boards'}"]
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "harness sweep: 4 cells" in proc.stdout
+    assert proc.stdout.count("ETA") == 4
+    assert _statuses(tmp_path / "res") == [("euclidean_ce", 0, "ok"), ("euclidean_ce", 1, "ok"),
+                                           ("poincare_mlr", 0, "ok"), ("poincare_mlr", 1, "ok")]
+    board = (tmp_path / "boards" / "few_shot.md").read_text()
+    assert "| poincare_mlr" in board and "| euclidean_ce" in board
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("seed*.json")}
+    again = _harness(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" kept ") == 4
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("seed*.json")} == mtimes
+
+
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # poincare_mlr has no `label_smoothing`: its cell fails with a ConfigError, the other cell still runs.
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=poincare_mlr,euclidean_ce", *TINY,
+            "+method.label_smoothing=0.1", f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = {r["cell"]["method"]: r for _, r in iter_results(tmp_path / "res")}
+    assert results["euclidean_ce"]["status"] == "ok"
+    assert results["poincare_mlr"]["status"] == "failed"
+    assert "no config key(s) ['label_smoothing']" in results["poincare_mlr"]["reason"]
+    assert Path(results["poincare_mlr"]["traceback_file"]).read_text().startswith("Traceback")
+    assert "failed" in proc.stdout and "ok" in proc.stdout
+
+
+def test_nan_loss_fails_the_cell_with_its_step(tmp_path, monkeypatch):
+    import torch
+
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    monkeypatch.setattr(EuclideanCE, "loss", lambda self, emb, batch: emb.sum() * torch.tensor(float("nan")))
+    config = compose(["method=euclidean_ce", "task=few_shot", *TINY, f"results_dir={tmp_path}",
+                      f"cache_dir={tmp_path / 'cache'}"])
+    result = run_cell(config, progress=False)
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("NonFiniteLoss: loss became NaN at step 0")
+
+
+def test_killed_sweep_loses_nothing_finished_and_duplicates_nothing(tmp_path):
+    res = tmp_path / "res"
+    args = ["sweep", "grid=smoke", "seed=0,1,2", "task=few_shot", "method=euclidean_ce", *TINY,
+            f"results_dir={res}", "leaderboard_dir=null"]
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(res.rglob("seed*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p: json.loads(p.read_text())["timings"]["total_s"] for p in res.rglob("seed*.json")}
+    assert 1 <= len(done_before) < 3
+    assert not [p for p in res.rglob("*") if p.name.endswith(".tmp")] or True  # a torn temp file may remain
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" kept ") == len(done_before)
+    assert proc.stdout.count(" ok ") == 3 - len(done_before)
+    files = sorted(res.rglob("seed*.json"))
+    assert [p.name for p in files] == ["seed0.json", "seed1.json", "seed2.json"]
+    for p, total in done_before.items():
+        assert json.loads(p.read_text())["timings"]["total_s"] == total  # finished cells were not redone
+
+
+def test_unknown_plugin_on_the_command_line_answers_did_you_mean(tmp_path):
+    proc = _harness(["run", "method=poincare_mrl"], tmp_path)
+    assert proc.returncode == 2
+    assert "unknown method 'poincare_mrl'; did you mean 'poincare_mlr'?" in proc.stderr

@@ -1,0 +1,140 @@
+"""reid: evaluate_reid vs a faithful re-implementation of torchreid's eval_market1501 (+ AGW's mINP)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import Incompatible
+from harness.task import Embedded, EvalContext
+from harness.tasks.reid import Reid, ReidMetrics, evaluate_reid
+
+from test_task_fixtures import ArrayDataset, FakeMethod, euclidean
+
+
+def torchreid_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, sort_kind="quicksort"):
+    """torchreid.metrics.rank.eval_market1501 (K. Zhou, MIT licence), same numpy operations, with
+    mINP as in Ye et al.'s AGW ``eval_func`` (INP = matches / (index of last match + 1)).
+    ``sort_kind="stable"`` gives the stable-sort reference used for ties."""
+    num_q, num_g = distmat.shape
+    if num_g < max_rank:
+        max_rank = num_g
+    indices = np.argsort(distmat, axis=1, kind=sort_kind)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_ap, all_inp, num_valid_q = [], [], [], 0.0
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
+        raw_cmc = matches[q_idx][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue
+        cmc = raw_cmc.cumsum()
+        all_inp.append(cmc[np.where(raw_cmc == 1)[0].max()] / (np.where(raw_cmc == 1)[0].max() + 1.0))
+        cmc[cmc > 1] = 1
+        all_cmc.append(cmc[:max_rank])
+        num_valid_q += 1.0
+        num_rel = raw_cmc.sum()
+        tmp_cmc = raw_cmc.cumsum()
+        tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
+        all_ap.append(tmp_cmc.sum() / num_rel)
+    assert num_valid_q > 0
+    all_cmc = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q
+    return all_cmc, np.mean(all_ap), np.mean(all_inp), int(num_valid_q)
+
+
+def random_problem(seed, nq=60, ng=400, ids=30, cams=4, tie_levels=None, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    q_pids, g_pids = rng.integers(0, ids + ids // 3, nq), rng.integers(0, ids, ng)  # some queries unmatched
+    q_cams, g_cams = rng.integers(0, cams, nq), rng.integers(0, cams, ng)
+    d = rng.random((nq, ng))
+    if tie_levels:
+        d = np.floor(d * tie_levels) / tie_levels  # many equal distances
+    return d.astype(dtype), q_pids, g_pids, q_cams, g_cams
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_torchreid_on_tie_free_data(backend, seed) -> None:
+    d, qp, gp, qc, gc = random_problem(seed, dtype=np.float64)
+    assert all(len(np.unique(row)) == len(row) for row in d)
+    cmc, m_ap, m_inp, n_valid = torchreid_market1501(d, qp, gp, qc, gc, 50)
+    res = evaluate_reid(d, qp, gp, qc, gc, max_rank=50, backend=backend)
+    np.testing.assert_allclose(res["cmc"], cmc, rtol=1e-6)
+    assert res["mAP"] == pytest.approx(m_ap, rel=1e-12)
+    assert res["mINP"] == pytest.approx(m_inp, rel=1e-12)
+    assert res["num_valid_queries"] == n_valid and res["num_skipped"] == 60 - n_valid
+    assert res["num_skipped"] > 0  # the problem has queries without a valid match
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_ties_follow_a_stable_sort(backend) -> None:
+    d, qp, gp, qc, gc = random_problem(7, ids=10, tie_levels=8)
+    cmc, m_ap, m_inp, _ = torchreid_market1501(d, qp, gp, qc, gc, 50, sort_kind="stable")
+    res = evaluate_reid(d, qp, gp, qc, gc, backend=backend)
+    np.testing.assert_allclose(res["cmc"], cmc, rtol=1e-6)
+    assert res["mAP"] == pytest.approx(m_ap, rel=1e-12)
+    assert res["mINP"] == pytest.approx(m_inp, rel=1e-12)
+
+
+def test_hand_computed_case() -> None:
+    # one query (pid 1, cam 0); gallery sorted by distance:
+    # g0 pid1 cam0 (junk, removed), g1 pid2, g2 pid1 cam1 (match), g3 pid3, g4 pid1 cam2 (match)
+    # kept ranking: pid2, M, pid3, M -> first match rank 2; AP = (1/2 + 2/4)/2 = 0.5; INP = 2/4
+    d = np.array([[0.1, 0.2, 0.3, 0.4, 0.5]])
+    res = evaluate_reid(d, np.array([1]), np.array([1, 2, 1, 3, 1]), np.array([0]), np.array([0, 0, 1, 0, 2]),
+                        max_rank=4)
+    np.testing.assert_allclose(res["cmc"], [0, 1, 1, 1])
+    assert res["mAP"] == pytest.approx(0.5) and res["mINP"] == pytest.approx(0.5)
+    # gallery smaller than max_rank: the CMC is capped at the gallery size, as in torchreid
+    assert len(evaluate_reid(d, [1], [1, 2, 1, 3, 1], [0], [0, 0, 1, 0, 2])["cmc"]) == 5
+
+
+def test_chunked_updates_equal_one_call() -> None:
+    d, qp, gp, qc, gc = random_problem(3)
+    meter = ReidMetrics(gp, gc)
+    for s in range(0, 60, 7):
+        meter.update(torch.tensor(d[s:s + 7]), qp[s:s + 7], qc[s:s + 7])
+    whole = evaluate_reid(d, qp, gp, qc, gc)
+    got = meter.compute()
+    np.testing.assert_array_equal(got["cmc"], whole["cmc"])
+    assert got["mAP"] == whole["mAP"] and got["mINP"] == whole["mINP"]
+
+
+def test_bad_input_is_an_error() -> None:
+    d, qp, gp, qc, gc = random_problem(0, nq=5, ng=20)
+    with pytest.raises(ValueError, match="gallery is empty"):
+        evaluate_reid(np.zeros((5, 0)), qp, gp[:0], qc, gc[:0])
+    with pytest.raises(ValueError, match="no queries"):
+        evaluate_reid(np.zeros((0, 20)), qp[:0], gp, qc[:0], gc)
+    with pytest.raises(ValueError, match="expected"):
+        evaluate_reid(d[:, :10], qp, gp, qc, gc)
+    bad = d.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_reid(bad, qp, gp, qc, gc)
+    with pytest.raises(ValueError, match="none of the 5 query identities"):
+        evaluate_reid(d, qp + 1000, gp, qc, gc)
+
+
+def test_reid_task_end_to_end() -> None:
+    rng = np.random.default_rng(0)
+    pid = np.repeat(np.arange(20), 6)
+    cam = np.tile(np.arange(6), 20)
+    query = np.flatnonzero(cam == 0)
+    gallery = np.flatnonzero((cam > 0) & (pid >= 10))  # identities 0..9 have no gallery image
+    ds = ArrayDataset({"pid": pid, "camid": cam}, {"train": np.flatnonzero(pid < 0), "query": query,
+                                                   "gallery": gallery})
+    emb = torch.tensor(rng.normal(size=(20, 5))[pid] + 0.01 * rng.normal(size=(120, 5)), dtype=torch.float32)
+    task = Reid()
+    proto = task.protocol(ds)
+    assert proto.train_label == "pid"
+    ctx = EvalContext(dataset=ds, protocol=proto, method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(emb[idx], emb[idx], None), seed=0,
+                      device=torch.device("cpu"))
+    res = task.evaluate(ctx)
+    assert {k: v.value for k, v in res.items()} == {"rank1": 1.0, "rank5": 1.0, "rank10": 1.0,
+                                                    "mAP": 1.0, "mINP": 1.0}
+    assert ctx.details["num_skipped_queries"] == 10 and ctx.details["num_valid_queries"] == 10
+    with pytest.raises(Incompatible, match="camid"):
+        task.protocol(ArrayDataset({"pid": pid}, {"train": query, "query": query, "gallery": gallery}))
