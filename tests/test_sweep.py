@@ -48,7 +48,7 @@ def test_sweep_runs_grid_writes_results_and_leaderboards_and_resumes(tmp_path):
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     # poincare_mlr has no `label_smoothing`: its cell fails with a ConfigError, the other cell still runs.
     args = ["sweep", "grid=smoke", "task=few_shot", "method=poincare_mlr,euclidean_ce", *TINY,
-            "+method.label_smoothing=0.1", f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
+            "++method.label_smoothing=0.1", f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
     proc = _harness(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
     results = {r["cell"]["method"]: r for _, r in iter_results(tmp_path / "res")}

@@ -40,12 +40,13 @@ def refine_pairs(
     x: torch.Tensor,
     y: torch.Tensor,
     exact: Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Replace ``value[..., i, j]`` where ``mask`` holds by ``exact(x_i, y_j, index)``.
 
     ``x`` (B, n, d), ``y`` (B, m, d), ``value``/``mask`` (B, n, m). ``exact`` receives the
     gathered rows (k, d) and the index tuple (b, i, j) and returns (k,) values.
-    Differentiable (out-of-place ``index_put``).
+    Differentiable (out-of-place ``index_put``) unless ``inplace``.
     """
     idx = mask.nonzero()
     if idx.shape[0] == 0:
@@ -57,6 +58,8 @@ def refine_pairs(
         b, i, j = idx[s : s + step].unbind(1)
         parts.append(exact(x[b, i], y[b, j], (b, i, j)))
     b, i, j = idx.unbind(1)
+    if inplace:
+        return value.index_put_((b, i, j), torch.cat(parts))
     return value.index_put((b, i, j), torch.cat(parts))
 
 

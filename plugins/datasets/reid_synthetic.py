@@ -78,9 +78,12 @@ class ReidSynthetic(ImageDataset):
         if not 2 <= c.min_cameras <= c.n_cameras:
             raise ConfigError(f"reid_synthetic: need 2 <= min_cameras <= n_cameras (a query needs a match in "
                               f"another camera), got {c.min_cameras} and {c.n_cameras}")
-        if c.train_identities < 1 or c.test_identities < 1 or c.images_per_camera < 1 or c.n_distractors < 0:
-            raise ConfigError("reid_synthetic: train_identities, test_identities and images_per_camera must be "
-                              ">= 1 and n_distractors >= 0")
+        if c.train_identities < 1 or c.test_identities < 1 or c.n_distractors < 0:
+            raise ConfigError("reid_synthetic: train_identities and test_identities must be >= 1 and "
+                              "n_distractors >= 0")
+        if c.images_per_camera < 2:
+            raise ConfigError("reid_synthetic: images_per_camera must be >= 2 (one per camera is the query, "
+                              f"the others are its gallery matches), got {c.images_per_camera}")
         if min(self._hw) < 8:
             raise ConfigError(f"reid_synthetic: image_size must be at least 8×8, got {c.image_size}")
         data = cached_tensors("datasets", f"reid_synthetic-{self.fingerprint()}", self._generate)
@@ -169,14 +172,12 @@ class ReidSynthetic(ImageDataset):
             "fill": uniform(gen, m, 0.72, 0.94),  # person height / image height
         }
         hi = (2 * self._hw[0], 2 * self._hw[1])
-        canvas = self._draw(pid, cam, ident, camera, gen, hi)
-        images = torch.empty(n, 3, *hi)
-        for k in range(m):  # camera blur, colour response and noise, camera by camera
+        images = F.avg_pool2d(self._draw(pid, cam, ident, camera, gen, hi), 2)
+        for k in range(m):  # camera blur and colour response, camera by camera
             sel = cam == k
-            x = gaussian_blur(canvas[sel], float(camera["blur"][k]) * 2)  # sigma at the 2× drawing resolution
-            x = (x * camera["gain"][k][None, :, None, None] + camera["offset"][k]).clamp(0, 1) ** camera["gamma"][k]
-            images[sel] = x
-        images = F.avg_pool2d(images, 2)
+            x = gaussian_blur(images[sel], float(camera["blur"][k]))
+            images[sel] = (x * camera["gain"][k][None, :, None, None] + camera["offset"][k]).clamp(0, 1) \
+                ** camera["gamma"][k]
         noise = camera["noise"][cam][:, None, None, None]
         images = images + noise * torch.randn(images.shape, generator=gen)
         return {"images": to_uint8(images), "pid": pid, "camid": cam, "is_query": torch.from_numpy(query_np)}
@@ -194,14 +195,21 @@ class ReidSynthetic(ImageDataset):
         # Background: wall above the camera's horizon, floor below, soft texture, two clutter boxes.
         horizon = _col(camera["horizon"][cam] + uniform(gen, n, -0.05, 0.05))
         below = (yy > horizon)[:, None]
-        img = torch.where(below, camera["floor"][cam][:, :, None, None], camera["wall"][cam][:, :, None, None])
-        img = img * (1 + 0.12 * smooth_field(gen, n, 1, 5, hw))
+        background = torch.where(below, camera["floor"][cam][:, :, None, None], camera["wall"][cam][:, :, None, None])
+        background = background * (1 + 0.12 * smooth_field(gen, n, 1, 5, hw))
+        # Everything else is flat colour: paint part ids into one map, look the colours up at the end.
+        part = torch.zeros(n, h, w, dtype=torch.long)
+        palette = [torch.zeros(n, 3)]  # id 0: the textured background
+
+        def paint(mask: torch.Tensor, colour: torch.Tensor) -> None:
+            part.masked_fill_(mask, len(palette))
+            palette.append(colour)
+
         for _ in range(2):
             x0, y0 = _col(uniform(gen, n, -0.2, 0.9)), _col(uniform(gen, n, 0.0, 0.9))
             bw, bh = _col(uniform(gen, n, 0.1, 0.4)), _col(uniform(gen, n, 0.05, 0.3))
             box = _rect(xx, yy, x0, x0 + bw, y0, y0 + bh) & _col(torch.rand(n, generator=gen) < 0.7)
-            colour = torch.rand(n, 3, generator=gen)[:, :, None, None]
-            img = torch.where(box[:, None], colour, img)
+            paint(box, torch.rand(n, 3, generator=gen))
 
         # Person frame: u across (0 = body axis, in units of the image width), v down (0 = head top, 1 = feet).
         p = pid
@@ -214,10 +222,6 @@ class ReidSynthetic(ImageDataset):
         u = (xx - _col(centre)) / _col(width) * _col(flip)
         v = (yy - _col(top)) / _col(height)
         stride = _col(uniform(gen, n, 0.0, 0.09))  # walking: legs apart, arms swing
-
-        def paint(mask: torch.Tensor, colour: torch.Tensor) -> None:
-            nonlocal img
-            img = torch.where(mask[:, None], colour[:, :, None, None], img)
 
         front, back, side = _col(view == FRONT), _col(view == BACK), _col(view == SIDE)
         skin, hair, shirt, shirt2 = ident["skin"][p], ident["hair"][p], ident["shirt"][p], ident["shirt2"][p]
@@ -259,4 +263,7 @@ class ReidSynthetic(ImageDataset):
         occ_top = _col(uniform(gen, n, 0.55, 0.8))
         occluded = (yy > occ_top) & _col(torch.rand(n, generator=gen) < 0.12)
         paint(occluded, torch.rand(n, 3, generator=gen))
-        return img
+        colours = torch.stack(palette, 1)  # (n, parts, 3)
+        flat = torch.gather(colours, 1, part.view(n, -1, 1).expand(-1, -1, 3))
+        img = flat.view(n, h, w, 3).permute(0, 3, 1, 2)
+        return torch.where((part == 0)[:, None], background, img)
