@@ -11,10 +11,13 @@ before p_k}``, so
 * AP = ``(1/m) Σ_k k / rank(p_k)`` (torchreid's AP, no interpolation),
 * INP = ``m / rank(p_m)`` (Ye et al. 2021: ``|G_i| / R_i^hard``).
 
-The CPU kernel (numba) sorts only the few positive distances of a query and
-places each negative by a binary search into them: one pass over the
-distance matrix, no ``argsort`` of it. The torch kernel (GPU tensors) sorts
-each chunk of rows, which is cheap on a GPU.
+The CPU kernel (numba, parallel over queries) never sorts a row: per query it
+sorts the few positive distances, gathers the items no farther than the last
+positive (one pass), and counts for every positive the items strictly closer
+and exactly as close (one vectorised comparison pass per positive; a query
+with many positives sorts the gathered items and binary-searches instead).
+The torch kernel (GPU tensors) sorts each chunk of rows, which is cheap on a
+GPU. NaN distances are an error; infinite ones are ordered as values.
 
 Ties: both kernels order the gallery by ``(distance, gallery index)``, i.e.
 exactly as a *stable* sort of each row does. torchreid uses ``np.argsort``
@@ -29,9 +32,29 @@ import torch
 from numba import njit, prange
 
 
+@njit(cache=True, fastmath=True)
+def _count_below(values, n, thresholds, lt, eq):
+    """``lt[k] = #{values < t_k}``, ``eq[k] = #{values == t_k}`` over ``values[:n]`` (NaN-free:
+    fastmath may assume so; the caller never passes NaN). One vectorised pass per threshold."""
+    for k in range(len(thresholds)):
+        t = thresholds[k]
+        c = 0
+        e = 0
+        for j in range(n):
+            x = values[j]
+            c += x < t
+            e += x == t
+        lt[k] = c
+        eq[k] = e
+
+
+@njit(cache=True)
+def _precedes(d, j, pd, pj):
+    return d < pd or (d == pd and j < pj)
+
 
 @njit(parallel=True, cache=True)
-def _stats_kernel(distmat, q_pids, q_camids, g_camids, pid_start, pid_members, q_slot,
+def _stats_kernel(distmat, q_camids, g_camids, pid_start, pid_members, q_slot, sort_above,
                   first_rank, ap, inp, num_pos, bad):
     num_q, num_g = distmat.shape
     for i in prange(num_q):
@@ -40,7 +63,7 @@ def _stats_kernel(distmat, q_pids, q_camids, g_camids, pid_start, pid_members, q
         first_rank[i], ap[i], inp[i], num_pos[i], bad[i] = 0, 0.0, 0.0, 0, 0
         if slot < 0:
             continue  # the query's identity is not in the gallery
-        same = pid_members[pid_start[slot]:pid_start[slot + 1]]  # gallery items of the query's identity
+        same = pid_members[pid_start[slot]:pid_start[slot + 1]]  # gallery items of its identity
         m = 0
         for j in same:
             if g_camids[j] != q_camids[i]:
@@ -50,61 +73,57 @@ def _stats_kernel(distmat, q_pids, q_camids, g_camids, pid_start, pid_members, q
             continue
         pos_d = np.empty(m, dtype=distmat.dtype)
         pos_j = np.empty(m, dtype=np.int64)
+        junk_j = np.empty(len(same) - m, dtype=np.int64)
         k = 0
+        u = 0
         for j in same:
             if g_camids[j] != q_camids[i]:
                 pos_d[k] = row[j]
                 pos_j[k] = j
                 k += 1
-        order = np.argsort(pos_d, kind="mergesort")  # stable: equal distances keep gallery order
+            else:
+                junk_j[u] = j
+                u += 1
+        order = np.argsort(pos_d, kind="mergesort")  # stable: (distance, gallery index) order
         pos_d = pos_d[order]
         pos_j = pos_j[order]
-        if not np.isfinite(pos_d[m - 1]) or not np.isfinite(pos_d[0]):
+        last_d = pos_d[m - 1]
+        if np.isnan(last_d) or np.isnan(pos_d[0]):
             bad[i] = 1
             continue
-        last_d, last_j = pos_d[m - 1], pos_j[m - 1]
-        # counts[t]: gallery items placed after exactly t positives in (distance, index) order.
-        # The hot loop reads only the distance row; items of the query's own identity are
-        # counted too and taken out below.
-        counts = np.zeros(m + 1, dtype=np.int64)
+        # the items that can precede a positive: distance <= the last positive's
+        buf = np.empty(num_g, dtype=distmat.dtype)
+        n = 0
         for j in range(num_g):
-            d = row[j]
-            if d > last_d:
-                continue  # after every positive: changes no metric
-            if not d < last_d:  # equal to the last positive's distance, or NaN
-                if d != d:
+            x = row[j]
+            if not x > last_d:
+                if x != x:
                     bad[i] = 1
                     break
-                if j > last_j:
-                    continue
-            lo, hi = 0, m
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if pos_d[mid] < d or (pos_d[mid] == d and pos_j[mid] < j):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            counts[lo] += 1
+                buf[n] = x
+                n += 1
         if bad[i]:
             continue
-        for j in same:
-            d = row[j]
-            if d > last_d or (d == last_d and j > last_j):
-                continue
-            lo, hi = 0, m
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if pos_d[mid] < d or (pos_d[mid] == d and pos_j[mid] < j):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            counts[lo] -= 1
-        before = 0
+        lt = np.empty(m, dtype=np.int64)
+        eq = np.empty(m, dtype=np.int64)
+        if m <= sort_above:
+            _count_below(buf, n, pos_d, lt, eq)
+        else:
+            vals = np.sort(buf[:n])
+            lt[:] = np.searchsorted(vals, pos_d, side="left")
+            eq[:] = np.searchsorted(vals, pos_d, side="right") - lt
         total = 0.0
         rank = 0
         for k in range(m):
-            before += counts[k]
-            rank = k + 1 + before
+            before = lt[k]  # items strictly closer than positive k
+            if eq[k] > 1:  # other items at exactly its distance: those with a smaller index precede it
+                for j in range(pos_j[k]):
+                    if row[j] == pos_d[k]:
+                        before += 1
+            for j in junk_j:
+                if _precedes(row[j], j, pos_d[k], pos_j[k]):
+                    before -= 1
+            rank = before + 1
             total += (k + 1) / rank
             if k == 0:
                 first_rank[i] = rank
@@ -113,8 +132,14 @@ def _stats_kernel(distmat, q_pids, q_camids, g_camids, pid_start, pid_members, q
 
 
 def query_stats_numba(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
-                      q_camids: np.ndarray, g_camids: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(first_rank, ap, inp, num_pos)`` per query; ``num_pos == 0`` marks a query with no valid match."""
+                      q_camids: np.ndarray, g_camids: np.ndarray,
+                      sort_above: int = 64) -> tuple[np.ndarray, ...]:
+    """``(first_rank, ap, inp, num_pos)`` per query; ``num_pos == 0`` marks a query with no valid match.
+
+    A query with at most ``sort_above`` positives counts the items below each
+    positive by vectorised comparison passes; one with more sorts the items
+    that can precede its last positive and binary-searches them.
+    """
     distmat = np.ascontiguousarray(distmat)
     if distmat.dtype not in (np.float32, np.float64):
         distmat = distmat.astype(np.float64)
@@ -132,11 +157,11 @@ def query_stats_numba(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarra
     q_pids = np.asarray(q_pids, dtype=np.int64)
     slot = np.searchsorted(pids, q_pids)
     slot = np.where((slot < len(pids)) & (pids[np.minimum(slot, len(pids) - 1)] == q_pids), slot, -1)
-    _stats_kernel(distmat, q_pids, np.ascontiguousarray(q_camids, dtype=np.int64),
+    _stats_kernel(distmat, np.ascontiguousarray(q_camids, dtype=np.int64),
                   np.ascontiguousarray(g_camids, dtype=np.int64), pid_start, pid_members,
-                  slot.astype(np.int64), first_rank, ap, inp, num_pos, bad)
+                  slot.astype(np.int64), int(sort_above), first_rank, ap, inp, num_pos, bad)
     if bad.any():
-        raise ValueError(f"distmat contains NaN or inf in {int(bad.sum())} of {num_q} query rows "
+        raise ValueError(f"distmat contains NaN in {int(bad.sum())} of {num_q} query rows "
                          "(check the embeddings)")
     return first_rank, ap, inp, num_pos
 

@@ -103,3 +103,40 @@ def test_unknown_plugin_on_the_command_line_answers_did_you_mean(tmp_path):
     proc = _harness(["run", "method=poincare_mrl"], tmp_path)
     assert proc.returncode == 2
     assert "unknown method 'poincare_mrl'; did you mean 'poincare_mlr'?" in proc.stderr
+
+
+def _run(overrides, tmp_path, name):
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    config = compose([*overrides, *TINY, f"results_dir={tmp_path / name}", f"cache_dir={tmp_path / name / 'c'}"])
+    return run_cell(config, progress=False)
+
+
+def test_training_is_deterministic_on_cpu(tmp_path):
+    import harness.run
+
+    a = _run(["method=poincare_mlr", "task=few_shot"], tmp_path, "a")
+    harness.run._MODELS.clear()  # force a second training, not a cache hit
+    b = _run(["method=poincare_mlr", "task=few_shot"], tmp_path, "b")
+    assert a["status"] == b["status"] == "ok"
+    assert not b["timings"]["train_cached"]
+    assert a["metrics"] == b["metrics"]
+    assert a["model_key"] == b["model_key"]
+
+
+def test_model_is_trained_once_and_shared_by_tasks_with_the_same_training_split(tmp_path):
+    first = _run(["method=euclidean_ce", "task=few_shot"], tmp_path, "s")
+    import harness.run
+
+    harness.run._MODELS.clear()  # the disk cache must serve it too
+    second = _run(["method=euclidean_ce", "task=few_shot", "task.n_way=4"], tmp_path, "s")
+    assert first["model_key"] == second["model_key"]
+    assert second["timings"]["train_cached"] and not first["timings"]["train_cached"]
+
+
+def test_incompatible_cell_is_skipped_with_its_reason(tmp_path):
+    result = _run(["method=euclidean_ce", "task=few_shot", "task.split=query"], tmp_path, "k")
+    assert result["status"] == "skipped"
+    assert "has no split 'query'" in result["reason"]
+    assert result["timings"]["train_s"] == 0.0

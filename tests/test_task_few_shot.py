@@ -12,7 +12,7 @@ from harness.tasks._episodes import (EpisodeAccuracy, class_pool, episode_accura
                                      sample_episodes)
 from harness.tasks.few_shot import FewShot
 
-from test_task_fixtures import ArrayDataset, FakeMethod, euclidean, poincare
+from tests.test_task_fixtures import ArrayDataset, FakeMethod, euclidean, poincare
 
 
 # -- independent references ----------------------------------------------------

