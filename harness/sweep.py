@@ -155,9 +155,16 @@ def _default_node(kind: str, name: str) -> dict[str, Any]:
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
     from harness.run import run_cell
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    gpus = torch.cuda.device_count()
+    if config.get("device", "auto") == "auto" and gpus > 1:
+        # Parallel launchers (joblib, submitit) run several cells at once: spread them over the GPUs.
+        config["device"] = f"cuda:{HydraConfig.get().job.num % gpus}"
     return run_cell(config, progress=sys.stderr.isatty())
 
 

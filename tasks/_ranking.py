@@ -92,17 +92,16 @@ def _stats_kernel(distmat, q_camids, g_camids, pid_start, pid_members, q_slot, s
             bad[i] = 1
             continue
         # the items that can precede a positive: distance <= the last positive's
-        buf = np.empty(num_g, dtype=distmat.dtype)
+        buf = np.empty(num_g + 1, dtype=distmat.dtype)
         n = 0
-        for j in range(num_g):
+        nans = 0
+        for j in range(num_g):  # branch-free: store always, advance only when kept
             x = row[j]
-            if not x > last_d:
-                if x != x:
-                    bad[i] = 1
-                    break
-                buf[n] = x
-                n += 1
-        if bad[i]:
+            buf[n] = x
+            n += x <= last_d
+            nans += x != x
+        if nans:
+            bad[i] = 1
             continue
         lt = np.empty(m, dtype=np.int64)
         eq = np.empty(m, dtype=np.int64)
