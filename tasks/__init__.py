@@ -12,6 +12,14 @@ def harness_tasks() -> list[PluginSpec]:
                    "N-way K-shot episodes on novel classes, prototypes in the method's geometry"),
         PluginSpec("fine_from_coarse", f"{_T}.fine_from_coarse:FineFromCoarse",
                    "train on coarse labels, fine-class 5-way and all-way few-shot episodes (HCM)"),
+        PluginSpec("reid", f"{_T}.reid:Reid",
+                   "query/gallery re-identification: CMC, mAP (torchreid Market-1501), mINP"),
+        PluginSpec("retrieval", f"{_T}.retrieval:Retrieval",
+                   "class-disjoint retrieval: Recall@K, R-precision, MAP@R, NMI"),
+        PluginSpec("ood", f"{_T}.ood:OOD",
+                   "OOD detection (near: novel classes, far: other datasets): AUROC, AUPR, FPR@95"),
+        PluginSpec("hierarchy", f"{_T}.hierarchy:Hierarchy",
+                   "label-tree fidelity: CPCC, mistake severity, depth-norm Spearman"),
     ]
 
 

@@ -62,11 +62,13 @@ def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: 
                     rng: np.random.Generator) -> np.ndarray:
     """Draw ``episodes`` episodes as positions ``(episodes, n_way, n_per_class)``.
 
-    Classes are a uniformly random ``n_way``-subset (in random order) of the
-    pool; within each class, ``n_per_class`` distinct items in uniformly random
-    order. Both come from sorting uniform random keys, drawn in chunks of
-    episodes in a fixed order, so a generator state always gives the same
-    episodes.
+    Classes: a uniformly random ``n_way``-subset of the pool in random order
+    (argsort of uniform keys). Items: ``n_per_class`` distinct items of each
+    class in uniformly random order, drawn either by rejection (i.i.d. uniform
+    draws, rows with a repeat are redrawn; used when repeats are rare) or by
+    sorting uniform keys over the whole class (when they are not). Draws happen
+    in chunks of episodes in a fixed order, so a generator state always gives
+    the same episodes.
     """
     num_classes = len(pool.classes)
     if n_way < 1 or n_per_class < 1 or episodes < 1:
@@ -80,21 +82,45 @@ def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: 
         raise ValueError(f"classes {pool.classes[short].tolist()} have fewer than {n_per_class} "
                          "images; drop them first (class_pool(min_count=...))")
     max_count = pool.members.shape[1]
-    chunk = max(1, _CHUNK_ELEMENTS // (n_way * max_count + num_classes))
+    # expected number of repeated pairs in a row of i.i.d. draws from the smallest class
+    by_rejection = n_per_class * (n_per_class - 1) / 2 <= 0.5 * pool.counts.min()
+    per_episode = n_way * (n_per_class if by_rejection else max_count) + num_classes
+    chunk = max(1, _CHUNK_ELEMENTS // per_episode)
     out = np.empty((episodes, n_way, n_per_class), dtype=np.int64)
     for start in range(0, episodes, chunk):
         b = min(chunk, episodes - start)
         cls = np.argsort(rng.random((b, num_classes)), axis=1)[:, :n_way]  # (b, n_way)
-        keys = rng.random((b, n_way, max_count))
-        keys[np.arange(max_count) >= pool.counts[cls][..., None]] = 2.0  # padding sorts last
-        if n_per_class < max_count:
-            pick = np.argpartition(keys, n_per_class - 1, axis=-1)[..., :n_per_class]
-            # argpartition leaves the chosen items in no random order: sort them by key
-            pick = np.take_along_axis(pick, np.argsort(np.take_along_axis(keys, pick, -1), -1), -1)
+        counts = pool.counts[cls][..., None]  # (b, n_way, 1)
+        if by_rejection:
+            pick = _distinct_draws(counts, n_per_class, rng)
         else:
-            pick = np.argsort(keys, axis=-1)
+            pick = _keyed_draws(counts, max_count, n_per_class, rng)
         out[start:start + b] = pool.members[cls[..., None], pick]
     return out
+
+
+def _distinct_draws(counts: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform ordered draws of ``size`` distinct integers in ``[0, counts)`` per row, by rejection."""
+    pick = rng.integers(0, counts, size=(*counts.shape[:-1], size))
+    flat, flat_counts = pick.reshape(-1, size), counts.reshape(-1, 1)
+    redo = np.arange(len(flat))
+    while True:
+        s = np.sort(flat[redo], axis=1)
+        redo = redo[(s[:, 1:] == s[:, :-1]).any(axis=1)]
+        if len(redo) == 0:
+            return pick
+        flat[redo] = rng.integers(0, flat_counts[redo], size=(len(redo), size))
+
+
+def _keyed_draws(counts: np.ndarray, max_count: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform ordered draws of ``size`` distinct integers in ``[0, counts)`` per row, by sorting keys."""
+    keys = rng.random((*counts.shape[:-1], max_count))
+    keys[np.arange(max_count) >= counts] = 2.0  # padding sorts last
+    if size < max_count:
+        pick = np.argpartition(keys, size - 1, axis=-1)[..., :size]
+        # argpartition leaves the chosen items in no random order: sort them by key
+        return np.take_along_axis(pick, np.argsort(np.take_along_axis(keys, pick, -1), -1), -1)
+    return np.argsort(keys, axis=-1)
 
 
 def check_finite(embeddings: torch.Tensor, what: str = "embeddings") -> None:

@@ -53,7 +53,7 @@ def test_generation_is_deterministic_and_cached(name, monkeypatch, tmp_path):
     assert torch.equal(a.load_images(everything), b.load_images(everything))  # same config → same bytes
     for key in a.annotations:
         if key == "boxes":
-            assert all(np.array_equal(x, y) for x, y in zip(a.annotations[key], b.annotations[key]))
+            assert all(np.array_equal(x, y) for x, y in zip(a.annotations[key], b.annotations[key], strict=True))
         else:
             assert np.array_equal(a.annotations[key], b.annotations[key]), key
     assert (tmp_path / "b" / "datasets" / f"{name}-{b.fingerprint()}.pt").is_file()
@@ -237,7 +237,8 @@ def test_scenes_to_coco_structure():
     assert len(anns) == sum(len(b) for b in ds.annotations["boxes"])
     # The first image's boxes, by hand: bbox = [x1, y1, x2 − x1, y2 − y1], area = w·h, category = class + 1.
     first = ds.annotations["boxes"][0]
-    for row, a in zip(first, [a for a in anns if a["image_id"] == 1]):
+    of_first = [a for a in anns if a["image_id"] == 1]
+    for row, a in zip(first, of_first, strict=True):
         x1, y1, x2, y2, cls = (float(v) for v in row)
         assert a["bbox"] == [x1, y1, x2 - x1, y2 - y1]
         assert a["area"] == (x2 - x1) * (y2 - y1)

@@ -70,17 +70,23 @@ def test_episodes_are_valid_and_deterministic() -> None:
     np.testing.assert_array_equal(eps, again)
 
 
-def test_episode_sampling_is_uniform() -> None:
-    # 4 classes x 3 items, 2-way 1 item: each class in 1/2 of episodes, each item 1/3 of its class's draws
+@pytest.mark.parametrize("n_per_class", [1, 2, 3])  # 1, 2: rejection draws; 3 (all items): sorted keys
+def test_episode_sampling_is_uniform(n_per_class: int) -> None:
+    # 4 classes x 3 items, 2-way: each class in 1/2 of the episodes; within a class, every ordered
+    # tuple of distinct items equally likely (checked on the first two positions)
     labels = np.repeat(np.arange(4), 3)
     pool, _ = class_pool(labels)
-    eps = sample_episodes(pool, n_way=2, n_per_class=1, episodes=24000, rng=np.random.default_rng(5))
-    freq = np.bincount(eps.ravel(), minlength=12) / 24000
-    np.testing.assert_allclose(freq, 2 / 4 / 3, atol=0.01)
-    # the first support item of a class is not biased towards low indices
-    eps3 = sample_episodes(pool, n_way=2, n_per_class=2, episodes=24000, rng=np.random.default_rng(6))
-    first = np.bincount(eps3[:, :, 0].ravel(), minlength=12) / 24000
+    n = 30000
+    eps = sample_episodes(pool, n_way=2, n_per_class=n_per_class, episodes=n, rng=np.random.default_rng(5))
+    first = np.bincount(eps[:, :, 0].ravel(), minlength=12) / n
     np.testing.assert_allclose(first, 2 / 4 / 3, atol=0.01)
+    if n_per_class > 1:
+        assert (eps[..., 0] != eps[..., 1]).all()
+        pair = eps[..., 0] * 12 + eps[..., 1]
+        freq = np.bincount(pair.ravel(), minlength=144) / n
+        same_class = (np.arange(144) // 12 // 3 == np.arange(144) % 12 // 3) & (np.arange(144) // 12 != np.arange(144) % 12)
+        np.testing.assert_allclose(freq[same_class], 2 / 4 / 6, atol=0.01)
+        assert freq[~same_class].sum() == 0
 
 
 def test_sampler_rejects_too_few_classes() -> None:

@@ -8,6 +8,7 @@ import torch
 
 from harness.errors import Incompatible
 from harness.task import Embedded, EvalContext
+from harness.tasks._ranking import query_stats_numba, query_stats_torch
 from harness.tasks.reid import Reid, ReidMetrics, evaluate_reid
 
 from tests.test_task_fixtures import ArrayDataset, FakeMethod, euclidean
@@ -77,6 +78,18 @@ def test_ties_follow_a_stable_sort(backend) -> None:
     assert res["mINP"] == pytest.approx(m_inp, rel=1e-12)
 
 
+@pytest.mark.parametrize("tie_levels", [None, 6])
+def test_kernel_paths_agree_per_query(tie_levels) -> None:
+    # counting passes (few positives), sort + search (many), and the torch stable-sort kernel
+    d, qp, gp, qc, gc = random_problem(11, ids=6, tie_levels=tie_levels)
+    counted = query_stats_numba(d, qp, gp, qc, gc, sort_above=10**6)
+    searched = query_stats_numba(d, qp, gp, qc, gc, sort_above=0)
+    sorted_ = query_stats_torch(*(torch.as_tensor(a) for a in (d, qp, gp, qc, gc)), chunk=16)
+    for a, b, c in zip(counted, searched, sorted_):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+        np.testing.assert_allclose(a, c, rtol=1e-12)
+
+
 def test_hand_computed_case() -> None:
     # one query (pid 1, cam 0); gallery sorted by distance:
     # g0 pid1 cam0 (junk, removed), g1 pid2, g2 pid1 cam1 (match), g3 pid3, g4 pid1 cam2 (match)
@@ -110,9 +123,10 @@ def test_bad_input_is_an_error() -> None:
     with pytest.raises(ValueError, match="expected"):
         evaluate_reid(d[:, :10], qp, gp, qc, gc)
     bad = d.copy()
-    bad[1, 2] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        evaluate_reid(bad, qp, gp, qc, gc)
+    bad[np.flatnonzero(np.isin(qp, gp))[0], 2] = np.nan  # a query that has matches
+    for backend in ("numba", "torch"):
+        with pytest.raises(ValueError, match="NaN"):
+            evaluate_reid(bad, qp, gp, qc, gc, backend=backend)
     with pytest.raises(ValueError, match="none of the 5 query identities"):
         evaluate_reid(d, qp + 1000, gp, qc, gc)
 

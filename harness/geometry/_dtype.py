@@ -53,12 +53,8 @@ def proj_eps(dtype: torch.dtype) -> float:
     return PROJ_EPS.get(dtype, 1e-3)
 
 
-def _result_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.dtype | None:
-    dtypes = [
-        a.dtype
-        for a in (*args, *kwargs.values())
-        if isinstance(a, torch.Tensor) and a.dtype.is_floating_point and a.dim() > 0
-    ]
+def _result_dtype(values: list[Any]) -> torch.dtype | None:
+    dtypes = [a.dtype for a in values if isinstance(a, torch.Tensor) and a.dtype.is_floating_point]
     if not dtypes:
         return None
     out = dtypes[0]
@@ -80,19 +76,28 @@ def _device_type(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return "cpu"
 
 
-def upcast(fn: F) -> F:
+def upcast(fn: F | None = None, *, points: int = 1) -> Any:
     """Run ``fn`` with half-precision tensors cast to float32, autocast off, result cast back.
 
-    The result dtype is the promoted dtype of the floating tensor arguments (a scalar
-    tensor such as a learnable curvature does not count): bf16 points give bf16 results.
-    If ``fn`` has an ``out_dtype`` keyword it receives that dtype (projections need it
-    to pick a margin that survives the final rounding).
+    The result dtype is the promoted dtype of the first ``points`` positional arguments
+    (the points; weights, labels and a curvature tensor do not count): bf16 points give
+    bf16 results. If ``fn`` has an ``out_dtype`` keyword it receives that dtype
+    (projections need it to pick a margin that survives the final rounding).
+    Use as ``@upcast`` or ``@upcast(points=2)``.
     """
-    wants_out_dtype = "out_dtype" in inspect.signature(fn).parameters
+    if fn is None:
+        return functools.partial(upcast, points=points)
+    params = inspect.signature(fn).parameters
+    wants_out_dtype = "out_dtype" in params
+    point_names = list(params)[:points]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out_dtype = _result_dtype(args, kwargs)
+        pts = list(args[:points]) + [kwargs.get(n) for n in point_names[len(args) :]]
+        for a in pts:
+            if isinstance(a, torch.Tensor) and not a.dtype.is_floating_point:
+                raise TypeError(f"{fn.__name__}: points must be floating-point tensors, got {a.dtype}; cast with .float()")
+        out_dtype = _result_dtype(pts)
         if out_dtype is None:
             return fn(*args, **kwargs)
         work = compute_dtype(out_dtype)

@@ -26,12 +26,17 @@ def matmul_rel_error(x: torch.Tensor) -> float:
     Inner products accumulated in the working precision err by about
     :math:`\sqrt{d}\,\varepsilon` (measured on CPU float32, d = 2…1024, also for clustered
     points: ≤ 1.54·√d·ε at d = 2, ≤ 0.6·√d·ε for d ≥ 64); we use (2·√d + 2)·ε.
-    CUDA float32 matmuls may run in TF32 (10-bit mantissa) when
-    ``torch.backends.cuda.matmul.allow_tf32`` is set; then ε is TF32's.
+    CUDA float32 matmuls may run in TF32 (10-bit mantissa) or bf16 when
+    ``torch.backends.cuda.matmul.allow_tf32`` or ``torch.set_float32_matmul_precision``
+    allow it; then ε is theirs, and correspondingly more pairs take the exact path.
     """
     eps = torch.finfo(x.dtype).eps
-    if x.dtype == torch.float32 and x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        eps = 2.0**-10
+    if x.dtype == torch.float32 and x.device.type == "cuda":
+        precision = torch.get_float32_matmul_precision()
+        if precision == "medium":
+            eps = 2.0**-7
+        elif precision == "high" or torch.backends.cuda.matmul.allow_tf32:
+            eps = 2.0**-10
     return (2.0 * x.shape[-1] ** 0.5 + 2.0) * eps
 
 

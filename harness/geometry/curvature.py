@@ -53,6 +53,11 @@ def check_c(c: float | torch.Tensor) -> float | torch.Tensor:
     return float(c)
 
 
+def c_value(c: float | torch.Tensor) -> float:
+    """The curvature as a Python float (a tensor is read without its graph)."""
+    return float(c.detach()) if isinstance(c, torch.Tensor) else float(c)
+
+
 def resolve_c(c: CurvatureLike) -> float | torch.Tensor:
     """Current value of a curvature given as a float, a scalar tensor or a callable/module."""
     if callable(c) and not isinstance(c, torch.Tensor):
@@ -60,10 +65,17 @@ def resolve_c(c: CurvatureLike) -> float | torch.Tensor:
     return check_c(c)
 
 
-def geoopt_k(c: float | torch.Tensor) -> torch.Tensor:
-    """geoopt's stereographic curvature ``k = -c`` (as a tensor, as geoopt's math functions expect)."""
+def geoopt_k(
+    c: float | torch.Tensor, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """geoopt's stereographic curvature ``k = -c`` as a tensor (geoopt's math functions want one).
+
+    ``dtype`` defaults to the tensor's own / torch's default dtype; pass the points' dtype
+    (a float32 ``k`` used with float64 points would round c).
+    """
     c = check_c(c)
-    return -c if isinstance(c, torch.Tensor) else torch.tensor(-c)
+    k = -c if isinstance(c, torch.Tensor) else torch.tensor(-c, dtype=dtype or torch.get_default_dtype())
+    return k.to(dtype=dtype or k.dtype, device=device)
 
 
 def geoopt_lorentz_k(c: float | torch.Tensor) -> float | torch.Tensor:
@@ -113,4 +125,4 @@ class Curvature(nn.Module):
         return torch.exp(lo + (hi - lo) * torch.sigmoid(self.theta))
 
     def extra_repr(self) -> str:
-        return f"c={float(self()):.4g}, learnable={self.learnable}, range=[{self.c_min}, {self.c_max}]"
+        return f"c={c_value(self()):.4g}, learnable={self.learnable}, range=[{self.c_min}, {self.c_max}]"

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ._dtype import accurate_dtype, upcast
+from ._dtype import accurate_dtype, compute_dtype, upcast
 from .curvature import Curvature, CurvatureLike, check_c, resolve_c
 from .poincare import _check_dim, conformal_gap, expmap0
 
@@ -41,7 +41,8 @@ class _RiemannianGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, c = ctx.saved_tensors
-        scale = (1 - c * x.float().pow(2).sum(-1, keepdim=True)).pow(2) / 4
+        x = x.to(compute_dtype(x.dtype))
+        scale = (1 - c.to(x.dtype) * x.pow(2).sum(-1, keepdim=True)).pow(2) / 4
         return grad * scale.to(grad.dtype), None
 
 
@@ -84,11 +85,11 @@ class ToPoincare(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.c
         if self.clip_r is not None:
-            norm = x.float().norm(dim=-1, keepdim=True).clamp_min(1e-15)
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=compute_dtype(x.dtype)).clamp_min(1e-15)
             x = x * torch.clamp(self.clip_r / norm, max=1.0).to(x.dtype)
         y = expmap0(x, c=c)
         if self.riemannian:
-            y = _RiemannianGradient.apply(y, torch.as_tensor(c, dtype=torch.float32, device=y.device))
+            y = _RiemannianGradient.apply(y, torch.as_tensor(c, device=y.device).detach())
         return y
 
     def extra_repr(self) -> str:
@@ -96,7 +97,7 @@ class ToPoincare(nn.Module):
         return f"c={c}, clip_r={self.clip_r}, riemannian={self.riemannian}"
 
 
-@upcast
+@upcast(points=3)
 def hyperbolic_mlr_logits(
     x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | torch.Tensor
 ) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from ._dtype import accurate_dtype, upcast
 from ._pairwise import flatten_pair, refine_pairs, matmul_rel_error, safe_sqrt
-from .curvature import check_c
+from .curvature import c_value, check_c
 
 #: Target absolute error of a Lorentz pairwise distance (see :data:`.poincare.DIST_TOL`).
 DIST_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -42,7 +42,7 @@ def split_lorentz(x: torch.Tensor, *, c: float | torch.Tensor, fn: str) -> torch
         bad = ~((x[..., 0].detach().to(x0.dtype) - x0).abs() <= 1e-3 * x0)
         if bool(bad.any()):
             raise ValueError(
-                f"{fn}: {int(bad.sum())} point(s) are not on the hyperboloid <x,x>_L = -1/c (c={float(c):.4g}, "
+                f"{fn}: {int(bad.sum())} point(s) are not on the hyperboloid <x,x>_L = -1/c (c={c_value(c):.4g}, "
                 "time coordinate first, x0 > 0); fix them with harness.geometry.lorentz_project(x, c=c)"
             )
     return xs
@@ -80,7 +80,7 @@ def _from_q(q: torch.Tensor, c) -> torch.Tensor:
     return 2 / c**0.5 * torch.asinh(safe_sqrt(q / 2))
 
 
-@upcast
+@upcast(points=2)
 def lorentz_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     """Elementwise Lorentz distance of broadcastable x, y (..., d+1) -> (...)."""
     c = check_c(c)
@@ -92,7 +92,7 @@ def lorentz_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -
     return _from_q(_exact_q(xs, ys, x0, y0, c), c)
 
 
-@upcast
+@upcast(points=2)
 def lorentz_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | torch.Tensor) -> torch.Tensor:
     r"""Lorentz distance matrix: x (..., n, d+1), y (..., m, d+1) (default ``y = x``) -> (..., n, m).
 
@@ -108,7 +108,7 @@ def lorentz_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: 
     wd = xb.dtype
     x0 = time_coord(xs, c=c).to(wd)
     y0 = x0 if y is None else time_coord(ys, c=c).to(wd)
-    cf = float(c)
+    cf = c_value(c)
     g = torch.baddbmm(x0.unsqueeze(-1) * y0.unsqueeze(-2), xs, ys.transpose(-1, -2), alpha=-1.0)
     q = c * g - 1
     tol = cf**0.5 * DIST_TOL.get(wd, 1e-5)

@@ -7,8 +7,10 @@ geoopt's ``PoincareBall`` (tests check it). geoopt already provides these maps; 
 re-implement the few that the harness calls in bulk because geoopt (i) computes in the
 input dtype (bf16/fp16 lose the boundary entirely), (ii) has no O(n·m)-memory pairwise
 distance (``dist(x[:, None], y[None])`` materialises n·m·d values and loses all digits
-for near pairs through cancellation), (iii) clamps ``artanh`` at 1 - 1e-7, which errs by
-~1e-3 at norm 0.99 in float64, and (iv) has no grouped (per-label) midpoint.
+for near pairs through cancellation), (iii) clamps ``artanh`` at 1 - 1e-7 (beyond
+‖x‖ = 1 - 1e-7 its float64 distances are wrong: d(0, x) errs by 2.3 at 1 - 1e-8) and keeps c
+as a float32 softplus parameter (c = 0.3 is rounded), and (iv) has no grouped (per-label)
+midpoint.
 
 Inputs must lie strictly inside the ball wherever a formula needs it
 (:func:`pairwise_dist`, :func:`dist`, :func:`dist0`, :func:`logmap0`,
@@ -22,7 +24,7 @@ import torch
 
 from ._dtype import accurate_dtype, proj_eps, upcast
 from ._pairwise import flatten_pair, matmul_rel_error, refine_pairs, safe_sqrt
-from .curvature import check_c
+from .curvature import c_value, check_c
 
 #: Target absolute error (per working dtype) of a pairwise hyperbolic distance: pairs whose
 #: matmul-form error bound exceeds it are recomputed from the explicit difference.
@@ -50,10 +52,10 @@ def conformal_gap(x: torch.Tensor, *, c: float | torch.Tensor, fn: str = "poinca
     if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         bad = ~(gap > 0)
         if bool(bad.any()):
-            worst = float((1 - gap.detach()).max() / (c if not isinstance(c, torch.Tensor) else float(c)))
+            worst = float((1 - gap.detach()).max() / c_value(c))
             raise ValueError(
                 f"{fn}: {int(bad.sum())} point(s) lie on or outside the Poincaré ball of radius 1/sqrt(c) "
-                f"(c={float(c):.4g}, largest ‖x‖ = {worst ** 0.5:.6g} ≥ {float(c) ** -0.5:.6g}, or NaN); "
+                f"(c={c_value(c):.4g}, largest ‖x‖ = {worst ** 0.5:.6g} ≥ {c_value(c) ** -0.5:.6g}, or NaN); "
                 "map them inside with harness.geometry.project(x, c=c) or expmap0"
             )
     return gap
@@ -66,7 +68,8 @@ def project(x: torch.Tensor, *, c: float | torch.Tensor, eps: float | None = Non
 
     ``eps`` defaults to :data:`._dtype.PROJ_EPS` of the returned dtype (float64 1e-5, float32
     1e-3 as hyptorch, float16 2e-3, bfloat16 1e-2): larger than twice that dtype's unit
-    roundoff, so the projected point is still inside the ball after rounding.
+    roundoff, so the projected point is still inside the ball after rounding. Project in
+    the dtype you keep: a float32 projection cast to bf16 afterwards can land outside.
     """
     c = check_c(c)
     _check_dim(x, "project")
@@ -122,11 +125,11 @@ def dist0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     _check_dim(x, "dist0")
     conformal_gap(x, c=c, fn="dist0")
     sc = _sqrt_c(c)
-    n = x.to(accurate_dtype(x)).norm(dim=-1).to(x.dtype)
+    n = torch.linalg.vector_norm(x, dim=-1, dtype=accurate_dtype(x)).to(x.dtype)
     return 2 / sc * torch.atanh(sc * n)
 
 
-@upcast
+@upcast(points=2)
 def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     r"""Elementwise geodesic distance of broadcastable ``x`` and ``y`` (..., d) -> (...).
 
@@ -161,7 +164,7 @@ def _hyp_from_q(q: torch.Tensor, c: float | torch.Tensor) -> torch.Tensor:
     return torch.log1p(2 * (q + safe_sqrt(torch.addcmul(q, q, q)))) / c**0.5
 
 
-@upcast
+@upcast(points=2)
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | torch.Tensor) -> torch.Tensor:
     r"""Poincaré distance matrix: x (..., n, d), y (..., m, d) (default ``y = x``) -> (..., n, m).
 
@@ -169,15 +172,17 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
               q_{ij} = \frac{c\,\|x_i-y_j\|^2}{(1-c\|x_i\|^2)(1-c\|y_j\|^2)}
 
     (the closed form of :math:`\frac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\|-x\oplus_c y\|)`,
-    Ganea et al. 2018, Eq. 2). With :math:`r_i = 1/(1-c\|x_i\|^2)` (float64), all of
-    :math:`q` is one matmul of augmented rows,
-    :math:`q_{ij} = c\,\langle (r_i\|x_i\|^2, r_i, -2r_ix_i), (r_j, r_j\|y_j\|^2, r_jy_j)\rangle`.
-    Its rounding error is bounded by :math:`E_{ij} = \gamma c\,r_ir_j(\|x_i\|^2+\|y_j\|^2)`
+    Ganea et al. 2018, Eq. 2). With :math:`r_i = 1/(1-c\|x_i\|^2)` (float64) and the points
+    centred on their mean μ (:math:`\tilde x = x - \mu`), all of :math:`q` is one matmul of
+    augmented rows, :math:`q_{ij} = c\,\langle (r_i\|\tilde x_i\|^2, r_i, -2r_i\tilde x_i),
+    (r_j, r_j\|\tilde y_j\|^2, r_j\tilde y_j)\rangle`.
+    Its rounding error is bounded by :math:`E_{ij} = 2\gamma c\,r_ir_j(\|\tilde x_i\|^2+\|\tilde y_j\|^2)`
     (a rank-2 matmul); pairs where that error could move the distance by more than
     :data:`DIST_TOL` (near pairs, the diagonal — the matmul form cancels there and errs
     by ~0.1 near the boundary) are recomputed from the explicit difference :math:`x_i-y_j`
     (:mod:`._pairwise`). Memory O(n·m); max error ~1e-6 in float32 also at norm 0.999/√c;
-    ``d(x, x) = 0`` with gradient 0. Without autograd the n×m buffers are reused in place.
+    ``d(x, x) = 0`` with gradient 0; with ``y=None`` the matrix is exactly symmetric.
+    Without autograd the n×m buffers are reused in place.
     """
     c = check_c(c)
     xb, yb, batch = flatten_pair(x, y, "pairwise_dist")
@@ -189,9 +194,16 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
         xb.requires_grad or yb.requires_grad or (isinstance(c, torch.Tensor) and c.requires_grad)
     )
 
+    # ‖x - y‖ is translation invariant: centring the points first makes the matmul error
+    # (∝ ‖x - μ‖² + ‖y - μ‖²) small for clustered embeddings, so fewer pairs need the exact path.
+    with torch.no_grad():
+        mu = xb.sum(-2, keepdim=True) if y is None else xb.sum(-2, keepdim=True) + yb.sum(-2, keepdim=True)
+        mu = mu / (xb.shape[-2] + (0 if y is None else yb.shape[-2]))
+
     def rows(z: torch.Tensor, first: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        s = sqnorm(z)
         r = 1 / conformal_gap(z, c=ctype, fn="pairwise_dist")
+        z = z - mu
+        s = sqnorm(z)
         if first:  # (c r s, c r, -2 c r z): the factor c rides on the x side
             aug = torch.cat([(ctype * r * s).unsqueeze(-1), (ctype * r).unsqueeze(-1)], -1).to(wd)
             return torch.cat([aug, (-2 * ctype * r).to(wd).unsqueeze(-1) * z], -1), r, s
@@ -199,15 +211,19 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
         return torch.cat([aug, r.to(wd).unsqueeze(-1) * z], -1), r, s
 
     xa, rx, sx = rows(xb, True)
-    if y is None:  # same points: reuse r and ‖x‖²
-        ya = torch.cat([torch.stack([rx, rx * sx], -1).to(wd), rx.to(wd).unsqueeze(-1) * yb], -1)
+    if y is None:  # same points: reuse r and ‖x - μ‖²
+        ya = torch.cat([torch.stack([rx, rx * sx], -1).to(wd), rx.to(wd).unsqueeze(-1) * (yb - mu)], -1)
         ry, sy = rx, sx
     else:
         ya, ry, sy = rows(yb, False)
     q = torch.bmm(xa, ya.transpose(-1, -2))
     with torch.no_grad():
-        # E/(tol·√c), so that a pair needs the exact path where E > tol·√c·∂q/∂d = tol·√(q(1+q)).
-        a = matmul_rel_error(xb) * 2 * float(c) ** 0.5 / DIST_TOL.get(wd, 1e-5)
+        # err = E/(tol·√c) with E = 2γc·r_i r_j(‖x_i-μ‖²+‖y_j-μ‖²) ≥ |error of q|. Exact path where
+        # E > tol·√c·∂q/∂d = tol·√c·√(q(1+q)) (the error would move d by > tol), or where
+        # E > q (q is rounding noise; there d ≈ 2√q/√c is not linear in the error).
+        tol = DIST_TOL.get(wd, 1e-5) * c_value(c) ** 0.5
+        a = matmul_rel_error(xa) * 2 * c_value(c) / tol
+        small = 1 / tol
         ex = torch.stack([a * rx * sx, a * rx], -1).to(wd)
         ey = torch.stack([ry, ry * sy], -1).to(wd)
         err = torch.bmm(ex, ey.transpose(-1, -2))
@@ -219,14 +235,18 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
     if grad:
         with torch.no_grad():
             qd = q.detach().clamp_min(0)
-            mask = err > torch.addcmul(qd, qd, qd).sqrt_()
+            mask = err > torch.minimum(torch.addcmul(qd, qd, qd).sqrt_(), qd * small)
+            if y is None:
+                mask.diagonal(dim1=-2, dim2=-1).fill_(True)
             del qd, err
         q = refine_pairs(q, mask, xb, yb, exact).clamp_min(0)
         out = _hyp_from_q(q, c)
     else:  # same formulas, n×m buffers reused in place
         q.clamp_min_(0)
         root = torch.addcmul(q, q, q).sqrt_()  # √(q(1+q))
-        idx = err.gt_(root).nonzero()
+        if y is None:
+            err.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
+        idx = err.gt_(torch.minimum(root, q * small)).nonzero()
         del err
         if idx.shape[0]:
             b, i, j = idx.unbind(1)
@@ -236,6 +256,8 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
         out = root.add_(q).mul_(2).log1p_()
         if c != 1:
             out.mul_(1 / c**0.5)
+    if y is None:  # symmetric bit for bit (the augmented matmul is not; scipy's squareform checks it)
+        out = (out + out.mT) * 0.5
     return out.reshape(*batch, *out.shape[-2:])
 
 

@@ -10,7 +10,9 @@ Images. :class:`FileImageDataset` keeps one path per image and decodes lazily
 with PIL: converted to ``L`` or ``RGB``, resized to the configured ``(H, W)``
 with PIL's bilinear filter (which widens its support when shrinking, i.e.
 antialiases), returned as uint8 ``(n, C, H, W)``. ``workers`` threads decode a
-batch in parallel (PIL releases the GIL while decoding). ``preload=True``
+batch in parallel (PIL releases the GIL while decoding), capped at half the
+CPUs: on a 2-CPU machine threads only add overhead, so it decodes in the
+calling thread (see ``benchmarks/bench_datasets.py``). ``preload=True``
 decodes every image once into a uint8 tensor stored with
 :func:`harness.data.cached_tensors` (keyed by the fingerprint), so later runs
 read the tensor instead of the files.
@@ -149,7 +151,7 @@ class FileImageDataset(ImageDataset):
         def one(j: int) -> None:
             out[j] = read_image(self._paths[idx[j]], self._size, self._channels)
 
-        workers = int(getattr(self.cfg, "workers", 0) or 0)
+        workers = min(int(getattr(self.cfg, "workers", 0) or 0), (os.cpu_count() or 1) // 2)
         if workers > 1 and len(idx) > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(one, range(len(idx))))

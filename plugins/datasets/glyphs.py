@@ -160,7 +160,8 @@ class Glyphs(ImageDataset):
         self.splits = self._make_splits(label)
         self.info = DatasetInfo(
             image_size=(c.image_size, c.image_size), channels=1,
-            class_names=[f"{name}/{chr(cp)} (U+{cp:04X})" for (name, _), cps in zip(scripts, chars) for cp in cps],
+            class_names=[f"{name}/{chr(cp)} (U+{cp:04X})" for (name, _), cps in zip(scripts, chars, strict=True)
+                         for cp in cps],
             coarse_names=[name for name, _ in scripts],
             license="generated (MIT, part of the harness); DejaVu fonts: Bitstream Vera license",
             citation="Omniglot protocol: B. M. Lake et al., Science 2015.")

@@ -43,7 +43,7 @@ def load_idx_pair(dataset: str, root: Path, subdirs: tuple[str, ...], source: st
     missing = []
     for split, stems in _IDX_FILES.items():
         paths = [find_idx(root, stem, subdirs) for stem in stems]
-        missing += [s for s, p in zip(stems, paths) if p is None]
+        missing += [s for s, p in zip(stems, paths, strict=True) if p is None]
         if None not in paths:
             found[split] = (read_idx(paths[0]), read_idx(paths[1]).astype(np.int64))
     if missing:

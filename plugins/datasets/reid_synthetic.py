@@ -129,7 +129,7 @@ class ReidSynthetic(ImageDataset):
         gen = torch.Generator().manual_seed(c.seed)
         pid_np, cam_np, query_np = self._layout(rng)
         pid, cam = torch.from_numpy(pid_np), torch.from_numpy(cam_np)
-        n, n_people = len(pid), int(pid.max()) + 1
+        n_people = int(pid.max()) + 1
 
         # Identity attributes.
         ident = {

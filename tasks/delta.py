@@ -1,0 +1,811 @@
+r"""Gromov δ-hyperbolicity of a point set: library, task ``delta`` and the ``harness delta`` CLI.
+
+Conventions (those of the reference code, hyptorch ``delta.py`` by Khrulkov et
+al., CVPR 2020, so that numbers are comparable with their table):
+
+- Gromov product at base point w: :math:`(x|y)_w = \tfrac12\,(d(x,w) + d(y,w) - d(x,y))`,
+  the matrix :math:`G_w`.
+- :math:`\delta_w = \max_{x,y}\,[(G_w \otimes G_w)_{xy} - (G_w)_{xy}]` with the max-min
+  product :math:`(A \otimes B)_{xy} = \max_z \min(A_{xz}, B_{zy})`: the smallest δ for
+  which :math:`(x|y)_w \ge \min((x|z)_w, (y|z)_w) - \delta` holds for all x, y, z.
+  This is what the reference computes (for one base point, the first sample).
+- The four-point δ is :math:`\delta = \max_{x,y,z,w} (S_1 - S_2)/2`, where
+  :math:`S_1 \ge S_2 \ge S_3` are the pair sums :math:`d(x,y)+d(z,w)`,
+  :math:`d(x,z)+d(y,w)`, :math:`d(x,w)+d(y,z)`. Writing the term of :math:`\delta_w` for
+  one (x, y, z) in distances gives :math:`\tfrac12(A - \max(B, C))` with
+  :math:`A = d(x,y)+d(z,w)`, so :math:`\delta = \max_w \delta_w` (no extra factor).
+- Gromov's lemma: :math:`\delta_w \le \delta \le 2\,\delta_w` for every w
+  (Ghys & de la Harpe 1990, ch. 2 Prop. 2; Bridson & Haefliger III.H.1.22). In a metric
+  space also :math:`\delta \le \mathrm{diam}/2` (the S₁ pair sum is at most
+  :math:`S_2 + \min(d(x,y), d(z,w))`).
+- :math:`\delta_{rel} = 2\delta/\mathrm{diam}` (Khrulkov et al.; Borassi et al. 2015),
+  in [0, 1] for a metric; lower is more hyperbolic (a tree has δ = 0; the hyperbolic
+  plane of curvature −c has δ = log 2 / √c, Nica & Špakula 2016, Cor. 5.4).
+
+Estimators (``estimator=``; each result records what was computed):
+
+- ``exact``: the four-point δ, max over every base point, O(n⁴/8) work (a quadruple is
+  examined only at the first of its points in the processing order); default for
+  n ≤ :data:`EXACT_AUTO_MAX_N`.
+- ``bracket``: δ_w at k base points over all n points. Certified:
+  ``lower = max_w`` (four-point value of the best quadruple found) ``≤ δ ≤ upper =
+  2·min_w δ_w`` (+ the float32 rounding bound, and ``≤ diam/2`` for a metric).
+  ``delta`` reports ``lower``. Default above :data:`EXACT_AUTO_MAX_N` points.
+- ``base``: δ_w at one base point over all points (``base=K``), with the bracket
+  ``[δ_w, 2·δ_w]``.
+- Published estimators, reproduced draw for draw: ``hyptorch`` (Khrulkov et al.: 10 draws
+  of 1,500 points *with replacement* via ``np.random.choice``, δ_w at the first sample,
+  mean and std of δ_rel over draws), ``hyp_metric`` (Ermolov et al., CVPR 2022: 100
+  draws of 2,000 points without replacement via ``torch.randperm``, base 0, mean),
+  ``max_over_draws`` (draws without replacement, base 0, the max over draws). Their
+  δ_w is our kernel's (exact on the sample); sampling a subset and one base point
+  underestimates δ, which is why the default reports the exact value or a bracket.
+
+The heavy part, the max-min product, runs in compiled numba kernels
+(:mod:`._delta_kernels`) on the CPU, in float32 — exact up to the rounding of G
+(max/min only select; reported δ values are recomputed in float64 from the
+quadruple that attains them) — and as tiled torch on a GPU. Memory is O(n²).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from harness.errors import ConfigError, Incompatible
+from harness.task import EvalContext, MetricValue, Protocol, Task
+
+#: ``estimator="auto"`` computes the exact δ up to this many points, a bracket above.
+EXACT_AUTO_MAX_N = 1000
+#: The exact δ is refused above this many points (O(n⁴)): use a bracket.
+EXACT_MAX_N = 2500
+#: Largest point set for the full-set estimators (an n×n float64 matrix is kept).
+MAX_N = 20000
+METRIC_CHOICES = ("euclidean", "poincare", "precomputed")
+ESTIMATORS = ("auto", "exact", "bracket", "base", "hyptorch", "hyp_metric", "max_over_draws")
+#: Base points of a bracket unless told otherwise.
+DEFAULT_N_BASES = 8
+_U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+@dataclass(frozen=True)
+class SampledEstimator:
+    """A published sampling protocol: ``draws`` subsets of ``sample_size`` points, δ_w at the
+    subset's first point, δ_rel = 2δ_w/diam of the subset, reduced over draws by ``reduce``."""
+
+    name: str
+    draws: int
+    sample_size: int
+    replace: bool
+    sampler: str  # "numpy_legacy" | "torch_randperm" | "numpy"
+    reduce: str  # "mean" | "max"
+    source: str
+
+
+SAMPLED_ESTIMATORS: dict[str, SampledEstimator] = {
+    "hyptorch": SampledEstimator(
+        "hyptorch", 10, 1500, True, "numpy_legacy", "mean",
+        "hyptorch delta.py batched_delta_hyp (Khrulkov et al., CVPR 2020; MIT): "
+        "np.random.choice(n, 1500) with replacement, base = first sample, mean/std of δ_rel over 10 draws"),
+    "hyp_metric": SampledEstimator(
+        "hyp_metric", 100, 2000, False, "torch_randperm", "mean",
+        "hyp_metric delta.py (Ermolov et al., CVPR 2022): torch.randperm(n)[:2000], base 0, "
+        "mean δ_rel over 100 draws"),
+    "max_over_draws": SampledEstimator(
+        "max_over_draws", 10, 1500, False, "numpy", "max",
+        "draws without replacement (numpy default_rng(seed).choice), base 0, max δ_rel over draws"),
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+def _as_float64(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be a numeric array, got {type(x).__name__}: {exc}") from exc
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be 2-D, got shape {a.shape}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"{what} has {int(bad.sum())} NaN/inf entries (first at [{i}, {j}] = {a[i, j]}); "
+                         "remove or fix those points first")
+    return a
+
+
+def _check_n(n: int, what: str) -> None:
+    if n < 4:
+        raise ValueError(f"δ-hyperbolicity needs at least 4 points (it is defined by quadruples); {what} has {n}")
+
+
+def check_distance_matrix(d: Any, *, rtol: float = 1e-5) -> np.ndarray:
+    """Validate a precomputed distance matrix and return it cleaned (float64, symmetric, zero diagonal).
+
+    Checks: square, finite, at least 4 points, non-negative, zero diagonal and symmetric,
+    each up to ``rtol × max|D|`` (rounding of a float32 distance computation); rounding-level
+    asymmetry is averaged away and the diagonal set to 0. Raises ``ValueError`` naming the
+    worst offending entry otherwise.
+    """
+    a = _as_float64(d, "the distance matrix")
+    n, m = a.shape
+    if n != m:
+        raise ValueError(f"a distance matrix must be square, got shape {a.shape}; pass features with "
+                         "metric='euclidean' or 'poincare' instead")
+    _check_n(n, "the distance matrix")
+    tol = rtol * float(np.abs(a).max()) + 1e-300
+    neg = a.min()
+    if neg < -tol:
+        i, j = np.unravel_index(np.argmin(a), a.shape)
+        raise ValueError(f"distances must be non-negative; D[{i}, {j}] = {neg:.6g}")
+    diag = np.abs(np.diagonal(a))
+    if diag.max() > tol:
+        i = int(np.argmax(diag))
+        raise ValueError(f"a distance matrix has a zero diagonal; D[{i}, {i}] = {a[i, i]:.6g} "
+                         "(if this is rounding, set it with np.fill_diagonal(D, 0))")
+    asym = np.abs(a - a.T)
+    if asym.max() > tol:
+        i, j = np.unravel_index(np.argmax(asym), a.shape)
+        raise ValueError(f"a distance matrix must be symmetric; D[{i}, {j}] = {a[i, j]:.6g} but "
+                         f"D[{j}, {i}] = {a[j, i]:.6g} (symmetrise with (D + D.T) / 2 if that is rounding)")
+    del asym
+    a = 0.5 * (a + a.T)
+    np.fill_diagonal(a, 0.0)
+    np.maximum(a, 0.0, out=a)
+    return a
+
+
+def feature_distances(x: Any, *, metric: str = "euclidean", c: float = 1.0) -> np.ndarray:
+    """The (n, n) float64 distance matrix of features ``x`` (n, d).
+
+    ``euclidean``: L2 (:func:`harness.geometry.euclidean_pairwise_dist`); ``poincare``: the
+    distance of the Poincaré ball of curvature −c, radius 1/√c
+    (:func:`harness.geometry.pairwise_dist`, Ganea et al. 2018 Eq. 2). Both are exactly
+    symmetric with a zero diagonal and accurate for near pairs.
+    """
+    from harness.geometry import euclidean_pairwise_dist, pairwise_dist
+
+    a = _as_float64(x, "the feature matrix")
+    _check_n(a.shape[0], "the feature matrix")
+    if a.shape[1] < 1:
+        raise ValueError("features must have at least one dimension")
+    t = torch.from_numpy(a)
+    with torch.no_grad():
+        if metric == "euclidean":
+            d = euclidean_pairwise_dist(t)
+        elif metric == "poincare":
+            if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+                raise ValueError(f"the curvature c must be a positive number, got {c!r}")
+            d = pairwise_dist(t, c=float(c))
+        else:
+            raise ValueError(f"unknown metric {metric!r} for features; choose 'euclidean' or 'poincare'")
+    return d.numpy()
+
+
+def four_point(d: np.ndarray, x: int, y: int, z: int, w: int) -> float:
+    """(S₁ − S₂)/2 of one quadruple (float64)."""
+    s = sorted((d[x, y] + d[z, w], d[x, z] + d[y, w], d[x, w] + d[y, z]))
+    return 0.5 * (s[2] - s[1])
+
+
+def _base_term(d: np.ndarray, x: int, y: int, z: int, w: int) -> float:
+    """min((x|z)_w, (z|y)_w) − (x|y)_w in float64: one term of δ_w."""
+    g = lambda a, b: 0.5 * (d[a, w] + d[b, w] - d[a, b])  # noqa: E731
+    return min(g(x, z), g(z, y)) - g(x, y)
+
+
+# ----------------------------------------------------------------------------- solvers
+@dataclass
+class _BaseOutcome:
+    value: float  # max(best, float32 δ_w over the members), kernel precision
+    witness: tuple[int, int, int] | None  # (x, y, z) attaining it, in input indices
+    g_scale: float  # largest |Gromov product| involved (for the rounding bound)
+
+
+_COMPILE: dict[str, float] = {}
+
+
+def _numba_warm() -> float:
+    """Compile (or load from numba's cache) every kernel once per process; return the seconds it took."""
+    if "numba" in _COMPILE:
+        return 0.0
+    from harness.tasks import _delta_kernels as K
+
+    t0 = time.perf_counter()
+    d = np.array([[0, 1, 2, 3, 2], [1, 0, 1, 2, 3], [2, 1, 0, 1, 2], [3, 2, 1, 0, 1], [2, 3, 2, 1, 0]], float)
+    _NumbaSolver(d).base(0, np.arange(5), 0.0, None)
+    K.triangle_violation(d, 1e-9)
+    _COMPILE["numba"] = time.perf_counter() - t0
+    return _COMPILE["numba"]
+
+
+class _NumbaSolver:
+    """δ_w on the CPU with the compiled max-min kernel."""
+
+    backend = "numba"
+    device = "cpu"
+
+    def __init__(self, d: np.ndarray) -> None:
+        self.d = np.ascontiguousarray(d, dtype=np.float64)
+
+    def base(self, w: int, members: np.ndarray, best: float, z_threshold: float | None) -> _BaseOutcome:
+        """δ_w restricted to ``members`` (which must contain every x, y, z considered).
+
+        ``best``: a value already reached (pruning; the result is ``max(best, …)``).
+        ``z_threshold``: drop z with ``d(z, w) ≤ z_threshold`` (valid in a metric with
+        ``z_threshold = 2·best``: every term with that z is ≤ ½ d(z, w)).
+        """
+        from harness.tasks import _delta_kernels as K
+
+        d = self.d
+        members = np.ascontiguousarray(members, dtype=np.int64)
+        r, gmin = K.gromov_rowmax(d, int(w), members)
+        shift = max(0.0, -float(gmin))
+        order = np.argsort(-r, kind="stable")
+        rows = members[order]
+        rs = r[order]
+        m = len(rows)
+        kk = _prefix(d[rows, w], z_threshold, m)
+        g_scale = float(rs[0] + shift) if m else 0.0
+        if kk == 0:
+            return _BaseOutcome(best, None, g_scale)
+        mp = -(-m // K.BLOCK) * K.BLOCK
+        gf = np.empty((mp, mp), dtype=np.float32)
+        K.fill_gromov(d, int(w), rows, shift, gf)
+        gi = gf.view(np.int32)
+        gi[m:, :] = K.PAD
+        gi[:m, m:] = K.PAD
+        r32 = np.maximum(rs + shift, 0.0).astype(np.float32)
+        v, xi, yi = K.max_min_excess(gi, r32, m, kk, np.float32(best))
+        if xi < 0:
+            return _BaseOutcome(float(best), None, g_scale)
+        zi = int(np.argmax(np.minimum(gf[xi, :kk], gf[yi, :kk])))
+        return _BaseOutcome(float(v), (int(rows[xi]), int(rows[yi]), int(rows[zi])), g_scale)
+
+
+class _TorchSolver:
+    """δ_w as a tiled torch max-min product (GPU path; also runs on the CPU for tests)."""
+
+    backend = "torch"
+
+    def __init__(self, d: np.ndarray, device: torch.device, budget_bytes: int | None = None) -> None:
+        self.device = torch.device(device)
+        self.d = torch.as_tensor(d, dtype=torch.float64, device=self.device)
+        self.budget = budget_bytes or ((1 << 30) if self.device.type == "cuda" else (1 << 26))
+
+    def base(self, w: int, members: np.ndarray, best: float, z_threshold: float | None) -> _BaseOutcome:
+        dev = self.device
+        mem = torch.as_tensor(np.asarray(members, dtype=np.int64), device=dev)
+        dw = self.d[mem, w]
+        g = 0.5 * (dw[:, None] + dw[None, :] - self.d[mem][:, mem])
+        r = g.amax(1)
+        order = torch.argsort(-r, stable=True)
+        g = g[order][:, order]
+        r = r[order]
+        rows = mem[order].cpu().numpy()
+        m = len(rows)
+        shift = max(0.0, -float(g.min()))
+        kk = _prefix(self.d[mem[order], w].cpu().numpy(), z_threshold, m)
+        g_scale = float(r[0]) + shift
+        if kk == 0:
+            return _BaseOutcome(best, None, g_scale)
+        g32 = (g + shift).clamp_min(0).float()
+        r32 = (r + shift).clamp_min(0).float()
+        del g
+        block = max(1, self.budget // (4 * kk * m))
+        lb, bx, by = float(best), -1, -1
+        for i0 in range(0, m, block):
+            gi = g32[i0:i0 + block]
+            bound = float((torch.minimum(r32[i0:i0 + block, None], r32[None, :]) - gi).max())
+            if bound <= lb:
+                continue
+            mm = torch.minimum(gi[:, :kk, None], g32[None, :kk, :]).amax(1)
+            e = mm - gi
+            v = float(e.max())
+            if v > lb:
+                flat = int(torch.argmax(e))
+                lb, bx, by = v, i0 + flat // m, flat % m
+        if bx < 0:
+            return _BaseOutcome(float(best), None, g_scale)
+        bz = int(torch.argmax(torch.minimum(g32[bx, :kk], g32[by, :kk])))
+        return _BaseOutcome(lb, (int(rows[bx]), int(rows[by]), int(rows[bz])), g_scale)
+
+
+def _prefix(dz: np.ndarray, threshold: float | None, m: int) -> int:
+    """Length of the shortest prefix holding every z with ``dz > threshold`` (all if no threshold)."""
+    if threshold is None:
+        return m
+    keep = np.flatnonzero(dz > threshold)
+    return int(keep[-1]) + 1 if len(keep) else 0
+
+
+def _solver(d: np.ndarray, device: Any, backend: str) -> Any:
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if backend == "auto":
+        backend = "torch" if dev.type != "cpu" else "numba"
+    if backend == "numba":
+        if dev.type != "cpu":
+            raise ValueError(f"backend 'numba' runs on the CPU only, not on device '{dev}'")
+        return _NumbaSolver(d)
+    if backend == "torch":
+        return _TorchSolver(d, dev)
+    raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numba' or 'torch'")
+
+
+# ----------------------------------------------------------------------------- algorithms
+def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None, int]:
+    """Four-point δ = max_w δ_w. A quadruple is examined only at the first of its points in the
+    processing order (the others are the 'remaining' members), so step t costs (n−t)³."""
+    n = len(d)
+    order = np.argsort(-d.max(1), kind="stable")  # far points first: a large δ early prunes more
+    remaining = np.ones(n, dtype=bool)
+    best, witness, used = 0.0, None, 0
+    for w in order:
+        members = np.flatnonzero(remaining)
+        # In a metric every term with base w is ≤ ½ d(z, w): a base whose remaining points are all
+        # within 2·best, and any z with d(z, w) ≤ 2·best, cannot raise the maximum.
+        if metric_space and best > 0 and d[w, members].max() <= 2 * best:
+            remaining[w] = False
+            continue
+        out = solver.base(int(w), members, best, 2 * best if metric_space and best > 0 else None)
+        used += 1
+        if out.witness is not None and out.value > best:
+            best, witness = out.value, [*out.witness, int(w)]
+        remaining[w] = False
+    value = four_point(d, *witness) if witness else 0.0
+    return value, witness, used
+
+
+def choose_bases(d: np.ndarray, k: int, seed: int) -> list[int]:
+    """``k`` base points: the two ends of a diametral pair (far points sit in the extreme
+    quadruples) and the point of least eccentricity (a centre), then seeded random points."""
+    n = len(d)
+    k = min(max(int(k), 1), n)
+    ecc = d.max(1)
+    a = int(np.argmax(ecc))
+    b = int(np.argmax(d[a]))
+    picks: list[int] = []
+    for p in (a, b, int(np.argmin(ecc))):
+        if p not in picks:
+            picks.append(p)
+    rest = np.setdiff1d(np.arange(n), picks)
+    rng = np.random.default_rng(seed)
+    picks += [int(i) for i in rng.permutation(rest)[: max(0, k - len(picks))]]
+    return picks[:k]
+
+
+def _bracket(d: np.ndarray, solver: Any, bases: Sequence[int], metric_space: bool,
+             diam: float) -> dict[str, Any]:
+    members = np.arange(len(d))
+    per: list[float] = []
+    lower, witness, worst_upper = 0.0, None, math.inf
+    for w in bases:
+        out = solver.base(int(w), members, 0.0, None)
+        err = 3 * _U32 * out.g_scale  # |float32 δ_w − δ_w| ≤ 3u·max|G| (each of G, G⊗G, the difference)
+        worst_upper = min(worst_upper, 2 * (out.value + err))
+        dw = _base_term(d, *out.witness, int(w)) if out.witness else 0.0
+        per.append(dw)
+        if out.witness:
+            q = four_point(d, *out.witness, int(w))
+            if q > lower:
+                lower, witness = q, [*out.witness, int(w)]
+    upper = min(worst_upper, diam / 2) if metric_space else worst_upper
+    return {"lower": lower, "upper": max(upper, lower), "witness": witness, "base_deltas": per}
+
+
+def _draw_indices(est: SampledEstimator, n: int, size: int, draws: int, seed: int) -> list[np.ndarray]:
+    if est.sampler == "numpy_legacy":  # = np.random.seed(seed); np.random.choice(n, size) per draw
+        rs = np.random.RandomState(seed)
+        return [rs.choice(n, size, replace=est.replace) for _ in range(draws)]
+    if est.sampler == "torch_randperm":  # = torch.manual_seed(seed); torch.randperm(n)[:size] per draw
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randperm(n, generator=g)[:size].numpy() for _ in range(draws)]
+    gen = np.random.default_rng(seed)
+    return [gen.choice(n, size, replace=est.replace) for _ in range(draws)]
+
+
+# ----------------------------------------------------------------------------- public API
+def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, estimator: str = "auto",
+                        exact: bool | None = None, base: int | None = None,
+                        n_bases: int | Sequence[int] = DEFAULT_N_BASES, sample_size: int | None = None,
+                        draws: int | None = None, seed: int = 0, assume_metric: bool | None = None,
+                        device: Any = None, backend: str = "auto") -> dict[str, Any]:
+    r"""Gromov δ-hyperbolicity of a point set (conventions in the module docstring).
+
+    Args:
+        x: features (n, d) for ``metric="euclidean"`` / ``"poincare"`` (ball of curvature
+            −c), or an (n, n) distance matrix for ``metric="precomputed"`` (validated by
+            :func:`check_distance_matrix`). numpy or torch.
+        estimator: ``"auto"`` (exact for n ≤ :data:`EXACT_AUTO_MAX_N`, else bracket),
+            ``"exact"``, ``"bracket"``, ``"base"``, or a published one from
+            :data:`SAMPLED_ESTIMATORS` (``"hyptorch"``, ``"hyp_metric"``, ``"max_over_draws"``).
+        exact: ``True`` = ``estimator="exact"`` (refused above :data:`EXACT_MAX_N` points),
+            ``False`` = ``"bracket"``.
+        base: δ_w at this base point alone (= ``estimator="base"``), what the reference
+            computes for one sample.
+        n_bases: bracket base points: a count (:func:`choose_bases`) or explicit indices.
+        sample_size, draws: override a sampled estimator's protocol.
+        seed: seeds the base choice and the sampled estimators' draws.
+        assume_metric: whether the distances satisfy the triangle inequality (enables the
+            pruning and the diam/2 cap). ``None``: true for features; checked in O(n³) for a
+            precomputed matrix used by the exact/bracket/base estimators.
+        device, backend: ``None`` = CUDA if available; on the CPU the numba kernel
+            (``backend="torch"`` forces the tiled torch path, e.g. to test it).
+
+    Returns:
+        A JSON-ready dict: ``delta``, ``delta_rel`` (= 2·delta/diameter), ``diameter``,
+        ``exact`` (bool), ``lower``/``upper`` (certified bounds on the four-point δ of the whole
+        set; ``None`` for sampled estimators), ``n``, ``seconds`` (excluding numba's one-off
+        compile/cache load, reported as ``compile_seconds``), ``estimator``, ``metric``, ``c``,
+        ``base``, ``bases``, ``base_deltas``, ``witness`` ([x, y, z, w] attaining ``delta``),
+        ``sample_size``, ``draws``, ``seed``, ``replace``, ``delta_std``, ``delta_rel_std``,
+        ``draw_delta_rel``, ``metric_space``, ``device``, ``backend``, ``source``.
+    """
+    if metric not in METRIC_CHOICES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if exact is not None:
+        want = "exact" if exact else "bracket"
+        if estimator not in ("auto", want):
+            raise ValueError(f"exact={exact} contradicts estimator={estimator!r}")
+        estimator = want
+    if base is not None:
+        if estimator not in ("auto", "base"):
+            raise ValueError(f"base={base} computes δ at one base point; it contradicts estimator={estimator!r}")
+        estimator = "base"
+    sampled = SAMPLED_ESTIMATORS.get(estimator)
+    if sampled is None and (sample_size is not None or draws is not None):
+        raise ValueError("sample_size and draws apply to the sampled estimators "
+                         f"({', '.join(SAMPLED_ESTIMATORS)}), not to {estimator!r}")
+
+    n = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) >= 1 else len(x)
+    result: dict[str, Any] = {
+        "delta": None, "delta_rel": None, "diameter": None, "exact": False, "lower": None, "upper": None,
+        "n": n, "seconds": None, "estimator": estimator, "metric": metric,
+        "c": float(c) if metric == "poincare" else None, "base": None, "bases": None, "base_deltas": None,
+        "witness": None, "sample_size": None, "draws": None, "seed": int(seed), "replace": None,
+        "delta_std": None, "delta_rel_std": None, "draw_delta_rel": None, "metric_space": None,
+        "device": None, "backend": None, "source": None, "compile_seconds": 0.0,
+    }
+
+    if sampled is not None:
+        return _run_sampled(x, sampled, metric, c, sample_size, draws, seed, device, backend, result)
+
+    t_warm = 0.0
+    t0 = time.perf_counter()
+    if metric == "precomputed":
+        d = check_distance_matrix(x)
+    else:
+        d = feature_distances(x, metric=metric, c=c)
+    n = len(d)
+    result["n"] = n
+    if n > MAX_N:
+        raise ValueError(f"{n} points: the {estimator!r} estimator keeps an n×n matrix and is limited to "
+                         f"{MAX_N}; subsample, or use a sampled estimator ({', '.join(SAMPLED_ESTIMATORS)})")
+    if estimator == "auto":
+        estimator = "exact" if n <= EXACT_AUTO_MAX_N else "bracket"
+    if estimator == "exact" and n > EXACT_MAX_N:
+        raise ValueError(f"the exact δ costs O(n⁴) and is refused above {EXACT_MAX_N} points (n = {n}); "
+                         "use estimator='bracket' (certified lower/upper bounds) or subsample")
+    if base is not None and not (-n <= int(base) < n):
+        raise ValueError(f"base point {base} is out of range for {n} points")
+    solver = _solver(d, device, backend)
+    if solver.backend == "numba":
+        t1 = time.perf_counter()
+        t_warm = _numba_warm()
+        t0 += time.perf_counter() - t1
+    if assume_metric is None:
+        if metric == "precomputed":
+            from harness.tasks import _delta_kernels as K
+
+            assume_metric = bool(K.triangle_violation(d, 1e-9 * float(d.max())) <= 1e-9 * float(d.max()))
+        else:
+            assume_metric = True
+    diam = float(d.max())
+    result.update(estimator=estimator, n=n, diameter=diam, metric_space=bool(assume_metric),
+                  device=str(solver.device), backend=solver.backend, compile_seconds=t_warm)
+
+    if estimator == "exact":
+        value, witness, _ = _exact(d, solver, bool(assume_metric))
+        result.update(delta=value, exact=True, lower=value, upper=value, witness=witness)
+    elif estimator == "bracket":
+        bases = (list(choose_bases(d, n_bases, seed)) if isinstance(n_bases, (int, np.integer))
+                 else [int(b) % n for b in n_bases])
+        if not bases:
+            raise ValueError("a bracket needs at least one base point")
+        br = _bracket(d, solver, bases, bool(assume_metric), diam)
+        result.update(delta=br["lower"], lower=br["lower"], upper=br["upper"], witness=br["witness"],
+                      bases=bases, base_deltas=br["base_deltas"])
+        if br["upper"] - br["lower"] <= 1e-12 * max(diam, 1e-300):
+            result["exact"] = True
+    else:  # one base point
+        w = int(base) % n
+        br = _bracket(d, solver, [w], bool(assume_metric), diam)
+        dw = br["base_deltas"][0]
+        result.update(delta=dw, lower=max(dw, br["lower"]), upper=br["upper"], base=w, bases=[w],
+                      base_deltas=[dw], witness=br["witness"])
+    result["delta_rel"] = 2 * result["delta"] / diam if diam > 0 else float("nan")
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _run_sampled(x: Any, est: SampledEstimator, metric: str, c: float, sample_size: int | None,
+                 draws: int | None, seed: int, device: Any, backend: str, result: dict[str, Any]) -> dict[str, Any]:
+    draws = est.draws if draws is None else int(draws)
+    size = est.sample_size if sample_size is None else int(sample_size)
+    if draws < 1 or size < 4:
+        raise ValueError(f"a sampled estimator needs draws ≥ 1 and sample_size ≥ 4, got {draws} and {size}")
+    t_warm = 0.0
+    t0 = time.perf_counter()
+    if metric == "precomputed":
+        full = check_distance_matrix(x)
+        n = len(full)
+    else:
+        full = _as_float64(x, "the feature matrix")
+        n = len(full)
+        _check_n(n, "the feature matrix")
+    if not est.replace:
+        size = min(size, n)
+    deltas, diams, rels = [], [], []
+    dev_name, backend_name = "cpu", backend
+    for idx in _draw_indices(est, n, size, draws, seed):
+        d = full[np.ix_(idx, idx)] if metric == "precomputed" else feature_distances(full[idx], metric=metric, c=c)
+        solver = _solver(d, device, backend)
+        if solver.backend == "numba" and "numba" not in _COMPILE:
+            t1 = time.perf_counter()
+            t_warm = _numba_warm()
+            t0 += time.perf_counter() - t1
+        dev_name, backend_name = str(solver.device), solver.backend
+        out = solver.base(0, np.arange(len(d)), 0.0, None)
+        dw = _base_term(d, *out.witness, 0) if out.witness else 0.0
+        diam = float(d.max())
+        deltas.append(dw)
+        diams.append(diam)
+        rels.append(2 * dw / diam if diam > 0 else float("nan"))
+    rel = np.asarray(rels)
+    if est.reduce == "mean":
+        delta, delta_rel, diameter = float(np.mean(deltas)), float(np.mean(rel)), float(np.mean(diams))
+    else:
+        i = int(np.nanargmax(rel))
+        delta, delta_rel, diameter = deltas[i], float(rel[i]), diams[i]
+    result.update(delta=delta, delta_rel=delta_rel, diameter=diameter, n=n, sample_size=size, draws=draws,
+                  replace=est.replace, delta_std=float(np.std(deltas)), delta_rel_std=float(np.std(rel)),
+                  draw_delta_rel=[float(v) for v in rel], base=0, device=dev_name, backend=backend_name,
+                  source=est.source, compile_seconds=t_warm, seconds=time.perf_counter() - t0)
+    return result
+
+
+# ----------------------------------------------------------------------------- task plugin
+class Delta(Task):
+    """δ-hyperbolicity of a method's embeddings (and of the backbone's raw features) on the eval split.
+
+    Protocol: the model trains on ``train`` with fine labels (shared with the other tasks);
+    evaluation embeds the ``test`` split (``novel`` where there is none), subsampled to
+    ``max_points`` with the cell's seed. The embeddings' distances are the method's
+    geometry (``ctx.geometry.pairwise_dist``), the features' are Euclidean. Metrics (lower
+    δ_rel = more hyperbolic, so ``higher_is_better=False``): ``delta_rel``, ``delta``,
+    ``delta_rel_features``, ``delta_features``; a bracket reports its certified lower
+    bound, with the upper bound in ``details``.
+    """
+
+    VERSION = "1"
+    requires = frozenset({"label"})
+    METRICS = {"delta_rel": False, "delta": False, "delta_rel_features": False, "delta_features": False}
+
+    @dataclass
+    class Config:
+        name: str = "delta"
+        max_points: int = 1000
+        estimator: str = "auto"
+        n_bases: int = DEFAULT_N_BASES
+        features: bool = True
+
+    def _check_config(self) -> None:
+        cfg = self.cfg
+        if int(cfg.max_points) < 4:
+            raise ConfigError(f"delta: max_points must be at least 4, got {cfg.max_points}")
+        allowed = [e for e in ESTIMATORS if e != "base"]
+        if cfg.estimator not in allowed:
+            raise ConfigError(f"delta: unknown estimator {cfg.estimator!r}; choose one of {', '.join(allowed)}")
+        if cfg.estimator == "exact" and int(cfg.max_points) > EXACT_MAX_N:
+            raise ConfigError(f"delta: the exact estimator is limited to {EXACT_MAX_N} points; "
+                              f"lower max_points (now {cfg.max_points}) or use estimator=bracket")
+        if int(cfg.n_bases) < 1:
+            raise ConfigError(f"delta: n_bases must be at least 1, got {cfg.n_bases}")
+
+    def protocol(self, dataset: Any) -> Protocol:
+        self._check_config()
+        split = "test" if "test" in dataset.splits else "novel"
+        return Protocol(train=dataset.split("train"), train_label="label",
+                        eval={"test": dataset.split(split)},
+                        description=f"δ-hyperbolicity of the '{split}' split (≤ {self.cfg.max_points} points)")
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
+        self._check_config()
+        idx = np.asarray(ctx.protocol.eval["test"], dtype=np.int64)
+        if len(idx) < 4:
+            raise Incompatible(f"task '{self.name}': the evaluation split has {len(idx)} images; δ needs 4")
+        if len(idx) > self.cfg.max_points:
+            pick = ctx.rng("delta/subsample").choice(len(idx), int(self.cfg.max_points), replace=False)
+            idx = idx[np.sort(pick)]
+        emb = ctx.embed(idx)
+        kw = dict(estimator=self.cfg.estimator, n_bases=int(self.cfg.n_bases), seed=int(ctx.seed),
+                  device="cuda" if ctx.device.type == "cuda" else "cpu")
+        with torch.no_grad():
+            dist = ctx.geometry.pairwise_dist(emb.embeddings.to(torch.float64))
+        res = delta_hyperbolicity(dist, metric="precomputed", assume_metric=True, **kw)
+        out = {"delta_rel": self.metric("delta_rel", res["delta_rel"], n=len(idx)),
+               "delta": self.metric("delta", res["delta"], n=len(idx))}
+        ctx.details["delta/embeddings"] = _details(res, geometry=ctx.geometry.name)
+        if self.cfg.features:
+            res_f = delta_hyperbolicity(emb.features, metric="euclidean", **kw)
+            out["delta_rel_features"] = self.metric("delta_rel_features", res_f["delta_rel"], n=len(idx))
+            out["delta_features"] = self.metric("delta_features", res_f["delta"], n=len(idx))
+            ctx.details["delta/features"] = _details(res_f, geometry="euclidean")
+        return out
+
+
+def _details(res: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    keep = ("estimator", "n", "exact", "delta", "lower", "upper", "diameter", "delta_rel", "witness",
+            "bases", "sample_size", "draws", "seed", "delta_rel_std", "seconds", "backend")
+    return {**{k: res[k] for k in keep}, **extra}
+
+
+# ----------------------------------------------------------------------------- CLI
+def _load_matrix(path: str, key: str | None) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no such file: {path}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        obj: Any = np.load(p, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            obj = {k: z[k] for k in z.files}
+    elif suffix in (".pt", ".pth"):
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    else:
+        raise ValueError(f"unsupported file type '{suffix}'; give a .npy, .npz, .pt or .pth file")
+    if isinstance(obj, dict):
+        arrays = {k: v for k, v in obj.items() if isinstance(v, (np.ndarray, torch.Tensor))}
+        if key is None:
+            if len(arrays) != 1:
+                raise ValueError(f"{path} holds {len(arrays)} arrays ({', '.join(map(str, arrays)) or 'none'}); "
+                                 "pick one with --key")
+            obj = next(iter(arrays.values()))
+        elif key not in arrays:
+            raise ValueError(f"{path} has no array '{key}'; it has: {', '.join(map(str, arrays)) or 'none'}")
+        else:
+            obj = arrays[key]
+    if not isinstance(obj, (np.ndarray, torch.Tensor)):
+        raise ValueError(f"{path} does not hold an array or tensor (got {type(obj).__name__})")
+    a = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
+    if a.ndim != 2:
+        raise ValueError(f"{path} holds an array of shape {a.shape}; expected (n, d) features or an (n, n) "
+                         "distance matrix")
+    return a
+
+
+def _looks_like_distances(a: np.ndarray) -> bool:
+    if a.shape[0] != a.shape[1] or not np.isfinite(a).all():
+        return False
+    scale = float(np.abs(a).max()) or 1.0
+    return bool(np.abs(np.diagonal(a)).max() <= 1e-6 * scale and np.abs(a - a.T).max() <= 1e-6 * scale
+                and a.min() >= 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="harness delta",
+        description="Gromov δ-hyperbolicity of a feature matrix (n, d) or a distance matrix (n, n): "
+                    "δ (four-point, Gromov products with the ½), δ_rel = 2δ/diam, exact or a certified bracket.")
+    p.add_argument("file", help="a .npy, .npz, .pt or .pth file holding one 2-D array")
+    p.add_argument("--distances", action="store_true", help="the (square) input is a distance matrix")
+    p.add_argument("--metric", choices=("euclidean", "poincare"), default=None,
+                   help="distance between feature rows (default euclidean)")
+    p.add_argument("--c", type=float, default=1.0, help="curvature of the Poincaré ball (radius 1/sqrt(c))")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--exact", action="store_true",
+                      help=f"exact four-point δ (O(n^4); refused above {EXACT_MAX_N} points)")
+    mode.add_argument("--base", type=int, default=None, metavar="K",
+                      help="δ_w at base point K only (what the reference computes for one sample)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="auto",
+                   help="auto: exact up to %d points, else a bracket; hyptorch / hyp_metric / max_over_draws "
+                        "reproduce published sampling protocols" % EXACT_AUTO_MAX_N)
+    p.add_argument("--bases", type=int, default=DEFAULT_N_BASES, metavar="K", help="base points of a bracket")
+    p.add_argument("--sample-size", type=int, default=None, help="points per draw (sampled estimators)")
+    p.add_argument("--draws", type=int, default=None, help="number of draws (sampled estimators)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the base choice and of the draws")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--key", default=None, help="array name inside a .npz / a saved dict")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def cli_main(argv: list[str]) -> int:
+    """``harness delta FILE [...]``: print δ, δ_rel, diameter, exact or bracket, and time. Returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return int(exc.code or 0)
+    try:
+        a = _load_matrix(args.file, args.key)
+        if args.distances:
+            if args.metric is not None:
+                raise ValueError("--metric applies to feature input; a --distances matrix is used as given")
+            metric = "precomputed"
+        else:
+            metric = args.metric or "euclidean"
+            if _looks_like_distances(a):
+                print(f"harness delta: note: {args.file} is square, symmetric with a zero diagonal; it is read "
+                      "as features (pass --distances to read it as a distance matrix)", file=sys.stderr)
+        res = delta_hyperbolicity(a, metric=metric, c=args.c, estimator=args.estimator,
+                                  exact=True if args.exact else None, base=args.base, n_bases=args.bases,
+                                  sample_size=args.sample_size, draws=args.draws, seed=args.seed,
+                                  device=args.device)
+    except ValueError as exc:
+        print(f"harness delta: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(_jsonable(res), sort_keys=True))
+        return 0
+    print(_describe(res, args.file))
+    return 0
+
+
+def _jsonable(res: dict[str, Any]) -> dict[str, Any]:
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return v
+    return {k: fix(v) for k, v in res.items()}
+
+
+def _describe(res: dict[str, Any], name: str) -> str:
+    diam = res["diameter"]
+    rel = (lambda v: 2 * v / diam if diam else float("nan"))
+    est = res["estimator"]
+    where = f"metric {res['metric']}" + (f" (c = {res['c']:g})" if res["c"] is not None else "")
+    lines = [f"{name}: {res['n']} points, {where}"]
+    if est in SAMPLED_ESTIMATORS:
+        lines += [f"estimator    {est}: {res['draws']} draws of {res['sample_size']} points "
+                  f"({'with' if res['replace'] else 'without'} replacement, seed {res['seed']}), base = first sample",
+                  f"δ            {res['delta']:.6g}",
+                  f"δ_rel        {res['delta_rel']:.6g} ± {res['delta_rel_std']:.3g} (std over draws)",
+                  f"diameter     {diam:.6g} (mean over draws)" if SAMPLED_ESTIMATORS[est].reduce == "mean"
+                  else f"diameter     {diam:.6g} (of the max draw)",
+                  "exact        no (a sample estimate, no bounds on the full set's δ)"]
+    elif res["exact"]:
+        lines += [f"δ            {res['delta']:.6g} (exact four-point)",
+                  f"δ_rel        {res['delta_rel']:.6g}",
+                  f"diameter     {diam:.6g}", "exact        yes"]
+    else:
+        what = f"δ_w at base point {res['base']}" if est == "base" else f"bracket from {len(res['bases'])} base points"
+        lines += [f"δ            {res['delta']:.6g} ({what})",
+                  f"δ_rel        {res['delta_rel']:.6g}",
+                  f"bracket      {res['lower']:.6g} ≤ δ ≤ {res['upper']:.6g}   "
+                  f"({rel(res['lower']):.4g} ≤ δ_rel ≤ {rel(res['upper']):.4g})",
+                  f"diameter     {diam:.6g}", "exact        no"]
+    t = f"time         {res['seconds']:.3f} s on {res['device']} ({res['backend']})"
+    if res.get("compile_seconds"):
+        t += f"; + {res['compile_seconds']:.2f} s one-off kernel compile/cache load"
+    lines.append(t)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - `harness delta` is the entry point
+    raise SystemExit(cli_main(sys.argv[1:]))

@@ -1,0 +1,304 @@
+"""Task ``ood``: out-of-distribution detection with scores from the method's geometry and head.
+
+In-distribution (ID) = the dataset's ``test`` split (model trained on
+``train``); OOD sets: ``near`` = the dataset's ``novel`` classes (when it has
+that split), far = other datasets named in ``far`` (built from the registry,
+conformed to the ID images' channels and size, subsampled to
+``max_far_images``). A far dataset that is not installed or whose files are
+missing is skipped with a note in ``details``.
+
+Scores (higher = more in-distribution, for every score):
+
+* ``dist0`` — geometry distance to the origin. Khrulkov et al. (CVPR 2020,
+  Sec. 5 / Fig. 5: MNIST in, Omniglot out) find OOD and ambiguous images
+  embedded near the centre of the Poincaré ball, so the score is ``+d(0, x)``;
+* ``msp`` — maximum softmax probability of the method's logits (Hendrycks &
+  Gimpel 2017; for a hyperbolic MLR head, its class probabilities);
+* ``energy`` — ``logsumexp`` of the logits, i.e. the negative free energy at
+  T = 1 (Liu et al. NeurIPS 2020);
+* ``proto`` — ``-min_c d(x, p_c)``, the distance to the nearest class
+  prototype (geometry's class prototypes of the ``train`` embeddings).
+
+``msp`` and ``energy`` need logits; a method without a classifier skips them
+(noted in ``details``). Metrics per (metric, score, set) are named
+``{metric}/{score}/{set}``, e.g. ``auroc/energy/near``; see :func:`ood_metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import ConfigError, HarnessError, Incompatible
+from harness.task import EvalContext, MetricValue, Protocol, Task
+
+#: metric -> higher is better
+OOD_METRICS = {"auroc": True, "aupr_in": True, "aupr_out": True,
+               "fpr95_ood_positive": False, "fpr95_id_positive": False}
+SCORES = ("dist0", "msp", "energy", "proto")
+_IMAGE_CHUNK = 1024
+
+
+def _binary_curve(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True/false positive counts at each distinct threshold, highest first (scikit-learn's
+    ``_binary_clf_curve``: a sample is predicted positive when its score >= threshold)."""
+    scores = np.concatenate([pos, neg])
+    is_pos = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+    order = np.argsort(-scores, kind="stable")
+    scores, is_pos = scores[order], is_pos[order]
+    last_of_group = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(is_pos)[last_of_group]
+    fps = last_of_group + 1 - tps
+    return tps, fps
+
+
+def _fpr_at_tpr(pos: np.ndarray, neg: np.ndarray, tpr_level: float) -> float:
+    """OpenOOD's ``fpr_list[np.argmax(tpr_list >= level)]`` on ``sklearn.metrics.roc_curve``
+    (defaults, ``drop_intermediate=True``, replicated here): the FPR of the first ROC
+    operating point, from the highest threshold down, whose TPR reaches ``tpr_level``."""
+    tps, fps = _binary_curve(pos, neg)
+    if len(fps) > 2:  # roc_curve drops points collinear with both neighbours
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps = tps[keep], fps[keep]
+    tpr = np.r_[0, tps] / len(pos)
+    fpr = np.r_[0, fps] / len(neg)
+    return float(fpr[np.argmax(tpr >= tpr_level)])
+
+
+def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    """scikit-learn's ``average_precision_score``: ``Σ_n (R_n - R_{n-1}) P_n`` over distinct
+    thresholds (step-wise, no interpolation)."""
+    tps, fps = _binary_curve(pos, neg)
+    precision = tps / (tps + fps)
+    recall = tps / len(pos)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney U / (n_pos n_neg) with average ranks for ties (= ``roc_auc_score``)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def ood_metrics(id_scores: Any, ood_scores: Any, *, tpr_level: float = 0.95) -> dict[str, float]:
+    """OOD detection metrics of scores where HIGHER means MORE in-distribution.
+
+    * ``auroc`` — area under the ROC curve (ID vs OOD; the same for either as positive);
+    * ``aupr_in`` — average precision with ID as positive and the score as is;
+    * ``aupr_out`` — average precision with OOD as positive and the negated score
+      (both scikit-learn's ``average_precision_score``, as in Hendrycks et al.'s
+      Outlier Exposure code; OpenOOD integrates the PR curve by trapezoids instead);
+    * ``fpr95_ood_positive`` — OpenOOD's FPR@95: OOD is the positive class; the fraction
+      of ID samples flagged as OOD at the first threshold where 95% of OOD samples are flagged;
+    * ``fpr95_id_positive`` — the classic FPR@95%TPR (Liang et al. 2018, ODIN): ID is the
+      positive class; the fraction of OOD samples accepted as ID at the first threshold
+      (from the top) where 95% of ID samples are accepted.
+
+    Both FPRs take the first operating point of ``sklearn.metrics.roc_curve`` (default
+    settings) whose TPR is >= ``tpr_level``, as OpenOOD does. Values in [0, 1].
+    """
+    pos = _as_scores(id_scores, "id_scores")
+    neg = _as_scores(ood_scores, "ood_scores")
+    return {
+        "auroc": _auroc(pos, neg),
+        "aupr_in": _average_precision(pos, neg),
+        "aupr_out": _average_precision(-neg, -pos),
+        "fpr95_ood_positive": _fpr_at_tpr(-neg, -pos, tpr_level),
+        "fpr95_id_positive": _fpr_at_tpr(pos, neg, tpr_level),
+    }
+
+
+def _as_scores(x: Any, what: str) -> np.ndarray:
+    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what}: {int((~np.isfinite(arr)).sum())} of {arr.size} scores are NaN or inf")
+    return arr
+
+
+class OODMetrics:
+    """Torchmetrics-style shell: ``update(scores, is_ood)`` accumulates, ``compute()`` returns
+    :func:`ood_metrics`. ``higher_is_better`` per metric is :data:`OOD_METRICS`."""
+
+    higher_is_better = OOD_METRICS
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._is_ood: list[np.ndarray] = []
+
+    def update(self, scores: Any, is_ood: Any) -> None:
+        s = scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, float)
+        o = is_ood.detach().cpu().numpy() if isinstance(is_ood, torch.Tensor) else np.asarray(is_ood)
+        if s.shape != o.shape:
+            raise ValueError(f"scores {s.shape} and is_ood {o.shape} differ in shape")
+        self._scores.append(s.ravel())
+        self._is_ood.append(o.astype(bool).ravel())
+
+    def compute(self) -> dict[str, float]:
+        s = np.concatenate(self._scores) if self._scores else np.empty(0)
+        o = np.concatenate(self._is_ood) if self._is_ood else np.empty(0, bool)
+        return ood_metrics(s[~o], s[o])
+
+
+def ood_scores(names: list[str], embeddings: torch.Tensor, logits: torch.Tensor | None, geometry: Any,
+               prototypes: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The requested scores (higher = more in-distribution) of one embedded set; a score whose
+    input is missing (no logits) is left out."""
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name == "dist0":
+            out[name] = geometry.dist0(embeddings)
+        elif name in ("msp", "energy") and logits is not None:
+            lg = logits.double()
+            out[name] = lg.softmax(-1).amax(-1) if name == "msp" else torch.logsumexp(lg, -1)
+        elif name == "proto" and prototypes is not None:
+            out[name] = -geometry.pairwise_dist(embeddings, prototypes.to(embeddings)).amin(-1)
+    return out
+
+
+class OOD(Task):
+    """ID ``test`` split vs near (``novel``) and far (other datasets) OOD sets."""
+
+    VERSION = "1"
+    requires = frozenset({"label"})
+    METRICS = OOD_METRICS
+
+    @dataclass
+    class Config:
+        name: str = "ood"
+        scores: list[str] = field(default_factory=lambda: list(SCORES))
+        metrics: list[str] = field(default_factory=lambda: ["auroc", "fpr95_ood_positive", "fpr95_id_positive"])
+        near: bool = True
+        far: list[str] = field(default_factory=lambda: ["glyphs"])
+        max_far_images: int = 2000
+
+    def _check_config(self) -> None:
+        bad_s = [s for s in self.cfg.scores if s not in SCORES]
+        bad_m = [m for m in self.cfg.metrics if m not in OOD_METRICS]
+        if bad_s or bad_m or not self.cfg.scores or not self.cfg.metrics:
+            raise ConfigError(f"ood: unknown or empty scores {bad_s or self.cfg.scores} / metrics "
+                              f"{bad_m or self.cfg.metrics}; scores are {list(SCORES)}, metrics {list(OOD_METRICS)}")
+        if self.cfg.max_far_images < 1:
+            raise ConfigError(f"ood: max_far_images must be >= 1, got {self.cfg.max_far_images}")
+
+    def protocol(self, dataset: Any) -> Protocol:
+        self.check(dataset)
+        self._check_config()
+        ev = {"id": dataset.split("test")}
+        if self.cfg.near and "novel" in dataset.splits and len(dataset.splits["novel"]):
+            ev["near"] = dataset.split("novel")
+        if len(ev) == 1 and not self.cfg.far:
+            raise Incompatible(f"dataset '{dataset.name}' has no 'novel' split (near OOD) and no far OOD "
+                               "dataset is configured (task.far)")
+        return Protocol(train=dataset.split("train"), train_label="label", eval=ev,
+                        description="ID test split vs " + ", ".join(
+                            [*(["near (novel classes)"] if "near" in ev else []), *self.cfg.far]))
+
+    def _far_sets(self, ctx: EvalContext) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        from harness.data import conform_images
+        from harness.registry import create
+
+        out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        skipped: dict[str, str] = {}
+        info = ctx.dataset.info
+        for name in self.cfg.far:
+            if name == ctx.dataset.name:
+                skipped[name] = "it is the in-distribution dataset"
+                continue
+            try:
+                far = create("dataset", name)
+            except (HarnessError, FileNotFoundError, ImportError) as exc:
+                skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                continue
+            idx = far.splits["test"] if "test" in far.splits else np.arange(len(far))
+            if len(idx) > self.cfg.max_far_images:
+                idx = np.sort(ctx.rng(f"ood/far/{name}").choice(idx, self.cfg.max_far_images, replace=False))
+            emb, logits = [], []
+            for s in range(0, len(idx), _IMAGE_CHUNK):
+                images = conform_images(far.load_images(idx[s:s + _IMAGE_CHUNK]), channels=info.channels,
+                                        size=tuple(info.image_size))
+                e = ctx.embed_images(images)
+                emb.append(e.embeddings)
+                logits.append(e.logits)
+            out[name] = (torch.cat(emb), None if logits[0] is None else torch.cat(logits))
+            ctx.details[f"far/{name}/num_images"] = len(idx)
+        if skipped:
+            ctx.details["far_skipped"] = skipped
+        return out
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
+        self._check_config()
+        cfg = self.cfg
+        geo = ctx.geometry
+        ev = ctx.protocol.eval
+        sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for key in ev:
+            e = ctx.embed(ev[key])
+            sets[key] = (e.embeddings, e.logits)
+        sets.update(self._far_sets(ctx))
+        if len(sets) == 1:
+            raise Incompatible(f"no OOD set could be built: {ctx.details.get('far_skipped', {})}")
+        prototypes = None
+        if "proto" in cfg.scores:
+            train = ctx.protocol.train
+            _, labels = np.unique(ctx.annotation("label", train), return_inverse=True)
+            tr = ctx.embed(train).embeddings
+            prototypes = geo.class_prototypes(tr, torch.as_tensor(labels).to(tr.device), int(labels.max()) + 1)
+        for name, (emb, _) in sets.items():
+            bad = int((~torch.isfinite(emb).all(-1)).sum())
+            if bad:
+                raise ValueError(f"{bad} of {len(emb)} embeddings of the '{name}' set contain NaN or inf")
+        scores = {name: ood_scores(list(cfg.scores), emb, lg, geo, prototypes) for name, (emb, lg) in sets.items()}
+        missing = [s for s in cfg.scores if s not in scores["id"]]
+        if missing:
+            ctx.details["scores_skipped"] = {s: "the method has no logits" for s in missing}
+        out: dict[str, MetricValue] = {}
+        for set_name in sets:
+            if set_name == "id":
+                continue
+            for score, id_s in scores["id"].items():
+                if score not in scores[set_name]:
+                    continue  # e.g. logits missing for outside images
+                res = ood_metrics(id_s, scores[set_name][score])
+                for m in cfg.metrics:
+                    out[f"{m}/{score}/{set_name}"] = MetricValue(res[m], OOD_METRICS[m],
+                                                                 n=len(scores[set_name][score]))
+        ctx.details.update(num_id=len(ev["id"]), ood_sets={k: ("near" if k == "near" else "far")
+                                                           for k in sets if k != "id"},
+                           score_direction="higher = more in-distribution; dist0 = +distance to the origin",
+                           fpr95="first roc_curve point with TPR >= 0.95; ood_positive = OpenOOD, "
+                                 "id_positive = classic (ODIN)")
+        if ctx.artifacts_dir is not None:
+            self._histograms(ctx, scores)
+        return out
+
+    @staticmethod
+    def _histograms(ctx: EvalContext, scores: dict[str, dict[str, torch.Tensor]]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(scores["id"])
+        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
+        for ax, score in zip(axes[0], names):
+            for set_name, per in scores.items():
+                if score in per:
+                    ax.hist(per[score].cpu().numpy(), bins=50, alpha=0.5, density=True, label=set_name)
+            ax.set_title(score)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = ctx.artifacts_dir / "ood_scores.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        ctx.details["histogram"] = path.name

@@ -1,0 +1,498 @@
+"""Loaders of real benchmarks, on tiny fake trees in each dataset's published layout (hand-written expectations)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.errors import ConfigError, DatasetNotFoundError
+from harness.registry import create
+
+
+def _img(path: Path, value: int, size=(12, 10), mode="RGB") -> None:
+    """A flat image whose every pixel is ``value`` (so a load can be traced back to its file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = (value, value, value) if mode == "RGB" else value
+    # JPEG for .jpg (as published; a flat image survives at quality 100), PNG for anything else
+    Image.new(mode, size, colour).save(path, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=100)
+
+
+def _values(ds, idx=None) -> list[int]:
+    """The flat value of each loaded image (checks they are flat, i.e. come from one _img file)."""
+    idx = np.arange(len(ds)) if idx is None else np.asarray(idx)
+    images = ds.load_images(idx).int()
+    out = []
+    for im in images:
+        assert int(im.max()) - int(im.min()) <= 2
+        out.append(int(round(im.float().mean().item())))
+    return out
+
+
+# -- shared machinery ----------------------------------------------------------------------
+def test_resolve_root_uses_harness_data(monkeypatch, tmp_path):
+    from harness.plugins.datasets._folder import resolve_root
+
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path))
+    assert resolve_root("~/data/CUB_200_2011") == tmp_path / "CUB_200_2011"
+    assert resolve_root("~/data") == tmp_path
+    assert resolve_root(str(tmp_path / "x")) == tmp_path / "x"
+    monkeypatch.delenv("HARNESS_DATA")
+    assert resolve_root("~/data/CUB_200_2011") == Path.home() / "data" / "CUB_200_2011"
+    monkeypatch.setenv("MYDATA", "/srv/d")
+    assert resolve_root("$MYDATA/cars") == Path("/srv/d/cars")
+
+
+def test_image_hw():
+    from harness.plugins.datasets._folder import image_hw
+
+    assert image_hw(32) == (32, 32) and image_hw([256, 128]) == (256, 128) and image_hw((5, 7)) == (5, 7)
+    for bad in ([1, 2, 3], "32", 0, True):
+        with pytest.raises(ConfigError):
+            image_hw(bad)
+
+
+def test_stratified_split_and_hold_out():
+    from harness.plugins.datasets._folder import hold_out_classes, stratified_split
+
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 4)
+    train, test = stratified_split(labels, 0.2, 0)
+    assert np.array_equal(np.bincount(labels[test]), [2, 1, 1])  # round(10·.2), round(5·.2), round(4·.2)
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == 19
+    out = hold_out_classes({"train": train, "test": test}, labels, [2], 3)
+    assert np.array_equal(out["novel"], np.arange(15, 19))
+    assert set(labels[out["train"]]) == {0, 1} and set(labels[out["test"]]) == {0, 1}
+    with pytest.raises(ConfigError, match="every class"):
+        hold_out_classes({"train": train}, labels, [0, 1, 2], 3)
+
+
+def test_box_helpers():
+    from harness.plugins.datasets._boxes import largest_box_label, scale_boxes
+
+    b = np.array([[10, 20, 30, 40, 3], [0, 0, 5, 5, 1]], np.float32)
+    s = scale_boxes(b, (100, 50), (25, 50))  # 100 wide × 50 high → 25 high × 50 wide: x × .5, y × .5
+    assert np.allclose(s, [[5, 10, 15, 20, 3], [0, 0, 2.5, 2.5, 1]])
+    assert largest_box_label(b) == 3 and largest_box_label(np.zeros((0, 5))) == -1
+
+
+def test_file_dataset_preload_and_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)  # lift the half-the-CPUs cap so threads really run
+    root = _cub_tree(tmp_path)
+    lazy = create("dataset", "cub200", root=str(root), image_size=8, workers=0)
+    threaded = create("dataset", "cub200", root=str(root), image_size=8, workers=3)
+    pre = create("dataset", "cub200", root=str(root), image_size=8, preload=True)
+    everything = np.arange(len(lazy))
+    assert torch.equal(lazy.load_images(everything), threaded.load_images(everything))
+    assert torch.equal(lazy.load_images(everything), pre.load_images(everything))
+    assert lazy.fingerprint() == pre.fingerprint() == threaded.fingerprint()  # read options are not data
+    assert lazy.fingerprint() != create("dataset", "cub200", root=str(root), image_size=9).fingerprint()
+
+
+# -- CUB-200-2011 ---------------------------------------------------------------------------
+def _cub_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "CUB_200_2011"
+    classes = ["001.Albatross", "002.Auklet", "003.Blackbird", "004.Bunting"]
+    # image ids deliberately out of order in images.txt; class of image i listed separately
+    entries = [(3, "002.Auklet/a_3.jpg", 2, 0), (1, "001.Albatross/a_1.jpg", 1, 1), (2, "001.Albatross/a_2.jpg", 1, 0),
+               (4, "003.Blackbird/b_4.jpg", 3, 1), (5, "004.Bunting/b_5.jpg", 4, 1), (6, "004.Bunting/b_6.jpg", 4, 0)]
+    root.mkdir(parents=True)
+    (root / "images.txt").write_text("".join(f"{i} {p}\n" for i, p, _, _ in entries))
+    (root / "image_class_labels.txt").write_text("".join(f"{i} {k}\n" for i, _, k, _ in entries))
+    (root / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, _, t in entries))
+    (root / "classes.txt").write_text("".join(f"{k + 1} {n}\n" for k, n in enumerate(classes)))
+    for i, p, _, _ in entries:
+        _img(root / "images" / p, 10 * i)
+    return root
+
+
+def test_cub200(tmp_path):
+    root = _cub_tree(tmp_path)
+    ds = create("dataset", "cub200", root=str(root), image_size=[6, 5])
+    # sorted by image id: 1, 2 (class 0), 3 (class 1), 4 (class 2), 5, 6 (class 3)
+    assert list(ds.annotations["label"]) == [0, 0, 1, 2, 3, 3]
+    assert _values(ds) == [10, 20, 30, 40, 50, 60]
+    assert tuple(ds.load_images(np.array([0])).shape) == (1, 3, 6, 5)
+    assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("novel")) == [3, 4, 5]  # classes 1–2 | 3–4
+    assert ds.info.class_names == ["001.Albatross", "002.Auklet", "003.Blackbird", "004.Bunting"]
+    cls = create("dataset", "cub200", root=str(root), protocol="classification", image_size=4)
+    assert list(cls.split("train")) == [0, 3, 4] and list(cls.split("test")) == [1, 2, 5]  # is_training 1: ids 1, 4, 5
+    with pytest.raises(ConfigError, match="protocol"):
+        create("dataset", "cub200", root=str(root), protocol="zero_shot")
+
+
+def test_missing_root_says_what_is_expected_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetNotFoundError) as err:
+        create("dataset", "cub200")
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere" / "CUB_200_2011" / "images.txt") in msg
+    assert "image_class_labels.txt" in msg and "train_test_split.txt" in msg and "classes.txt" in msg
+    assert "HARNESS_DATA" in msg and "dataset.root" in msg
+    # a partial tree marks only what is missing
+    root = _cub_tree(tmp_path)
+    (root / "classes.txt").unlink()
+    with pytest.raises(DatasetNotFoundError) as err:
+        create("dataset", "cub200", root=str(root))
+    assert f"✗ {root / 'classes.txt'}" in str(err.value) and f"✓ {root / 'images.txt'}" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["cars196", "sop", "market1501", "mini_imagenet", "omniglot", "coco",
+                                  "voc2007", "cifar10", "cifar100", "mnist"])
+def test_every_loader_reports_a_missing_root(name, tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="dataset.root") as err:
+        create("dataset", name, root=str(tmp_path / "missing"))
+    assert str(tmp_path / "missing") in str(err.value)
+
+
+# -- Cars-196 --------------------------------------------------------------------------------
+def test_cars196(tmp_path):
+    from scipy.io import savemat
+
+    root = tmp_path / "cars"
+    rows = [("car_ims/000001.jpg", 1, 0), ("car_ims/000002.jpg", 3, 1), ("car_ims/000003.jpg", 2, 1),
+            ("car_ims/000004.jpg", 4, 0)]
+    dtype = [("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
+             ("class", "O"), ("test", "O")]
+    annos = np.zeros((1, len(rows)), dtype=dtype)
+    for j, (p, k, t) in enumerate(rows):
+        annos[0, j] = (p, 1, 1, 5, 5, k, t)
+        _img(root / p, 7 * (j + 1))
+    names = np.empty((1, 4), dtype=object)
+    names[0] = ["AM General Hummer", "Acura RL", "Acura TL", "Acura TSX"]
+    savemat(root / "cars_annos.mat", {"annotations": annos, "class_names": names})
+    ds = create("dataset", "cars196", root=str(root), image_size=4)
+    assert list(ds.annotations["label"]) == [0, 2, 1, 3]
+    assert _values(ds) == [7, 14, 21, 28]
+    assert list(ds.split("train")) == [0, 2] and list(ds.split("novel")) == [1, 3]  # classes 1–2 | 3–4
+    assert ds.info.class_names[1] == "Acura RL"
+    cls = create("dataset", "cars196", root=str(root), protocol="classification", image_size=4)
+    assert list(cls.split("train")) == [0, 3] and list(cls.split("test")) == [1, 2]
+
+
+# -- Stanford Online Products -------------------------------------------------------------------
+def test_sop(tmp_path):
+    root = tmp_path / "Stanford_Online_Products"
+    train = [(1, 1, 1, "bicycle_final/111_0.JPG"), (2, 1, 1, "bicycle_final/111_1.JPG"),
+             (3, 2, 3, "chair_final/222_0.JPG")]
+    test = [(4, 3, 2, "cabinet_final/333_0.JPG"), (5, 4, 3, "chair_final/444_0.JPG")]
+    for fname, rows in (("Ebay_train.txt", train), ("Ebay_test.txt", test)):
+        root.mkdir(exist_ok=True)
+        (root / fname).write_text("image_id class_id super_class_id path\n"
+                                  + "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in rows))
+        for a, _, _, d in rows:
+            _img(root / d, 11 * a)
+    ds = create("dataset", "sop", root=str(root), image_size=5)
+    assert list(ds.annotations["label"]) == [0, 0, 1, 2, 3]
+    assert list(ds.annotations["coarse_label"]) == [0, 0, 2, 1, 2]
+    assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("novel")) == [3, 4]
+    assert ds.info.coarse_names == ["bicycle", "cabinet", "chair"]
+    assert _values(ds) == [11, 22, 33, 44, 55]
+
+
+# -- Market-1501 ------------------------------------------------------------------------------
+def test_market1501(tmp_path):
+    root = tmp_path / "Market-1501-v15.09.15"
+    files = {"bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000151_01.jpg"],
+             "bounding_box_test": ["0000_c1s1_000001_01.jpg", "-1_c3s1_000001_00.jpg", "0003_c2s1_000001_01.jpg",
+                                   "0003_c3s1_000101_01.jpg"],
+             "query": ["0003_c1s1_000201_00.jpg"]}
+    value = 10
+    for folder, names in files.items():
+        for n in names:
+            _img(root / folder / n, value, size=(8, 16))
+            value += 10
+    ds = create("dataset", "market1501", root=str(tmp_path))  # the parent folder works too
+    a = ds.annotations
+    # order: train (sorted), test (sorted, junk −1 dropped), query
+    assert list(a["pid"]) == [2, 2, 7, 0, 3, 3, 3]
+    assert list(a["camid"]) == [0, 1, 0, 0, 1, 2, 0]
+    assert list(a["label"]) == [0, 0, 1, 2, 3, 3, 3]  # train pids 2, 7 → 0, 1; then 0, 3 → 2, 3
+    assert list(a["is_query"]) == [False] * 6 + [True]
+    assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("gallery")) == [3, 4, 5]
+    assert list(ds.split("query")) == [6] and list(ds.split("novel")) == [4, 5, 6]
+    # sorted test folder: "-1_…" (junk, value 50) < "0000_…" (40) < "0003_c2" (60) < "0003_c3" (70)
+    assert _values(ds) == [10, 20, 30, 40, 60, 70, 80]
+    assert tuple(ds.load_images(np.array([0])).shape) == (1, 3, 256, 128)
+
+
+def test_market_file_names():
+    from harness.plugins.datasets.market1501 import parse_market_name
+
+    assert parse_market_name("0002_c1s1_000451_03.jpg") == (2, 0)
+    assert parse_market_name("-1_c6s2_000001_00.jpg") == (-1, 5)
+    with pytest.raises(ValueError, match="Market-1501 file name"):
+        parse_market_name("person.jpg")
+
+
+# -- miniImageNet --------------------------------------------------------------------------------
+def test_mini_imagenet(tmp_path):
+    root = tmp_path / "miniImageNet"
+    splits = {"train.csv": [("n01.jpg", "n01532829"), ("n02.jpg", "n02074367"), ("n03.jpg", "n01532829")],
+              "val.csv": [("v1.jpg", "n01855672")], "test.csv": [("t1.jpg", "n01930112"), ("t2.jpg", "n01981276")]}
+    value = 5
+    for csv_name, rows in splits.items():
+        root.mkdir(exist_ok=True)
+        (root / csv_name).write_text("filename,label\n" + "".join(f"{f},{w}\n" for f, w in rows))
+        for f, _ in rows:
+            _img(root / "images" / f, value)
+            value += 5
+    ds = create("dataset", "mini_imagenet", root=str(root), image_size=6)
+    assert list(ds.annotations["label"]) == [0, 1, 0, 2, 3, 4]
+    assert ds.info.class_names == ["n01532829", "n02074367", "n01855672", "n01930112", "n01981276"]
+    assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("val")) == [3]
+    assert list(ds.split("novel")) == [4, 5]
+    assert _values(ds) == [5, 10, 15, 20, 25, 30]
+    (root / "val.csv").write_text("file,label\nv1.jpg,n01855672\n")
+    with pytest.raises(ValueError, match="filename,label"):
+        create("dataset", "mini_imagenet", root=str(root))
+
+
+# -- Omniglot ----------------------------------------------------------------------------------------
+def test_omniglot(tmp_path):
+    root = tmp_path / "omniglot-py"
+    layout = [("images_background", "Greek", "character02", ["0395_01.png", "0395_02.png"]),
+              ("images_background", "Greek", "character01", ["0394_01.png"]),
+              ("images_background", "Alphabet_of_the_Magi", "character01", ["0709_01.png"]),
+              ("images_evaluation", "Kannada", "character01", ["1206_01.png", "1206_02.png"])]
+    value = 20
+    for folder, alphabet, char, files in layout:
+        for f in files:
+            _img(root / folder / alphabet / char / f, value, size=(105, 105), mode="L")
+            value += 20
+    ds = create("dataset", "omniglot", root=str(tmp_path))  # torchvision's omniglot-py parent works
+    # sorted: Alphabet_of_the_Magi/character01, Greek/character01, Greek/character02, then Kannada
+    assert ds.info.class_names == ["Alphabet_of_the_Magi/character01", "Greek/character01", "Greek/character02",
+                                   "Kannada/character01"]
+    assert ds.info.coarse_names == ["Alphabet_of_the_Magi", "Greek", "Kannada"]
+    assert list(ds.annotations["label"]) == [0, 1, 2, 2, 3, 3]
+    assert list(ds.annotations["coarse_label"]) == [0, 1, 1, 1, 2, 2]
+    assert list(ds.split("train")) == [0, 1, 2, 3] and list(ds.split("novel")) == [4, 5]
+    assert _values(ds) == [80, 60, 20, 40, 100, 120]
+    assert tuple(ds.load_images(np.array([0])).shape) == (1, 1, 28, 28)
+    inv = create("dataset", "omniglot", root=str(root), invert=True)
+    assert _values(inv) == [255 - v for v in [80, 60, 20, 40, 100, 120]]
+
+
+# -- CIFAR ---------------------------------------------------------------------------------------------
+def _cifar_images(n: int, offset: int) -> np.ndarray:
+    """Image i: red plane = offset+i, green = offset+i+1, blue = offset+i+2, pixel (0, 1) of red = 200."""
+    data = np.zeros((n, 3, 32, 32), np.uint8)
+    for i in range(n):
+        data[i, 0], data[i, 1], data[i, 2] = offset + i, offset + i + 1, offset + i + 2
+        data[i, 0, 0, 1] = 200
+    return data.reshape(n, 3072)
+
+
+def _dump(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump({k.encode(): v for k, v in obj.items()}, f, protocol=2)
+
+
+def test_cifar10(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    for b in range(5):
+        _dump(folder / f"data_batch_{b + 1}", {"data": _cifar_images(2, 10 * b), "labels": [b, 9 - b],
+                                               "batch_label": b"training batch"})
+    _dump(folder / "test_batch", {"data": _cifar_images(3, 100), "labels": [3, 8, 1]})
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    _dump(folder / "batches.meta", {"label_names": names})
+    ds = create("dataset", "cifar10", root=str(tmp_path))  # the parent folder works too
+    assert list(ds.annotations["label"]) == [0, 9, 1, 8, 2, 7, 3, 6, 4, 5, 3, 8, 1]
+    assert list(ds.annotations["coarse_label"]) == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]  # vehicle 0, animal 1
+    assert list(ds.split("train")) == list(range(10)) and list(ds.split("test")) == [10, 11, 12]
+    img = ds.load_images(np.array([3, 11]))
+    assert tuple(img.shape) == (2, 3, 32, 32)
+    assert [int(img[0, c, 5, 5]) for c in range(3)] == [11, 12, 13]  # batch 2, image 1: offset 10 + 1
+    assert int(img[0, 0, 0, 1]) == 200 and int(img[0, 0, 1, 0]) == 11  # row-major within each plane
+    assert [int(img[1, c, 0, 0]) for c in range(3)] == [101, 102, 103]
+    assert ds.info.class_names[0] == "airplane"
+    held = create("dataset", "cifar10", root=str(folder), novel_classes=[3])
+    assert list(held.split("novel")) == [6, 10] and 6 not in held.split("train")
+
+
+def test_cifar100(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    _dump(folder / "train", {"data": _cifar_images(3, 0), "fine_labels": [19, 29, 0], "coarse_labels": [11, 15, 4]})
+    _dump(folder / "test", {"data": _cifar_images(2, 50), "fine_labels": [51, 0], "coarse_labels": [10, 4]})
+    fine = [f"class{k}".encode() for k in range(100)]
+    coarse = [f"super{k}".encode() for k in range(20)]
+    _dump(folder / "meta", {"fine_label_names": fine, "coarse_label_names": coarse})
+    ds = create("dataset", "cifar100", root=str(folder), image_size=16)
+    assert list(ds.annotations["label"]) == [19, 29, 0, 51, 0]
+    assert list(ds.annotations["coarse_label"]) == [11, 15, 4, 10, 4]
+    assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("test")) == [3, 4]
+    assert ds.info.coarse_names[4] == "super4" and len(ds.info.class_names) == 100
+    assert tuple(ds.load_images(np.array([0])).shape) == (1, 3, 16, 16)
+
+
+def test_cifar_unpickler_refuses_code(tmp_path):
+    from harness.plugins.datasets._formats import load_cifar_batch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil"
+    path.write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        load_cifar_batch(path)
+
+
+# -- IDX: MNIST / Fashion-MNIST ---------------------------------------------------------------------------
+def _write_idx(path: Path, arr: np.ndarray, *, gz: bool) -> None:
+    code = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}[arr.dtype]
+    blob = bytes([0, 0, code, arr.ndim]) + np.array(arr.shape, ">i4").tobytes() + arr.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path.with_name(path.name + ".gz"), "wb") as f:
+            f.write(blob)
+    else:
+        path.write_bytes(blob)
+
+
+def test_read_idx_matches_torchvision(tmp_path):
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    from harness.plugins.datasets._formats import read_idx
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 5, 4), dtype=np.uint8)
+    ints = rng.integers(-1000, 1000, (3, 2)).astype(">i4")
+    _write_idx(tmp_path / "a-idx3-ubyte", images, gz=False)
+    _write_idx(tmp_path / "a-idx3-ubyte", images, gz=True)
+    _write_idx(tmp_path / "b-idx2-int", ints, gz=False)
+    ref = read_sn3_pascalvincent_tensor(str(tmp_path / "a-idx3-ubyte")).numpy()
+    assert np.array_equal(read_idx(tmp_path / "a-idx3-ubyte"), ref)
+    assert np.array_equal(read_idx(tmp_path / "a-idx3-ubyte.gz"), ref)
+    ref_int = read_sn3_pascalvincent_tensor(str(tmp_path / "b-idx2-int"), strict=False).numpy()
+    assert np.array_equal(read_idx(tmp_path / "b-idx2-int"), ref_int)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("layout", ["flat_gz", "torchvision_raw"])
+def test_mnist_idx_layouts(tmp_path, layout):
+    rng = np.random.default_rng(1)
+    train_x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    test_x = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    train_y, test_y = np.array([5, 0, 4, 1, 9, 2], np.uint8), np.array([7, 2, 1, 0], np.uint8)
+    base = tmp_path / "MNIST" / "raw" if layout == "torchvision_raw" else tmp_path / "flat"
+    gz = layout == "flat_gz"
+    for stem, arr in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
+                      ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
+        _write_idx(base / stem, arr, gz=gz)
+    root = tmp_path if layout == "torchvision_raw" else base
+    ds = create("dataset", "mnist", root=str(root), novel_classes=[9])
+    assert list(ds.annotations["label"]) == [5, 0, 4, 1, 9, 2, 7, 2, 1, 0]
+    assert list(ds.split("train")) == [0, 1, 2, 3, 5] and list(ds.split("test")) == [6, 7, 8, 9]
+    assert list(ds.split("novel")) == [4]
+    assert torch.equal(ds.load_images(np.array([7]))[0, 0], torch.from_numpy(test_x[1]))
+
+
+def test_fashion_mnist_grouping(tmp_path):
+    from harness.plugins.datasets.mnist import FASHION_CLASSES, FASHION_COARSE, FASHION_COARSE_NAMES
+
+    groups = {name: FASHION_COARSE_NAMES[FASHION_COARSE[k]] for k, name in enumerate(FASHION_CLASSES)}
+    assert groups == {"T-shirt/top": "tops", "Trouser": "bottoms", "Pullover": "tops", "Dress": "tops",
+                      "Coat": "tops", "Sandal": "footwear", "Shirt": "tops", "Sneaker": "footwear",
+                      "Bag": "bags", "Ankle boot": "footwear"}
+    x = np.zeros((3, 28, 28), np.uint8)
+    for stem, arr in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", np.array([8, 1, 9], np.uint8)),
+                      ("t10k-images-idx3-ubyte", x[:1]), ("t10k-labels-idx1-ubyte", np.array([3], np.uint8))):
+        _write_idx(tmp_path / "FashionMNIST" / "raw" / stem, arr, gz=True)
+    ds = create("dataset", "fashion_mnist", root=str(tmp_path))
+    assert list(ds.annotations["coarse_label"]) == [3, 1, 2, 0]
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").exists(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_debian_files(tmp_path):
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    ds = create("dataset", "fashion_mnist")
+    assert len(ds) == 70000 and len(ds.split("train")) == 60000 and len(ds.split("test")) == 10000
+    assert np.array_equal(np.bincount(ds.annotations["label"]), np.full(10, 7000))
+    assert np.array_equal(np.bincount(ds.annotations["coarse_label"]), [35000, 7000, 21000, 7000])
+    # torchvision's own IDX reader on the decompressed test labels is the reference
+    (tmp_path / "labels").write_bytes(gzip.decompress((DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    ref = read_sn3_pascalvincent_tensor(str(tmp_path / "labels")).numpy()
+    assert np.array_equal(ds.annotations["label"][60000:], ref)
+    assert list(ref[:5]) == [9, 2, 1, 1, 6]  # the published first test labels: ankle boot, pullover, trouser ×2, shirt
+
+
+# -- COCO / VOC -----------------------------------------------------------------------------------------------
+def test_coco(tmp_path):
+    root = tmp_path / "coco"
+    data = {
+        "images": [{"id": 7, "file_name": "000007.jpg", "width": 40, "height": 20},
+                   {"id": 3, "file_name": "000003.jpg", "width": 40, "height": 20},
+                   {"id": 9, "file_name": "000009.jpg", "width": 40, "height": 20}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 5, 20, 10], "area": 150, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 5, 5], "area": 25, "iscrowd": 0},
+            {"id": 3, "image_id": 7, "category_id": 1, "bbox": [0, 0, 40, 20], "area": 800, "iscrowd": 1},
+            {"id": 4, "image_id": 3, "category_id": 1, "bbox": [2, 4, 8, 6], "area": 48, "iscrowd": 0}],
+        "categories": [{"id": 3, "name": "car", "supercategory": "vehicle"},
+                       {"id": 1, "name": "person", "supercategory": "person"}]}
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    for im, v in (("000007.jpg", 70), ("000003.jpg", 30), ("000009.jpg", 90)):
+        _img(root / "val2017" / im, v, size=(40, 20))
+    ds = create("dataset", "coco", root=str(root), train_set="", image_size=16)
+    # images by id: 3, 7 (9 has no boxes: dropped); categories by id: person 0, car 1
+    assert _values(ds) == [30, 70]
+    assert list(ds.split("test")) == [0, 1] and "train" not in ds.splits
+    sx, sy = 16 / 40, 16 / 20
+    assert np.allclose(ds.annotations["boxes"][0], [[2 * sx, 4 * sy, 10 * sx, 10 * sy, 0]])
+    assert np.allclose(ds.annotations["boxes"][1], [[10 * sx, 5 * sy, 30 * sx, 15 * sy, 1], [0, 0, 5 * sx, 5 * sy, 0]])
+    assert list(ds.annotations["label"]) == [0, 1]  # largest box: person; car
+    assert ds.info.class_names == ["person", "car"] and ds.info.coarse_names == ["person", "vehicle"]
+    assert list(ds.annotations["coarse_label"]) == [0, 1]
+    keep = create("dataset", "coco", root=str(root), train_set="", image_size=16, skip_empty=False)
+    assert len(keep) == 3 and len(keep.annotations["boxes"][2]) == 0 and keep.annotations["label"][2] == -1
+    with pytest.raises(ConfigError, match="both empty"):
+        create("dataset", "coco", root=str(root), train_set="", test_set="")
+
+
+def _voc_xml(objects, w=50, h=40) -> str:
+    objs = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
+                   f"<xmax>{c}</xmax><ymax>{e}</ymax></bndbox></object>" for n, d, a, b, c, e in objects)
+    return f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+
+
+def test_voc2007(tmp_path):
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    anns = {"000005": [("chair", 0, 1, 1, 10, 20), ("person", 1, 5, 5, 45, 35)],
+            "000007": [("car", 0, 11, 21, 50, 40)],
+            "000009": [("dog", 1, 2, 3, 4, 5)]}
+    (root / "Annotations").mkdir(parents=True)
+    for i, objs in anns.items():
+        (root / "Annotations" / f"{i}.xml").write_text(_voc_xml(objs))
+        _img(root / "JPEGImages" / f"{i}.jpg", int(i[-1]) * 20, size=(50, 40))
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000009\n")
+    (root / "ImageSets" / "Main" / "test.txt").write_text("000007\n")
+    ds = create("dataset", "voc2007", root=str(tmp_path / "VOCdevkit"), image_size=[20, 25])  # VOCdevkit works
+    assert list(ds.split("train")) == [0, 1] and list(ds.split("test")) == [2]
+    assert _values(ds) == [100, 180, 140]
+    sx, sy = 25 / 50, 20 / 40
+    chair, car, dog, person = 8, 6, 11, 14
+    assert np.allclose(ds.annotations["boxes"][0], [[0, 0, 10 * sx, 20 * sy, chair]])  # difficult person dropped
+    assert len(ds.annotations["boxes"][1]) == 0  # only a difficult dog
+    assert np.allclose(ds.annotations["boxes"][2], [[10 * sx, 20 * sy, 50 * sx, 40 * sy, car]])
+    assert list(ds.annotations["label"]) == [chair, dog, car]  # the all-difficult image keeps its dog label
+    assert list(ds.annotations["coarse_label"]) == [3, 1, 2]  # indoor, animal, vehicle
+    hard = create("dataset", "voc2007", root=str(root), image_size=[20, 25], use_difficult=True)
+    assert np.allclose(hard.annotations["boxes"][0][:, 4], [chair, person])
+    assert list(hard.annotations["label"]) == [person, dog, car]

@@ -1,0 +1,142 @@
+"""ood: ood_metrics vs scikit-learn (roc_auc_score, average_precision_score, roc_curve), and the task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from harness.errors import Incompatible
+from harness.task import Embedded, EvalContext
+from harness.tasks.ood import OOD, OODMetrics, ood_metrics
+
+from tests.test_task_fixtures import ArrayDataset, FakeMethod, poincare
+
+
+def sklearn_reference(id_s, ood_s):
+    s = np.r_[id_s, ood_s]
+    is_id = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
+    fpr_o, tpr_o, _ = roc_curve(1 - is_id, -s)  # OpenOOD: OOD positive, negated confidence
+    fpr_i, tpr_i, _ = roc_curve(is_id, s)
+    return {"auroc": roc_auc_score(is_id, s),
+            "aupr_in": average_precision_score(is_id, s),
+            "aupr_out": average_precision_score(1 - is_id, -s),
+            "fpr95_ood_positive": fpr_o[np.argmax(tpr_o >= 0.95)],
+            "fpr95_id_positive": fpr_i[np.argmax(tpr_i >= 0.95)]}
+
+
+CASES = {
+    "continuous": (np.random.default_rng(0).normal(1, 1, 500), np.random.default_rng(1).normal(0, 1, 300)),
+    "heavy ties": (np.random.default_rng(2).integers(0, 6, 400).astype(float),
+                   np.random.default_rng(3).integers(0, 4, 250).astype(float)),
+    # groups of one ID and one OOD at each level: collinear ROC points that roc_curve drops
+    "collinear": (np.r_[np.arange(40.0), 100 + np.arange(60.0)], np.r_[np.arange(40.0), -5.0, -6.0]),
+    "separable": (np.array([3.0, 4, 5]), np.array([0.0, 1, 2])),
+    "reversed": (np.array([0.0, 1, 2]), np.array([3.0, 4, 5])),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_sklearn(case) -> None:
+    id_s, ood_s = CASES[case]
+    ours, ref = ood_metrics(id_s, ood_s), sklearn_reference(id_s, ood_s)
+    for k, v in ref.items():
+        assert ours[k] == pytest.approx(v, abs=1e-12), k
+
+
+def test_hand_made_scores_with_ties() -> None:
+    # ID: 3, 2, 2, 1; OOD: 2, 0. Pairs ID>OOD: 3>2,3>0,2>0,2>0,1>0 = 5, ties 2=2 twice -> 5 + 2*0.5 = 6 of 8
+    res = ood_metrics([3, 2, 2, 1], [2, 0])
+    assert res["auroc"] == pytest.approx(6 / 8)
+    # AP (ID positive): thresholds 3 (P=1, R=1/4), 2 (P=3/4, R=3/4), 1 (P=4/5, R=1)
+    assert res["aupr_in"] == pytest.approx(0.25 * 1 + 0.5 * 0.75 + 0.25 * 0.8)
+    # ID positive: TPR reaches 0.95 only at threshold 1, where 1 of 2 OOD is accepted
+    assert res["fpr95_id_positive"] == 0.5
+    # OOD positive (score -s; OOD -2, 0; ID -3, -2, -2, -1): threshold 0 flags OOD 0 (TPR 1/2);
+    # -1 adds ID -1 (FPR 1/4); -2 adds OOD -2 and ID -2, -2: TPR 1 first reached, FPR 3/4
+    assert res["fpr95_ood_positive"] == 0.75
+    assert res["aupr_out"] == pytest.approx(sklearn_reference(np.array([3., 2, 2, 1]), np.array([2., 0]))["aupr_out"])
+
+
+def test_shell_and_bad_input() -> None:
+    meter = OODMetrics()
+    meter.update(torch.tensor([3.0, 2.0]), torch.tensor([False, True]))
+    meter.update(np.array([2.0, 1.0, 0.0]), np.array([False, False, True]))
+    assert meter.compute() == ood_metrics([3, 2, 1], [2, 0])
+    with pytest.raises(ValueError, match="ood_scores must be a non-empty"):
+        ood_metrics([1.0], [])
+    with pytest.raises(ValueError, match="1 of 2 scores are NaN"):
+        ood_metrics([1.0, np.nan], [0.0])
+
+
+def make_ctx(task, ds, emb, logits, image_embed=None, artifacts=None):
+    proto = task.protocol(ds)
+    seen = []
+
+    def embed_fn(what):
+        if isinstance(what, torch.Tensor):
+            seen.append(tuple(what.shape))
+            e = image_embed(what)
+            return Embedded(e, e, None if logits is None else torch.zeros(len(e), logits.shape[1]))
+        return Embedded(emb[what], emb[what], None if logits is None else logits[what])
+
+    ctx = EvalContext(dataset=ds, protocol=proto, method=FakeMethod(poincare()), embed_fn=embed_fn, seed=0,
+                      device=torch.device("cpu"), artifacts_dir=artifacts)
+    return ctx, seen
+
+
+def toy(n_train=60, n_test=60, n_novel=40, seed=0):
+    """3 classes near the boundary (train, test), novel images near the origin."""
+    rng = np.random.default_rng(seed)
+    dirs = np.eye(4)[:3]
+    y = rng.integers(0, 3, n_train + n_test)
+    x = 0.85 * dirs[y] + 0.02 * rng.normal(size=(len(y), 4))
+    novel = 0.1 * rng.normal(size=(n_novel, 4)) / 2
+    emb = torch.tensor(np.r_[x, novel], dtype=torch.float32)
+    labels = np.r_[y, np.full(n_novel, 7)]
+    logits = torch.tensor(np.r_[10 * np.eye(3)[y], np.zeros((n_novel, 3))], dtype=torch.float32)
+    splits = {"train": np.arange(n_train), "test": np.arange(n_train, n_train + n_test),
+              "novel": np.arange(n_train + n_test, len(labels))}
+    return ArrayDataset({"label": labels}, splits), emb, logits
+
+
+def test_ood_task_near_and_far(tmp_path) -> None:
+    ds, emb, logits = toy()
+    task = OOD(OOD.Config(far=["digits", "no_such_dataset"], max_far_images=50,
+                          metrics=["auroc", "fpr95_ood_positive", "fpr95_id_positive", "aupr_in"]))
+    ctx, seen = make_ctx(task, ds, emb, logits, image_embed=lambda im: torch.full((len(im), 4), 0.01),
+                         artifacts=tmp_path)
+    res = task.evaluate(ctx)
+    for score in ("dist0", "msp", "energy", "proto"):
+        for s in ("near", "digits"):
+            assert res[f"auroc/{score}/{s}"].value == 1.0, (score, s)
+            assert res[f"fpr95_ood_positive/{score}/{s}"].value == 0.0
+            assert res[f"fpr95_ood_positive/{score}/{s}"].higher_is_better is False
+    assert res["auroc/dist0/digits"].n == 50
+    assert all(shape[1:] == (3, 8, 8) for shape in seen)  # conformed to the ID images
+    assert "no_such_dataset" in ctx.details["far_skipped"]
+    assert ctx.details["far/digits/num_images"] == 50
+    assert (tmp_path / "ood_scores.png").exists()
+    # dist0 against the sklearn reference on the same scores
+    geo = poincare()
+    id_s = geo.dist0(emb[ds.splits["test"]]).numpy()
+    near_s = geo.dist0(emb[ds.splits["novel"]]).numpy()
+    assert res["aupr_in/dist0/near"].value == pytest.approx(sklearn_reference(id_s, near_s)["aupr_in"])
+
+
+def test_ood_task_without_logits_or_ood_sets() -> None:
+    ds, emb, _ = toy()
+    task = OOD(OOD.Config(far=[]))
+    ctx, _ = make_ctx(task, ds, emb, None)
+    res = task.evaluate(ctx)
+    assert sorted({k.split("/")[1] for k in res}) == ["dist0", "proto"]
+    assert set(ctx.details["scores_skipped"]) == {"msp", "energy"}
+    no_novel = ArrayDataset({"label": np.zeros(4, int)}, {"train": np.arange(2), "test": np.arange(2, 4)})
+    with pytest.raises(Incompatible, match="no 'novel' split"):
+        task.protocol(no_novel)
+    bad = emb.clone()
+    bad[ds.splits["novel"][0], 0] = float("nan")
+    ctx, _ = make_ctx(task, ds, bad, None)
+    with pytest.raises(ValueError, match="'near' set contain NaN"):
+        task.evaluate(ctx)
