@@ -1,6 +1,6 @@
 """Speed and accuracy of harness.geometry against geoopt, timed in the same run.
 
-    python benchmarks/bench_geometry.py [--n 2000] [--d 64] [--c 1.0] [--threads 0]
+    python benchmarks/bench_geometry.py [--n 2000] [--d 64] [--c 1.0] [--threads 1]
 
 1. Pairwise Poincaré distances, n points, float32, CPU: ours vs
    ``geoopt.PoincareBall(c).dist(x[:, None], x[None])`` and vs the bare matmul form; error
@@ -130,13 +130,12 @@ def bench_midpoints(classes: int, per_class: int, d: int, c: float) -> None:
     t_ours = timeit(lambda: einstein_midpoint(x, w, c=c), repeat=7)
     t_grouped = timeit(lambda: class_midpoints(x.reshape(-1, d), labels, classes, c=c, weights=w.reshape(-1)), repeat=7)
     ref = geo_loop(x.double(), w.double())
-    ball64 = geoopt.PoincareBall(c=c)
     e_ours = (einstein_midpoint(x, w, c=c).double() - ref).abs().max().item()
     e_grouped = (class_midpoints(x.reshape(-1, d), labels, classes, c=c, weights=w.reshape(-1)).double() - ref).abs()
     e_ours64 = (einstein_midpoint(x.double(), w.double(), c=c) - ref).abs().max().item()
     e_geo32 = (geo_loop(x, w).double() - ref).abs().max().item()
-    del ball64
-    print(f"## weighted midpoints: {classes} classes x {per_class} points, d={d}, c={c}, float32, CPU")
+    print(f"## weighted midpoints: {classes} classes x {per_class} points, d={d}, c={c}, float32, CPU, "
+          f"{torch.get_num_threads()} threads")
     print(f"{'impl':<34}{'time [ms]':>11}{'speed-up':>10}{'max err vs geoopt f64':>24}")
     print(f"{'geoopt weighted_midpoint, loop':<34}{t_loop * 1e3:>11.2f}{1:>9.1f}x{e_geo32:>24.2e}")
     print(f"{'geoopt weighted_midpoint, batched':<34}{t_geo_batched * 1e3:>11.2f}{t_loop / t_geo_batched:>9.1f}x{'':>24}")
@@ -151,7 +150,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--c", type=float, default=1.0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads (default 1: on a shared machine OpenMP barrier stalls dominate multi-threaded "
+        "timings of ms-scale kernels; 0 = torch default)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,6 +8,8 @@ _T = "harness.tasks"
 @hookimpl
 def harness_tasks() -> list[PluginSpec]:
     return [
+        PluginSpec("delta", f"{_T}.delta:Delta",
+                   "Gromov δ-hyperbolicity (δ, δ_rel = 2δ/diam) of embeddings and raw features"),
         PluginSpec("few_shot", f"{_T}.few_shot:FewShot",
                    "N-way K-shot episodes on novel classes, prototypes in the method's geometry"),
         PluginSpec("fine_from_coarse", f"{_T}.fine_from_coarse:FineFromCoarse",

@@ -166,30 +166,40 @@ def check_distance_matrix(d: Any, *, rtol: float = 1e-5) -> np.ndarray:
 
 
 def feature_distances(x: Any, *, metric: str = "euclidean", c: float = 1.0) -> np.ndarray:
-    """The (n, n) float64 distance matrix of features ``x`` (n, d).
+    r"""The (n, n) float64 distance matrix of features ``x`` (n, d), exactly symmetric, zero diagonal.
 
-    ``euclidean``: L2 (:func:`harness.geometry.euclidean_pairwise_dist`); ``poincare``: the
-    distance of the Poincaré ball of curvature −c, radius 1/√c
-    (:func:`harness.geometry.pairwise_dist`, Ganea et al. 2018 Eq. 2). Both are exactly
-    symmetric with a zero diagonal and accurate for near pairs.
+    ``euclidean``: L2 from one Gram matrix of the mean-centred points,
+    :math:`\|x_i\|^2 + \|x_j\|^2 - 2\langle x_i, x_j\rangle` in float64: the absolute error of
+    a squared distance is about :math:`\sqrt{d}\,\varepsilon_{64}(\|x_i\|^2+\|x_j\|^2)`, so at
+    worst ~1e-8 of the data's scale on a distance (near pairs), below the float32 rounding of
+    the Gromov products. ``poincare``: the distance of the Poincaré ball of curvature −c, radius
+    1/√c (:func:`harness.geometry.pairwise_dist`, Ganea et al. 2018 Eq. 2, accurate for near
+    pairs and near the boundary).
     """
-    from harness.geometry import euclidean_pairwise_dist, pairwise_dist
-
     a = _as_float64(x, "the feature matrix")
     _check_n(a.shape[0], "the feature matrix")
     if a.shape[1] < 1:
         raise ValueError("features must have at least one dimension")
-    t = torch.from_numpy(a)
-    with torch.no_grad():
-        if metric == "euclidean":
-            d = euclidean_pairwise_dist(t)
-        elif metric == "poincare":
-            if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-                raise ValueError(f"the curvature c must be a positive number, got {c!r}")
-            d = pairwise_dist(t, c=float(c))
-        else:
-            raise ValueError(f"unknown metric {metric!r} for features; choose 'euclidean' or 'poincare'")
-    return d.numpy()
+    if metric == "euclidean":
+        a = a - a.mean(0)
+        sq = np.einsum("ij,ij->i", a, a)
+        d = a @ a.T  # numpy computes x @ x.T with syrk: exactly symmetric
+        d *= -2.0
+        step = max(1, (1 << 22) // len(a))
+        for i in range(0, len(a), step):  # (sq_i + sq_j) is symmetric, (d + s) then is too
+            d[i:i + step] += sq[i:i + step, None] + sq[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        np.fill_diagonal(d, 0.0)
+        return d
+    if metric == "poincare":
+        from harness.geometry import pairwise_dist
+
+        if isinstance(c, bool) or not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+            raise ValueError(f"the curvature c must be a positive number, got {c!r}")
+        with torch.no_grad():
+            return pairwise_dist(torch.from_numpy(a), c=float(c)).numpy()
+    raise ValueError(f"unknown metric {metric!r} for features; choose 'euclidean' or 'poincare'")
 
 
 def four_point(d: np.ndarray, x: int, y: int, z: int, w: int) -> float:
@@ -366,41 +376,61 @@ def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[
     return value, witness, used
 
 
-def choose_bases(d: np.ndarray, k: int, seed: int) -> list[int]:
-    """``k`` base points: the two ends of a diametral pair (far points sit in the extreme
-    quadruples) and the point of least eccentricity (a centre), then seeded random points."""
-    n = len(d)
-    k = min(max(int(k), 1), n)
+def _first_bases(d: np.ndarray) -> list[int]:
+    """The two ends of a diametral pair (far points sit in extreme quadruples) and the point of
+    least eccentricity (a centre, whose δ_w tends to be small: it tightens the upper bound)."""
     ecc = d.max(1)
     a = int(np.argmax(ecc))
-    b = int(np.argmax(d[a]))
-    picks: list[int] = []
-    for p in (a, b, int(np.argmin(ecc))):
-        if p not in picks:
-            picks.append(p)
-    rest = np.setdiff1d(np.arange(n), picks)
+    out = [a]
+    for p in (int(np.argmax(d[a])), int(np.argmin(ecc))):
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _bracket(d: np.ndarray, solver: Any, bases: Sequence[int] | int, metric_space: bool, diam: float,
+             seed: int = 0) -> dict[str, Any]:
+    """δ_w at each base point over all points; lower/upper bounds on δ (see the module docstring).
+
+    ``bases``: explicit indices, or a count: then the bases are :func:`_first_bases`, next the
+    not-yet-used points of the best quadruple found so far (a point of a heavy quadruple often
+    lies in a heavier one), then seeded random points.
+    """
+    n = len(d)
+    members = np.arange(n)
+    adaptive = isinstance(bases, (int, np.integer))
+    k = min(int(bases), n) if adaptive else len(bases)
+    todo = _first_bases(d) if adaptive else [int(b) for b in bases]
     rng = np.random.default_rng(seed)
-    picks += [int(i) for i in rng.permutation(rest)[: max(0, k - len(picks))]]
-    return picks[:k]
-
-
-def _bracket(d: np.ndarray, solver: Any, bases: Sequence[int], metric_space: bool,
-             diam: float) -> dict[str, Any]:
-    members = np.arange(len(d))
+    used: list[int] = []
     per: list[float] = []
     lower, witness, worst_upper = 0.0, None, math.inf
-    for w in bases:
-        out = solver.base(int(w), members, 0.0, None)
+    while len(used) < k:
+        if todo:
+            w = todo.pop(0)
+            if adaptive and w in used:
+                continue
+        else:
+            w = int(rng.choice(np.setdiff1d(members, used)))
+        used.append(w)
+        out = solver.base(w, members, 0.0, None)
         err = 3 * _U32 * out.g_scale  # |float32 δ_w − δ_w| ≤ 3u·max|G| (each of G, G⊗G, the difference)
         worst_upper = min(worst_upper, 2 * (out.value + err))
-        dw = _base_term(d, *out.witness, int(w)) if out.witness else 0.0
-        per.append(dw)
+        per.append(_base_term(d, *out.witness, w) if out.witness else 0.0)
         if out.witness:
-            q = four_point(d, *out.witness, int(w))
+            q = four_point(d, *out.witness, w)
             if q > lower:
-                lower, witness = q, [*out.witness, int(w)]
+                lower, witness = q, [*out.witness, w]
+                if adaptive:
+                    todo = [p for p in out.witness if p not in used] + todo
     upper = min(worst_upper, diam / 2) if metric_space else worst_upper
-    return {"lower": lower, "upper": max(upper, lower), "witness": witness, "base_deltas": per}
+    return {"lower": lower, "upper": max(upper, lower), "witness": witness, "base_deltas": per, "bases": used}
+
+
+def _index(i: Any, n: int, what: str) -> int:
+    if not isinstance(i, (int, np.integer)) or isinstance(i, bool) or not -n <= int(i) < n:
+        raise ValueError(f"{what} {i!r} is not an index of the {n} points")
+    return int(i) % n
 
 
 def _draw_indices(est: SampledEstimator, n: int, size: int, draws: int, seed: int) -> list[np.ndarray]:
@@ -433,7 +463,7 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
             ``False`` = ``"bracket"``.
         base: δ_w at this base point alone (= ``estimator="base"``), what the reference
             computes for one sample.
-        n_bases: bracket base points: a count (:func:`choose_bases`) or explicit indices.
+        n_bases: bracket base points: a count (chosen adaptively, see :func:`_bracket`) or explicit indices.
         sample_size, draws: override a sampled estimator's protocol.
         seed: seeds the base choice and the sampled estimators' draws.
         assume_metric: whether the distances satisfy the triangle inequality (enables the
@@ -498,8 +528,8 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
     if estimator == "exact" and n > EXACT_MAX_N:
         raise ValueError(f"the exact δ costs O(n⁴) and is refused above {EXACT_MAX_N} points (n = {n}); "
                          "use estimator='bracket' (certified lower/upper bounds) or subsample")
-    if base is not None and not (-n <= int(base) < n):
-        raise ValueError(f"base point {base} is out of range for {n} points")
+    if base is not None:
+        base = _index(base, n, "base point")
     solver = _solver(d, device, backend)
     if solver.backend == "numba":
         t1 = time.perf_counter()
@@ -520,17 +550,21 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
         value, witness, _ = _exact(d, solver, bool(assume_metric))
         result.update(delta=value, exact=True, lower=value, upper=value, witness=witness)
     elif estimator == "bracket":
-        bases = (list(choose_bases(d, n_bases, seed)) if isinstance(n_bases, (int, np.integer))
-                 else [int(b) % n for b in n_bases])
-        if not bases:
-            raise ValueError("a bracket needs at least one base point")
-        br = _bracket(d, solver, bases, bool(assume_metric), diam)
+        if isinstance(n_bases, (int, np.integer)):
+            if n_bases < 1:
+                raise ValueError(f"a bracket needs at least one base point, got n_bases={n_bases}")
+            bases: Any = int(n_bases)
+        else:
+            bases = [_index(b, n, "base point") for b in n_bases]
+            if not bases:
+                raise ValueError("a bracket needs at least one base point")
+        br = _bracket(d, solver, bases, bool(assume_metric), diam, seed)
         result.update(delta=br["lower"], lower=br["lower"], upper=br["upper"], witness=br["witness"],
-                      bases=bases, base_deltas=br["base_deltas"])
+                      bases=br["bases"], base_deltas=br["base_deltas"])
         if br["upper"] - br["lower"] <= 1e-12 * max(diam, 1e-300):
             result["exact"] = True
     else:  # one base point
-        w = int(base) % n
+        w = int(base)
         br = _bracket(d, solver, [w], bool(assume_metric), diam)
         dw = br["base_deltas"][0]
         result.update(delta=dw, lower=max(dw, br["lower"]), upper=br["upper"], base=w, bases=[w],

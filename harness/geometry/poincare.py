@@ -241,12 +241,15 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
             del qd, err
         q = refine_pairs(q, mask, xb, yb, exact).clamp_min(0)
         out = _hyp_from_q(q, c)
-    else:  # same formulas, n×m buffers reused in place
+        if y is None:  # symmetric bit for bit (the augmented matmul is not; scipy's squareform checks it)
+            out = (out + out.mT) * 0.5
+    else:  # same formulas; four n×m buffers (q, err, root, tmp), everything else in place
         q.clamp_min_(0)
         root = torch.addcmul(q, q, q).sqrt_()  # √(q(1+q))
+        tmp = torch.mul(q, small)
         if y is None:
             err.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
-        idx = err.gt_(torch.minimum(root, q * small)).nonzero()
+        idx = err.gt_(torch.minimum(root, tmp, out=tmp)).nonzero()
         del err
         if idx.shape[0]:
             b, i, j = idx.unbind(1)
@@ -256,8 +259,8 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
         out = root.add_(q).mul_(2).log1p_()
         if c != 1:
             out.mul_(1 / c**0.5)
-    if y is None:  # symmetric bit for bit (the augmented matmul is not; scipy's squareform checks it)
-        out = (out + out.mT) * 0.5
+        if y is None:
+            out = torch.add(out, out.mT, out=tmp).mul_(0.5)
     return out.reshape(*batch, *out.shape[-2:])
 
 
