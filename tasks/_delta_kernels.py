@@ -33,49 +33,57 @@ PAD = np.int32(-1)
 _STREAMS = 64
 
 
-@njit(cache=True, parallel=True)
-def gromov_rowmax(D, w, members):
-    """Row maxima and the minimum of the Gromov products at base ``w`` on ``members``.
+@njit(cache=True)
+def prepare_base(D, w, members, buf):
+    """Gromov products at base ``w`` on ``members``, sorted by row bound, ready for the kernel.
 
-    ``G[i, j] = (D[a, w] + D[b, w] − D[a, b]) / 2`` with ``a, b = members[i], members[j]``
-    (float64). For a metric ``r[i] = G[i, i] = D[a, w]``; in general ``r`` is the
-    bound ``max_k min(G[i, k], G[k, j]) ≤ min(r[i], r[j])`` that the kernel prunes with.
+    ``G[i, j] = (D[a, w] + D[b, w] − D[a, b]) / 2`` (float64, ``a, b = members[i], members[j]``)
+    with row maxima ``r`` — for a metric ``r[i] = G[i, i] = D[a, w]`` — so that
+    ``max_k min(G[i, k], G[k, j]) ≤ min(r[i], r[j])``, the bound the kernel prunes with.
+    Points are ordered by decreasing ``r`` (large products first), written as
+    ``float32(G + shift)`` into ``buf`` viewed as an (mp, mp) matrix, mp = m rounded up to
+    :data:`BLOCK`, padding :data:`PAD`. ``shift = max(0, −min G)`` lifts every product to ≥ 0
+    so that the int32 view is ordered (a metric has G ≥ 0 and shift is 0 up to rounding); it
+    cancels in the excess ``(G ⊗ G) − G``. Values are clamped at +0.0 (−0.0 would be the
+    smallest int32). Returns ``(gf, rows, r32, shift, d_rows_w)``; ``gf[:m, :m]`` holds G.
     """
     m = members.shape[0]
     r = np.empty(m)
-    lo = np.empty(m)
-    for i in prange(m):
+    gmin = np.inf
+    for i in range(m):
         a = members[i]
         da = D[a, w]
-        hi_i = -np.inf
-        lo_i = np.inf
+        hi = -np.inf
         for j in range(m):
             b = members[j]
             g = 0.5 * (da + D[b, w] - D[a, b])
-            hi_i = max(hi_i, g)
-            lo_i = min(lo_i, g)
-        r[i] = hi_i
-        lo[i] = lo_i
-    return r, lo.min()
-
-
-@njit(cache=True, parallel=True)
-def fill_gromov(D, w, rows, shift, Gf):
-    """Write ``G + shift`` (float32, clamped at +0.0) for the points ``rows`` into ``Gf[:m, :m]``.
-
-    ``shift ≥ 0`` lifts every product to ≥ 0 so that the int32 view is ordered;
-    it cancels in the excess ``(G ⊗ G) − G``. Clamping turns the −0.0 and the
-    rounding residue of a metric's zero products into +0.0 (−0.0 would be the
-    smallest int32).
-    """
-    m = rows.shape[0]
-    for i in prange(m):
+            hi = max(hi, g)
+            gmin = min(gmin, g)
+        r[i] = hi
+    shift = max(0.0, -gmin)
+    order = np.argsort(-r, kind="mergesort")
+    rows = members[order]
+    mp = (m + BLOCK - 1) // BLOCK * BLOCK
+    gf = buf[: mp * mp].reshape((mp, mp))
+    gi = gf.view(np.int32)
+    r32 = np.empty(m, dtype=np.float32)
+    dw = np.empty(m)
+    for i in range(m):
         a = rows[i]
         da = D[a, w]
+        dw[i] = da
+        v = r[order[i]] + shift
+        r32[i] = np.float32(v) if v > 0.0 else np.float32(0.0)
         for j in range(m):
             b = rows[j]
             g = 0.5 * (da + D[b, w] - D[a, b]) + shift
-            Gf[i, j] = np.float32(g) if g > 0.0 else np.float32(0.0)
+            gf[i, j] = np.float32(g) if g > 0.0 else np.float32(0.0)
+        for j in range(m, mp):
+            gi[i, j] = PAD
+    for i in range(m, mp):
+        for j in range(mp):
+            gi[i, j] = PAD
+    return gf, rows, r32, shift, dw
 
 
 @njit(cache=True, inline="always")
@@ -120,6 +128,49 @@ def _block44(Gi, x0, y0, K):
             c20, c21, c22, c23, c30, c31, c32, c33)
 
 
+@njit(cache=True, inline="always")
+def _stripe(Gi, Gf, r, m, K, lb, s, S):
+    """Blocks of rows s, s+S, s+2S, … (upper triangle): running max ``lb`` of the excess and its (x, y)."""
+    acc = np.empty(16, dtype=np.int32)
+    accf = acc.view(np.float32)
+    bx = -1
+    by = -1
+    nb = Gi.shape[0] // BLOCK
+    for xb in range(s, nb, S):
+        x0 = xb * BLOCK
+        if x0 >= m:
+            break
+        for yb in range(xb, nb):
+            y0 = yb * BLOCK
+            if y0 >= m:
+                break
+            bound = np.float32(-np.inf)
+            for i in range(BLOCK):
+                x = x0 + i
+                if x < m:
+                    for j in range(BLOCK):
+                        y = y0 + j
+                        if y < m:
+                            bound = max(bound, min(r[x], r[y]) - Gf[x, y])
+            if bound <= lb:
+                continue
+            c = _block44(Gi, x0, y0, K)
+            for t in range(16):
+                acc[t] = c[t]
+            for i in range(BLOCK):
+                x = x0 + i
+                if x < m:
+                    for j in range(BLOCK):
+                        y = y0 + j
+                        if y < m:
+                            v = accf[i * BLOCK + j] - Gf[x, y]
+                            if v > lb:
+                                lb = v
+                                bx = x
+                                by = y
+    return lb, bx, by
+
+
 @njit(cache=True, parallel=True)
 def max_min_excess(Gi, r, m, K, best):
     """``max(best, max_{x ≤ y < m} [max_{k < K} min(G[x,k], G[k,y]) − G[x,y]])`` and its (x, y).
@@ -132,11 +183,9 @@ def max_min_excess(Gi, r, m, K, best):
 
     Early exit: ``max_k min(G[x,k], G[k,y]) ≤ min(r[x], r[y])``, so a 4×4 block
     whose ``max(min(r[x], r[y]) − G[x, y]) ≤`` the running maximum of its stream
-    is skipped without its O(K) loop.
+    is skipped without its O(K) loop. Parallel over interleaved row blocks.
     """
     Gf = Gi.view(np.float32)
-    mp = Gi.shape[0]
-    nb = mp // BLOCK
     S = _STREAMS
     out_v = np.full(S, best, dtype=np.float32)
     out_x = np.full(S, -1, dtype=np.int64)
@@ -144,57 +193,7 @@ def max_min_excess(Gi, r, m, K, best):
     if K <= 0 or m <= 0:
         return best, -1, -1
     for s in prange(S):
-        acc = np.empty(16, dtype=np.int32)
-        accf = acc.view(np.float32)
-        lb = best
-        bx = -1
-        by = -1
-        for xb in range(s, nb, S):
-            x0 = xb * BLOCK
-            if x0 >= m:
-                break
-            for yb in range(xb, nb):
-                y0 = yb * BLOCK
-                if y0 >= m:
-                    break
-                bound = np.float32(-np.inf)
-                for i in range(BLOCK):
-                    x = x0 + i
-                    if x < m:
-                        for j in range(BLOCK):
-                            y = y0 + j
-                            if y < m:
-                                bound = max(bound, min(r[x], r[y]) - Gf[x, y])
-                if bound <= lb:
-                    continue
-                c = _block44(Gi, x0, y0, K)
-                acc[0] = c[0]
-                acc[1] = c[1]
-                acc[2] = c[2]
-                acc[3] = c[3]
-                acc[4] = c[4]
-                acc[5] = c[5]
-                acc[6] = c[6]
-                acc[7] = c[7]
-                acc[8] = c[8]
-                acc[9] = c[9]
-                acc[10] = c[10]
-                acc[11] = c[11]
-                acc[12] = c[12]
-                acc[13] = c[13]
-                acc[14] = c[14]
-                acc[15] = c[15]
-                for i in range(BLOCK):
-                    x = x0 + i
-                    if x < m:
-                        for j in range(BLOCK):
-                            y = y0 + j
-                            if y < m:
-                                v = accf[i * BLOCK + j] - Gf[x, y]
-                                if v > lb:
-                                    lb = v
-                                    bx = x
-                                    by = y
+        lb, bx, by = _stripe(Gi, Gf, r, m, K, best, s, S)
         out_v[s] = lb
         out_x[s] = bx
         out_y[s] = by
@@ -202,6 +201,79 @@ def max_min_excess(Gi, r, m, K, best):
     if out_x[i] < 0:
         return best, -1, -1
     return out_v[i], out_x[i], out_y[i]
+
+
+@njit(cache=True)
+def max_min_excess_serial(Gi, r, m, K, best):
+    """:func:`max_min_excess` on the calling thread (small problems: no thread wake-up)."""
+    if K <= 0 or m <= 0:
+        return best, -1, -1
+    lb, bx, by = _stripe(Gi, Gi.view(np.float32), r, m, K, best, 0, 1)
+    if bx < 0:
+        return best, -1, -1
+    return lb, bx, by
+
+
+@njit(cache=True)
+def _z_prefix(dw, threshold, m):
+    """Length of the shortest prefix holding every z with ``dw[z] > threshold``."""
+    for i in range(m - 1, -1, -1):
+        if dw[i] > threshold:
+            return i + 1
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def exact_delta(D, order, metric_space):
+    """Four-point δ = max_w δ_w, one base point per task, bases interleaved over threads.
+
+    Base ``order[t]`` is examined on the points ``order[t:]`` only: a quadruple is found at the
+    first of its points in ``order`` (any of its points, taken as the base, exposes its
+    (S1 − S2)/2). In a metric every term at base w is ≤ ½ d(z, w), so z with
+    d(z, w) ≤ 2·best is dropped, and so is a base with no point farther than 2·best. ``best`` is
+    shared between streams through ``bests`` (a stale read only prunes less).
+    Returns ``(value32, x, y, z, w)``, the quadruple in input indices.
+    """
+    n = D.shape[0]
+    S = _STREAMS
+    bests = np.zeros(S, dtype=np.float32)
+    wit = np.full((S, 4), -1, dtype=np.int64)
+    for s in prange(S):
+        if s < n:
+            m0 = n - s
+            mp0 = (m0 + BLOCK - 1) // BLOCK * BLOCK
+            buf = np.empty(mp0 * mp0, dtype=np.float32)
+            for t in range(s, n, S):
+                w = order[t]
+                members = order[t:]
+                best = bests.max()
+                if metric_space and best > 0:
+                    far = 0.0
+                    for a in members:
+                        far = max(far, D[a, w])
+                    if far <= 2 * best:
+                        continue
+                gf, rows, r32, shift, dw = prepare_base(D, w, members, buf)
+                m = rows.shape[0]
+                K = m
+                if metric_space and best > 0:
+                    K = _z_prefix(dw, 2.0 * best, m)
+                v, x, y = max_min_excess_serial(gf.view(np.int32), r32, m, K, np.float32(best))
+                if x >= 0 and v > bests[s]:
+                    z = 0
+                    zv = np.float32(-np.inf)
+                    for k in range(K):
+                        q = min(gf[x, k], gf[y, k])
+                        if q > zv:
+                            zv = q
+                            z = k
+                    bests[s] = v
+                    wit[s, 0] = rows[x]
+                    wit[s, 1] = rows[y]
+                    wit[s, 2] = rows[z]
+                    wit[s, 3] = w
+    i = np.argmax(bests)
+    return bests[i], wit[i, 0], wit[i, 1], wit[i, 2], wit[i, 3]
 
 
 @njit(cache=True, parallel=True)

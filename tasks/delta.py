@@ -54,6 +54,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -75,6 +76,7 @@ ESTIMATORS = ("auto", "exact", "bracket", "base", "hyptorch", "hyp_metric", "max
 #: Base points of a bracket unless told otherwise.
 DEFAULT_N_BASES = 8
 _U32 = 2.0 ** -24  # float32 unit roundoff
+_PARALLEL_WORK = 1 << 24  # m²·K above which the max-min kernel runs on all threads
 
 
 @dataclass(frozen=True)
@@ -233,10 +235,28 @@ def _numba_warm() -> float:
 
     t0 = time.perf_counter()
     d = np.array([[0, 1, 2, 3, 2], [1, 0, 1, 2, 3], [2, 1, 0, 1, 2], [3, 2, 1, 0, 1], [2, 3, 2, 1, 0]], float)
-    _NumbaSolver(d).base(0, np.arange(5), 0.0, None)
+    solver = _NumbaSolver(d)
+    solver.base(0, np.arange(5), 0.0, None)
+    solver.exact(True)
+    K.max_min_excess(np.zeros((4, 4), np.int32), np.zeros(4, np.float32), 4, 4, np.float32(0))
     K.triangle_violation(d, 1e-9)
     _COMPILE["numba"] = time.perf_counter() - t0
     return _COMPILE["numba"]
+
+
+@contextmanager
+def _numba_threads(work: int):
+    """One thread for small work: waking numba's pool costs more than the work (and up to
+    ~10 ms per parallel region on a busy machine)."""
+    import numba
+
+    before = numba.get_num_threads()
+    if work < _PARALLEL_WORK:
+        numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 class _NumbaSolver:
@@ -257,30 +277,31 @@ class _NumbaSolver:
         """
         from harness.tasks import _delta_kernels as K
 
-        d = self.d
         members = np.ascontiguousarray(members, dtype=np.int64)
-        r, gmin = K.gromov_rowmax(d, int(w), members)
-        shift = max(0.0, -float(gmin))
-        order = np.argsort(-r, kind="stable")
-        rows = members[order]
-        rs = r[order]
-        m = len(rows)
-        kk = _prefix(d[rows, w], z_threshold, m)
-        g_scale = float(rs[0] + shift) if m else 0.0
+        m = len(members)
+        mp = -(-m // K.BLOCK) * K.BLOCK
+        gf, rows, r32, _, dw = K.prepare_base(self.d, int(w), members, np.empty(mp * mp, dtype=np.float32))
+        kk = _prefix(dw, z_threshold, m)
+        g_scale = float(r32[0]) if m else 0.0
         if kk == 0:
             return _BaseOutcome(best, None, g_scale)
-        mp = -(-m // K.BLOCK) * K.BLOCK
-        gf = np.empty((mp, mp), dtype=np.float32)
-        K.fill_gromov(d, int(w), rows, shift, gf)
-        gi = gf.view(np.int32)
-        gi[m:, :] = K.PAD
-        gi[:m, m:] = K.PAD
-        r32 = np.maximum(rs + shift, 0.0).astype(np.float32)
-        v, xi, yi = K.max_min_excess(gi, r32, m, kk, np.float32(best))
+        # Waking threads costs more than the work on small problems (and much more on a busy machine).
+        kernel = K.max_min_excess if m * m * kk >= _PARALLEL_WORK else K.max_min_excess_serial
+        v, xi, yi = kernel(gf.view(np.int32), r32, m, kk, np.float32(best))
         if xi < 0:
             return _BaseOutcome(float(best), None, g_scale)
         zi = int(np.argmax(np.minimum(gf[xi, :kk], gf[yi, :kk])))
         return _BaseOutcome(float(v), (int(rows[xi]), int(rows[yi]), int(rows[zi])), g_scale)
+
+    def exact(self, metric_space: bool) -> tuple[float, list[int] | None]:
+        """Four-point δ in one compiled call (:func:`._delta_kernels.exact_delta`)."""
+        from harness.tasks import _delta_kernels as K
+
+        order = np.argsort(-self.d.max(1), kind="stable")  # far points first: a large δ early prunes more
+        n = len(order)
+        with _numba_threads(n ** 4 // 8):
+            v, x, y, z, w = K.exact_delta(self.d, order, bool(metric_space))
+        return float(v), ([int(x), int(y), int(z), int(w)] if x >= 0 else None)
 
 
 class _TorchSolver:
@@ -356,6 +377,9 @@ def _solver(d: np.ndarray, device: Any, backend: str) -> Any:
 def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None, int]:
     """Four-point δ = max_w δ_w. A quadruple is examined only at the first of its points in the
     processing order (the others are the 'remaining' members), so step t costs (n−t)³."""
+    if isinstance(solver, _NumbaSolver):
+        _, witness = solver.exact(metric_space)
+        return (four_point(d, *witness) if witness else 0.0), witness, len(d)
     n = len(d)
     order = np.argsort(-d.max(1), kind="stable")  # far points first: a large δ early prunes more
     remaining = np.ones(n, dtype=bool)
@@ -539,7 +563,9 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
         if metric == "precomputed":
             from harness.tasks import _delta_kernels as K
 
-            assume_metric = bool(K.triangle_violation(d, 1e-9 * float(d.max())) <= 1e-9 * float(d.max()))
+            tol = 1e-9 * float(d.max())
+            with _numba_threads(n ** 3):
+                assume_metric = bool(K.triangle_violation(d, tol) <= tol)
         else:
             assume_metric = True
     diam = float(d.max())
