@@ -11,6 +11,8 @@ Also printed: numba's one-off compile (empty cache) and cache-load times (exclud
 timings above, which are best-of-repeats after a warm-up), the exact four-point δ at n = 1000,
 a bracket at n = 5000, and how far the reference's sampled estimate is from the exact δ.
 
+On a machine with a GPU it also runs the torch path there (same δ_w, its time).
+
 Run: ``python benchmarks/bench_delta.py [--ref-n 1000] [--quick]``. The reference at
 n = 1000 needs ~8 GiB of free memory; ``--ref-n 600`` needs 1.7 GiB.
 """
@@ -109,6 +111,16 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 _CHILD = r"""
 import json, resource, sys, time
 import numpy as np
+
+def peak_rss_gib():
+    # VmHWM is this process's own high-water mark; ru_maxrss would carry a big parent's peak
+    # across fork + exec on Linux.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
 sys.path.insert(0, {bench_dir!r})
 from bench_delta import features
 from harness.tasks.delta import delta_hyperbolicity
@@ -116,7 +128,7 @@ x = features({n})
 r = delta_hyperbolicity(x, **{kwargs!r})
 print(json.dumps({{"seconds": r["seconds"], "compile_seconds": r["compile_seconds"], "delta": r["delta"],
                   "lower": r["lower"], "upper": r["upper"],
-                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+                  "peak_rss_gib": peak_rss_gib()}}))
 """
 
 
@@ -149,6 +161,9 @@ def main() -> None:
           f"{warm['compile_seconds']:.2f} s (once per process, excluded from the timings below)")
     delta_hyperbolicity(features(50), base=0)  # warm-up of this process
 
+    # Memory first, in a fresh process (before this one grows with the reference's n³ array).
+    m5 = child(5000, base=0)
+
     # 1. Same sample, same base point: the reference δ_w vs ours.
     n = args.ref_n
     x = features(n)
@@ -171,10 +186,19 @@ def main() -> None:
     print(f"\n[n = 2000] exact δ_w: {t2:.3f} s from distances, {t2f:.3f} s from features "
           f"(goal < 1 s on 2 cores); δ_w = {r2['delta']:.6g}")
 
-    # 3. n = 5000 memory, fresh process.
-    m5 = child(5000, base=0)
+    # 3. n = 5000 memory (measured above).
     print(f"\n[n = 5000] δ_w from features in a fresh process: peak RSS {m5['peak_rss_gib']:.2f} GiB "
           f"(goal < 2 GiB, includes the torch import), {m5['seconds']:.2f} s")
+
+    if torch.cuda.is_available():
+        # GPU path (tiled torch max-min): same δ_w as the CPU kernel, and its time.
+        torch.cuda.synchronize()
+        t_g, rg = best_of(lambda: delta_hyperbolicity(d2, metric="precomputed", base=0, assume_metric=True,
+                                                      device="cuda"), 3)
+        print(f"\n[n = 2000, {torch.cuda.get_device_name()}] δ_w on the GPU: {t_g:.3f} s, "
+              f"δ_w = {rg['delta']:.6g} (CPU {r2['delta']:.6g}, |Δ| = {abs(rg['delta'] - r2['delta']):.1e})")
+        t_ge, rge = best_of(lambda: delta_hyperbolicity(x, exact=True, device="cuda"), 1)
+        print(f"[n = {n}, GPU] exact four-point δ = {rge['delta']:.6g} in {t_ge:.1f} s")
 
     if not args.quick:
         # 4. What sampling one base point misses: exact four-point δ vs δ_w vs the hyptorch protocol.

@@ -88,26 +88,10 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]]) -> list[str]:
                         if name in r["metrics"] and r["metrics"][name]["value"] is not None]
                 if vals:
                     summary[key][name] = mean_ci95(vals)
-        best: dict[str, float] = {}
-        for name in metrics:
-            means = [s[name][0] for s in summary.values() if name in s]
-            if means:
-                best[name] = max(means) if directions[name] else min(means)
-        headers = ["method", "backbone"] + [f"{m} {'↑' if directions[m] else '↓'}" for m in metrics] + ["n"]
-        rows = []
-        for key in sorted(groups):
-            method, backbone, tag = key
-            row = [f"{method} [{tag}]" if tag else method, backbone]
-            for name in metrics:
-                if name not in summary[key]:
-                    row.append("—")
-                    continue
-                mean, half, _ = summary[key][name]
-                cell = _fmt(mean, half)
-                row.append(f"**{cell}**" if mean == best[name] and len(summary) > 1 else cell)
-            row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
-            rows.append(row)
-        out += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+        for title, names in _metric_tables(metrics):
+            if title:
+                out += [f"### {title}", ""]
+            out += [_table(groups, summary, names, directions, strip=f"{title}/" if title else ""), ""]
     failed = sorted((r for r in results if r["status"] == "failed"),
                     key=lambda r: (r["cell"]["method"], r["cell"]["backbone"], r["cell"]["seed"]))
     if failed:
@@ -127,6 +111,40 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]]) -> list[str]:
     if not groups and not failed and not skipped:
         out += ["No results.", ""]
     return out
+
+
+def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
+    """Plain metrics in one table; ``group/rest`` metrics (e.g. ``auroc/energy/near``) in one table per group."""
+    plain = [m for m in metrics if "/" not in m]
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for m in metrics:
+        if "/" in m:
+            grouped[m.split("/", 1)[0]].append(m)
+    return ([("", plain)] if plain else []) + sorted(grouped.items())
+
+
+def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], strip: str) -> str:
+    best: dict[str, float] = {}
+    for name in names:
+        means = [s[name][0] for s in summary.values() if name in s]
+        if means:
+            best[name] = max(means) if directions[name] else min(means)
+    headers = (["method", "backbone"] + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names]
+               + ["n"])
+    rows = []
+    for key in sorted(groups):
+        method, backbone, tag = key
+        row = [f"{method} [{tag}]" if tag else method, backbone]
+        for name in names:
+            if name not in summary[key]:
+                row.append("—")
+                continue
+            mean, half, _ = summary[key][name]
+            cell = _fmt(mean, half)
+            row.append(f"**{cell}**" if mean == best[name] and len(summary) > 1 else cell)
+        row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
+        rows.append(row)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def render_all(results_dir: str | Path) -> dict[str, str]:

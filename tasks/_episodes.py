@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Elements (floats) per chunk when drawing or scoring episodes. A constant, not
-#: a config: the episodes a seed draws must not depend on the memory budget.
-_CHUNK_ELEMENTS = 1 << 22
+#: Random draws per chunk of episodes. A constant, not a config: the episodes a
+#: seed draws must not depend on the memory budget.
+_SAMPLE_CHUNK_ELEMENTS = 1 << 22
+#: Gathered elements per chunk of scored episodes (about 8 MB in float64: cache-friendly).
+_SCORE_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -85,7 +87,7 @@ def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: 
     # expected number of repeated pairs in a row of i.i.d. draws from the smallest class
     by_rejection = n_per_class * (n_per_class - 1) / 2 <= 0.5 * pool.counts.min()
     per_episode = n_way * (n_per_class if by_rejection else max_count) + num_classes
-    chunk = max(1, _CHUNK_ELEMENTS // per_episode)
+    chunk = max(1, _SAMPLE_CHUNK_ELEMENTS // per_episode)
     out = np.empty((episodes, n_way, n_per_class), dtype=np.int64)
     for start in range(0, episodes, chunk):
         b = min(chunk, episodes - start)
@@ -155,15 +157,16 @@ def episode_accuracies(embeddings: torch.Tensor, episodes: np.ndarray, *, n_shot
     dim = emb.shape[-1]
     truth = torch.arange(n_way, device=device).repeat_interleave(n_query)  # (n_way * n_query,)
     per_episode = n_way * per_class * dim + n_way * n_query * n_way
-    chunk = max(1, _CHUNK_ELEMENTS // per_episode)
+    chunk = max(1, _SCORE_CHUNK_ELEMENTS // per_episode)
     acc = np.empty(num_eps, dtype=np.float64)
+    all_idx = torch.as_tensor(episodes, device=device)
     for start in range(0, num_eps, chunk):
-        idx = torch.as_tensor(episodes[start:start + chunk], device=device)
-        x = emb[idx]  # (b, n_way, per_class, d)
-        protos = geometry.midpoint(x[:, :, :n_shot], dim=-2)  # (b, n_way, d)
-        queries = x[:, :, n_shot:].reshape(len(idx), n_way * n_query, dim)
+        idx = all_idx[start:start + chunk]
+        b = len(idx)
+        protos = geometry.midpoint(emb[idx[:, :, :n_shot]], dim=-2)  # (b, n_way, d)
+        queries = emb[idx[:, :, n_shot:].reshape(b, n_way * n_query)]  # (b, n_way * n_query, d)
         pred = geometry.pairwise_dist(queries, protos).argmin(dim=-1)  # (b, n_way * n_query)
-        acc[start:start + len(idx)] = (pred == truth).double().mean(dim=-1).cpu().numpy()
+        acc[start:start + b] = (pred == truth).double().mean(dim=-1).cpu().numpy()
     return acc
 
 

@@ -17,7 +17,8 @@ positive (one pass), and counts for every positive the items strictly closer
 and exactly as close (one vectorised comparison pass per positive; a query
 with many positives sorts the gathered items and binary-searches instead).
 The torch kernel (GPU tensors) sorts each chunk of rows, which is cheap on a
-GPU. NaN distances are an error; infinite ones are ordered as values.
+GPU. A NaN or infinite distance in the row of a query that has a true match
+is an error.
 
 Ties: both kernels order the gallery by ``(distance, gallery index)``, i.e.
 exactly as a *stable* sort of each row does. torchreid uses ``np.argsort``
@@ -34,8 +35,8 @@ from numba import njit, prange
 
 @njit(cache=True, fastmath=True)
 def _count_below(values, n, thresholds, lt, eq):
-    """``lt[k] = #{values < t_k}``, ``eq[k] = #{values == t_k}`` over ``values[:n]`` (NaN-free:
-    fastmath may assume so; the caller never passes NaN). One vectorised pass per threshold."""
+    """``lt[k] = #{values < t_k}``, ``eq[k] = #{values == t_k}`` over ``values[:n]`` (all finite:
+    fastmath assumes so, and the caller checks it). One vectorised pass per threshold."""
     for k in range(len(thresholds)):
         t = thresholds[k]
         c = 0
@@ -88,19 +89,19 @@ def _stats_kernel(distmat, q_camids, g_camids, pid_start, pid_members, q_slot, s
         pos_d = pos_d[order]
         pos_j = pos_j[order]
         last_d = pos_d[m - 1]
-        if np.isnan(last_d) or np.isnan(pos_d[0]):
+        if not (np.isfinite(last_d) and np.isfinite(pos_d[0])):
             bad[i] = 1
             continue
         # the items that can precede a positive: distance <= the last positive's
         buf = np.empty(num_g + 1, dtype=distmat.dtype)
         n = 0
-        nans = 0
+        nonfinite = 0
         for j in range(num_g):  # branch-free: store always, advance only when kept
             x = row[j]
             buf[n] = x
             n += x <= last_d
-            nans += x != x
-        if nans:
+            nonfinite += (x - x) != 0  # NaN or +-inf
+        if nonfinite:
             bad[i] = 1
             continue
         lt = np.empty(m, dtype=np.int64)
@@ -160,7 +161,7 @@ def query_stats_numba(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarra
                   np.ascontiguousarray(g_camids, dtype=np.int64), pid_start, pid_members,
                   slot.astype(np.int64), int(sort_above), first_rank, ap, inp, num_pos, bad)
     if bad.any():
-        raise ValueError(f"distmat contains NaN in {int(bad.sum())} of {num_q} query rows "
+        raise ValueError(f"distmat contains NaN or inf in {int(bad.sum())} of {num_q} query rows "
                          "(check the embeddings)")
     return first_rank, ap, inp, num_pos
 

@@ -79,8 +79,8 @@ class ReidMetrics:
             self.backend == "auto" and isinstance(distmat, torch.Tensor) and distmat.device.type != "cpu")
         if use_torch:
             d = torch.as_tensor(distmat)
-            if bool(torch.isnan(d).any()):
-                raise ValueError("distmat contains NaN (check the embeddings)")
+            if not bool(torch.isfinite(d).all()):
+                raise ValueError("distmat contains NaN or inf (check the embeddings)")
             stats = query_stats_torch(d, *(torch.as_tensor(a, device=d.device) for a in
                                            (q_pids, self.g_pids, q_camids, self.g_camids)))
         else:

@@ -233,9 +233,10 @@ def _dist(x, args):
     return D.feature_distances(x, metric=args["metric"])
 
 
-def test_kernel_against_dense_max_min():
+@pytest.mark.parametrize("kernel", [K.max_min_excess, K.max_min_excess_serial], ids=["parallel", "serial"])
+def test_kernel_against_dense_max_min(kernel):
     rng = np.random.default_rng(7)
-    for m in (1, 5, 13, 37):
+    for m in (1, 5, 13, 37, 150):  # 150 points: several row panels
         a = rng.uniform(0, 3, size=(m, m)).astype(np.float32)
         g = np.maximum(a, a.T)
         for kk in (1, m // 2 + 1, m):
@@ -247,12 +248,21 @@ def test_kernel_against_dense_max_min():
             gi[m:, :] = K.PAD
             gi[:m, m:] = K.PAD
             r = g.max(1).astype(np.float32)
-            v, x, y = K.max_min_excess(gi, r, m, kk, np.float32(-1.0))
+            v, x, y = kernel(gi, r, m, kk, np.float32(-1.0))
             assert v == pytest.approx(truth, abs=1e-6)
             assert np.minimum(g[x, :kk], g[y, :kk]).max() - g[x, y] == pytest.approx(truth, abs=1e-6)
             # `best` is a floor: nothing above it -> (best, -1, -1)
-            v2, x2, _ = K.max_min_excess(gi, r, m, kk, np.float32(truth + 1))
+            v2, x2, _ = kernel(gi, r, m, kk, np.float32(truth + 1))
             assert v2 == pytest.approx(truth + 1) and x2 == -1
+
+
+def test_torch_path_in_row_blocks_matches_numba():
+    d = euclid(np.random.default_rng(8).normal(size=(40, 3)))
+    for w in (0, 17):
+        a = D._NumbaSolver(d).base(w, np.arange(40), 0.0, None)
+        b = D._TorchSolver(d, torch.device("cpu"), budget_bytes=4 * 40 * 40 * 3).base(w, np.arange(40), 0.0, None)
+        assert b.value == pytest.approx(a.value, abs=1e-6)
+        assert D._base_term(d, *b.witness, w) == pytest.approx(dense_delta_w(d, w), abs=1e-6)
 
 
 def test_triangle_check():

@@ -85,3 +85,17 @@ def test_check_detects_stale_markdown(tmp_path, capsys):
     (out / "t.md").write_text(EXPECTED.replace("0.600", "0.601"))
     assert main(["leaderboard", str(res), "--out", str(out), "--check"]) == 1
     assert "stale leaderboards" in capsys.readouterr().err
+
+
+def test_grouped_metrics_get_one_table_per_group():
+    def r(method, seed, a, b):
+        out = _r(method, seed, 0, 0)
+        out["metrics"] = {"auroc/energy/far": {"value": a, "higher_is_better": True},
+                          "fpr95/energy/far": {"value": b, "higher_is_better": False}}
+        return out
+
+    text = leaderboard.render_task("t", [r("a", 0, 0.9, 0.2), r("c", 0, 0.8, 0.1)])
+    assert "### auroc\n\n| method   | backbone   | energy/far ↑   | n   |" in text
+    assert "### fpr95\n\n| method   | backbone   | energy/far ↓   | n   |" in text
+    assert "| a        | b          | **0.900**      | 1   |" in text  # best AUROC
+    assert "| c        | b          | **0.100**      | 1   |" in text  # best (lowest) FPR

@@ -84,7 +84,8 @@ def test_episode_sampling_is_uniform(n_per_class: int) -> None:
         assert (eps[..., 0] != eps[..., 1]).all()
         pair = eps[..., 0] * 12 + eps[..., 1]
         freq = np.bincount(pair.ravel(), minlength=144) / n
-        same_class = (np.arange(144) // 12 // 3 == np.arange(144) % 12 // 3) & (np.arange(144) // 12 != np.arange(144) % 12)
+        a, b = np.arange(144) // 12, np.arange(144) % 12
+        same_class = (a // 3 == b // 3) & (a != b)
         np.testing.assert_allclose(freq[same_class], 2 / 4 / 6, atol=0.01)
         assert freq[~same_class].sum() == 0
 

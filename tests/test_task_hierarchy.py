@@ -100,6 +100,7 @@ def test_hierarchy_incompatible() -> None:
     fine = np.repeat(np.arange(4), 5)
     with pytest.raises(Incompatible, match="coarse_label"):
         Hierarchy().protocol(ArrayDataset({"label": fine}, {"train": np.arange(20), "test": np.arange(20)}))
-    one = ArrayDataset({"label": fine, "coarse_label": np.zeros(20, int)}, {"train": np.arange(20), "test": np.arange(20)})
+    one = ArrayDataset({"label": fine, "coarse_label": np.zeros(20, int)},
+                       {"train": np.arange(20), "test": np.arange(20)})
     with pytest.raises(Incompatible, match="single coarse class"):
         Hierarchy().protocol(one)

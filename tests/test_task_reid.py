@@ -124,9 +124,11 @@ def test_bad_input_is_an_error() -> None:
         evaluate_reid(d[:, :10], qp, gp, qc, gc)
     bad = d.copy()
     bad[np.flatnonzero(np.isin(qp, gp))[0], 2] = np.nan  # a query that has matches
-    for backend in ("numba", "torch"):
-        with pytest.raises(ValueError, match="NaN"):
-            evaluate_reid(bad, qp, gp, qc, gc, backend=backend)
+    for value in (np.nan, np.inf):
+        bad[np.flatnonzero(np.isin(qp, gp))[0], 2] = value
+        for backend in ("numba", "torch"):
+            with pytest.raises(ValueError, match="NaN or inf"):
+                evaluate_reid(bad, qp, gp, qc, gc, backend=backend)
     with pytest.raises(ValueError, match="none of the 5 query identities"):
         evaluate_reid(d, qp + 1000, gp, qc, gc)
 

@@ -1,0 +1,144 @@
+"""`harness delta FILE`: cli_main called with argv lists; numbers checked against the library and brute force."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness.tasks import delta as D
+from harness.tasks.delta import cli_main, delta_hyperbolicity
+
+from tests.test_delta import brute_four_point, dense_delta_w, euclid, poincare_dist
+
+KEYS = ("delta", "delta_rel", "diameter", "exact", "lower", "upper", "n", "seconds")
+
+
+def run_json(capsys, argv):
+    assert cli_main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    return json.loads(out[0])
+
+
+@pytest.fixture
+def feats(tmp_path):
+    x = np.random.default_rng(0).normal(size=(9, 3))
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    return x, str(path)
+
+
+def test_npy_features_json_is_the_exact_value(capsys, feats):
+    x, path = feats
+    res = run_json(capsys, [path])
+    assert all(k in res for k in KEYS)
+    assert res["exact"] is True and res["n"] == 9 and isinstance(res["seconds"], float)
+    assert res["delta"] == pytest.approx(brute_four_point(euclid(x)), rel=1e-6)
+    assert res["lower"] == res["upper"] == res["delta"]
+    assert res["diameter"] == pytest.approx(euclid(x).max())
+    assert res["delta_rel"] == pytest.approx(2 * res["delta"] / res["diameter"])
+
+
+def test_pt_poincare_with_curvature(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 2))
+    x = 0.6 * x / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(0.1, 1, (8, 1))
+    path = tmp_path / "emb.pt"
+    torch.save(torch.tensor(x, dtype=torch.float64), path)
+    res = run_json(capsys, [str(path), "--metric", "poincare", "--c", "2"])
+    assert res["metric"] == "poincare" and res["c"] == 2.0
+    assert res["delta"] == pytest.approx(brute_four_point(poincare_dist(x, 2.0)), rel=1e-6)
+
+
+def test_distances_flag_and_the_note_without_it(capsys, tmp_path):
+    d = euclid(np.random.default_rng(2).normal(size=(7, 2)))
+    path = tmp_path / "d.npy"
+    np.save(path, d)
+    res = run_json(capsys, [str(path), "--distances"])
+    assert res["metric"] == "precomputed" and res["delta"] == pytest.approx(brute_four_point(d), rel=1e-6)
+    assert cli_main([str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "--distances" in captured.err  # a square zero-diagonal input read as features gets a note
+
+
+def test_base_point_is_the_reference_delta_w(capsys, feats):
+    x, path = feats
+    res = run_json(capsys, [path, "--base", "3"])
+    assert res["base"] == 3 and res["exact"] is False
+    assert res["delta"] == pytest.approx(dense_delta_w(euclid(x), 3), abs=1e-6)
+    assert res["lower"] <= brute_four_point(euclid(x)) + 1e-9 <= res["upper"] + 1e-9
+
+
+def test_exact_refused_when_n_is_too_large(capsys, feats, monkeypatch):
+    monkeypatch.setattr(D, "EXACT_MAX_N", 8)
+    _, path = feats
+    assert cli_main([path, "--exact"]) == 2
+    err = capsys.readouterr().err
+    assert "refused above 8 points" in err and "bracket" in err
+
+
+def test_estimator_seed_and_sample_options(capsys, tmp_path):
+    x = np.random.default_rng(3).normal(size=(60, 4))
+    path = tmp_path / "x.npz"
+    np.savez(path, feats=x, labels=np.arange(60))
+    res = run_json(capsys, [str(path), "--key", "feats", "--estimator", "hyptorch", "--sample-size", "20",
+                            "--draws", "2", "--seed", "4"])
+    ref = delta_hyperbolicity(x, estimator="hyptorch", sample_size=20, draws=2, seed=4)
+    assert res["delta_rel"] == pytest.approx(ref["delta_rel"])
+    assert (res["estimator"], res["sample_size"], res["draws"], res["seed"]) == ("hyptorch", 20, 2, 4)
+    assert res["lower"] is None and res["upper"] is None
+
+
+def test_bracket_from_the_command_line(capsys, feats, monkeypatch):
+    monkeypatch.setattr(D, "EXACT_AUTO_MAX_N", 4)
+    x, path = feats
+    res = run_json(capsys, [path, "--bases", "2"])
+    assert res["estimator"] == "bracket" and len(res["bases"]) == 2
+    assert res["lower"] <= brute_four_point(euclid(x)) + 1e-9 <= res["upper"] + 1e-9
+    assert cli_main([path, "--bases", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "≤ δ ≤" in out and "exact        no" in out
+
+
+def test_human_readable_output(capsys, feats):
+    _, path = feats
+    assert cli_main([path]) == 0
+    out = capsys.readouterr().out
+    for word in ("δ ", "δ_rel", "diameter", "exact        yes", "time"):
+        assert word in out
+
+
+@pytest.mark.parametrize("setup,argv,match", [
+    (None, [], "no such file"),
+    ("3d", [], "shape"),
+    ("npz2", [], "--key"),
+    ("ok", ["--distances", "--metric", "poincare"], "--metric applies to feature input"),
+    ("ok", ["--estimator", "exact", "--draws", "3"], "sampled estimators"),
+    ("txt", [], "unsupported file type"),
+])
+def test_errors_exit_2_with_a_message(capsys, tmp_path, setup, argv, match):
+    path = tmp_path / "in.npy"
+    if setup == "3d":
+        np.save(path, np.zeros((4, 4, 4)))
+    elif setup == "npz2":
+        path = tmp_path / "in.npz"
+        np.savez(path, a=np.zeros((5, 2)), b=np.zeros((5, 2)))
+    elif setup == "ok":
+        np.save(path, np.random.default_rng(0).normal(size=(6, 2)))
+    elif setup == "txt":
+        path = tmp_path / "in.txt"
+        path.write_text("1 2\n")
+    target = str(path) if setup else str(tmp_path / "missing.npy")
+    assert cli_main([target, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness delta: error:") and match in err
+
+
+def test_help_and_usage_errors(capsys):
+    assert cli_main(["--help"]) == 0
+    assert "harness delta" in capsys.readouterr().out
+    assert cli_main(["x.npy", "--exact", "--base", "1"]) == 2  # mutually exclusive
+    assert "not allowed" in capsys.readouterr().err
