@@ -59,7 +59,7 @@ def render_task(task: str, results: list[dict[str, Any]]) -> str:
     for dataset in sorted(by_dataset):
         lines += _dataset_section(dataset, by_dataset[dataset])
     lines += ["---", "", f"{CI_FOOTNOTE}", ""]
-    lines += [f"Protocol: {c}" for c in conventions] + ([""] if conventions else [])
+    lines += [f"Protocol ({task}): {c}" for c in conventions] + ([""] if conventions else [])
     return "\n".join(lines)
 
 

@@ -240,7 +240,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         metrics = task.evaluate(ctx)
         eval_s = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
-        result["details"] = ctx.details
+        result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details
         result["status"] = "ok"
     except Incompatible as exc:
         result.update(status="skipped", reason=str(exc))

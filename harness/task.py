@@ -122,6 +122,8 @@ class Task:
     VERSION: ClassVar[str] = "1"
     requires: ClassVar[frozenset[str]] = frozenset({"label"})
     METRICS: ClassVar[dict[str, bool]] = {}
+    #: One sentence on the protocol and metric conventions (a leaderboard footnote).
+    CONVENTION: ClassVar[str] = ""
 
     @dataclass
     class Config:

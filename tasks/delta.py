@@ -385,16 +385,20 @@ def _solver(d: np.ndarray, device: Any, backend: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- algorithms
-def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None, int]:
-    """Four-point δ = max_w δ_w. A quadruple is examined only at the first of its points in the
-    processing order (the others are the 'remaining' members), so step t costs (n−t)³."""
+def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None]:
+    """Four-point δ = max_w δ_w and a quadruple [x, y, z, w] attaining it (float64 value).
+
+    A quadruple is examined only at the first of its points in the processing order (the
+    others are the 'remaining' members), so step t costs (n−t)³. The numba solver runs the
+    whole loop in one compiled call; this Python loop drives the torch (GPU) solver.
+    """
     if isinstance(solver, _NumbaSolver):
         _, witness = solver.exact(metric_space)
-        return (four_point(d, *witness) if witness else 0.0), witness, len(d)
+        return (four_point(d, *witness) if witness else 0.0), witness
     n = len(d)
     order = np.argsort(-d.max(1), kind="stable")  # far points first: a large δ early prunes more
     remaining = np.ones(n, dtype=bool)
-    best, witness, used = 0.0, None, 0
+    best, witness = 0.0, None
     for w in order:
         members = np.flatnonzero(remaining)
         # In a metric every term with base w is ≤ ½ d(z, w): a base whose remaining points are all
@@ -403,12 +407,10 @@ def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[
             remaining[w] = False
             continue
         out = solver.base(int(w), members, best, 2 * best if metric_space and best > 0 else None)
-        used += 1
         if out.witness is not None and out.value > best:
             best, witness = out.value, [*out.witness, int(w)]
         remaining[w] = False
-    value = four_point(d, *witness) if witness else 0.0
-    return value, witness, used
+    return (four_point(d, *witness) if witness else 0.0), witness
 
 
 def _bracket(d: np.ndarray, solver: Any, bases: Sequence[int] | int, metric_space: bool,
@@ -582,7 +584,7 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
                   device=str(solver.device), backend=solver.backend, compile_seconds=t_warm)
 
     if estimator == "exact":
-        value, witness, _ = _exact(d, solver, bool(assume_metric))
+        value, witness = _exact(d, solver, bool(assume_metric))
         result.update(delta=value, exact=True, lower=value, upper=value, witness=witness)
     elif estimator == "bracket":
         if isinstance(n_bases, (int, np.integer)):

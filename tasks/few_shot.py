@@ -78,7 +78,6 @@ def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n
         ctx.details[f"{name}/n_way"] = way
     ctx.details["episodes"] = episodes
     ctx.details["n_query"] = n_query
-    ctx.details["ci95"] = CI95_CONVENTION
     return out
 
 
@@ -88,6 +87,8 @@ class FewShot(Task):
     VERSION = "1"
     requires = frozenset({"label"})
     METRICS = {"acc_1shot": True, "acc_5shot": True}
+    CONVENTION = ("nearest-prototype accuracy on N-way K-shot episodes of novel classes, prototypes and "
+                  f"distances in the method's geometry; per-run ± = {CI95_CONVENTION}")
 
     @dataclass
     class Config:

@@ -29,6 +29,8 @@ class FineFromCoarse(Task):
     requires = frozenset({"label", "coarse_label"})
     METRICS = {"acc_5way_1shot": True, "acc_5way_5shot": True,
                "acc_allway_1shot": True, "acc_allway_5shot": True}
+    CONVENTION = ("trained on coarse labels only (HCM, Xu et al. 2023); nearest-prototype accuracy on "
+                  "5-way and all-way episodes over the fine classes of held-out images")
 
     @dataclass
     class Config:

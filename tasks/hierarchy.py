@@ -114,6 +114,9 @@ class Hierarchy(Task):
     VERSION = "1"
     requires = frozenset({"label", "coarse_label"})
     METRICS = {"cpcc": True, "mistake_severity": False, "depth_spearman": True}
+    CONVENTION = ("tree root → coarse → fine (distances 0/2/4): CPCC = Pearson correlation of fine-prototype "
+                  "distances with tree distances; mistake severity = mean tree distance of wrong nearest-prototype "
+                  "predictions; depth_spearman = Spearman of distance to the origin with depth")
 
     @dataclass
     class Config:

@@ -171,6 +171,9 @@ class OOD(Task):
     VERSION = "1"
     requires = frozenset({"label"})
     METRICS = OOD_METRICS
+    CONVENTION = ("scores are higher for in-distribution: dist0 = distance to the origin (Khrulkov et al.), "
+                  "msp, energy, proto = −distance to the nearest class prototype; metric/score/set names; "
+                  "fpr95_ood_positive = OpenOOD (OOD positive), fpr95_id_positive = classic (ID positive)")
 
     @dataclass
     class Config:

@@ -125,6 +125,8 @@ class Reid(Task):
     VERSION = "1"
     requires = frozenset({"pid", "camid"})
     METRICS = {"rank1": True, "rank5": True, "rank10": True, "mAP": True, "mINP": True}
+    CONVENTION = ("CMC and mAP exactly as torchreid's eval_market1501 (same-identity same-camera gallery "
+                  "items removed per query, queries without a valid match skipped); mINP as Ye et al. 2021")
 
     @dataclass
     class Config:

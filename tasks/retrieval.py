@@ -197,6 +197,9 @@ class Retrieval(Task):
     METRICS = {"recall@1": True, "recall@2": True, "recall@4": True, "recall@8": True,
                "recall@16": True, "recall@32": True, "precision_at_1": True, "r_precision": True,
                "map_at_r": True, "nmi": True}
+    CONVENTION = ("class-disjoint test classes, each image a query against the rest (pytorch-metric-learning "
+                  "conventions); Recall@K = a same-class item among the K nearest; NMI of k-means++ with one "
+                  "cluster per class (Poincaré embeddings clustered after the log map at 0)")
 
     @dataclass
     class Config:

@@ -265,6 +265,25 @@ def test_torch_path_in_row_blocks_matches_numba():
         assert D._base_term(d, *b.witness, w) == pytest.approx(dense_delta_w(d, w), abs=1e-6)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "poincare"])
+def test_exact_with_pruning_is_the_same_on_both_backends(metric):
+    """n = 60: the z-threshold and base-skipping prunes fire; both paths must agree with brute
+    force over all C(60, 4) quadruples (in a metric repeated points give ≤ 0) and with the run
+    that treats the matrix as non-metric (no metric prunes)."""
+    rng = np.random.default_rng(9)
+    x = disk_sample(60, rng) if metric == "poincare" else rng.normal(size=(60, 6))
+    dm = D.feature_distances(x, metric=metric)
+    a = delta_hyperbolicity(x, metric=metric, exact=True)
+    b = delta_hyperbolicity(x, metric=metric, exact=True, backend="torch", device="cpu")
+    c = delta_hyperbolicity(dm, metric="precomputed", exact=True, assume_metric=False)
+    q = np.array(list(itertools.combinations(range(60), 4))).T
+    s = np.sort(np.stack([dm[q[0], q[1]] + dm[q[2], q[3]], dm[q[0], q[2]] + dm[q[1], q[3]],
+                          dm[q[0], q[3]] + dm[q[1], q[2]]]), axis=0)
+    truth = float(((s[2] - s[1]) / 2).max())
+    for r in (a, b, c):
+        assert r["delta"] == pytest.approx(truth, rel=1e-6)
+
+
 def test_triangle_check():
     rng = np.random.default_rng(3)
     d = euclid(rng.normal(size=(25, 3)))

@@ -46,7 +46,7 @@ Skipped cells:
 
 """ + leaderboard.CI_FOOTNOTE + """
 
-Protocol: acc over 10 episodes
+Protocol (t): acc over 10 episodes
 """
 
 

@@ -171,7 +171,7 @@ def test_few_shot_task_end_to_end() -> None:
     res = task.evaluate(ctx)
     assert set(res) == {"acc_1shot", "acc_5shot"}
     assert res["acc_1shot"].value == 1.0 and res["acc_5shot"].n == 50 and res["acc_5shot"].ci95 == 0.0
-    assert "CloserLook" in ctx.details["ci95"]
+    assert "CloserLook" in FewShot.CONVENTION
     # random embeddings: chance level 1/5 within a generous band
     rng_emb = np.random.default_rng(9).normal(size=(400, 8))
     res = FewShot(FewShot.Config(episodes=400)).evaluate(make_ctx(task, ds, rng_emb))
