@@ -32,7 +32,7 @@ class NonFiniteLoss(HarnessError):
 class TrainConfig:
     epochs: int = 8
     batch_size: int = 128
-    lr: float = 0.002
+    lr: float = 0.005
     weight_decay: float = 0.0005
     optimizer: str = "riemannian_adam"
     momentum: float = 0.9

@@ -119,7 +119,10 @@ def model_key(config: dict[str, Any], method_cls: type, dataset: ImageDataset, p
         "method": config["method"], "method_class": f"{method_cls.__module__}:{method_cls.__qualname__}",
         "method_version": method_cls.VERSION, "backbone": config["backbone"],
         "dataset": dataset.fingerprint(), "train_split": hash_indices(protocol.train),
-        "train_label": protocol.train_label, "seed": config["seed"], "train": train,
+        # The label values, not the field's name: "label" and "pid" holding the same ids train one model.
+        "train_labels": None if protocol.train_label is None
+        else hash_indices(dataset.annotations[protocol.train_label][np.asarray(protocol.train)]),
+        "seed": config["seed"], "train": train,
         "versions": [harness.__version__, torch.__version__, timm.__version__, geoopt.__version__],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]

@@ -43,6 +43,7 @@ class SyntheticHierarchy(ImageDataset):
         image_size: int = 32
         fine_spread: float = 0.35  # size of sibling differences relative to cousins'
         noise: float = 0.12  # pixel noise std (in [0, 1] intensity units)
+        rotation: float = 30.0  # maximum rotation of the shape, degrees either way
         seed: int = 0
 
     def __init__(self, cfg: Config | None = None) -> None:
@@ -93,7 +94,7 @@ class SyntheticHierarchy(ImageDataset):
         n = len(label)
         size = c.image_size
         # Per-image nuisance.
-        rot = 2 * math.pi * torch.rand(n, generator=g)
+        rot = math.radians(c.rotation) * (2 * torch.rand(n, generator=g) - 1)
         scale = 0.55 + 0.25 * torch.rand(n, generator=g)
         shift = 0.25 * (torch.rand(n, 2, generator=g) - 0.5)
         fg = 0.35 + 0.65 * torch.rand(n, 3, generator=g)
