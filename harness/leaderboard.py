@@ -9,15 +9,13 @@ The same results always give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from harness.results import iter_results
+from harness.results import config_hash, iter_results
 from harness.stats import mean_ci95
 
 CI_FOOTNOTE = ("± is the half-width of the 95% Student-t confidence interval over seeds, "
@@ -28,9 +26,8 @@ CI_FOOTNOTE = ("± is the half-width of the 95% Student-t confidence interval ov
 
 
 def _variant(config: dict[str, Any]) -> str:
-    core = {k: v for k, v in config.items()
-            if k not in ("seed", "results_dir", "cache_dir", "device", "force", "rerun_failed", "grid_name")}
-    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    """Short hash of what a cell computes apart from its seed (rows with the same tag pool their seeds)."""
+    return config_hash({k: v for k, v in config.items() if k != "seed"})[:6]
 
 
 def _fmt(mean: float, half: float | None) -> str:

@@ -33,7 +33,8 @@ STATUSES = ("ok", "failed", "skipped")
 REQUIRED_KEYS = ("schema_version", "status", "cell", "metrics", "config", "config_hash", "versions", "timings")
 CELL_KEYS = ("method", "backbone", "dataset", "task", "seed")
 #: Config keys that change where or how a cell runs but not what it computes.
-RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "rerun_failed", "grid_name")
+RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "rerun_failed", "grid_name", "plots",
+                  "leaderboard_dir")
 
 
 class ResultSchemaError(ValueError):

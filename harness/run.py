@@ -239,7 +239,8 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         t_eval = time.perf_counter()
         ctx = EvalContext(dataset=dataset, protocol=protocol, method=model.method,
                           embed_fn=model.embedder(dataset, device, tcfg), seed=int(config["seed"]),
-                          device=device, artifacts_dir=None)
+                          device=device, artifacts_dir=path.with_name(f"seed{cell['seed']}_plots")
+                          if config.get("plots") else None)
         metrics = task.evaluate(ctx)
         eval_s = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}

@@ -99,6 +99,9 @@ class FewShot(Task):
         episodes: int = 600
         split: str = "novel"
 
+    #: The annotation the model trains on (the fine label here; subclasses change it).
+    TRAIN_LABEL = "label"
+
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
         cfg = self.cfg
@@ -106,9 +109,13 @@ class FewShot(Task):
         idx = dataset.split(cfg.split)
         _check_enough_classes(self.name, dataset, cfg.split, dataset.annotations["label"][idx],
                               cfg.n_way, min(int(k) for k in cfg.shots) + cfg.n_query)
-        return Protocol(train=dataset.split("train"), train_label="label", eval={cfg.split: idx},
-                        description=f"{cfg.n_way}-way {list(cfg.shots)}-shot {cfg.n_query}-query, "
-                                    f"{cfg.episodes} episodes on split '{cfg.split}'")
+        return Protocol(train=dataset.split("train"), train_label=self.TRAIN_LABEL, eval={cfg.split: idx},
+                        description=self.describe())
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"{cfg.n_way}-way {list(cfg.shots)}-shot {cfg.n_query}-query, "
+                f"{cfg.episodes} episodes on split '{cfg.split}'")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
         cfg = self.cfg

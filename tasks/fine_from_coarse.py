@@ -16,13 +16,11 @@ Metrics ``acc_5way_1shot``, ``acc_5way_5shot``, ``acc_allway_1shot``, ``acc_allw
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from harness.task import EvalContext, MetricValue, Protocol, Task
-from harness.tasks.few_shot import _check_enough_classes, _check_episode_config, episodic_metrics
+from harness.task import EvalContext, MetricValue
+from harness.tasks.few_shot import FewShot, episodic_metrics
 
 
-class FineFromCoarse(Task):
+class FineFromCoarse(FewShot):
     """Coarse-label training, fine-class few-shot episodes (5-way and all-way) on ``test``."""
 
     VERSION = "1"
@@ -42,17 +40,12 @@ class FineFromCoarse(Task):
         episodes: int = 600
         split: str = "test"
 
-    def protocol(self, dataset: Any) -> Protocol:
-        self.check(dataset)
+    TRAIN_LABEL = "coarse_label"
+
+    def describe(self) -> str:
         cfg = self.cfg
-        _check_episode_config(self.name, cfg.n_way, list(cfg.shots), cfg.n_query, cfg.episodes)
-        idx = dataset.split(cfg.split)
-        _check_enough_classes(self.name, dataset, cfg.split, dataset.annotations["label"][idx],
-                              cfg.n_way, min(int(k) for k in cfg.shots) + cfg.n_query)
-        return Protocol(train=dataset.split("train"), train_label="coarse_label", eval={cfg.split: idx},
-                        description=f"train on coarse labels; fine {cfg.n_way}-way"
-                                    f"{' and all-way' if cfg.all_way else ''} {list(cfg.shots)}-shot "
-                                    f"episodes on split '{cfg.split}'")
+        return (f"train on coarse labels; fine {cfg.n_way}-way{' and all-way' if cfg.all_way else ''} "
+                f"{list(cfg.shots)}-shot episodes on split '{cfg.split}'")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
         cfg = self.cfg

@@ -172,30 +172,21 @@ class Hierarchy(Task):
         out["depth_spearman"] = self.metric("depth_spearman", spearman(np.concatenate(norms), depth),
                                             n=len(depth))
         ctx.details.update(num_fine_classes=len(classes), num_coarse_classes=len(c_classes),
-                           nearest_prototype_accuracy=float((pred == fine).mean()),
-                           convention="cpcc on fine prototypes, tree distances 2/4; severity = mean tree "
-                                      "distance of wrong nearest-train-prototype predictions; depth_spearman "
-                                      "= Spearman(dist0, depth) over coarse prototypes (1), fine prototypes "
-                                      "(2), images (3)")
+                           nearest_prototype_accuracy=float((pred == fine).mean()))
         if ctx.artifacts_dir is not None:
             self._histogram(ctx, norms)
+            from harness.plots import save_disk
+
+            disk = save_disk(ctx.artifacts_dir / "embeddings_disk.png", emb.cpu().numpy(), coarse,
+                             geometry=geo, title=f"{ctx.dataset.name}: {len(emb)} images by coarse class")
+            ctx.details["disk"] = disk.name
         return out
 
     @staticmethod
     def _histogram(ctx: EvalContext, norms: list[np.ndarray]) -> None:
-        import matplotlib
+        from harness.plots import save_histograms
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        for label, n in zip(("coarse prototypes", "fine prototypes", "images"), norms):
-            ax.hist(n, bins=40, alpha=0.5, density=True, label=label)
-        ax.set_xlabel("distance to the origin")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = ctx.artifacts_dir / "hierarchy_dist0.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        series = dict(zip(("coarse prototypes", "fine prototypes", "images"), norms))
+        path = save_histograms(ctx.artifacts_dir / "hierarchy_dist0.png", {"distance to the origin": series},
+                               bins=40)
         ctx.details["histogram"] = path.name

@@ -286,22 +286,9 @@ class OOD(Task):
 
     @staticmethod
     def _histograms(ctx: EvalContext, scores: dict[str, dict[str, torch.Tensor]]) -> None:
-        import matplotlib
+        from harness.plots import save_histograms
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        names = list(scores["id"])
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
-        for ax, score in zip(axes[0], names):
-            for set_name, per in scores.items():
-                if score in per:
-                    ax.hist(per[score].cpu().numpy(), bins=50, alpha=0.5, density=True, label=set_name)
-            ax.set_title(score)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = ctx.artifacts_dir / "ood_scores.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        panels = {score: {set_name: per[score].cpu().numpy() for set_name, per in scores.items() if score in per}
+                  for score in scores["id"]}
+        path = save_histograms(ctx.artifacts_dir / "ood_scores.png", panels, xlabel="score (higher = ID)")
         ctx.details["histogram"] = path.name

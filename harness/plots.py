@@ -1,0 +1,81 @@
+"""PNG figures where a picture says more than a table (score and norm histograms, Poincaré disks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def save_histograms(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], *, xlabel: str = "",
+                    bins: int = 50) -> Path:
+    """One panel per ``panels`` key, overlaid density histograms of its named series; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for label, values in series.items():
+            ax.hist(np.asarray(values, dtype=np.float64), bins=bins, alpha=0.5, density=True, label=label)
+        ax.set_title(title, fontsize=9)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def disk_coordinates(embeddings: np.ndarray, *, geometry: object) -> np.ndarray:
+    """2-D coordinates of embeddings for a picture.
+
+    Poincaré geometry: directions are the 2-D PCA of the log map at the origin,
+    and each point keeps its hyperbolic distance r to the origin, placed at
+    radius tanh(√c·r/2) in the unit disk (the Poincaré disk of curvature −1
+    after scaling by √c), so the picture shows what the norms mean. Euclidean
+    geometry: a plain 2-D PCA of the centred embeddings.
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    if getattr(geometry, "name", "") != "poincare":
+        centred = x - x.mean(0)
+        return (centred @ torch.linalg.svd(centred, full_matrices=False)[2][:2].T).numpy()
+    from harness.geometry import dist0, logmap0
+
+    c = float(geometry.c)
+    tangent = logmap0(x, c=c)
+    xy = (tangent @ torch.linalg.svd(tangent, full_matrices=False)[2][:2].T).numpy()
+    radius = np.tanh(np.sqrt(c) * dist0(x, c=c).numpy() / 2)
+    return xy / np.maximum(np.linalg.norm(xy, axis=1, keepdims=True), 1e-300) * radius[:, None]
+
+
+def save_disk(path: Path, embeddings: np.ndarray, labels: np.ndarray, *, geometry: object, title: str = "") -> Path:
+    """Embeddings drawn by :func:`disk_coordinates` (in the unit disk for Poincaré), coloured by ``labels``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    poincare = getattr(geometry, "name", "") == "poincare"
+    xy = disk_coordinates(embeddings, geometry=geometry)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if poincare:
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.4", lw=0.8))
+        ax.set_xlim(-1.02, 1.02)
+        ax.set_ylim(-1.02, 1.02)
+    ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(labels), cmap="tab20", s=4, alpha=0.8)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or ("Poincaré disk" if poincare else "PCA"), fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
