@@ -97,3 +97,20 @@ def test_list_imports_no_model_code_and_is_fast():
     torch_loaded, timm_loaded, seconds = out.split("MODS")[1].split()
     assert (torch_loaded, timm_loaded) == ("False", "False")
     assert float(seconds) < 1.0
+
+
+def test_list_backbones_with_a_pattern_lists_timm_names(capsys):
+    from harness.cli import main
+
+    assert main(["list", "backbones", "resnet1*"]) == 0
+    out = capsys.readouterr().out
+    assert "timm models matching 'resnet1*'" in out
+    assert " resnet18 " in f" {out.split(':')[-1]} "
+    assert "conv4" not in out  # the in-tree conv4 does not match the pattern
+
+
+def test_list_unknown_kind_is_a_clear_error(capsys):
+    from harness.cli import main
+
+    assert main(["list", "metods"]) == 2
+    assert "did you mean 'methods'?" in capsys.readouterr().err

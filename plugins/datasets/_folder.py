@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,11 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.data import ImageDataset, cached_tensors
+from harness.data import DatasetInfo, ImageDataset, cached_tensors
 from harness.errors import ConfigError, DatasetNotFoundError
 
 DATA_ENV = "HARNESS_DATA"
 _DEFAULT_BASE = "~/data"
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PROTOCOLS = ("retrieval", "classification")
 
 
 def data_base() -> Path:
@@ -73,6 +76,21 @@ def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, e
     raise DatasetNotFoundError("\n".join(lines))
 
 
+def find_root(cfg: Any, expected: Sequence[str], *, source: str,
+              nested: str | None = None, marker: str | None = None) -> Path:
+    """Resolve ``cfg.root`` and :func:`require` ``expected`` under it; the data's folder.
+
+    With ``nested``, a root that holds the data one level down (``root/nested``
+    is a directory and, where ``marker`` is given, ``root/marker`` is not) is
+    taken to mean that folder, so the archive's parent works as a root too.
+    """
+    root = resolve_root(cfg.root)
+    if nested is not None and (root / nested).is_dir() and (marker is None or not (root / marker).is_dir()):
+        root = root / nested
+    require(cfg.name, root, expected, source=source)
+    return root
+
+
 def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
     """``224`` → ``(224, 224)``; ``[256, 128]`` → ``(256, 128)`` (height, width)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -104,6 +122,26 @@ def class_split(labels: np.ndarray, train_classes: np.ndarray) -> tuple[np.ndarr
     return np.flatnonzero(is_train), np.flatnonzero(~is_train)
 
 
+def check_protocol(name: str, protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{name}: protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def protocol_splits(protocol: str, labels: np.ndarray, n_classes: int,
+                    test_flags: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+    """Splits of a fine-grained set under ``protocol`` (see :data:`PROTOCOLS`).
+
+    ``retrieval`` (Song et al. 2016): ``train`` = every image of the first
+    ``n_classes // 2`` classes, ``novel`` = the rest. ``classification``: ``train`` /
+    ``test`` from the published per-image test flags (read only in this case).
+    """
+    if protocol == "retrieval":
+        train, novel = class_split(labels, np.arange(n_classes // 2))
+        return {"train": train, "novel": novel}
+    test = test_flags()
+    return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
+
+
 class FileImageDataset(ImageDataset):
     """A dataset whose images are files read lazily (see the module docstring).
 
@@ -113,6 +151,15 @@ class FileImageDataset(ImageDataset):
 
     #: Config keys that change how the data is read, not what it is (left out of the fingerprint).
     READ_OPTIONS: ClassVar[tuple[str, ...]] = ("preload", "workers")
+
+    def _set_contents(self, files: Sequence[Path], *, splits: dict[str, np.ndarray],
+                      annotations: dict[str, np.ndarray], channels: int = 3, **info: Any) -> None:
+        """Store the splits, annotations and image files, and ``info`` as the :class:`DatasetInfo`
+        (``image_size`` from the config, ``channels`` as given)."""
+        size = image_hw(self.cfg.image_size)
+        self.splits, self.annotations = splits, annotations
+        self._set_files(files, size=size, channels=channels)
+        self.info = DatasetInfo(image_size=size, channels=channels, **info)
 
     def _set_files(self, paths: Sequence[Path], *, size: tuple[int, int], channels: int) -> None:
         self._paths = [Path(p) for p in paths]
@@ -168,6 +215,23 @@ class ArrayImageDataset(ImageDataset):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         self._images, self._size = images, size
+
+    def _set_labelled(self, images: torch.Tensor, labels: np.ndarray, n_classes: int, *,
+                      n_train: int | None = None) -> None:
+        """Store ``images`` (resized to the config's ``image_size``) and the ``train`` / ``test`` splits.
+
+        With ``n_train`` the first ``n_train`` images are ``train`` and the rest
+        ``test`` (a published split); without, a seeded stratified
+        ``cfg.test_fraction`` is ``test`` (:func:`stratified_split`). The config's
+        ``novel_classes`` then move into a ``novel`` split (:func:`hold_out_classes`).
+        """
+        c = self.cfg
+        self._set_array(images, size=image_hw(c.image_size))
+        if n_train is None:
+            train, test = stratified_split(labels, c.test_fraction, c.seed)
+        else:
+            train, test = np.arange(n_train), np.arange(n_train, len(labels))
+        self.splits = hold_out_classes({"train": train, "test": test}, labels, c.novel_classes, n_classes)
 
     def load_images(self, indices: np.ndarray) -> torch.Tensor:
         from harness.data import conform_images
