@@ -1,9 +1,11 @@
 """Backbones are timm models: in-tree and third-party families register in timm's own registry.
 
-A backbone config is ``{name, pretrained, kwargs}``: ``name`` is a harness
-backbone spec (whose module registers models with ``timm.models.register_model``)
-or any name timm already knows; ``pretrained`` is null, a named offline source
-or a checkpoint path; ``kwargs`` go to ``timm.create_model``.
+A backbone config is ``{name, pretrained, img_size, kwargs}``: ``name`` is a
+harness backbone spec (whose module registers models with
+``timm.models.register_model``) or any name timm already knows; ``pretrained``
+is null, a named offline source or a checkpoint path; ``img_size`` is the input
+size ``[H, W]`` images are resized to (null: the dataset's own size);
+``kwargs`` go to ``timm.create_model``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from harness.registry import get_registry
 # Nothing may download at run time: timm must never reach the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BACKBONE_KEYS = {"name", "pretrained", "kwargs"}
+BACKBONE_KEYS = {"name", "pretrained", "img_size", "kwargs"}
 
 
 def resolve_backbone(name: str) -> str:
@@ -34,6 +36,17 @@ def resolve_backbone(name: str) -> str:
         return name
     raise UnknownPluginError("backbone", name, [*specs, *timm.list_models()],
                              hint="any timm model name works too: harness list backbones 'resnet*'")
+
+
+def input_size(cfg: Any, dataset_size: tuple[int, int]) -> tuple[int, int]:
+    """The size images are resized to before the backbone: ``cfg["img_size"]`` or the dataset's."""
+    size = cfg.get("img_size") if hasattr(cfg, "get") else None
+    if size is None:
+        return tuple(dataset_size)
+    size = [size, size] if isinstance(size, int) else list(size)
+    if len(size) != 2 or min(size) < 1:
+        raise ConfigError(f"backbone.img_size must be null, an int or [H, W], got {size}")
+    return int(size[0]), int(size[1])
 
 
 def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:

@@ -131,7 +131,7 @@ def model_key(config: dict[str, Any], method_cls: type, dataset: ImageDataset, p
 def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
                   device: torch.device, progress: bool = True) -> tuple[TrainedModel, bool]:
     """Train the cell's model, or load it from memory or the disk cache; the flag says it was cached."""
-    from harness.backbones import build_backbone
+    from harness.backbones import build_backbone, input_size
     from harness.method import TrainInfo
 
     registry = get_registry()
@@ -159,13 +159,13 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
         num_classes = int(labels.max()) + 1
     extra = {k: v[train_idx] for k, v in dataset.annotations.items()
              if k != protocol.train_label and np.asarray(v).dtype != object}
-    backbone, feat_dim = build_backbone(config["backbone"], in_chans=dataset.info.channels,
-                                        img_size=dataset.info.image_size)
+    size = input_size(config["backbone"], dataset.info.image_size)
+    backbone, feat_dim = build_backbone(config["backbone"], in_chans=dataset.info.channels, img_size=size)
     info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes or 0, num_train=len(train_idx),
                      label_field=protocol.train_label, epochs=tcfg.epochs, extra_labels=extra)
     method = method_cls(make_config(method_cls, config["method"]), backbone, info)
     mean, std = _norm_stats(dataset, backbone, bool(config["backbone"].get("pretrained")))
-    preprocess = engine.Preprocess(mean, std, dataset.info.image_size, device)
+    preprocess = engine.Preprocess(mean, std, size, device)
 
     cache_file = Path(config["cache_dir"]).expanduser() / "models" / f"{key}.pt"
     meta_file = cache_file.with_suffix(".json")

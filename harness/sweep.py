@@ -151,7 +151,7 @@ def prepare(overrides: list[str]) -> list[str]:
 
 
 def _default_node(kind: str, name: str) -> dict[str, Any]:
-    return {"name": name, "pretrained": None, "kwargs": {}} if kind == "backbone" else {"name": name}
+    return {"name": name, "pretrained": None, "img_size": None, "kwargs": {}} if kind == "backbone" else {"name": name}
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:

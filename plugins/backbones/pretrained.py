@@ -51,6 +51,37 @@ def _flat_to_stage(depths: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(s, i) for s, d in enumerate(depths) for i in range(d)]
 
 
+def _map_block_keys(sd: Mapping[str, torch.Tensor], *, top: Mapping[str, str], pattern: str, first_block: int,
+                    depths: tuple[int, ...], table_for: Callable[[int], Mapping[str, str]],
+                    bad_block: str, bad_part: str) -> StateDict:
+    """Rename the keys ``<module>.<param>`` of a flat-block layout into timm's ``blocks.s.i`` layout.
+
+    A module in ``top`` is renamed as it says. Any other must match ``pattern``
+    (groups: the flat block number, counted from ``first_block``, and the part
+    inside the block); ``table_for(block)`` (0-based block) renames the part and
+    ``depths`` (blocks per stage) places the block. ``bad_block`` / ``bad_part``
+    are the error messages (``{key}`` is filled in) for a key outside the
+    blocks and for a part the table lacks.
+    """
+    stage = _flat_to_stage(depths)
+    out: StateDict = {}
+    for key, value in sd.items():
+        module, _, param = key.rpartition(".")
+        if module in top:
+            out[f"{top[module]}.{param}"] = value
+            continue
+        m = re.fullmatch(pattern, module)
+        if m is None or not 0 <= int(m.group(1)) - first_block < len(stage):
+            raise ConfigError(bad_block.format(key=key))
+        block = int(m.group(1)) - first_block
+        table = table_for(block)
+        if m.group(2) not in table:
+            raise ConfigError(bad_part.format(key=key))
+        s, i = stage[block]
+        out[f"blocks.{s}.{i}.{table[m.group(2)]}.{param}"] = value
+    return out
+
+
 _MNV2_DEPTHS = (1, 2, 3, 4, 3, 3, 1)  # MobileNetV2 inverted-residual stages (Sandler et al. 2018, table 2)
 
 
@@ -65,28 +96,15 @@ def torchvision_mobilenet_v2_to_timm(sd: Mapping[str, torch.Tensor]) -> StateDic
     ``conv_dw, bn1, conv_pw, bn2`` (first block) or ``conv_pw, bn1, conv_dw,
     bn2, conv_pwl, bn3``, then ``conv_head``/``bn2`` and ``classifier``.
     """
-    stage = _flat_to_stage(_MNV2_DEPTHS)
     first = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
     other = {"conv.0.0": "conv_pw", "conv.0.1": "bn1", "conv.1.0": "conv_dw", "conv.1.1": "bn2",
              "conv.2": "conv_pwl", "conv.3": "bn3"}
     top = {"features.0.0": "conv_stem", "features.0.1": "bn1", "features.18.0": "conv_head",
            "features.18.1": "bn2", "classifier.1": "classifier"}
-    out: StateDict = {}
-    for key, value in sd.items():
-        module, _, param = key.rpartition(".")
-        if module in top:
-            out[f"{top[module]}.{param}"] = value
-            continue
-        m = re.fullmatch(r"features\.(\d+)\.(conv(?:\.\d+)+)", module)
-        if m is None or not 1 <= int(m.group(1)) <= len(stage):
-            raise ConfigError(f"unexpected key '{key}' in a torchvision mobilenet_v2 state dict")
-        block = int(m.group(1)) - 1
-        table = first if block == 0 else other
-        if m.group(2) not in table:
-            raise ConfigError(f"unexpected key '{key}' in a torchvision mobilenet_v2 state dict")
-        s, i = stage[block]
-        out[f"blocks.{s}.{i}.{table[m.group(2)]}.{param}"] = value
-    return out
+    unexpected = "unexpected key '{key}' in a torchvision mobilenet_v2 state dict"
+    return _map_block_keys(sd, top=top, pattern=r"features\.(\d+)\.(conv(?:\.\d+)+)", first_block=1,
+                           depths=_MNV2_DEPTHS, table_for=lambda block: first if block == 0 else other,
+                           bad_block=unexpected, bad_part=unexpected)
 
 
 _LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # EfficientNet-B0/Lite0 stages (Tan & Le 2019, table 1)
@@ -103,30 +121,17 @@ def efficientnet_pytorch_to_timm(sd: Mapping[str, torch.Tensor],
     (``conv_pw``/``bn2`` without expansion); ``_conv_head``/``_bn1`` →
     ``conv_head``/``bn2``; ``_fc`` → ``classifier``.
     """
-    stage = _flat_to_stage(depths)
     expanded = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
     plain = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     has_expand = {int(m.group(1)) for k in sd if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))}
-    out: StateDict = {}
-    for key, value in sd.items():
-        module, _, param = key.rpartition(".")
-        if module in top:
-            out[f"{top[module]}.{param}"] = value
-            continue
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)", module)
-        if m is None or int(m.group(1)) >= len(stage):
-            raise ConfigError(f"unexpected key '{key}' in an EfficientNet-PyTorch state dict "
-                              f"(blocks per stage {depths})")
-        block = int(m.group(1))
-        table = expanded if block in has_expand else plain
-        if m.group(2) not in table:
-            raise ConfigError(f"unexpected key '{key}' in an EfficientNet-PyTorch Lite state dict "
-                              "(squeeze-excite blocks are not part of the Lite models)")
-        s, i = stage[block]
-        out[f"blocks.{s}.{i}.{table[m.group(2)]}.{param}"] = value
-    return out
+    return _map_block_keys(
+        sd, top=top, pattern=r"_blocks\.(\d+)\.(\w+)", first_block=0, depths=depths,
+        table_for=lambda block: expanded if block in has_expand else plain,
+        bad_block=f"unexpected key '{{key}}' in an EfficientNet-PyTorch state dict (blocks per stage {depths})",
+        bad_part="unexpected key '{key}' in an EfficientNet-PyTorch Lite state dict "
+                 "(squeeze-excite blocks are not part of the Lite models)")
 
 
 # -- offline sources -----------------------------------------------------------------------

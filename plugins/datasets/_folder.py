@@ -91,6 +91,11 @@ def find_root(cfg: Any, expected: Sequence[str], *, source: str,
     return root
 
 
+def named_sets(cfg: Any) -> dict[str, str]:
+    """``{"train": cfg.train_set, "test": cfg.test_set}`` without the ones set to "" (left out)."""
+    return {split: s for split, s in (("train", cfg.train_set), ("test", cfg.test_set)) if s}
+
+
 def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
     """``224`` → ``(224, 224)``; ``[256, 128]`` → ``(256, 128)`` (height, width)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -145,8 +150,8 @@ def protocol_splits(protocol: str, labels: np.ndarray, n_classes: int,
 class FileImageDataset(ImageDataset):
     """A dataset whose images are files read lazily (see the module docstring).
 
-    Subclasses call :meth:`_set_files` in ``__init__``; their config has
-    ``root``, ``image_size``, ``preload`` and ``workers``.
+    Subclasses call :meth:`_set_contents` (or :meth:`_set_files`) in ``__init__``;
+    their config has ``root``, ``image_size``, ``preload`` and ``workers``.
     """
 
     #: Config keys that change how the data is read, not what it is (left out of the fingerprint).

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import FileImageDataset, class_split, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD, check_protocol
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, check_protocol,
+                                              find_root, protocol_splits)
 
 
 def read_cars_annos(path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -50,20 +49,12 @@ class Cars196(FileImageDataset):
         super().__init__(cfg)
         c = self.cfg
         check_protocol(c.name, c.protocol)
-        root = resolve_root(c.root)
-        require(c.name, root, ["cars_annos.mat", "car_ims"],
-                source="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
+        root = find_root(c, ["cars_annos.mat", "car_ims"],
+                         source="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
         rel, label, test, names = read_cars_annos(root / "cars_annos.mat")
-        if c.protocol == "retrieval":
-            train, novel = class_split(label, np.arange(len(names) // 2))
-            self.splits = {"train": train, "novel": novel}
-        else:
-            self.splits = {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
-        self.annotations = {"label": label}
-        size = image_hw(c.image_size)
-        self._set_files([root / p for p in rel], size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, class_names=names, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        self._set_contents(
+            [root / p for p in rel], splits=protocol_splits(c.protocol, label, len(names), lambda: test),
+            annotations={"label": label}, class_names=names, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="research use (ImageNet-style terms)",
             citation="J. Krause, M. Stark, J. Deng, L. Fei-Fei. 3D object representations for "
                      "fine-grained categorization. 3dRR workshop, ICCV 2013.")

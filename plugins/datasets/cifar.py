@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import ArrayImageDataset, hold_out_classes, image_hw, require, resolve_root
+from harness.plugins.datasets._folder import ArrayImageDataset, find_root
 from harness.plugins.datasets._formats import load_cifar_batch
 
 _SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (the 'python version')"
@@ -30,10 +31,6 @@ _CITATION = "A. Krizhevsky. Learning multiple layers of features from tiny image
 #: CIFAR-10 has no published hierarchy; this is the usual two-way split (vehicles vs animals).
 CIFAR10_COARSE_NAMES = ["vehicle", "animal"]
 CIFAR10_COARSE = np.array([0, 0, 1, 1, 1, 1, 1, 1, 0, 0], dtype=np.int64)
-
-
-def _folder(root: Path, name: str) -> Path:
-    return root / name if (root / name).is_dir() else root
 
 
 def _images(batch: dict, path: Path) -> np.ndarray:
@@ -47,13 +44,36 @@ def _names(values: list) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-class Cifar10(ArrayImageDataset):
+class _CifarBatches(ArrayImageDataset):
+    """Reads the published train batches, test batch and meta file named by the subclass."""
+
+    _FOLDER: ClassVar[str]
+    _TRAIN: ClassVar[tuple[str, ...]]
+    _TEST: ClassVar[str]
+    _META: ClassVar[str]
+    _LABEL_KEY: ClassVar[str]
+    _N_CLASSES: ClassVar[int]
+
+    def _load(self) -> tuple[list[dict], dict, np.ndarray]:
+        """Load the images and train/test splits; return the batches (train..., test), meta and labels."""
+        files = [*self._TRAIN, self._TEST, self._META]
+        folder = find_root(self.cfg, files, source=_SOURCE, nested=self._FOLDER)
+        batches = [load_cifar_batch(folder / f) for f in files[:-1]]
+        meta = load_cifar_batch(folder / self._META)
+        images = np.concatenate([_images(b, folder) for b in batches])
+        labels = np.concatenate([np.asarray(b[self._LABEL_KEY], dtype=np.int64) for b in batches])
+        n_train = sum(len(b[self._LABEL_KEY]) for b in batches[:-1])
+        self._set_labelled(torch.from_numpy(images), labels, self._N_CLASSES, n_train=n_train)
+        return batches, meta, labels
+
+
+class Cifar10(_CifarBatches):
     """CIFAR-10: 50,000 train / 10,000 test 32×32 RGB images, 10 classes; ``coarse_label`` =
     :data:`CIFAR10_COARSE` (vehicle / animal)."""
 
     VERSION = "1"
-    _FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-              "test_batch", "batches.meta"]
+    _FOLDER, _TEST, _META, _LABEL_KEY, _N_CLASSES = "cifar-10-batches-py", "test_batch", "batches.meta", "labels", 10
+    _TRAIN = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
 
     @dataclass
     class Config:
@@ -64,18 +84,7 @@ class Cifar10(ArrayImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        folder = _folder(resolve_root(c.root), "cifar-10-batches-py")
-        require(c.name, folder, self._FILES, source=_SOURCE)
-        train = [load_cifar_batch(folder / f) for f in self._FILES[:5]]
-        test = load_cifar_batch(folder / "test_batch")
-        meta = load_cifar_batch(folder / "batches.meta")
-        images = np.concatenate([_images(b, folder) for b in train + [test]])
-        labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in train + [test]])
-        n_train = sum(len(b["labels"]) for b in train)
-        self._set_array(torch.from_numpy(images), size=image_hw(c.image_size))
-        splits = {"train": np.arange(n_train), "test": np.arange(n_train, len(labels))}
-        self.splits = hold_out_classes(splits, labels, c.novel_classes, 10)
+        _, meta, labels = self._load()
         self.annotations = {"label": labels, "coarse_label": CIFAR10_COARSE[labels]}
         self.info = DatasetInfo(image_size=self._size, channels=3, class_names=_names(meta["label_names"]),
                                 coarse_names=list(CIFAR10_COARSE_NAMES), mean=(0.4914, 0.4822, 0.4465),
@@ -83,12 +92,13 @@ class Cifar10(ArrayImageDataset):
                                 citation=_CITATION)
 
 
-class Cifar100(ArrayImageDataset):
+class Cifar100(_CifarBatches):
     """CIFAR-100: 50,000 train / 10,000 test images, 100 fine classes in the 20 published
     superclasses (the batches' ``coarse_labels``) as ``coarse_label``."""
 
     VERSION = "1"
-    _FILES = ["train", "test", "meta"]
+    _FOLDER, _TEST, _META, _LABEL_KEY, _N_CLASSES = "cifar-100-python", "test", "meta", "fine_labels", 100
+    _TRAIN = ("train",)
 
     @dataclass
     class Config:
@@ -99,18 +109,8 @@ class Cifar100(ArrayImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        folder = _folder(resolve_root(c.root), "cifar-100-python")
-        require(c.name, folder, self._FILES, source=_SOURCE)
-        train, test = load_cifar_batch(folder / "train"), load_cifar_batch(folder / "test")
-        meta = load_cifar_batch(folder / "meta")
-        images = np.concatenate([_images(train, folder), _images(test, folder)])
-        labels = np.concatenate([np.asarray(b["fine_labels"], dtype=np.int64) for b in (train, test)])
-        coarse = np.concatenate([np.asarray(b["coarse_labels"], dtype=np.int64) for b in (train, test)])
-        n_train = len(train["fine_labels"])
-        self._set_array(torch.from_numpy(images), size=image_hw(c.image_size))
-        splits = {"train": np.arange(n_train), "test": np.arange(n_train, len(labels))}
-        self.splits = hold_out_classes(splits, labels, c.novel_classes, 100)
+        batches, meta, labels = self._load()
+        coarse = np.concatenate([np.asarray(b["coarse_labels"], dtype=np.int64) for b in batches])
         self.annotations = {"label": labels, "coarse_label": coarse}
         self.info = DatasetInfo(image_size=self._size, channels=3, class_names=_names(meta["fine_label_names"]),
                                 coarse_names=_names(meta["coarse_label_names"]), mean=(0.5071, 0.4865, 0.4409),

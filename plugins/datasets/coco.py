@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data import DatasetInfo
 from harness.errors import ConfigError
 from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, image_hw,
+                                              named_sets)
 
 
 class Coco(FileImageDataset):
@@ -46,12 +45,11 @@ class Coco(FileImageDataset):
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        root = resolve_root(c.root)
-        sets = {split: s for split, s in (("train", c.train_set), ("test", c.test_set)) if s}
+        sets = named_sets(c)
         if not sets:
             raise ConfigError("coco: train_set and test_set are both empty; name at least one (e.g. val2017)")
-        require(c.name, root, [p for s in sets.values() for p in (f"annotations/instances_{s}.json", s)],
-                source="https://cocodataset.org/#download (images + annotations_trainval)")
+        root = find_root(c, [p for s in sets.values() for p in (f"annotations/instances_{s}.json", s)],
+                         source="https://cocodataset.org/#download (images + annotations_trainval)")
         size = image_hw(c.image_size)
         files, rows, splits = [], [], {}
         categories: list[dict] | None = None
@@ -79,12 +77,11 @@ class Coco(FileImageDataset):
         super_of = np.array([supers.index(d["supercategory"]) for d in categories], dtype=np.int64)
         boxes = object_array(rows)
         label = np.array([largest_box_label(b) for b in boxes], dtype=np.int64)
-        self.splits = splits
-        self.annotations = {"label": label, "boxes": boxes}
+        annotations = {"label": label, "boxes": boxes}
         if (label >= 0).all():
-            self.annotations["coarse_label"] = super_of[label]
-        self._set_files(files, size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, class_names=[d["name"] for d in categories], coarse_names=supers,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, license="annotations CC BY 4.0; images under their Flickr terms",
+            annotations["coarse_label"] = super_of[label]
+        self._set_contents(
+            files, splits=splits, annotations=annotations, class_names=[d["name"] for d in categories],
+            coarse_names=supers, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            license="annotations CC BY 4.0; images under their Flickr terms",
             citation="T.-Y. Lin et al. Microsoft COCO: common objects in context. ECCV 2014.")

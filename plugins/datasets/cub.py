@@ -19,12 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data import DatasetInfo
-from harness.errors import ConfigError
-from harness.plugins.datasets._folder import FileImageDataset, class_split, image_hw, require, resolve_root
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PROTOCOLS = ("retrieval", "classification")
+from harness.plugins.datasets._folder import (  # noqa: F401 - IMAGENET_*, PROTOCOLS, check_protocol re-exported
+    IMAGENET_MEAN, IMAGENET_STD, PROTOCOLS, FileImageDataset, check_protocol, find_root, protocol_splits)
 
 
 def read_table(path, columns: int) -> list[list[str]]:
@@ -34,11 +30,6 @@ def read_table(path, columns: int) -> list[list[str]]:
         if line.strip():
             rows.append(line.split(maxsplit=columns - 1))
     return rows
-
-
-def check_protocol(name: str, protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{name}: protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
 class Cub200(FileImageDataset):
@@ -60,26 +51,17 @@ class Cub200(FileImageDataset):
         super().__init__(cfg)
         c = self.cfg
         check_protocol(c.name, c.protocol)
-        root = resolve_root(c.root)
-        require(c.name, root, self.FILES, source="https://www.vision.caltech.edu/datasets/cub_200_2011/")
+        root = find_root(c, self.FILES, source="https://www.vision.caltech.edu/datasets/cub_200_2011/")
         paths = {int(i): p for i, p in read_table(root / "images.txt", 2)}
         labels = {int(i): int(k) - 1 for i, k in read_table(root / "image_class_labels.txt", 2)}
         is_train = {int(i): t.strip() == "1" for i, t in read_table(root / "train_test_split.txt", 2)}
         classes = {int(k): n for k, n in read_table(root / "classes.txt", 2)}
         ids = sorted(paths)
         label = np.array([labels[i] for i in ids], dtype=np.int64)
-        n_classes = len(classes)
-        if c.protocol == "retrieval":
-            train, novel = class_split(label, np.arange(n_classes // 2))
-            self.splits = {"train": train, "novel": novel}
-        else:
-            flags = np.array([is_train[i] for i in ids])
-            self.splits = {"train": np.flatnonzero(flags), "test": np.flatnonzero(~flags)}
-        self.annotations = {"label": label}
-        size = image_hw(c.image_size)
-        self._set_files([root / "images" / paths[i] for i in ids], size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, class_names=[classes[k] for k in sorted(classes)],
+        self._set_contents(
+            [root / "images" / paths[i] for i in ids],
+            splits=protocol_splits(c.protocol, label, len(classes), lambda: ~np.array([is_train[i] for i in ids])),
+            annotations={"label": label}, class_names=[classes[k] for k in sorted(classes)],
             mean=IMAGENET_MEAN, std=IMAGENET_STD, license="research and non-commercial use",
             citation="C. Wah, S. Branson, P. Welinder, P. Perona, S. Belongie. The Caltech-UCSD "
                      "Birds-200-2011 Dataset. Caltech CNS-TR-2011-001, 2011.")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import ArrayImageDataset, hold_out_classes, image_hw, stratified_split
+from harness.plugins.datasets._folder import ArrayImageDataset
 
 
 class Digits(ArrayImageDataset):
@@ -34,13 +34,10 @@ class Digits(ArrayImageDataset):
         super().__init__(cfg)
         from sklearn.datasets import load_digits
 
-        c = self.cfg
         bunch = load_digits()
         images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
         labels = bunch.target.astype(np.int64)
-        self._set_array(torch.from_numpy(images), size=image_hw(c.image_size))
-        train, test = stratified_split(labels, c.test_fraction, c.seed)
-        self.splits = hold_out_classes({"train": train, "test": test}, labels, c.novel_classes, 10)
+        self._set_labelled(torch.from_numpy(images), labels, 10)
         self.annotations = {"label": labels}
         mean = float(images.mean()) / 255.0
         std = float(images.std()) / 255.0

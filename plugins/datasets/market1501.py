@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root
 
 _NAME = re.compile(r"([-\d]+)_c(\d)")
 
@@ -60,12 +58,9 @@ class Market1501(FileImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        root = resolve_root(c.root)
-        if (root / "Market-1501-v15.09.15").is_dir() and not (root / "query").is_dir():
-            root = root / "Market-1501-v15.09.15"
-        require(c.name, root, self.FOLDERS,
-                source="the Market-1501 authors (Market-1501-v15.09.15.zip, see https://zheng-lab-anu.github.io/)")
+        root = find_root(
+            self.cfg, self.FOLDERS, nested="Market-1501-v15.09.15", marker="query",
+            source="the Market-1501 authors (Market-1501-v15.09.15.zip, see https://zheng-lab-anu.github.io/)")
         paths: list[Path] = []
         pid, camid, part = [], [], []
         for k, folder in enumerate(self.FOLDERS):
@@ -83,14 +78,12 @@ class Market1501(FileImageDataset):
         gallery = np.flatnonzero(part_arr == 1)
         query = np.flatnonzero(is_query)
         test = np.concatenate([query, gallery])
-        self.splits = {"train": train, "query": query, "gallery": gallery,
-                       "novel": np.sort(test[pid_arr[test] != 0])}
-        self.annotations = {"label": dense_labels(pid_arr, train), "pid": pid_arr,
-                            "camid": np.array(camid, dtype=np.int64), "is_query": is_query}
-        size = image_hw(c.image_size)
-        self._set_files(paths, size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, license="research use",
+        self._set_contents(
+            paths, splits={"train": train, "query": query, "gallery": gallery,
+                           "novel": np.sort(test[pid_arr[test] != 0])},
+            annotations={"label": dense_labels(pid_arr, train), "pid": pid_arr,
+                         "camid": np.array(camid, dtype=np.int64), "is_query": is_query},
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, license="research use",
             citation="L. Zheng, L. Shen, L. Tian, S. Wang, J. Wang, Q. Tian. Scalable person "
                      "re-identification: a benchmark. ICCV 2015.")
 

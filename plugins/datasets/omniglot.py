@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
+from harness.plugins.datasets._folder import FileImageDataset, find_root
 
 SETS = {"train": "images_background", "novel": "images_evaluation"}
 
@@ -39,13 +38,9 @@ class Omniglot(FileImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        root = resolve_root(c.root)
-        if (root / "omniglot-py").is_dir() and not (root / SETS["train"]).is_dir():
-            root = root / "omniglot-py"
-        require(c.name, root, list(SETS.values()),
-                source="https://github.com/brendenlake/omniglot (python/images_background.zip, "
-                       "images_evaluation.zip)")
+        root = find_root(self.cfg, list(SETS.values()), nested="omniglot-py", marker=SETS["train"],
+                         source="https://github.com/brendenlake/omniglot (python/images_background.zip, "
+                                "images_evaluation.zip)")
         files, label, coarse, class_names, alphabets, splits = [], [], [], [], [], {}
         for split, folder in SETS.items():
             start = len(files)
@@ -58,12 +53,10 @@ class Omniglot(FileImageDataset):
                         label.append(len(class_names) - 1)
                         coarse.append(len(alphabets) - 1)
             splits[split] = np.arange(start, len(files))
-        self.splits = splits
-        self.annotations = {"label": np.array(label, dtype=np.int64), "coarse_label": np.array(coarse, dtype=np.int64)}
-        size = image_hw(c.image_size)
-        self._set_files(files, size=size, channels=1)
-        self.info = DatasetInfo(
-            image_size=size, channels=1, class_names=class_names, coarse_names=alphabets, license="MIT",
+        self._set_contents(
+            files, splits=splits, channels=1,
+            annotations={"label": np.array(label, dtype=np.int64), "coarse_label": np.array(coarse, dtype=np.int64)},
+            class_names=class_names, coarse_names=alphabets, license="MIT",
             citation="B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum. Human-level concept learning through "
                      "probabilistic program induction. Science 350(6266), 2015.")
 

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data import DatasetInfo
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root
 
 
 def read_ebay(path) -> list[tuple[int, int, str]]:
@@ -44,10 +42,8 @@ class StanfordOnlineProducts(FileImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        c = self.cfg
-        root = resolve_root(c.root)
-        require(c.name, root, ["Ebay_train.txt", "Ebay_test.txt"],
-                source="https://cvgl.stanford.edu/projects/lifted_struct/ (Stanford_Online_Products.zip)")
+        root = find_root(self.cfg, ["Ebay_train.txt", "Ebay_test.txt"],
+                         source="https://cvgl.stanford.edu/projects/lifted_struct/ (Stanford_Online_Products.zip)")
         train_rows, test_rows = read_ebay(root / "Ebay_train.txt"), read_ebay(root / "Ebay_test.txt")
         rows = train_rows + test_rows
         label = np.array([r[0] - 1 for r in rows], dtype=np.int64)
@@ -56,12 +52,10 @@ class StanfordOnlineProducts(FileImageDataset):
         for _, sup, rel in rows:
             names.setdefault(sup - 1, rel.split("/", 1)[0].removesuffix("_final"))
         n_train = len(train_rows)
-        self.splits = {"train": np.arange(n_train), "novel": np.arange(n_train, len(rows))}
-        self.annotations = {"label": label, "coarse_label": coarse}
-        size = image_hw(c.image_size)
-        self._set_files([root / r[2] for r in rows], size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, coarse_names=[names.get(k, str(k)) for k in range(int(coarse.max()) + 1)],
+        self._set_contents(
+            [root / r[2] for r in rows], splits={"train": np.arange(n_train), "novel": np.arange(n_train, len(rows))},
+            annotations={"label": label, "coarse_label": coarse},
+            coarse_names=[names.get(k, str(k)) for k in range(int(coarse.max()) + 1)],
             mean=IMAGENET_MEAN, std=IMAGENET_STD, license="research use",
             citation="H. O. Song, Y. Xiang, S. Jegelka, S. Savarese. Deep metric learning via lifted "
                      "structured feature embedding. CVPR 2016.")

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import DatasetInfo
 from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import FileImageDataset, image_hw, require, resolve_root
-from harness.plugins.datasets.cub import IMAGENET_MEAN, IMAGENET_STD
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, image_hw,
+                                              named_sets)
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -74,12 +73,10 @@ class Voc2007(FileImageDataset):
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        root = resolve_root(c.root)
-        if (root / "VOC2007").is_dir() and not (root / "Annotations").is_dir():
-            root = root / "VOC2007"
-        sets = {split: s for split, s in (("train", c.train_set), ("test", c.test_set)) if s}
-        require(c.name, root, ["Annotations", "JPEGImages", *(f"ImageSets/Main/{s}.txt" for s in sets.values())],
-                source="http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval + VOCtest tars)")
+        sets = named_sets(c)
+        root = find_root(c, ["Annotations", "JPEGImages", *(f"ImageSets/Main/{s}.txt" for s in sets.values())],
+                         nested="VOC2007", marker="Annotations",
+                         source="http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval + VOCtest tars)")
         size = image_hw(c.image_size)
         files, rows, labels, splits = [], [], [], {}
         for split, s in sets.items():
@@ -96,11 +93,9 @@ class Voc2007(FileImageDataset):
             splits[split] = np.arange(start, len(files))
         boxes = object_array(rows)
         label = np.array(labels, dtype=np.int64)
-        self.splits = splits
-        self.annotations = {"label": label, "boxes": boxes, "coarse_label": VOC_COARSE[label]}
-        self._set_files(files, size=size, channels=3)
-        self.info = DatasetInfo(
-            image_size=size, channels=3, class_names=list(VOC_CLASSES), coarse_names=list(VOC_GROUPS),
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, license="images under Flickr terms; research use",
+        self._set_contents(
+            files, splits=splits, annotations={"label": label, "boxes": boxes, "coarse_label": VOC_COARSE[label]},
+            class_names=list(VOC_CLASSES), coarse_names=list(VOC_GROUPS), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            license="images under Flickr terms; research use",
             citation="M. Everingham, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman. The PASCAL "
                      "Visual Object Classes (VOC) challenge. IJCV 88(2), 2010.")
