@@ -18,7 +18,7 @@ commands:
                                `harness list backbones 'resnet*'` also lists timm's models
   run [OVERRIDES...]           one cell, e.g. harness run method=poincare_mlr task=few_shot seed=1
   sweep [OVERRIDES...]         a grid (grid=default | grid=smoke | method=a,b seed=0,1,2 ...)
-  leaderboard RESULTS_DIR      render leaderboards/ from result files (--out DIR, --check)
+  leaderboard RESULTS_DIR      render leaderboards/ from result files (--out DIR, --check, --readme README.md)
   delta FILE                   Gromov δ-hyperbolicity of a feature or distance matrix (.npy/.pt)
 
 options: --strict-plugins (or HARNESS_STRICT_PLUGINS=1) makes a plugin that fails to load an error
@@ -74,9 +74,12 @@ def cmd_leaderboard(argv: list[str]) -> int:
     parser.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if the committed markdown differs from what the results give")
+    parser.add_argument("--readme", help="also keep the leaderboard section of this README current")
     args = parser.parse_args(argv)
     if args.check:
         stale = leaderboard.check(args.results_dir, args.out)
+        if args.readme and not leaderboard.update_readme(args.readme, args.results_dir, write=False):
+            stale.append(args.readme)
         if stale:
             print(f"stale leaderboards in {args.out}: {', '.join(stale)}; regenerate with "
                   f"`harness leaderboard {args.results_dir} --out {args.out}`", file=sys.stderr)
@@ -85,6 +88,9 @@ def cmd_leaderboard(argv: list[str]) -> int:
         return 0
     for path in leaderboard.write_all(args.results_dir, args.out):
         print(f"wrote {path}")
+    if args.readme:
+        current = leaderboard.update_readme(args.readme, args.results_dir)
+        print(f"{args.readme}: leaderboard section {'unchanged' if current else 'updated'}")
     return 0
 
 

@@ -32,6 +32,13 @@ def _fmt_s(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def _value(metric: dict[str, Any]) -> str:
+    if metric.get("value") is None:
+        return "n/a"
+    ci = metric.get("ci95")
+    return f"{metric['value']:.4f}" + (f" ± {ci:.4f}" if ci is not None else "")
+
+
 def count_cells(config: DictConfig) -> int:
     """Number of jobs the basic sweeper will launch (grid params merged with command-line overrides)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -90,6 +97,8 @@ class SweepProgress(Callback):
         line = f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}"
         if result.get("status") in ("failed", "skipped") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
+        elif str(config.hydra.mode) == "RunMode.RUN":  # `harness run`: show what the cell measured
+            line += "\n" + "\n".join(f"        {k} = {_value(m)}" for k, m in result.get("metrics", {}).items())
         print(line, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

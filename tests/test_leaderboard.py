@@ -99,3 +99,20 @@ def test_grouped_metrics_get_one_table_per_group():
     assert "### fpr95\n\n| method   | backbone   | energy/far ↓   | n   |" in text
     assert "| a        | b          | **0.900**      | 1   |" in text  # best AUROC
     assert "| c        | b          | **0.100**      | 1   |" in text  # best (lowest) FPR
+
+
+def test_readme_section_is_replaced_and_checked(tmp_path, capsys):
+    res = _write(tmp_path, RESULTS)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n\n{leaderboard.README_START}\nold\n{leaderboard.README_END}\n\nafter\n")
+    out = tmp_path / "boards"
+    assert main(["leaderboard", str(res), "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nintro\n\n") and text.endswith("\n\nafter\n")
+    assert "### `t` ([full leaderboard](leaderboards/t.md))" in text
+    assert "#### d" in text and "| **0.600 ± 1.271** |" in text.replace("| a        | b          ", "")
+    assert "Failed cells" not in text and "\nold\n" not in text
+    assert main(["leaderboard", str(res), "--out", str(out), "--readme", str(readme), "--check"]) == 0
+    readme.write_text(text.replace("0.600", "0.700"))
+    assert main(["leaderboard", str(res), "--out", str(out), "--readme", str(readme), "--check"]) == 1
+    assert "README.md" in capsys.readouterr().err

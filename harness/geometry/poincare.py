@@ -205,10 +205,18 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: float | 
         z = z - mu
         s = sqnorm(z)
         if first:  # (c r s, c r, -2 c r z): the factor c rides on the x side
-            aug = torch.cat([(ctype * r * s).unsqueeze(-1), (ctype * r).unsqueeze(-1)], -1).to(wd)
-            return torch.cat([aug, (-2 * ctype * r).to(wd).unsqueeze(-1) * z], -1), r, s
-        aug = torch.cat([r.unsqueeze(-1), (r * s).unsqueeze(-1)], -1).to(wd)
-        return torch.cat([aug, r.to(wd).unsqueeze(-1) * z], -1), r, s
+            heads, scale = (ctype * r * s, ctype * r), -2 * ctype * r
+        else:
+            heads, scale = (r, r * s), r
+        scale = scale.to(wd).unsqueeze(-1)
+        if grad:
+            return torch.cat([torch.stack(heads, -1).to(wd), scale * z], -1), r, s
+        # Without autograd the rows go into one buffer: torch.cat would copy the (…, n, d) block once
+        # more, which dominates for the many small matrices of batched few-shot episodes.
+        out = z.new_empty(*z.shape[:-1], z.shape[-1] + 2)
+        out[..., 0], out[..., 1] = heads
+        torch.mul(z, scale, out=out[..., 2:])
+        return out, r, s
 
     xa, rx, sx = rows(xb, True)
     if y is None:  # same points: reuse r and ‖x - μ‖²
