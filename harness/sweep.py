@@ -94,10 +94,12 @@ class SweepProgress(Callback):
             pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
         else:
             eta, pos = "?", f"[{self.done}]"
-        line = f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}"
+        single = str(config.hydra.mode) == "RunMode.RUN"
+        line = (f"{status} {name}  {took:.1f}s" if single
+                else f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}")
         if result.get("status") in ("failed", "skipped") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
-        elif str(config.hydra.mode) == "RunMode.RUN":  # `harness run`: show what the cell measured
+        elif single:  # `harness run`: show what the cell measured
             line += "\n" + "\n".join(f"        {k} = {_value(m)}" for k, m in result.get("metrics", {}).items())
         print(line, flush=True)
 
