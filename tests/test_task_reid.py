@@ -11,37 +11,8 @@ from harness.task import Embedded, EvalContext
 from harness.tasks._ranking import query_stats_numba, query_stats_torch
 from harness.tasks.reid import Reid, ReidMetrics, evaluate_reid
 
+from benchmarks.references import torchreid_market1501
 from tests.test_task_fixtures import ArrayDataset, FakeMethod, euclidean
-
-
-def torchreid_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, sort_kind="quicksort"):
-    """torchreid.metrics.rank.eval_market1501 (K. Zhou, MIT licence), same numpy operations, with
-    mINP as in Ye et al.'s AGW ``eval_func`` (INP = matches / (index of last match + 1)).
-    ``sort_kind="stable"`` gives the stable-sort reference used for ties."""
-    num_q, num_g = distmat.shape
-    if num_g < max_rank:
-        max_rank = num_g
-    indices = np.argsort(distmat, axis=1, kind=sort_kind)
-    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_ap, all_inp, num_valid_q = [], [], [], 0.0
-    for q_idx in range(num_q):
-        order = indices[q_idx]
-        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
-        raw_cmc = matches[q_idx][np.invert(remove)]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        all_inp.append(cmc[np.where(raw_cmc == 1)[0].max()] / (np.where(raw_cmc == 1)[0].max() + 1.0))
-        cmc[cmc > 1] = 1
-        all_cmc.append(cmc[:max_rank])
-        num_valid_q += 1.0
-        num_rel = raw_cmc.sum()
-        tmp_cmc = raw_cmc.cumsum()
-        tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
-        all_ap.append(tmp_cmc.sum() / num_rel)
-    assert num_valid_q > 0
-    all_cmc = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q
-    return all_cmc, np.mean(all_ap), np.mean(all_inp), int(num_valid_q)
 
 
 def random_problem(seed, nq=60, ng=400, ids=30, cams=4, tie_levels=None, dtype=np.float32):
