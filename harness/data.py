@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -155,9 +156,6 @@ def hash_indices(indices: np.ndarray) -> str:
 
 def cache_root() -> Path:
     """Where generated datasets and trained models are cached (``HARNESS_CACHE``, else ``~/.cache/harness``)."""
-    import os
-    from pathlib import Path
-
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
 
 
@@ -177,8 +175,13 @@ def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tens
         except Exception:  # a truncated or foreign file: rebuild it
             pass
     tensors = build()
+    save_tensors(tensors, path)
+    return tensors
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``torch.save`` a dict of tensors atomically (temp file + rename): readers never see a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(tensors, tmp)
     os.replace(tmp, path)
-    return tensors

@@ -26,7 +26,7 @@ import torch
 
 import harness
 from harness import engine
-from harness.data import ImageDataset, hash_indices
+from harness.data import ImageDataset, hash_indices, save_tensors
 from harness.errors import Incompatible
 from harness.registry import create, get_registry, make_config
 from harness.results import atomic_write_text, config_hash, read_result, result_path, write_result
@@ -177,10 +177,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
         stats = engine.train(method, dataset=dataset, indices=train_idx, labels=labels, extra=extra, cfg=tcfg,
                              preprocess=preprocess, device=device, seed=seed, progress=progress)
         meta = asdict(stats)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        torch.save({k: v.detach().cpu() for k, v in method.state_dict().items()}, tmp)
-        os.replace(tmp, cache_file)
+        save_tensors({k: v.detach().cpu() for k, v in method.state_dict().items()}, cache_file)
         atomic_write_text(meta_file, json.dumps(meta, allow_nan=True))
         model, cached = TrainedModel(method, preprocess, key, meta), False
     return _remember(_MODELS, key, model, _KEEP_MODELS), cached
@@ -214,6 +211,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     if prev is not None:
         prev["_resumed"] = True
         return prev
+    # Dataset plugins cache their tensors under harness.data.cache_root(): make it follow cache_dir.
     os.environ["HARNESS_CACHE"] = str(Path(config["cache_dir"]).expanduser())
     start = time.perf_counter()
     device = engine.pick_device(config.get("device", "auto"))
