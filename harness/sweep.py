@@ -104,7 +104,8 @@ class SweepProgress(Callback):
         print(line, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or \
+            "cells ran in the launcher's own processes: their lines are in its logs"
         print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.start)} ({summary})", flush=True)
         out = config.get("leaderboard_dir")
         if out:

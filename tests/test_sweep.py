@@ -149,3 +149,14 @@ def test_grid_values_override_defaults_and_the_command_line_overrides_the_grid()
     assert compose(["grid=smoke"])["train"]["epochs"] == 2
     assert compose(["grid=smoke", "train.epochs=5"])["train"]["epochs"] == 5
     assert compose(["grid=smoke"])["grid_name"] == "smoke"
+
+
+def test_sweep_through_a_process_launcher_writes_every_cell(tmp_path):
+    # Hydra's submitit launcher (the SLURM one, here in its local flavour): cells run in other processes.
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["sweep", "grid=smoke", "task=few_shot", *TINY, "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5", f"results_dir={tmp_path / 'res'}", f"leaderboard_dir={tmp_path / 'lb'}"]
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _statuses(tmp_path / "res") == [("euclidean_ce", 0, "ok"), ("poincare_mlr", 0, "ok")]
+    assert (tmp_path / "lb" / "few_shot.md").exists()
