@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import pytest
@@ -90,13 +89,13 @@ def test_builtins_register_through_the_entry_point_group():
     assert reg.get("method", "poincare_mlr").target.endswith(":PoincareMLR")
 
 
-def test_list_imports_no_model_code_and_is_fast():
-    code = ("import sys, time; t = time.perf_counter(); from harness.cli import main; main(['list']); "
-            "print('MODS', 'torch' in sys.modules, 'timm' in sys.modules, time.perf_counter() - t)")
+def test_list_imports_no_model_code():
+    # (its speed is a benchmark: benchmarks/bench_list.py)
+    code = ("import sys; from harness.cli import main; main(['list']); "
+            "print('MODS', 'torch' in sys.modules, 'timm' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    torch_loaded, timm_loaded, seconds = out.split("MODS")[1].split()
-    assert (torch_loaded, timm_loaded) == ("False", "False")
-    assert float(seconds) < 1.0
+    assert out.split("MODS")[1].split() == ["False", "False", "False"]
+    assert "poincare_mlr" in out and "few_shot" in out
 
 
 def test_list_backbones_with_a_pattern_lists_timm_names(capsys):
