@@ -88,7 +88,6 @@ def test_killed_sweep_loses_nothing_finished_and_duplicates_nothing(tmp_path):
     proc.wait()
     done_before = {p: json.loads(p.read_text())["timings"]["total_s"] for p in res.rglob("seed*.json")}
     assert 1 <= len(done_before) < 3
-    assert not [p for p in res.rglob("*") if p.name.endswith(".tmp")] or True  # a torn temp file may remain
     proc = _harness(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(" kept ") == len(done_before)
