@@ -115,17 +115,33 @@ class SweepProgress(Callback):
                 print(f"leaderboard: {path}", flush=True)
 
 
-def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
+def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
+    """The config file ``<group>/<name>.yaml`` on the plugins' search path, or None."""
     for entry in searchpath:
         if entry.startswith("pkg://"):
             try:
-                if (importlib.resources.files(entry[len("pkg://"):]) / group / f"{name}.yaml").is_file():
-                    return True
+                path = importlib.resources.files(entry[len("pkg://"):]) / group / f"{name}.yaml"
             except ModuleNotFoundError:
                 continue
-        elif (Path(entry.removeprefix("file://")) / group / f"{name}.yaml").is_file():
-            return True
-    return False
+        else:
+            path = Path(entry.removeprefix("file://")) / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
+    return _yaml_file(searchpath, group, name) is not None
+
+
+def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
+    """The plugin axes of the selected grid as overrides (``method=a,b``), so they are checked too."""
+    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    path = _yaml_file(searchpath, "grid", grid) if grid else None
+    if path is None:
+        return []
+    params = (OmegaConf.create(path.read_text()).get("hydra") or {}).get("sweeper", {}).get("params") or {}
+    return [f"{k}={v}" for k, v in params.items() if k in KINDS]
 
 
 def prepare(overrides: list[str]) -> list[str]:
@@ -141,7 +157,7 @@ def prepare(overrides: list[str]) -> list[str]:
         for name in registry.specs(kind):
             if not _has_yaml(searchpath, kind, name):
                 store.store(group=kind, name=name, node=_default_node(kind, name))
-    for ov in OverridesParser.create().parse_overrides(overrides):
+    for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides):
         key = ov.get_key_element()
         if key not in KINDS:
             continue
@@ -184,9 +200,9 @@ def launch(overrides: list[str], *, multirun: bool) -> None:
     """Run the Hydra app with ``overrides`` (what ``harness run`` / ``harness sweep`` do)."""
     import hydra
 
-    args = prepare(overrides)
     if multirun and not any(a.startswith("grid=") for a in overrides):
-        args.insert(0, "grid=default")
+        overrides = ["grid=default", *overrides]
+    args = prepare(overrides)
     app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(_job)
     argv = sys.argv
     sys.argv = ["harness", *(["--multirun"] if multirun else []), *args]

@@ -159,3 +159,19 @@ def test_sweep_through_a_process_launcher_writes_every_cell(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert _statuses(tmp_path / "res") == [("euclidean_ce", 0, "ok"), ("poincare_mlr", 0, "ok")]
     assert (tmp_path / "lb" / "few_shot.md").exists()
+
+
+def test_misspelt_plugin_in_a_grid_file_answers_did_you_mean(tmp_path, monkeypatch):
+    from harness.errors import UnknownPluginError
+    from harness.registry import get_registry
+    from harness.sweep import prepare
+
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "typo.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      method: euclidean_ce,poincare_mrl\n")
+    registry = get_registry()
+    paths = registry.config_searchpath()
+    monkeypatch.setattr(registry, "config_searchpath", lambda: [*paths, f"file://{tmp_path}"])
+    with pytest.raises(UnknownPluginError, match="unknown method 'poincare_mrl'; did you mean 'poincare_mlr'"):
+        prepare(["grid=typo"])
+    assert prepare(["grid=smoke"])[-1].startswith("hydra.searchpath=")
