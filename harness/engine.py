@@ -160,10 +160,10 @@ def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarr
         plan = list(plan if plan is not None else shuffled_batches(len(indices), cfg.batch_size, rng))
         epoch_batches.append(plan)
         total_steps += len(plan)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-                 if cfg.schedule == "cosine" else None)
     if cfg.schedule not in ("cosine", "constant"):
         raise ConfigError(f"train.schedule must be cosine or constant, got {cfg.schedule!r}")
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+                 if cfg.schedule == "cosine" else None)
 
     step, seen, last_loss, start = 0, 0, float("nan"), time.perf_counter()
     bar = tqdm(total=total_steps, disable=not progress, leave=False, unit="step", desc="train")

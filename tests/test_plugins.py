@@ -1,7 +1,6 @@
 """Smoke tests parametrised over the registry: every plugin gets them for free."""
 
 import dataclasses
-import importlib.resources
 import json
 
 import numpy as np
@@ -11,7 +10,7 @@ import yaml
 
 from harness.method import Batch, TrainInfo, TrainState
 from harness.registry import get_registry
-from harness.sweep import _has_yaml
+from harness.sweep import _has_yaml, _yaml_file
 
 REG = get_registry()
 SEARCHPATH = REG.config_searchpath()
@@ -22,12 +21,9 @@ def _specs(kind):
 
 
 def _yaml(kind, name):
-    for entry in SEARCHPATH:
-        if entry.startswith("pkg://"):
-            path = importlib.resources.files(entry[len("pkg://"):]) / kind / f"{name}.yaml"
-            if path.is_file():
-                return yaml.safe_load(path.read_text())
-    raise AssertionError(f"no config file {kind}/{name}.yaml on the search path {SEARCHPATH}")
+    path = _yaml_file(SEARCHPATH, kind, name)
+    assert path is not None, f"no config file {kind}/{name}.yaml on the search path {SEARCHPATH}"
+    return yaml.safe_load(path.read_text())
 
 
 @pytest.mark.parametrize("spec", _specs("method") + _specs("dataset") + _specs("task"))
