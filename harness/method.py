@@ -112,6 +112,8 @@ class Method(nn.Module):
     """
 
     VERSION: ClassVar[str] = "1"
+    #: False for a reference that is evaluated untrained (``random_init``): the engine takes no step.
+    TRAINS: ClassVar[bool] = True
     #: Reads training labels (a task without a label field skips it). A method that reads none
     #: is trained once per (dataset split, seed, config), whatever the task's label field.
     supervised: ClassVar[bool] = True

@@ -260,6 +260,12 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
                                       tcfg.num_workers)
         return e, f
 
+    if not method_cls.TRAINS:  # a reference evaluated untrained: nothing to train or cache
+        model.stats = {"seconds": 0.0, "steps": 0, "final_loss": None, "epoch_loss": [], "images_per_s": None,
+                       "train_top1": None, "train_top1_kind": "not trained"}
+        method.to(device).eval()
+        return _remember(_MODELS, key, model, _KEEP_MODELS), False
+
     claim, meta = claim_or_wait(cache_file.with_suffix(".lock"), cached)
     was_cached = meta is not None
     if claim is not None:
