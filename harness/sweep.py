@@ -283,9 +283,12 @@ def _format_compose_error(exc: BaseException) -> str:
     return f"{key}: {first}" if key else first
 
 
-def _check_axes(overrides: list[str], searchpath: list[str]) -> dict[str, Any]:
-    """Compose the config once per value of every sweep axis, so a bad value anywhere in the grid
-    is an error before the first cell runs (one composition per value, not per cell)."""
+#: Non-plugin axes longer than this are checked on this many values spread over the axis.
+AXIS_CHECK_LIMIT = 64
+
+
+def _axes(overrides: list[str], searchpath: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The sweep axes (key -> values, grid params overridden by the command line) and the single overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = _grid_params(searchpath, overrides)
@@ -300,10 +303,19 @@ def _check_axes(overrides: list[str], searchpath: list[str]) -> dict[str, Any]:
         else:
             singles.append(ov.input_line)
             axes.pop(key, None)
+    return axes, singles
+
+
+def _check_axes(overrides: list[str], axes: dict[str, list[str]], singles: list[str]) -> dict[str, Any]:
+    """Compose the config once per value of every sweep axis, so a bad value anywhere in the grid is an
+    error before the first cell runs (one composition per value, not per cell); return the first cell's."""
     grid = [o for o in overrides if o.startswith("grid=")]
     first = {k: v[0] for k, v in axes.items()}
     combos = [first]
     for key, values in axes.items():
+        if key not in KINDS and len(values) > AXIS_CHECK_LIMIT:
+            step = len(values) / AXIS_CHECK_LIMIT
+            values = [values[int(i * step)] for i in range(AXIS_CHECK_LIMIT)] + [values[-1]]
         combos += [{**first, key: v} for v in values[1:]]
     configs = [compose([*grid, *singles, *(f"{k}={v}" for k, v in combo.items())]) for combo in combos]
     return configs[0]
@@ -321,18 +333,21 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     from harness.run import check_writable
 
     searchpath = get_registry().config_searchpath()
-    # types and values of every axis value, before anything runs
-    base = _check_axes(overrides, searchpath) if multirun else compose(overrides)
-    check_writable(base["results_dir"])
     if multirun:
-        params = _grid_params(searchpath, overrides)
-        n = len(_sweep_params({"hydra": {"sweeper": {"params": params}}},
-                              [o for o in overrides if not o.startswith(("hydra", "grid="))]))
-        if n > LARGE_GRID and not (yes or base.get("allow_large_grid")):
+        axes, singles = _axes(overrides, searchpath)
+        n = 1
+        for values in axes.values():
+            n *= len(values)
+        if n > LARGE_GRID and not (yes or "allow_large_grid=true" in singles):
             raise ConfigError(f"this grid has {n:,} cells (more than {LARGE_GRID:,}); add --yes or "
                               "allow_large_grid=true to run it")
+        base = _check_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
+    else:
+        base = compose(overrides)
+    check_writable(base["results_dir"])
+    if multirun:
         grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
-        cli_axes = sorted({o.split("=", 1)[0] for o in overrides if "," in o and not o.startswith("hydra")})
+        cli_axes = sorted(_axes([o for o in overrides if not o.startswith("grid=")], [])[0])
         name = f"{grid} + command-line axes {'/'.join(cli_axes)}" if cli_axes else grid
         args = [*args, f"grid_name='{name}'", f"sweep_id={time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"]
     app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(_job)

@@ -38,6 +38,8 @@ class MetricValue:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": _finite(self.value), "higher_is_better": self.higher_is_better}
+        if out["value"] is None:
+            out["reason"] = "the computed value was NaN or infinite"
         if self.ci95 is not None:
             out["ci95"] = _finite(self.ci95)
         if self.n is not None:
