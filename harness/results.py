@@ -23,6 +23,7 @@ Schema (``schema_version`` 2), top-level keys and their types:
 ``versions``        dict: python, torch, timm, geoopt, harness, and every plugin distribution
 ``device``          str: e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``
 ``timings``         dict: ``{train_s, eval_s, total_s, train_cached, finetune_s?}``
+``figures``         list of PNG paths relative to the results folder (cells run with ``plots=true``)
 ``nonfinite``       list of dotted paths whose NaN/inf value was stored as null (absent when none)
 ``traceback_file``  str: path of the saved traceback (failed cells only)
 """
@@ -49,7 +50,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
 OPTIONAL: dict[str, tuple[type, ...]] = {
     "reason": (str, type(None)), "details": (dict,), "protocol": (dict,), "grid": (str,),
     "model_key": (str, type(None)), "device": (str,), "traceback_file": (str,), "variant": (dict,),
-    "training": (dict,), "nonfinite": (list,), "geometry": (dict,),
+    "training": (dict,), "nonfinite": (list,), "geometry": (dict,), "figures": (list,),
 }
 CELL_KEYS = ("method", "backbone", "dataset", "task", "seed")
 
