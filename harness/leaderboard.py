@@ -124,6 +124,9 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                 out += [f"{'#' * (level + 1)} {title}", ""]
             out += [_table(groups, summary, names, directions, geometry, notes,
                            strip=f"{title}/" if title else "", significance=significance), ""]
+        if "°" in notes:
+            out += [REFERENCE_FOOTNOTE, ""]
+            notes.pop("°")
         if notes:
             out += [f"null{_sup(i)}: {reason}" for reason, i in sorted(notes.items(), key=lambda kv: kv[1])] + [""]
     if brief:
@@ -180,6 +183,8 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
     return ([("", plain)] if plain else []) + sorted(grouped.items())
 
 
+REFERENCE_FOOTNOTE = ("° within the 95% interval of the reference row (the untrained network, e.g. "
+                      "random_init, on the same backbone): no learning signal shown on that metric.")
 SIGNIFICANCE_FOOTNOTE = ("† the best value's lead over the runner-up is not significant: two-sided paired "
                          "t-test over the seeds both rows ran (scipy.stats.ttest_rel), p ≥ 0.05, or fewer than "
                          "2 shared seeds.")
@@ -220,6 +225,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             best[name] = max(means) if directions[name] else min(means)
     weak = {name: _lead_not_significant(groups, summary, name, directions[name]) if significance else set()
             for name in names}
+    references = {key[1]: key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
     headers = (["method", "backbone"] + (["geometry"] if with_geometry else [])
                + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
@@ -239,6 +245,12 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             cell = _fmt(mean, half)
             if mean == best[name] and len(summary) > 1:
                 cell = f"**{cell}**" + ("†" if key in weak[name] else "")
+            ref = references.get(key[1])
+            if ref is not None and ref != key and name in summary[ref] and summary[ref][name][0] != "null":
+                ref_mean, ref_half, _ = summary[ref][name]
+                if ref_half is not None and abs(mean - ref_mean) <= ref_half:
+                    cell += "°"
+                    notes.setdefault("°", 0)
             row.append(cell)
         row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
         rows.append(row)

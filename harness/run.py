@@ -395,6 +395,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
         result["model_key"], timings["train_s"] = model.key, float(model.stats.get("seconds", 0.0))
         result["geometry"] = model.method.geometry.to_json()
+        result["reference"] = not type(model.method).TRAINS  # an untrained reference row (random_init)
         result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",
                                                               "train_top1_kind", "steps", "images_per_s")}
         finetuned, ft_stats = _finetune(task, model, config, dataset, protocol, device, progress)
