@@ -179,7 +179,8 @@ def prepare(overrides: list[str]) -> list[str]:
 
 
 def _default_node(kind: str, name: str) -> dict[str, Any]:
-    return {"name": name, "pretrained": None, "img_size": None, "kwargs": {}} if kind == "backbone" else {"name": name}
+    return ({"name": name, "pretrained": None, "img_size": None, "small_input_stem": "auto", "kwargs": {}}
+            if kind == "backbone" else {"name": name})
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:

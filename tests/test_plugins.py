@@ -49,6 +49,26 @@ def test_backbone_registers_in_timm(spec):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, dim)
 
 
+@pytest.mark.parametrize("spec", _specs("backbone"))
+def test_backbone_config_file_has_the_backbone_keys(spec):
+    from harness.backbones import BACKBONE_KEYS
+
+    cfg = _yaml("backbone", spec.name)
+    assert set(cfg) == BACKBONE_KEYS and cfg["name"] == spec.name
+
+
+@pytest.mark.parametrize("spec", _specs("backbone"))
+def test_backbone_gives_multi_scale_maps(spec):
+    """Detection transfer takes the trained backbone's maps: each map's size is the input's over its stride."""
+    from harness.backbones import build_backbone
+    from harness.feature_maps import feature_maps
+
+    model, _ = build_backbone(_yaml("backbone", spec.name), in_chans=3, img_size=(48, 64))
+    fm = feature_maps(model)
+    maps = fm(torch.zeros(2, 3, 48, 64))
+    assert [tuple(t.shape) for t in maps.values()] == [(2, c, 48 // s, 64 // s) for c, s in zip(fm.channels, fm.strides)]
+
+
 @pytest.mark.parametrize("spec", _specs("method"))
 def test_method_trains_a_step_and_embeds(spec):
     from harness.backbones import build_backbone
