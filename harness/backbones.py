@@ -70,7 +70,7 @@ def _stem_conv(model: nn.Module) -> nn.Conv2d | None:
 
 
 def has_imagenet_stem(model: nn.Module) -> bool:
-    """Whether ``model`` has a ResNet ImageNet stem (strided ``conv1`` + ``maxpool``) that the CIFAR stem can replace."""
+    """Whether ``model`` has an ImageNet ResNet stem (strided ``conv1`` + ``maxpool``) for the CIFAR stem to replace."""
     return _stem_conv(model) is not None
 
 
@@ -122,7 +122,7 @@ def to_small_input_stem(model: nn.Module) -> nn.Module:
     The ImageNet stem (7×7 stride-2 conv, 3×3 stride-2 max-pool) shrinks a 32×32 image to 8×8
     before the first stage; the CIFAR ResNets (and the SupCon / SimCLR CIFAR code) use a 3×3
     stride-1 conv and no max-pool instead. ``conv1`` becomes a 3×3 stride-1 conv (padding 1, same
-    channels, freshly initialised); in a deep stem (three 3×3 convs) the first conv's stride
+    channels, initialised as timm initialises ResNet convs); in a deep stem (three 3×3 convs) the first conv's stride
     becomes 1 and the convs are kept; ``maxpool`` becomes ``nn.Identity``. ``feature_info``
     reductions shrink by 2 (the stem map) and 4 (the stages), so the stage maps have strides
     1, 2, 4, 8. Sets ``model.small_input_stem = True``.
@@ -133,6 +133,7 @@ def to_small_input_stem(model: nn.Module) -> nn.Module:
     if isinstance(model.conv1, nn.Conv2d):
         model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1,
                                 bias=conv.bias is not None)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm's ResNet init
     else:
         conv.stride = (1, 1)
     model.maxpool = nn.Identity()
@@ -170,7 +171,13 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     if pretrained:
         from harness.plugins.backbones.pretrained import load_pretrained
 
-        load_pretrained(model, name, pretrained)
+        try:
+            load_pretrained(model, name, pretrained)
+        except ConfigError as e:
+            if model.small_input_stem or not has_imagenet_stem(model) or "conv1" not in str(e):
+                raise
+            raise ConfigError(f"{e}\n  (weights of a model trained with the CIFAR stem load only with "
+                              "backbone.small_input_stem=true)") from e
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -66,7 +66,8 @@ def test_backbone_gives_multi_scale_maps(spec):
     model, _ = build_backbone(_yaml("backbone", spec.name), in_chans=3, img_size=(48, 64))
     fm = feature_maps(model)
     maps = fm(torch.zeros(2, 3, 48, 64))
-    assert [tuple(t.shape) for t in maps.values()] == [(2, c, 48 // s, 64 // s) for c, s in zip(fm.channels, fm.strides)]
+    expected = [(2, c, 48 // s, 64 // s) for c, s in zip(fm.channels, fm.strides)]
+    assert [tuple(t.shape) for t in maps.values()] == expected
 
 
 @pytest.mark.parametrize("spec", _specs("method"))
