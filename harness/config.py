@@ -92,6 +92,7 @@ class BackboneConfig:
     name: str = "conv4_32"
     pretrained: Optional[str] = None  # a named offline weight source or a checkpoint path
     img_size: Any = None  # null (the dataset's size), an int or [H, W]
+    small_input_stem: str = "auto"  # auto | true | false: the CIFAR stem for timm ResNets on inputs <= 64 px
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
 
 
