@@ -112,17 +112,19 @@ def prepare_base(D, w, members, buf):
 
 @njit(cache=True, inline="always")
 def _code_base(r, m):
-    """The int32 pattern that code 0 starts at: the top of the 65,536 buckets is ``max r``.
+    """Where the 16-bit codes start: the int32 pattern ``base`` that puts ``max r`` (≥ every G,
+    the rows' contract) at the top of the 65,536 buckets.
 
     Code of a pattern ``b`` (:func:`_code_rows`): ``(max(b − base, 0) >> CODE_SHIFT) − 32768``, a
-    non-decreasing map of G, so ``code(max_k min(·)) = max_k min(code(·))`` exactly. The largest
-    float32 with code ``c`` has pattern ``base + ((c + 32769) << CODE_SHIFT) − 1`` (≥ max r for the
-    top code), which bounds every value that has that code.
+    non-decreasing map of G (everything below ``base`` shares the bottom code), so
+    ``code(max_k min(·)) = max_k min(code(·))`` exactly. Every value with code ``c`` is at most
+    the float32 with pattern ``base + ((c + 32769) << CODE_SHIFT) − 1``, the top of its bucket
+    (for the top code that is ``max r`` itself, or above it when ``base`` is 0).
     """
-    top = np.int64(0)
-    ri = r[:m].view(np.int32)
+    t = np.zeros(1, dtype=np.float32)
     for i in range(m):
-        top = max(top, np.int64(ri[i]))
+        t[0] = max(t[0], r[i])
+    top = np.int64(t.view(np.int32)[0])
     return max(np.int64(0), top - (np.int64(65536) << CODE_SHIFT) + 1)
 
 
