@@ -139,7 +139,7 @@ def _code_rows(Gi, Q, base, i0, i1, K):
             Q[i, k] = np.int16((max(Gi[i, k] - b, np.int32(0)) >> CODE_SHIFT) - 32768)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _block44(Gi, x0, y0, K, low):
     """16 accumulators ``max_{k<K} min(G[x0+r, k], G[y0+c, k])`` for a 4×4 block (an int32 view
     of G, or its int16 codes; ``low`` is the dtype's padding, below every value)."""
@@ -182,7 +182,7 @@ def _block44(Gi, x0, y0, K, low):
             c20, c21, c22, c23, c30, c31, c32, c33)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _panel(Gi, Gf, Q, base, r, m, K, lb, pb, screen):
     """The upper-triangle blocks of the row panel starting at row block ``pb``: the running max
     ``lb`` of the excess and its (x, y) (``-1`` if nothing beat ``lb``).
