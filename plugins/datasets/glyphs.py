@@ -251,10 +251,22 @@ class Glyphs(ImageDataset):
         x = F.avg_pool2d(x, 2)
         ink = uniform(gen, n, 0.7, 1.0)
         x = x * ink[:, None, None, None] + c.noise * torch.randn(x.shape, generator=gen)
-        atypical = torch.stack([
-            rot.abs() / 12, shear.abs() / 0.25, ((scale_x - 0.95).abs() + (scale_y - 0.95).abs()) / 0.3,
-            torch.linalg.vector_norm(shift, dim=1) / (0.1 * math.sqrt(2)), warp_amp / 0.05,
-            (3.0 - gap_threshold) / 2.1, (width.float() - 1).abs() / 2, (1.0 - ink) / 0.3,
-        ], 1).clamp(0, 1)
-        typicality = (1 - atypical.mean(1)).to(torch.float32)
+        typicality = drawing_typicality(rot, shear, scale_x, scale_y, shift, warp_amp, gap_threshold, width, ink)
         return {"images": to_uint8(x), "label": label, "typicality": typicality}
+
+
+def drawing_typicality(rot: torch.Tensor, shear: torch.Tensor, scale_x: torch.Tensor, scale_y: torch.Tensor,
+                       shift: torch.Tensor, warp: torch.Tensor, gap_threshold: torch.Tensor, width: torch.Tensor,
+                       ink: torch.Tensor) -> torch.Tensor:
+    """Typicality in [0, 1] (1 = most typical) of drawings from their drawn strengths (module docstring).
+
+    ``rot`` in degrees (±12), ``shear`` ±0.25, ``scale_*`` in [0.8, 1.1], ``shift`` ``(n, 2)`` in ±0.1,
+    ``warp`` amplitude in [0, 0.05], ``gap_threshold`` in [0.9, 3.0], ``width`` index 0..3 (1 = as
+    drawn), ``ink`` in [0.7, 1.0].
+    """
+    atypical = torch.stack([
+        rot.abs() / 12, shear.abs() / 0.25, ((scale_x - 0.95).abs() + (scale_y - 0.95).abs()) / 0.3,
+        torch.linalg.vector_norm(shift, dim=1) / (0.1 * math.sqrt(2)), warp / 0.05,
+        (3.0 - gap_threshold) / 2.1, (width.float() - 1).abs() / 2, (1.0 - ink) / 0.3,
+    ], 1).clamp(0, 1)
+    return (1 - atypical.mean(1)).to(torch.float32)

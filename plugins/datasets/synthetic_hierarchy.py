@@ -24,7 +24,8 @@ uniform on it where the draw is uniform):
 
 ``typicality = 1 − mean of the five`` (equal weights: no nuisance is known to
 matter more to a model than another). Colours are left out: they are style,
-not a strength. A nuisance that is switched off (``rotation: 0``) counts 0.
+not a strength. A nuisance that is switched off (``rotation: 0``, ``noise: 0``)
+counts 0 (:func:`nuisance_typicality`).
 
 Splits: per coarse class, ``novel_per_coarse`` fine classes are held out as
 ``novel`` (all their images); the other fine classes' images are split into
@@ -142,12 +143,25 @@ class SyntheticHierarchy(ImageDataset):
         level = 0.5 + torch.rand(n, generator=g)  # per-image noise strength, drawn last: earlier draws unchanged
         img = img + c.noise * level[:, None, None, None] * noise
         images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        atypical = torch.stack([
-            rot.abs() / math.radians(c.rotation) if c.rotation > 0 else torch.zeros(n),
-            (scale - 0.675).abs() / 0.125,
-            torch.linalg.vector_norm(shift, dim=1) / (0.125 * math.sqrt(2)),
-            (blob * mask).amax(dim=(1, 2)),
-            level - 0.5,
-        ], 1).clamp(0, 1)
-        typicality = (1 - atypical.mean(1)).to(torch.float32)
+        typicality = nuisance_typicality(rot, scale, shift, (blob * mask).amax(dim=(1, 2)), level,
+                                         rotation_deg=c.rotation, noise=c.noise)
         return {"images": images, "label": label, "coarse_label": parent[label], "typicality": typicality}
+
+
+def nuisance_typicality(rot: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, occlusion: torch.Tensor,
+                        noise_level: torch.Tensor, *, rotation_deg: float, noise: float) -> torch.Tensor:
+    """Typicality in [0, 1] (1 = most typical) from the drawn nuisances (see the module docstring).
+
+    ``rot`` in radians (drawn in ±``rotation_deg``), ``scale`` in [0.55, 0.8], ``shift`` ``(n, 2)`` in
+    ±0.125, ``occlusion`` = the blob's largest value on the shape mask, ``noise_level`` in [0.5, 1.5].
+    A nuisance switched off in the config (``rotation_deg = 0``, ``noise = 0``) counts 0.
+    """
+    n = len(rot)
+    atypical = torch.stack([
+        rot.abs() / math.radians(rotation_deg) if rotation_deg > 0 else torch.zeros(n),
+        (scale - 0.675).abs() / 0.125,
+        torch.linalg.vector_norm(shift, dim=1) / (0.125 * math.sqrt(2)),
+        occlusion,
+        noise_level - 0.5 if noise > 0 else torch.zeros(n),
+    ], 1).clamp(0, 1)
+    return (1 - atypical.mean(1)).to(torch.float32)
