@@ -156,8 +156,8 @@ def retrieval_chance(sizes: list[int], ks: list[int]) -> dict[str, float]:
 
 
 def retrieval_values(kind: str, seed: int) -> dict[str, tuple[float, float]]:
+    from scipy.stats import entropy
     from sklearn.metrics import adjusted_mutual_info_score, mutual_info_score
-    from sklearn.metrics.cluster import entropy
 
     from harness.tasks.retrieval import Retrieval, _clustering_space, kmeans
 
@@ -178,7 +178,7 @@ def retrieval_values(kind: str, seed: int) -> dict[str, tuple[float, float]]:
     clusters = kmeans(_clustering_space(emb, geometry(kind)), 8, seed=123).numpy()
     mi = mutual_info_score(labels, clusters)
     ami = adjusted_mutual_info_score(labels, clusters)
-    mean_h = (entropy(labels) + entropy(clusters)) / 2
+    mean_h = (entropy(np.bincount(labels)) + entropy(np.bincount(clusters))) / 2  # in nats, as scikit-learn
     out["nmi"] = (res["nmi"].value, (mi - ami * mean_h) / (1 - ami) / mean_h)
     return out
 
