@@ -14,6 +14,8 @@ Annotation names used across the harness (a dataset provides a subset):
 ``boxes``         object array; entry i is a float32 (k, 5) array ``x1, y1, x2, y2, class``
                   in pixels of image i (detection, scene/object crops)
 ``is_query``      bool, query (True) / gallery (False) membership (re-ID)
+``typicality``    float32 in [0, 1], 1 = most typical: how little nuisance a generated image
+                  carries (the dataset's docstring says how it combines its nuisances)
 
 Canonical split names (a dataset provides the ones its protocol has):
 
@@ -45,6 +47,7 @@ ANNOTATIONS: dict[str, str] = {
     "camid": "camera id",
     "boxes": "per-image (k, 5) boxes x1, y1, x2, y2, class in pixels",
     "is_query": "query (True) or gallery (False)",
+    "typicality": "per-image typicality in [0, 1] (1 = most typical), from a generator's nuisance strengths",
 }
 
 

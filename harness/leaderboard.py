@@ -127,6 +127,10 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         if "°" in notes:
             out += [REFERENCE_FOOTNOTE, ""]
             notes.pop("°")
+        chance = _chance_values(ok, metrics)
+        if chance:
+            out += ["Chance (a predictor at chance level, from the tasks' details): "
+                    + ", ".join(f"{name} = {value}" for name, value in chance.items()), ""]
         if notes:
             out += [f"null{_sup(i)}: {reason}" for reason, i in sorted(notes.items(), key=lambda kv: kv[1])] + [""]
     if brief:
@@ -158,6 +162,17 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         out.append("")
     if not groups and not failed and not skipped:
         out += ["No results.", ""]
+    return out
+
+
+def _chance_values(results: list[dict[str, Any]], metrics: list[str]) -> dict[str, str]:
+    """``details["<metric>/chance"]`` of the results, where all agree (e.g. the tree's chance severity)."""
+    out = {}
+    for name in metrics:
+        values = {r.get("details", {}).get(f"{name}/chance") for r in results} - {None}
+        if len(values) == 1:
+            value = values.pop()
+            out[name] = f"{value:.3f}" if isinstance(value, float) else str(value)
     return out
 
 

@@ -410,6 +410,13 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
                           device=device, artifacts_dir=path.with_name(f"{path.stem}_plots")
                           if config.get("plots") else None, finetuned=finetuned)
         metrics = task.evaluate(ctx)
+        first_split = next(iter(protocol.eval.values()), None)
+        if first_split is not None and len(first_split):
+            from harness.diagnostics import embedding_diagnostics
+
+            ctx.details["embedding_diagnostics"] = {
+                "split": next(iter(protocol.eval)), **embedding_diagnostics(ctx.embed(first_split).embeddings,
+                                                                             ctx.geometry)}
         timings["eval_s"] = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
         result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details

@@ -29,17 +29,47 @@ class MetricValue:
 
     ``ci95`` is the task's own per-run interval half-width (e.g. over few-shot
     episodes); the leaderboard's interval is over seeds and is computed there.
+
+    A metric that is undefined for this cell (a constant score, a correlation
+    with a constant side, a severity without mistakes, ...) has ``value=None``
+    and a ``reason`` saying why: it is never replaced by a number that only
+    reflects the degenerate input (an AUROC of 0.5 for a constant score). Build
+    one with :meth:`undefined`. JSON: ``{"value": null, "reason": "...",
+    "higher_is_better": ...}``; a number has no ``reason`` key.
     """
 
-    value: float
+    value: float | None
     higher_is_better: bool
     ci95: float | None = None
     n: int | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is None:
+            if not self.reason:
+                raise ValueError("a metric without a value needs a reason (MetricValue.undefined(reason, ...))")
+            self.ci95 = None
+            return
+        if self.reason is not None:
+            raise ValueError(f"a metric with a value ({self.value}) takes no reason; put notes in the "
+                             "task's details")
+        self.value = float(self.value)
+        if not math.isfinite(self.value):
+            # NaN / inf would be written as null without a word: name it instead
+            self.reason = f"the computation gave a non-finite value ({self.value})"
+            self.value = None
+            self.ci95 = None
+
+    @classmethod
+    def undefined(cls, reason: str, higher_is_better: bool, *, n: int | None = None) -> MetricValue:
+        """A metric that has no value for this cell, with the reason."""
+        return cls(None, higher_is_better, n=n, reason=reason)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"value": _finite(self.value), "higher_is_better": self.higher_is_better}
-        if out["value"] is None:
-            out["reason"] = "the computed value was NaN or infinite"
+        out: dict[str, Any] = {"value": None if self.value is None else _finite(self.value),
+                               "higher_is_better": self.higher_is_better}
+        if self.reason is not None:
+            out["reason"] = self.reason
         if self.ci95 is not None:
             out["ci95"] = _finite(self.ci95)
         if self.n is not None:
@@ -164,6 +194,6 @@ class Task:
         """Metrics of one trained model."""
         raise NotImplementedError
 
-    def metric(self, name: str, value: float, **kw: Any) -> MetricValue:
-        """A :class:`MetricValue` whose direction comes from ``METRICS``."""
-        return MetricValue(float(value), self.METRICS[name], **kw)
+    def metric(self, name: str, value: float | None, *, reason: str | None = None, **kw: Any) -> MetricValue:
+        """A :class:`MetricValue` whose direction comes from ``METRICS``; ``value=None`` needs a ``reason``."""
+        return MetricValue(None if value is None else float(value), self.METRICS[name], reason=reason, **kw)

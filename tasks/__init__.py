@@ -21,7 +21,9 @@ def harness_tasks() -> list[PluginSpec]:
         PluginSpec("ood", f"{_T}.ood:OOD",
                    "OOD detection (near: novel classes, far: other datasets): AUROC, AUPR, FPR@95"),
         PluginSpec("hierarchy", f"{_T}.hierarchy:Hierarchy",
-                   "label-tree fidelity: CPCC, mistake severity, depth-norm Spearman"),
+                   "label-tree fidelity: CPCC, top-1 with mistake severity, radius-angle Spearman"),
+        PluginSpec("typicality", f"{_T}.typicality:Typicality",
+                   "do typical images lie nearer the origin: Spearman of dist0 with annotated atypicality"),
     ]
 
 

@@ -13,7 +13,9 @@ with the population standard deviation (ddof=0).
 Every episode of a run is drawn by a few vectorised calls and scored as
 batched tensor ops (chunks of episodes bound the memory); no Python loop runs
 per episode. Distances are computed in float64 so that a near-tie resolves
-the same way whatever the chunk size.
+the same way whatever the chunk size. Episodes can be restricted to sibling
+classes of one group (``sample_episodes(groups=...)``: ``fine_from_coarse``'s
+intra-coarse setting).
 """
 
 from __future__ import annotations
@@ -61,11 +63,17 @@ def class_pool(labels: np.ndarray, min_count: int = 1) -> tuple[ClassPool, dict[
 
 
 def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: int,
-                    rng: np.random.Generator) -> np.ndarray:
+                    rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
     """Draw ``episodes`` episodes as positions ``(episodes, n_way, n_per_class)``.
 
     Classes: a uniformly random ``n_way``-subset of the pool in random order
-    (argsort of uniform keys). Items: ``n_per_class`` distinct items of each
+    (argsort of uniform keys). With ``groups`` (a group id per pool class, e.g.
+    the coarse class of each fine class), every episode's classes come from one
+    group: a group is drawn uniformly among those with at least ``n_way``
+    classes in the pool, then a uniformly random ``n_way``-subset of its classes
+    (the other classes' keys are pushed past the end); groups with fewer classes
+    are never drawn, and no eligible group is an error. Without ``groups`` the
+    draws are exactly those of earlier versions. Items: ``n_per_class`` distinct items of each
     class in uniformly random order, drawn either by rejection (i.i.d. uniform
     draws, rows with a repeat are redrawn; used when repeats are rare) or by
     sorting uniform keys over the whole class (when they are not). Draws happen
@@ -83,6 +91,16 @@ def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: 
     if short.any():
         raise ValueError(f"classes {pool.classes[short].tolist()} have fewer than {n_per_class} "
                          "images; drop them first (class_pool(min_count=...))")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != pool.classes.shape:
+            raise ValueError(f"groups must give one group per pool class ({len(pool.classes)}), "
+                             f"got shape {groups.shape}")
+        _, group_of, group_size = np.unique(groups, return_inverse=True, return_counts=True)
+        eligible = np.flatnonzero(group_size >= n_way)
+        if len(eligible) == 0:
+            raise ValueError(f"no group has {n_way} classes with {n_per_class} images each "
+                             f"(largest: {int(group_size.max())} classes)")
     max_count = pool.members.shape[1]
     # expected number of repeated pairs in a row of i.i.d. draws from the smallest class
     by_rejection = n_per_class * (n_per_class - 1) / 2 <= 0.5 * pool.counts.min()
@@ -91,7 +109,11 @@ def sample_episodes(pool: ClassPool, *, n_way: int, n_per_class: int, episodes: 
     out = np.empty((episodes, n_way, n_per_class), dtype=np.int64)
     for start in range(0, episodes, chunk):
         b = min(chunk, episodes - start)
-        cls = np.argsort(rng.random((b, num_classes)), axis=1)[:, :n_way]  # (b, n_way)
+        keys = rng.random((b, num_classes))
+        if groups is not None:
+            chosen = eligible[rng.integers(0, len(eligible), size=b)]  # (b,) one group per episode
+            keys[group_of[None, :] != chosen[:, None]] = 2.0  # other groups' classes sort last
+        cls = np.argsort(keys, axis=1)[:, :n_way]  # (b, n_way)
         counts = pool.counts[cls][..., None]  # (b, n_way, 1)
         if by_rejection:
             pick = _distinct_draws(counts, n_per_class, rng)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 from harness.tasks.delta_estimators import (DEFAULT_N_BASES, ESTIMATORS, EXACT_MAX_N, SAMPLED_ESTIMATORS,
@@ -29,10 +30,12 @@ class Delta(Task):
     geometry (``ctx.geometry.pairwise_dist``), the features' are Euclidean. Metrics (lower
     δ_rel = more hyperbolic, so ``higher_is_better=False``): ``delta_rel``, ``delta``,
     ``delta_rel_features``, ``delta_features``; a bracket reports its certified lower
-    bound, with the upper bound in ``details``.
+    bound, with the upper bound in ``details``. Points that all coincide (up to float
+    rounding, :func:`harness.diagnostics.collapsed_reason`) give ``null`` δ and δ_rel with
+    the reason: δ_rel = 2δ/diam has no value at diam = 0, and δ would measure rounding.
     """
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"delta_rel": False, "delta": False, "delta_rel_features": False, "delta_features": False}
 
@@ -75,18 +78,32 @@ class Delta(Task):
         emb = ctx.embed(idx)
         kw = dict(estimator=self.cfg.estimator, n_bases=int(self.cfg.n_bases), seed=int(ctx.seed),
                   device="cuda" if ctx.device.type == "cuda" else "cpu")
-        with torch.no_grad():
-            dist = ctx.geometry.pairwise_dist(emb.embeddings.to(torch.float64))
-        res = delta_hyperbolicity(dist, metric="precomputed", assume_metric=True, **kw)
-        out = {"delta_rel": self.metric("delta_rel", res["delta_rel"], n=len(idx)),
-               "delta": self.metric("delta", res["delta"], n=len(idx))}
-        ctx.details["delta/embeddings"] = _details(res, geometry=ctx.geometry.name)
+        out: dict[str, MetricValue] = {}
+        collapsed = collapsed_reason(emb.embeddings, "embeddings")
+        if collapsed is None:
+            with torch.no_grad():
+                dist = ctx.geometry.pairwise_dist(emb.embeddings.to(torch.float64))
+            res = delta_hyperbolicity(dist, metric="precomputed", assume_metric=True, **kw)
+            ctx.details["delta/embeddings"] = _details(res, geometry=ctx.geometry.name)
+        out.update(self._metrics(None if collapsed else res, collapsed, "", len(idx)))
         if self.cfg.features:
-            res_f = delta_hyperbolicity(emb.features, metric="euclidean", **kw)
-            out["delta_rel_features"] = self.metric("delta_rel_features", res_f["delta_rel"], n=len(idx))
-            out["delta_features"] = self.metric("delta_features", res_f["delta"], n=len(idx))
-            ctx.details["delta/features"] = _details(res_f, geometry="euclidean")
+            collapsed = collapsed_reason(emb.features, "backbone features")
+            res_f = None
+            if collapsed is None:
+                res_f = delta_hyperbolicity(emb.features, metric="euclidean", **kw)
+                ctx.details["delta/features"] = _details(res_f, geometry="euclidean")
+            out.update(self._metrics(res_f, collapsed, "_features", len(idx)))
         return out
+
+    def _metrics(self, res: dict[str, Any] | None, collapsed: str | None, suffix: str, n: int) -> dict[str, MetricValue]:
+        """``delta{suffix}`` and ``delta_rel{suffix}``; ``null`` with the reason when the points coincide."""
+        if res is not None and not res["diameter"] > 0:
+            collapsed = "all points coincide (diameter 0): δ_rel = 2δ/diam is undefined"
+        if collapsed is not None:
+            return {f"delta_rel{suffix}": self.metric(f"delta_rel{suffix}", None, reason=collapsed, n=n),
+                    f"delta{suffix}": self.metric(f"delta{suffix}", None, reason=collapsed, n=n)}
+        return {f"delta_rel{suffix}": self.metric(f"delta_rel{suffix}", res["delta_rel"], n=n),
+                f"delta{suffix}": self.metric(f"delta{suffix}", res["delta"], n=n)}
 
 
 def _details(res: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 from harness.tasks._episodes import EpisodeAccuracy, class_pool, episode_accuracies, sample_episodes
@@ -51,13 +52,19 @@ def _check_enough_classes(task: str, dataset: Any, split: str, labels: np.ndarra
 
 def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n_way: int | None,
                      shots: list[int], n_query: int, episodes: int, salt: str,
-                     metric_name: Any) -> dict[str, MetricValue]:
+                     metric_name: Any, group_of: dict[int, int] | None = None) -> dict[str, MetricValue]:
     """Run every shot setting on one embedded split and return its metrics.
 
     ``n_way=None`` is all-way (every eligible class in each episode).
-    ``metric_name(shot)`` names the metric. Facts go to ``ctx.details``.
+    ``metric_name(shot)`` names the metric. ``group_of`` (class id → group id)
+    restricts every episode to the classes of one group (:func:`sample_episodes`);
+    a shot setting where no group has ``n_way`` eligible classes is left out with a
+    note in ``details``, as is one with too few classes. Embeddings that are all one
+    point give ``null`` metrics with the reason (the accuracy would be the tie-break's).
+    Facts go to ``ctx.details``.
     """
     out: dict[str, MetricValue] = {}
+    collapsed = collapsed_reason(embeddings)
     for shot in shots:
         shot = int(shot)
         name = metric_name(shot)
@@ -68,14 +75,26 @@ def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n
             ctx.details[f"{name}/skipped"] = (f"{len(pool.classes)} classes have at least "
                                                f"{shot + n_query} images; {way}-way needs {way}")
             continue
+        groups = None
+        if group_of is not None:
+            groups = np.array([group_of[int(c)] for c in pool.classes])
+            sizes = np.unique(groups, return_counts=True)[1]
+            if (sizes >= way).sum() == 0:
+                ctx.details[f"{name}/skipped"] = (f"no coarse class has {way} fine classes with at least "
+                                                   f"{shot + n_query} images (most: {int(sizes.max())})")
+                continue
+            ctx.details[f"{name}/groups_drawn"] = int((sizes >= way).sum())
+        ctx.details[f"{name}/n_way"] = way
+        if collapsed is not None:
+            out[name] = MetricValue.undefined(collapsed, True, n=0)
+            continue
         eps = sample_episodes(pool, n_way=way, n_per_class=shot + n_query, episodes=episodes,
-                              rng=ctx.rng(f"{salt}/{way}way/{shot}shot"))
+                              rng=ctx.rng(f"{salt}/{way}way/{shot}shot"), groups=groups)
         meter = EpisodeAccuracy()
         meter.update(episode_accuracies(embeddings, eps, n_shot=shot, geometry=ctx.geometry,
                                         device=ctx.device))
         mean, ci, n = meter.compute()
         out[name] = MetricValue(mean, True, ci95=ci, n=n)
-        ctx.details[f"{name}/n_way"] = way
     ctx.details["episodes"] = episodes
     ctx.details["n_query"] = n_query
     return out
@@ -84,7 +103,7 @@ def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n
 class FewShot(Task):
     """N-way K-shot nearest-prototype episodes on the ``novel`` split."""
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"acc_1shot": True, "acc_5shot": True}
     CONVENTION = ("nearest-prototype accuracy on N-way K-shot episodes of novel classes, prototypes and "

@@ -7,20 +7,53 @@ No reference codebase reports these together; the definitions:
   the geometry distance between the class prototypes (geometry midpoints of
   the eval split's embeddings of each class) and their tree distance in the
   two-level tree (2 = same coarse class, 4 = different coarse classes;
-  edge counts). Computed on class prototypes, not on samples.
-* ``mistake_severity`` — among the WRONG nearest-prototype predictions of the
-  eval images (prototypes of the fine classes from the ``train`` split), the
-  mean tree distance between true and predicted class: 2 (same coarse class)
-  or 4 (different). In [2, 4]; lower is better (Bertinetto et al. CVPR 2020,
-  "Making Better Mistakes", with the tree distance in edges instead of LCA
-  height = distance / 2). Reported with ``n`` = number of mistakes; absent if
-  there is none.
-* ``depth_spearman`` — Spearman rank correlation between the distance to the
-  origin and the tree depth over one pooled set of points: the coarse class
-  prototypes (depth 1), the fine class prototypes (depth 2) and the eval
-  images (depth 3), all from the eval split. Positive = more specific points
-  lie farther from the origin, the behaviour hyperbolic embeddings are
-  expected to show (Khrulkov et al. 2020; HACK, 2023).
+  edge counts). Computed on class prototypes, not on samples. ``null`` if the
+  prototype distances are degenerate (:mod:`harness.diagnostics`) or every pair
+  has the same tree distance.
+* ``top1`` — accuracy of the predictor whose mistakes ``mistake_severity``
+  grades: the method's classifier (argmax of its logits, which cover the
+  training split's fine classes, the same classes as the eval split) where it
+  has one, else the nearest class prototype of the ``train`` split by the
+  geometry's distance. ``details["top1/predictor"]`` says which; the other
+  one's accuracy is in ``details`` too.
+* ``mistake_severity`` — among the WRONG predictions of that predictor on the
+  eval images, the mean tree distance between true and predicted class: 2
+  (same coarse class) or 4 (different). In [2, 4]; lower is better (Bertinetto
+  et al. CVPR 2020, "Making Better Mistakes", with the tree distance in edges
+  instead of LCA height = distance / 2). It must be read with ``top1``: a
+  classifier at chance makes mistakes of the chance severity, the expected
+  tree distance of a uniformly random wrong prediction
+  (:func:`harness.tasks._tree.chance_severity`, closed form from the class
+  counts), given in ``details["mistake_severity/chance"]`` (with
+  ``details["top1/chance"]``). ``n`` = number of mistakes; ``null`` if there is
+  none.
+* ``dist0_angle_spearman`` — does an image's distance to the origin follow how
+  typical it is of its class? Per fine class of the eval split, the Spearman
+  correlation between each image's distance to the origin and its angle at the
+  origin to the class direction (the direction of the class prototype of the
+  ``train`` split), then the unweighted mean over classes (each class one unit;
+  ``ci95`` = 1.96 · std / sqrt(classes) across classes; classes where it is
+  undefined are listed in ``details``). Positive = images close to their class
+  direction (typical) lie nearer the origin, HACK's prototypicality (Zhao et
+  al., "Unsupervised Feature Learning with Emergent Data-Driven
+  Prototypicality"); Khrulkov et al. (CVPR 2020) find ambiguous images near
+  the centre, which gives a negative value. Why the angle: the typicality
+  measure must not depend on the radius it is compared with. The distance to
+  the class prototype does: on random embeddings centred at the origin the
+  prototype sits at the origin and that correlation is ≈ +1, measuring
+  nothing. For an isotropic distribution the direction is independent of the
+  norm, and the train prototype is independent of the eval image, so the
+  expected value on random embeddings is exactly 0. The angle at the origin is
+  the Riemannian angle there for the Euclidean space and the Poincaré ball
+  (conformal, geodesics through the origin are straight), so it is computed
+  from the coordinates. ``null`` where the distances to the origin are
+  degenerate (e.g. every embedding on one sphere, as feature clipping does).
+
+  This replaces ``depth_spearman`` (task version 1), the Spearman correlation of
+  the distance to the origin with the depth over the pooled coarse prototypes,
+  fine prototypes and images. That measured that averaging shrinks prototypes
+  towards the origin, which any embedding shows (random Gaussian embeddings
+  scored 0.395–0.444), and on one-sphere embeddings it ranked float rounding.
 
 The eval split is ``test`` (held-out images of the training classes), so the
 trained model's classes, prototypes and mistakes are defined.
@@ -34,55 +67,53 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.diagnostics import collapsed_reason
 from harness.errors import Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.tasks._correlation import correlation_or_reason, pearson, per_group_spearman, spearman
+from harness.tasks._tree import chance_severity, fine_to_coarse, tree_distance
+
+__all__ = ["Hierarchy", "MistakeSeverity", "angle_to", "chance_severity", "cpcc", "cpcc_or_reason",
+           "fine_to_coarse", "pearson", "spearman", "tree_distance"]
+
+#: Geometries whose angle at the origin is the angle between the coordinate vectors.
+_CONFORMAL_AT_ORIGIN = ("euclidean", "poincare")
 
 
-def pearson(x: Any, y: Any) -> float:
-    """Pearson correlation of two 1-D arrays (float64); an error if either is constant."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
-        raise ValueError(f"pearson needs two 1-D arrays of equal length >= 2, got {x.shape} and {y.shape}")
-    xc, yc = x - x.mean(), y - y.mean()
-    den = np.sqrt((xc * xc).sum() * (yc * yc).sum())
-    if den == 0:
-        raise ValueError("correlation is undefined: one of the arrays is constant")
-    return float((xc * yc).sum() / den)
-
-
-def spearman(x: Any, y: Any) -> float:
-    """Spearman rank correlation: Pearson correlation of the ranks (ties get average ranks)."""
-    from scipy.stats import rankdata
-
-    return pearson(rankdata(np.asarray(x, dtype=np.float64)), rankdata(np.asarray(y, dtype=np.float64)))
-
-
-def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray) -> dict[int, int]:
-    """The parent of each fine class; an error if a fine class has two parents (not a tree)."""
-    pairs = np.unique(np.stack([np.asarray(fine), np.asarray(coarse)], 1), axis=0)
-    parents: dict[int, int] = {}
-    for f, c in pairs:
-        if int(f) in parents:
-            raise ValueError(f"fine class {int(f)} has coarse labels {parents[int(f)]} and {int(c)}: "
-                             "the labels do not form a tree")
-        parents[int(f)] = int(c)
-    return parents
-
-
-def tree_distance(a: np.ndarray, b: np.ndarray, parent: dict[int, int]) -> np.ndarray:
-    """Edges between fine classes in root → coarse → fine: 0 same, 2 same parent, 4 otherwise."""
-    a, b = np.asarray(a), np.asarray(b)
-    pa = np.vectorize(parent.__getitem__, otypes=[np.int64])(a) if a.size else a
-    pb = np.vectorize(parent.__getitem__, otypes=[np.int64])(b) if b.size else b
-    return np.where(a == b, 0, np.where(pa == pb, 2, 4))
+def _as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
 def cpcc(prototype_dist: Any, classes: np.ndarray, parent: dict[int, int]) -> float:
     """Pearson correlation of prototype distances ``(C, C)`` with tree distances, upper triangle."""
-    d = prototype_dist.detach().cpu().double().numpy() if isinstance(prototype_dist, torch.Tensor) \
-        else np.asarray(prototype_dist, dtype=np.float64)
+    d = _as_numpy(prototype_dist)
     iu = np.triu_indices(len(classes), k=1)
     return pearson(d[iu], tree_distance(classes[iu[0]], classes[iu[1]], parent))
+
+
+def cpcc_or_reason(prototype_dist: Any, classes: np.ndarray, parent: dict[int, int]) -> tuple[float | None, str | None]:
+    """:func:`cpcc`, or ``(None, reason)`` when the prototype distances are degenerate or the
+    tree distances constant."""
+    d = _as_numpy(prototype_dist)
+    iu = np.triu_indices(len(classes), k=1)
+    return correlation_or_reason(d[iu], tree_distance(classes[iu[0]], classes[iu[1]], parent), method="pearson",
+                                 x_what="the distance between class prototypes",
+                                 y_what="the tree distance between the eval classes", y_min_distinct=2)
+
+
+def angle_to(x: torch.Tensor, directions: torch.Tensor) -> np.ndarray:
+    """Angle in radians, in [0, π], between each row of ``x`` and the matching row of ``directions``.
+
+    Computed as ``2·atan2(‖x̂ − d̂‖, ‖x̂ + d̂‖)`` of the unit vectors (Kahan's formula, accurate
+    for small and large angles alike, unlike ``arccos`` of the cosine). A zero row has no
+    direction: its angle is NaN.
+    """
+    x, d = x.detach().double(), directions.detach().double()
+    xn, dn = torch.linalg.vector_norm(x, dim=-1, keepdim=True), torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+    xu, du = x / xn, d / dn
+    ang = 2 * torch.atan2(torch.linalg.vector_norm(xu - du, dim=-1), torch.linalg.vector_norm(xu + du, dim=-1))
+    ang[(xn.squeeze(-1) == 0) | (dn.squeeze(-1) == 0)] = float("nan")
+    return ang.cpu().numpy()
 
 
 class MistakeSeverity:
@@ -109,14 +140,18 @@ class MistakeSeverity:
 
 
 class Hierarchy(Task):
-    """CPCC, mistake severity and depth–norm Spearman correlation on the ``test`` split."""
+    """CPCC, top-1 with mistake severity, and the radius–angle Spearman correlation on the ``test`` split."""
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"label", "coarse_label"})
-    METRICS = {"cpcc": True, "mistake_severity": False, "depth_spearman": True}
+    METRICS = {"cpcc": True, "top1": True, "mistake_severity": False, "dist0_angle_spearman": True}
     CONVENTION = ("tree root → coarse → fine (distances 0/2/4): CPCC = Pearson correlation of fine-prototype "
-                  "distances with tree distances; mistake severity = mean tree distance of wrong nearest-prototype "
-                  "predictions; depth_spearman = Spearman of distance to the origin with depth")
+                  "distances with tree distances; top1 and mistake severity (mean tree distance of the wrong "
+                  "predictions, Bertinetto et al. 2020) of one predictor: the classifier where the method has "
+                  "one, else the nearest train prototype; a predictor at chance has the chance severity of the "
+                  "result's details; dist0_angle_spearman = per-class Spearman of the distance to the origin "
+                  "with the angle to the class direction, averaged over classes (positive = typical images "
+                  "nearer the origin; 0 on random embeddings); null = undefined, with the reason")
 
     @dataclass
     class Config:
@@ -135,14 +170,16 @@ class Hierarchy(Task):
         if len(np.unique(dataset.annotations["label"][idx])) < 3:
             raise Incompatible(f"split '{self.cfg.split}' of dataset '{dataset.name}' has fewer than 3 fine classes")
         return Protocol(train=dataset.split("train"), train_label="label", eval={self.cfg.split: idx},
-                        description=f"CPCC, mistake severity, depth Spearman on split '{self.cfg.split}'")
+                        description=f"CPCC, top-1 and mistake severity, radius–angle Spearman on split "
+                                    f"'{self.cfg.split}'")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
         geo = ctx.geometry
         idx, train = ctx.protocol.eval[self.cfg.split], ctx.protocol.train
         fine, coarse = ctx.annotation("label", idx), ctx.annotation("coarse_label", idx)
         parent = fine_to_coarse(ctx.dataset.annotations["label"], ctx.dataset.annotations["coarse_label"])
-        emb = ctx.embed(idx).embeddings.to(ctx.device)
+        ev = ctx.embed(idx)
+        emb = ev.embeddings.to(ctx.device)
         tr_emb = ctx.embed(train).embeddings.to(ctx.device)
         for what, e in (("eval", emb), ("train", tr_emb)):
             bad = int((~torch.isfinite(e).all(-1)).sum())
@@ -152,29 +189,17 @@ class Hierarchy(Task):
 
         classes, inv = np.unique(fine, return_inverse=True)
         protos = geo.class_prototypes(emb, torch.as_tensor(inv, device=emb.device), len(classes))
-        out["cpcc"] = self.metric("cpcc", cpcc(geo.pairwise_dist(protos), classes, parent), n=len(classes))
+        value, reason = cpcc_or_reason(geo.pairwise_dist(protos), classes, parent)
+        out["cpcc"] = self.metric("cpcc", value, reason=reason, n=len(classes))
 
         tr_classes, tr_inv = np.unique(ctx.annotation("label", train), return_inverse=True)
         tr_protos = geo.class_prototypes(tr_emb, torch.as_tensor(tr_inv, device=tr_emb.device), len(tr_classes))
-        meter = MistakeSeverity(parent)
-        pred = tr_classes[geo.pairwise_dist(emb, tr_protos).argmin(-1).cpu().numpy()]
-        meter.update(pred, fine)
-        severity, n_wrong = meter.compute()
-        if n_wrong:
-            out["mistake_severity"] = self.metric("mistake_severity", severity, n=n_wrong)
-        else:
-            ctx.details["mistake_severity"] = "no mistakes: severity undefined"
+        out.update(self._predictions(ctx, ev.logits, emb, tr_emb, tr_protos, tr_classes, fine, parent))
+        out["dist0_angle_spearman"] = self._radius_angle(ctx, emb, tr_protos, tr_classes, fine)
 
-        c_classes, c_inv = np.unique(coarse, return_inverse=True)
-        c_protos = geo.class_prototypes(emb, torch.as_tensor(c_inv, device=emb.device), len(c_classes))
-        norms = [geo.dist0(p).cpu().numpy() for p in (c_protos, protos, emb)]
-        depth = np.concatenate([np.full(len(n), level) for level, n in zip((1, 2, 3), norms)])
-        out["depth_spearman"] = self.metric("depth_spearman", spearman(np.concatenate(norms), depth),
-                                            n=len(depth))
-        ctx.details.update(num_fine_classes=len(classes), num_coarse_classes=len(c_classes),
-                           nearest_prototype_accuracy=float((pred == fine).mean()))
+        ctx.details.update(num_fine_classes=len(classes), num_coarse_classes=len(np.unique(coarse)))
         if ctx.artifacts_dir is not None:
-            self._histogram(ctx, norms)
+            self._histogram(ctx, geo.dist0(emb).cpu().numpy())
             from harness.plots import save_disk
 
             disk = save_disk(ctx.artifacts_dir / "embeddings_disk.png", emb.cpu().numpy(), coarse,
@@ -182,11 +207,69 @@ class Hierarchy(Task):
             ctx.details["disk"] = disk.name
         return out
 
+    def _predictions(self, ctx: EvalContext, logits: torch.Tensor | None, emb: torch.Tensor, tr_emb: torch.Tensor,
+                     tr_protos: torch.Tensor, tr_classes: np.ndarray, fine: np.ndarray,
+                     parent: dict[int, int]) -> dict[str, MetricValue]:
+        """``top1`` and ``mistake_severity`` of one predictor (the classifier, else the nearest train prototype)."""
+        geo = ctx.geometry
+        collapsed = collapsed_reason(emb, "eval embeddings") or collapsed_reason(tr_protos, "train prototypes")
+        proto_pred = None
+        if collapsed is None:
+            proto_pred = tr_classes[geo.pairwise_dist(emb, tr_protos).argmin(-1).cpu().numpy()]
+            ctx.details["nearest_prototype_accuracy"] = float((proto_pred == fine).mean())
+        # The engine's logit k is the k-th sorted training label: the columns are ``tr_classes``.
+        if logits is not None and logits.shape[-1] == len(tr_classes):
+            pred = tr_classes[logits.argmax(-1).cpu().numpy()]
+            ctx.details["classifier_accuracy"] = float((pred == fine).mean())
+            ctx.details["top1/predictor"] = (f"the method's classifier (argmax of its logits over the "
+                                             f"{len(tr_classes)} training classes)")
+        else:
+            pred = proto_pred
+            ctx.details["top1/predictor"] = ("nearest class prototype of the train split (geometry distance)"
+                                             + ("" if logits is None else
+                                                f"; the logits have {logits.shape[-1]} columns, not one per "
+                                                f"training class ({len(tr_classes)})"))
+        ctx.details["top1/chance"] = float(np.isin(fine, tr_classes).mean() / len(tr_classes))
+        ctx.details["mistake_severity/chance"] = chance_severity(fine, tr_classes, parent)
+        if pred is None:
+            return {"top1": self.metric("top1", None, reason=collapsed, n=len(fine)),
+                    "mistake_severity": self.metric("mistake_severity", None, reason=collapsed)}
+        meter = MistakeSeverity(parent)
+        meter.update(pred, fine)
+        severity, n_wrong = meter.compute()
+        out = {"top1": self.metric("top1", float((pred == fine).mean()), n=len(fine))}
+        out["mistake_severity"] = (self.metric("mistake_severity", severity, n=n_wrong) if n_wrong else
+                                   self.metric("mistake_severity", None, n=0,
+                                               reason="no mistakes (top1 = 1): severity is undefined"))
+        return out
+
+    def _radius_angle(self, ctx: EvalContext, emb: torch.Tensor, tr_protos: torch.Tensor, tr_classes: np.ndarray,
+                      fine: np.ndarray) -> MetricValue:
+        geo = ctx.geometry
+        if geo.name not in _CONFORMAL_AT_ORIGIN:
+            return self.metric("dist0_angle_spearman", None,
+                               reason=f"the angle at the origin is not implemented for geometry '{geo.name}'")
+        known = np.isin(fine, tr_classes)
+        if not known.any():
+            return self.metric("dist0_angle_spearman", None, reason="no eval class has train images (no prototype)")
+        rows = np.searchsorted(tr_classes, fine[known])
+        angle = angle_to(emb[torch.as_tensor(np.flatnonzero(known), device=emb.device)],
+                         tr_protos[torch.as_tensor(rows, device=tr_protos.device)])
+        radius = geo.dist0(emb).detach().cpu().double().numpy()[known]
+        has_dir = np.isfinite(angle)  # an image or prototype at the origin has no direction
+        res = per_group_spearman(radius[has_dir], angle[has_dir], fine[known][has_dir],
+                                 x_what="the distance to the origin", y_what="the angle to the class direction")
+        ctx.details["dist0_angle_spearman/skipped_classes"] = res["skipped"]
+        ctx.details["dist0_angle_spearman/averaging"] = ("unweighted mean over classes of the per-class Spearman "
+                                                         "correlation; ci95 = 1.96 std / sqrt(classes)")
+        if res["mean"] is None:
+            return self.metric("dist0_angle_spearman", None, reason=res["reason"], n=0)
+        return self.metric("dist0_angle_spearman", res["mean"], ci95=res["ci95"], n=res["n"])
+
     @staticmethod
-    def _histogram(ctx: EvalContext, norms: list[np.ndarray]) -> None:
+    def _histogram(ctx: EvalContext, radius: np.ndarray) -> None:
         from harness.plots import save_histograms
 
-        series = dict(zip(("coarse prototypes", "fine prototypes", "images"), norms))
-        path = save_histograms(ctx.artifacts_dir / "hierarchy_dist0.png", {"distance to the origin": series},
-                               bins=40)
+        path = save_histograms(ctx.artifacts_dir / "hierarchy_dist0.png",
+                               {"distance to the origin": {"eval images": radius}}, bins=40)
         ctx.details["histogram"] = path.name

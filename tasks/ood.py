@@ -22,6 +22,26 @@ Scores (higher = more in-distribution, for every score):
 ``msp`` and ``energy`` need logits; a method without a classifier skips them
 (noted in ``details``). Metrics per (metric, score, set) are named
 ``{metric}/{score}/{set}``, e.g. ``auroc/energy/near``; see :func:`ood_metrics`.
+
+A score that is degenerate over the pooled ID and OOD images (constant, or
+float rounding only: :func:`harness.diagnostics.degenerate_reason`) gives
+``null`` metrics with the reason, not the AUROC 0.5 / FPR 1.0 that ties
+produce by construction (``dist0`` of clipped ``poincare_mlr``, whose
+embeddings all lie on one sphere, is such a score).
+
+``id_top1`` is the in-distribution accuracy beside every OOD number, as
+OpenOOD reports it: a detector is only worth reading next to the classifier it
+comes with. It is the top-1 accuracy on the ID ``test`` images of the
+method's classifier (argmax of the logits, whose columns are the training
+classes), or, for a method without one, of the nearest class prototype of the
+``train`` split; ``details["id_top1/predictor"]`` says which, and
+``details["id_top1/chance"]`` gives 1 / classes.
+
+AUROCs far below 0.5 are real, not a bug: the OOD images then score as MORE
+in-distribution than the ID ones. Far-OOD sets of high-contrast images
+(glyphs: white strokes on black) give ReLU features of larger norm, hence
+larger distances to the origin, logits and energies, the far-from-data
+overconfidence of ReLU networks (Hein et al., CVPR 2019).
 """
 
 from __future__ import annotations
@@ -32,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.diagnostics import collapsed_reason, degenerate_reason
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 
@@ -168,12 +189,16 @@ def ood_scores(names: list[str], embeddings: torch.Tensor, logits: torch.Tensor 
 class OOD(Task):
     """ID ``test`` split vs near (``novel``) and far (other datasets) OOD sets."""
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"label"})
-    METRICS = OOD_METRICS
+    METRICS = {**OOD_METRICS, "id_top1": True}
     CONVENTION = ("scores are higher for in-distribution: dist0 = distance to the origin (Khrulkov et al.), "
                   "msp, energy, proto = −distance to the nearest class prototype; metric/score/set names; "
-                  "fpr95_ood_positive = OpenOOD (OOD positive), fpr95_id_positive = classic (ID positive)")
+                  "fpr95_ood_positive = OpenOOD (OOD positive), fpr95_id_positive = classic (ID positive); "
+                  "id_top1 = ID test accuracy of the classifier (nearest train prototype without one), to read "
+                  "every OOD number with (OpenOOD); null = a score constant over ID and OOD images (AUROC 0.5 "
+                  "by construction); AUROC far below 0.5 is real: OOD images score as more in-distribution, "
+                  "e.g. high-contrast glyphs give ReLU features of larger norm (Hein et al. CVPR 2019)")
 
     @dataclass
     class Config:
@@ -250,31 +275,37 @@ class OOD(Task):
         sets.update(self._far_sets(ctx))
         if len(sets) == 1:
             raise Incompatible(f"no OOD set could be built: {ctx.details.get('far_skipped', {})}")
-        prototypes = None
-        if "proto" in cfg.scores:
-            train = ctx.protocol.train
-            _, labels = np.unique(ctx.annotation("label", train), return_inverse=True)
-            tr = ctx.embed(train).embeddings
-            prototypes = geo.class_prototypes(tr, torch.as_tensor(labels).to(tr.device), int(labels.max()) + 1)
         for name, (emb, _) in sets.items():
             bad = int((~torch.isfinite(emb).all(-1)).sum())
             if bad:
                 raise ValueError(f"{bad} of {len(emb)} embeddings of the '{name}' set contain NaN or inf")
-        scores = {name: ood_scores(list(cfg.scores), emb, lg, geo, prototypes) for name, (emb, lg) in sets.items()}
+        train = ctx.protocol.train
+        tr_classes, labels = np.unique(ctx.annotation("label", train), return_inverse=True)
+        tr = ctx.embed(train).embeddings
+        prototypes = geo.class_prototypes(tr, torch.as_tensor(labels).to(tr.device), len(tr_classes))
+        out: dict[str, MetricValue] = {"id_top1": self._id_top1(ctx, sets["id"], prototypes, tr_classes)}
+        scores = {name: ood_scores(list(cfg.scores), emb, lg, geo, prototypes if "proto" in cfg.scores else None)
+                  for name, (emb, lg) in sets.items()}
         missing = [s for s in cfg.scores if s not in scores["id"]]
         if missing:
             ctx.details["scores_skipped"] = {s: "the method has no logits" for s in missing}
-        out: dict[str, MetricValue] = {}
         for set_name in sets:
             if set_name == "id":
                 continue
             for score, id_s in scores["id"].items():
                 if score not in scores[set_name]:
                     continue  # e.g. logits missing for outside images
-                res = ood_metrics(id_s, scores[set_name][score])
+                ood_s = scores[set_name][score]
+                n = len(ood_s)
+                reason = degenerate_reason(torch.cat([id_s, ood_s]),
+                                           f"the {score} score over the ID and '{set_name}' images")
+                if reason is not None:
+                    for m in cfg.metrics:
+                        out[f"{m}/{score}/{set_name}"] = MetricValue.undefined(reason, OOD_METRICS[m], n=n)
+                    continue
+                res = ood_metrics(id_s, ood_s)
                 for m in cfg.metrics:
-                    out[f"{m}/{score}/{set_name}"] = MetricValue(res[m], OOD_METRICS[m],
-                                                                 n=len(scores[set_name][score]))
+                    out[f"{m}/{score}/{set_name}"] = MetricValue(res[m], OOD_METRICS[m], n=n)
         ctx.details.update(num_id=len(ev["id"]), ood_sets={k: ("near" if k == "near" else "far")
                                                            for k in sets if k != "id"},
                            score_direction="higher = more in-distribution; dist0 = +distance to the origin",
@@ -283,6 +314,29 @@ class OOD(Task):
         if ctx.artifacts_dir is not None:
             self._histograms(ctx, scores)
         return out
+
+    def _id_top1(self, ctx: EvalContext, id_set: tuple[torch.Tensor, torch.Tensor | None],
+                 prototypes: torch.Tensor, tr_classes: np.ndarray) -> MetricValue:
+        """ID test accuracy of the classifier (its logit k is the k-th sorted training class), else of the
+        nearest train prototype."""
+        emb, logits = id_set
+        truth = ctx.annotation("label", ctx.protocol.eval["id"])
+        ctx.details["id_top1/chance"] = 1.0 / len(tr_classes)
+        if logits is not None and logits.shape[-1] == len(tr_classes):
+            pred = tr_classes[logits.argmax(-1).cpu().numpy()]
+            ctx.details["id_top1/predictor"] = (f"the method's classifier (argmax of its logits over the "
+                                                f"{len(tr_classes)} training classes)")
+        else:
+            ctx.details["id_top1/predictor"] = ("nearest class prototype of the train split (geometry distance)"
+                                                + ("" if logits is None else
+                                                   f"; the logits have {logits.shape[-1]} columns, not one per "
+                                                   f"training class ({len(tr_classes)})"))
+            collapsed = collapsed_reason(emb, "ID embeddings") or collapsed_reason(prototypes, "train prototypes")
+            if collapsed is not None:
+                return MetricValue.undefined(collapsed, True, n=len(truth))
+            dist = ctx.geometry.pairwise_dist(emb, prototypes.to(emb))
+            pred = tr_classes[dist.argmin(-1).cpu().numpy()]
+        return self.metric("id_top1", float((pred == truth).mean()), n=len(truth))
 
     @staticmethod
     def _histograms(ctx: EvalContext, scores: dict[str, dict[str, torch.Tensor]]) -> None:

@@ -12,7 +12,13 @@ TPAMI, their ``eval_func``): INP = ``num_matches / rank of the last (hardest)
 true match``; mINP = mean over valid queries. All values in [0, 1].
 
 Ties among equal distances are ordered by gallery index (a stable sort); see
-:mod:`harness.tasks._ranking`. The Khrulkov et al. 2020 re-ID numbers
+:mod:`harness.tasks._ranking`. Query and gallery embeddings that are all one
+point (:func:`harness.diagnostics.collapsed_reason`) give ``null`` metrics with
+the reason: the ranking would be the gallery order.
+
+Chance (a random ranking): a query with ``m`` true matches among the ``G``
+gallery items left after junk removal has ``CMC@r = 1 − C(G − m, r) / C(G, r)``
+and ``E[AP] = (H_G + (m − 1)(G − H_G) / (G − 1)) / G``. The Khrulkov et al. 2020 re-ID numbers
 (Market-1501, dim 128: rank-1 87.8, mAP 68.4) use this protocol.
 """
 
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.diagnostics import collapsed_reason
 from harness.errors import Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 from harness.tasks._ranking import query_stats_numba, query_stats_torch
@@ -122,7 +129,7 @@ def evaluate_reid(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camid
 class Reid(Task):
     """Train on the identities of ``train``; rank ``gallery`` for each ``query``."""
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"pid", "camid"})
     METRICS = {"rank1": True, "rank5": True, "rank10": True, "mAP": True, "mINP": True}
     CONVENTION = ("CMC and mAP exactly as torchreid's eval_market1501 (same-identity same-camera gallery "
@@ -149,6 +156,9 @@ class Reid(Task):
             bad = int((~torch.isfinite(e).all(-1)).sum())
             if bad:
                 raise ValueError(f"{bad} of {len(e)} {what} embeddings contain NaN or inf")
+        collapsed = collapsed_reason(torch.cat([q_emb, g_emb]), "query and gallery embeddings")
+        if collapsed is not None:
+            return {k: self.metric(k, None, reason=collapsed) for k in self.METRICS}
         q_pids, q_cams = ctx.annotation("pid", q_idx), ctx.annotation("camid", q_idx)
         meter = ReidMetrics(ctx.annotation("pid", g_idx), ctx.annotation("camid", g_idx), max_rank=50)
         g_dev = g_emb.to(ctx.device)

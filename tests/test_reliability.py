@@ -94,7 +94,7 @@ def test_a_nonfinite_metric_is_stored_as_null_and_the_cell_is_ok(tmp_path, monke
     assert result["status"] == "ok"
     stored = read_result(next(p for p, _ in iter_results(tmp_path / "res")))
     assert stored["metrics"]["acc_1shot"] == {"value": None, "higher_is_better": True,
-                                              "reason": "the computed value was NaN or infinite"}
+                                              "reason": "the computation gave a non-finite value (nan)"}
 
 
 def test_bad_result_files_never_break_a_leaderboard(tmp_path):

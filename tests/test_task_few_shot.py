@@ -215,3 +215,67 @@ def test_fine_from_coarse_protocol_and_allway() -> None:
     no_coarse = ArrayDataset({"label": fine}, {"train": np.arange(10), "test": np.arange(240)})
     with pytest.raises(Incompatible, match="coarse_label"):
         task.protocol(no_coarse)
+
+
+# -- intra-coarse episodes ------------------------------------------------------------
+def test_grouped_episodes_stay_in_one_eligible_group_uniformly() -> None:
+    # 9 classes: group 0 has classes 0-3, group 1 has 4-7, group 2 only class 8 (never drawn for 2-way)
+    labels = np.repeat(np.arange(9), 4)
+    pool, _ = class_pool(labels)
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    n = 24000
+    eps = sample_episodes(pool, n_way=2, n_per_class=2, episodes=n, rng=np.random.default_rng(3), groups=groups)
+    cls = labels[eps[..., 0]]  # (n, 2) classes of each episode
+    assert (groups[cls[:, 0]] == groups[cls[:, 1]]).all() and (cls[:, 0] != cls[:, 1]).all()
+    assert not (cls == 8).any()
+    # each eligible group half the time; within it, each of the 12 ordered class pairs equally often
+    np.testing.assert_allclose(np.bincount(groups[cls[:, 0]], minlength=2) / n, [0.5, 0.5], atol=0.015)
+    pair = np.bincount(cls[:, 0] * 9 + cls[:, 1], minlength=81).reshape(9, 9) / n
+    expected = np.zeros((9, 9))
+    for g in (0, 1):
+        members = np.flatnonzero(groups == g)
+        for a in members:
+            for b in members:
+                if a != b:
+                    expected[a, b] = 0.5 / 12
+    np.testing.assert_allclose(pair, expected, atol=0.006)
+    with pytest.raises(ValueError, match="no group has 5 classes"):
+        sample_episodes(pool, n_way=5, n_per_class=2, episodes=3, rng=np.random.default_rng(0), groups=groups)
+    with pytest.raises(ValueError, match="one group per pool class"):
+        sample_episodes(pool, n_way=2, n_per_class=2, episodes=3, rng=np.random.default_rng(0), groups=groups[:3])
+
+
+def test_fine_from_coarse_intra_episodes_need_fine_structure() -> None:
+    from harness.tasks.fine_from_coarse import FineFromCoarse
+
+    # 4 coarse classes of 6 fine classes; the embedding knows the coarse class only
+    fine = np.repeat(np.arange(24), 24)
+    coarse = fine // 6
+    rng = np.random.default_rng(0)
+    emb = 20 * rng.normal(size=(4, 8))[coarse] + rng.normal(size=(len(fine), 8))
+    ds = ArrayDataset({"label": fine, "coarse_label": coarse}, {"train": np.arange(0), "test": np.arange(len(fine))})
+    task = FineFromCoarse(FineFromCoarse.Config(episodes=800, n_query=5, all_way=False))
+    ctx = make_ctx(task, ds, emb)
+    res = task.evaluate(ctx)
+    assert set(res) == {"acc_5way_1shot", "acc_5way_5shot", "acc_intra_5way_1shot", "acc_intra_5way_5shot"}
+    for shot in (1, 5):
+        intra = res[f"acc_intra_5way_{shot}shot"]
+        # siblings are indistinguishable here: chance 1/5 (4 sampling standard errors, from the reported ci95)
+        assert abs(intra.value - 0.2) < 4 * intra.ci95 / 1.96 + 1e-9 and intra.ci95 < 0.02
+        assert res[f"acc_5way_{shot}shot"].value > 0.4  # mixed-coarse episodes are mostly separable
+    assert ctx.details["acc_intra_5way_1shot/groups_drawn"] == 4
+    # coarse classes with fewer than 5 eligible fine classes: the intra metric is absent, with a note
+    few = ArrayDataset({"label": fine, "coarse_label": fine // 3},
+                       {"train": np.arange(0), "test": np.arange(len(fine))})
+    ctx = make_ctx(task, few, emb)
+    res = task.evaluate(ctx)
+    assert "acc_intra_5way_1shot" not in res and "acc_5way_1shot" in res
+    assert "no coarse class has 5 fine classes" in ctx.details["acc_intra_5way_1shot/skipped"]
+
+
+def test_collapsed_embeddings_give_null_accuracy() -> None:
+    labels = np.repeat(np.arange(8), 25)
+    ds = ArrayDataset({"label": labels}, {"train": np.arange(0), "novel": np.arange(200)})
+    task = FewShot(FewShot.Config(episodes=20))
+    res = task.evaluate(make_ctx(task, ds, np.ones((200, 4))))
+    assert all(m.value is None and "same point" in m.reason for m in res.values())

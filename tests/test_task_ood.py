@@ -95,7 +95,8 @@ def toy(n_train=60, n_test=60, n_novel=40, seed=0):
     novel = 0.1 * rng.normal(size=(n_novel, 4)) / 2
     emb = torch.tensor(np.r_[x, novel], dtype=torch.float32)
     labels = np.r_[y, np.full(n_novel, 7)]
-    logits = torch.tensor(np.r_[10 * np.eye(3)[y], np.zeros((n_novel, 3))], dtype=torch.float32)
+    logits = torch.tensor(np.r_[10 * np.eye(3)[y], np.zeros((n_novel, 3))] + 0.3 * rng.normal(size=(len(labels), 3)),
+                          dtype=torch.float32)
     splits = {"train": np.arange(n_train), "test": np.arange(n_train, n_train + n_test),
               "novel": np.arange(n_train + n_test, len(labels))}
     return ArrayDataset({"label": labels}, splits), emb, logits
@@ -114,6 +115,9 @@ def test_ood_task_near_and_far(tmp_path) -> None:
             assert res[f"fpr95_ood_positive/{score}/{s}"].value == 0.0
             assert res[f"fpr95_ood_positive/{score}/{s}"].higher_is_better is False
     assert res["auroc/dist0/digits"].n == 50
+    # ID accuracy of the classifier (argmax of the logits): the toy's logits are right for every ID image
+    assert res["id_top1"].value == 1.0 and res["id_top1"].n == 60
+    assert "classifier" in ctx.details["id_top1/predictor"] and ctx.details["id_top1/chance"] == pytest.approx(1 / 3)
     assert all(shape[1:] == (3, 8, 8) for shape in seen)  # conformed to the ID images
     assert "no_such_dataset" in ctx.details["far_skipped"]
     assert ctx.details["far/digits/num_images"] == 50
@@ -130,7 +134,7 @@ def test_ood_task_without_logits_or_ood_sets() -> None:
     task = OOD(OOD.Config(far=[]))
     ctx, _ = make_ctx(task, ds, emb, None)
     res = task.evaluate(ctx)
-    assert sorted({k.split("/")[1] for k in res}) == ["dist0", "proto"]
+    assert sorted({k.split("/")[1] for k in res if "/" in k}) == ["dist0", "proto"]
     assert set(ctx.details["scores_skipped"]) == {"msp", "energy"}
     no_novel = ArrayDataset({"label": np.zeros(4, int)}, {"train": np.arange(2), "test": np.arange(2, 4)})
     with pytest.raises(Incompatible, match="no 'novel' split"):
@@ -140,3 +144,36 @@ def test_ood_task_without_logits_or_ood_sets() -> None:
     ctx, _ = make_ctx(task, ds, bad, None)
     with pytest.raises(ValueError, match="'near' set contain NaN"):
         task.evaluate(ctx)
+
+
+def test_id_top1_without_a_classifier_is_the_nearest_prototype() -> None:
+    ds, emb, _ = toy()
+    emb = emb.clone()
+    test = ds.splits["test"]
+    flip = test[:12]  # move 12 ID images next to another class's prototype
+    y = ds.annotations["label"]
+    emb[flip] = 0.85 * torch.eye(4)[(y[flip] + 1) % 3]
+    ctx, _ = make_ctx(OOD(OOD.Config(far=[])), ds, emb, None)
+    res = OOD(OOD.Config(far=[])).evaluate(ctx)
+    assert res["id_top1"].value == pytest.approx(1 - 12 / 60)
+    assert "nearest class prototype" in ctx.details["id_top1/predictor"]
+
+
+def test_constant_or_two_valued_scores_are_null() -> None:
+    ds, emb, logits = toy()
+    # every embedding on one sphere (the clipped poincare_mlr case): dist0 is constant over ID and OOD
+    sphere = 0.7616 * emb / emb.norm(dim=1, keepdim=True)
+    task = OOD(OOD.Config(far=[], metrics=["auroc", "fpr95_ood_positive", "aupr_in"]))
+    ctx, _ = make_ctx(task, ds, sphere, logits)
+    res = task.evaluate(ctx)
+    for m in ("auroc", "fpr95_ood_positive", "aupr_in"):
+        v = res[f"{m}/dist0/near"]
+        assert v.value is None and "constant" in v.reason and v.n == 40
+        assert v.to_json() == {"value": None, "reason": v.reason, "higher_is_better": m != "fpr95_ood_positive",
+                               "n": 40}
+    assert res["auroc/proto/near"].value is not None and res["auroc/energy/near"].value is not None
+    # a two-valued score (one value for ID, one for OOD) is below the handful of distinct values
+    two = torch.tensor(np.r_[10 * np.eye(3)[ds.annotations["label"][:120]], np.zeros((40, 3))], dtype=torch.float32)
+    ctx, _ = make_ctx(task, ds, emb, two)
+    res = task.evaluate(ctx)
+    assert res["auroc/msp/near"].value is None and "2 distinct values" in res["auroc/msp/near"].reason

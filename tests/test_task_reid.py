@@ -125,3 +125,10 @@ def test_reid_task_end_to_end() -> None:
     assert ctx.details["num_skipped_queries"] == 10 and ctx.details["num_valid_queries"] == 10
     with pytest.raises(Incompatible, match="camid"):
         task.protocol(ArrayDataset({"pid": pid}, {"train": query, "query": query, "gallery": gallery}))
+    # every embedding the same point: the ranking would be the gallery order, so the metrics are null
+    same = torch.zeros(120, 5)
+    ctx = EvalContext(dataset=ds, protocol=proto, method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(same[idx], same[idx], None), seed=0,
+                      device=torch.device("cpu"))
+    res = task.evaluate(ctx)
+    assert set(res) == set(Reid.METRICS) and all(v.value is None and "same point" in v.reason for v in res.values())

@@ -136,3 +136,10 @@ def test_retrieval_task_end_to_end() -> None:
     assert all(v.value == pytest.approx(1.0) for v in res.values())
     with pytest.raises(Incompatible, match="no split 'novel'"):
         task.protocol(ArrayDataset({"label": y}, {"train": np.arange(200)}))
+    # every image the same point: every distance ties, so every metric is null with the reason
+    same = torch.ones(400, 4)
+    ctx = EvalContext(dataset=ds, protocol=proto, method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(same[idx], same[idx], None), seed=0, device=torch.device("cpu"))
+    res = task.evaluate(ctx)
+    assert set(res) == set(Retrieval.METRICS) - {"recall@16", "recall@32"}
+    assert all(v.value is None and "same point" in v.reason for v in res.values())

@@ -23,6 +23,19 @@ character are ``test`` and the rest ``train``.
 Deterministic: one config gives the same bytes on one platform and library
 stack (the glyph outlines come from the installed DejaVu fonts). Generated
 once per config and cached (:func:`harness.data.cached_tensors`).
+
+Annotation ``typicality`` (float32 in [0, 1], 1 = most typical): how little the
+drawing departs from the plain glyph. Eight atypicalities, each the drawn
+strength divided by its largest possible value (so in [0, 1]): rotation
+``|θ| / 12°``; shear ``|s| / 0.25``; scale ``(|s_x − 0.95| + |s_y − 0.95|) / 0.3``
+(distance from the middle of [0.8, 1.1]); shift ``‖t‖ / (0.1 √2)``; elastic warp
+amplitude ``/ 0.05``; stroke gaps ``(3.0 − threshold) / 2.1`` (a lower threshold
+on the smooth field cuts more of the strokes); stroke width ``|w − 1| / 2`` over the
+widths eroded (0), as drawn (1), dilated once (2) and twice (3); ink
+``(1 − intensity) / 0.3``. ``typicality = 1 − mean of the eight`` (equal weights).
+The face (Sans / Serif / Mono, bold, oblique) is left out: it is style, not a
+strength, and the pixel noise has one strength for every image. The images are
+the bytes of version 1; version 2 adds the annotation.
 """
 
 from __future__ import annotations
@@ -132,7 +145,7 @@ def render_template(char: str, face: str) -> np.ndarray:
 class Glyphs(ImageDataset):
     """Rendered characters of many scripts: ``label`` = character, ``coarse_label`` = script."""
 
-    VERSION = "1"
+    VERSION = "2"
 
     @dataclass
     class Config:
@@ -156,7 +169,7 @@ class Glyphs(ImageDataset):
         self._images = data["images"]
         label = data["label"].numpy()
         coarse = label // c.characters_per_script
-        self.annotations = {"label": label, "coarse_label": coarse}
+        self.annotations = {"label": label, "coarse_label": coarse, "typicality": data["typicality"].numpy()}
         self.splits = self._make_splits(label)
         self.info = DatasetInfo(
             image_size=(c.image_size, c.image_size), channels=1,
@@ -220,16 +233,40 @@ class Glyphs(ImageDataset):
         x = bank[width * len(templates) + torch.tensor(first)[label] + pick]
         # Gaps in the strokes where a smooth random field is high (none for about a third of the drawings).
         gaps = smooth_field(gen, n, 1, 10, (_TEMPLATE, _TEMPLATE))
-        x = x * (gaps < uniform(gen, n, 0.9, 3.0)[:, None, None, None])
+        gap_threshold = uniform(gen, n, 0.9, 3.0)
+        x = x * (gaps < gap_threshold[:, None, None, None])
 
         # Affine map + smooth elastic warp, sampled at twice the output size, then box-filtered down.
+        # (The draws keep version 1's order, so the images are the same bytes.)
         size = c.image_size
         hi = (2 * size, 2 * size)
-        grid = affine_grid(rot=uniform(gen, n, -12, 12) * math.pi / 180,
-                           scale_x=uniform(gen, n, 0.8, 1.1), scale_y=uniform(gen, n, 0.8, 1.1),
-                           shear=uniform(gen, n, -0.25, 0.25), shift=uniform(gen, (n, 2), -0.1, 0.1), out_hw=hi)
-        warp = smooth_field(gen, n, 2, 4, hi).permute(0, 2, 3, 1) * uniform(gen, n, 0.0, 0.05)[:, None, None, None]
-        x = F.grid_sample(x, grid + warp, mode="bilinear", padding_mode="zeros", align_corners=False)
+        rot, scale_x, scale_y = uniform(gen, n, -12, 12), uniform(gen, n, 0.8, 1.1), uniform(gen, n, 0.8, 1.1)
+        shear, shift = uniform(gen, n, -0.25, 0.25), uniform(gen, (n, 2), -0.1, 0.1)
+        grid = affine_grid(rot=rot * math.pi / 180, scale_x=scale_x, scale_y=scale_y, shear=shear, shift=shift,
+                           out_hw=hi)
+        field = smooth_field(gen, n, 2, 4, hi).permute(0, 2, 3, 1)
+        warp_amp = uniform(gen, n, 0.0, 0.05)
+        x = F.grid_sample(x, grid + field * warp_amp[:, None, None, None], mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
         x = F.avg_pool2d(x, 2)
-        x = x * uniform(gen, n, 0.7, 1.0)[:, None, None, None] + c.noise * torch.randn(x.shape, generator=gen)
-        return {"images": to_uint8(x), "label": label}
+        ink = uniform(gen, n, 0.7, 1.0)
+        x = x * ink[:, None, None, None] + c.noise * torch.randn(x.shape, generator=gen)
+        typicality = drawing_typicality(rot, shear, scale_x, scale_y, shift, warp_amp, gap_threshold, width, ink)
+        return {"images": to_uint8(x), "label": label, "typicality": typicality}
+
+
+def drawing_typicality(rot: torch.Tensor, shear: torch.Tensor, scale_x: torch.Tensor, scale_y: torch.Tensor,
+                       shift: torch.Tensor, warp: torch.Tensor, gap_threshold: torch.Tensor, width: torch.Tensor,
+                       ink: torch.Tensor) -> torch.Tensor:
+    """Typicality in [0, 1] (1 = most typical) of drawings from their drawn strengths (module docstring).
+
+    ``rot`` in degrees (±12), ``shear`` ±0.25, ``scale_*`` in [0.8, 1.1], ``shift`` ``(n, 2)`` in ±0.1,
+    ``warp`` amplitude in [0, 0.05], ``gap_threshold`` in [0.9, 3.0], ``width`` index 0..3 (1 = as
+    drawn), ``ink`` in [0.7, 1.0].
+    """
+    atypical = torch.stack([
+        rot.abs() / 12, shear.abs() / 0.25, ((scale_x - 0.95).abs() + (scale_y - 0.95).abs()) / 0.3,
+        torch.linalg.vector_norm(shift, dim=1) / (0.1 * math.sqrt(2)), warp / 0.05,
+        (3.0 - gap_threshold) / 2.1, (width.float() - 1).abs() / 2, (1.0 - ink) / 0.3,
+    ], 1).clamp(0, 1)
+    return (1 - atypical.mean(1)).to(torch.float32)

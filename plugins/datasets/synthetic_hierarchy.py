@@ -9,6 +9,24 @@ scale, translation, foreground / background colours, a distractor blob and
 pixel noise. Deterministic: the same config gives the same bytes. Nothing is
 downloaded; the tensors are cached after the first generation.
 
+Annotation ``typicality`` (float32 in [0, 1], 1 = most typical): how little
+nuisance the generator put into the image. Five atypicalities, each the drawn
+strength divided by its largest possible value, so each is in [0, 1] (and
+uniform on it where the draw is uniform):
+
+* rotation: ``|angle| / rotation``;
+* scale: ``|scale − 0.675| / 0.125`` (distance from the middle of the drawn range [0.55, 0.8]);
+* translation: ``‖shift‖ / (0.125 √2)`` (the shift is uniform in a square of half-side 0.125);
+* distractor: the blob's largest occlusion of the shape, ``max_pixels(blob · mask)`` (1 when
+  the blob's centre lies on the shape, 0 when it is far from it);
+* noise: ``(level − 0.5) / 1.0``, where the image's pixel noise has standard deviation
+  ``noise · level``, ``level`` uniform in [0.5, 1.5] (mean ``noise``, as in version 1).
+
+``typicality = 1 − mean of the five`` (equal weights: no nuisance is known to
+matter more to a model than another). Colours are left out: they are style,
+not a strength. A nuisance that is switched off (``rotation: 0``, ``noise: 0``)
+counts 0 (:func:`nuisance_typicality`).
+
 Splits: per coarse class, ``novel_per_coarse`` fine classes are held out as
 ``novel`` (all their images); the other fine classes' images are split into
 ``train`` and ``test`` (``test_fraction``).
@@ -30,7 +48,7 @@ _HARMONICS = (2, 3, 4, 5, 6)
 class SyntheticHierarchy(ImageDataset):
     """Textured radial shapes in a coarse → fine hierarchy."""
 
-    VERSION = "1"
+    VERSION = "2"
 
     @dataclass
     class Config:
@@ -55,7 +73,7 @@ class SyntheticHierarchy(ImageDataset):
         data = cached_tensors("datasets", f"synthetic_hierarchy-{self.fingerprint()}", self._generate)
         self._images = data["images"]
         label, coarse = data["label"].numpy(), data["coarse_label"].numpy()
-        self.annotations = {"label": label, "coarse_label": coarse}
+        self.annotations = {"label": label, "coarse_label": coarse, "typicality": data["typicality"].numpy()}
         n_fine = c.n_coarse * c.fine_per_coarse
         novel_classes = np.array([f for f in range(n_fine) if f % c.fine_per_coarse >= c.fine_per_coarse
                                   - c.novel_per_coarse])
@@ -121,6 +139,29 @@ class SyntheticHierarchy(ImageDataset):
         blob_col = torch.rand(n, 3, generator=g)
         img = bg[:, :, None, None] * (1 - blob[:, None]) + blob_col[:, :, None, None] * blob[:, None]
         img = img * (1 - mask[:, None]) + (fg[:, :, None, None] * shade[:, None]) * mask[:, None]
-        img = img + c.noise * torch.randn(img.shape, generator=g)
+        noise = torch.randn(img.shape, generator=g)
+        level = 0.5 + torch.rand(n, generator=g)  # per-image noise strength, drawn last: earlier draws unchanged
+        img = img + c.noise * level[:, None, None, None] * noise
         images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        return {"images": images, "label": label, "coarse_label": parent[label]}
+        typicality = nuisance_typicality(rot, scale, shift, (blob * mask).amax(dim=(1, 2)), level,
+                                         rotation_deg=c.rotation, noise=c.noise)
+        return {"images": images, "label": label, "coarse_label": parent[label], "typicality": typicality}
+
+
+def nuisance_typicality(rot: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, occlusion: torch.Tensor,
+                        noise_level: torch.Tensor, *, rotation_deg: float, noise: float) -> torch.Tensor:
+    """Typicality in [0, 1] (1 = most typical) from the drawn nuisances (see the module docstring).
+
+    ``rot`` in radians (drawn in ±``rotation_deg``), ``scale`` in [0.55, 0.8], ``shift`` ``(n, 2)`` in
+    ±0.125, ``occlusion`` = the blob's largest value on the shape mask, ``noise_level`` in [0.5, 1.5].
+    A nuisance switched off in the config (``rotation_deg = 0``, ``noise = 0``) counts 0.
+    """
+    n = len(rot)
+    atypical = torch.stack([
+        rot.abs() / math.radians(rotation_deg) if rotation_deg > 0 else torch.zeros(n),
+        (scale - 0.675).abs() / 0.125,
+        torch.linalg.vector_norm(shift, dim=1) / (0.125 * math.sqrt(2)),
+        occlusion,
+        noise_level - 0.5 if noise > 0 else torch.zeros(n),
+    ], 1).clamp(0, 1)
+    return (1 - atypical.mean(1)).to(torch.float32)
