@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.geometry import ToPoincare, pairwise_dist
+from harness.geometry import ToPoincare
 
 #: Largest number of entries of one (rows × N) block of pair quantities (float32: 64 MiB each).
 BLOCK_ELEMENTS = 1 << 24
@@ -123,49 +123,69 @@ def _repulsion_blocks(x: torch.Tensor, groups: torch.Tensor, radius: torch.Tenso
                       c: float, block: int, want_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Σ_g of the mean pair energy of group g, and its gradient (see :func:`repulsion_energy`).
 
-    With :math:`\alpha_i = 1 - c\|x_i\|^2`, :math:`\delta_{ij} = \cosh(\sqrt c\,d_{ij}) - 1` and
-    :math:`w_{ij} = \varphi'(d_{ij}) / (\sqrt c\,\sinh(\sqrt c\,d_{ij}))`,
+    Per pair, from explicit differences (exact for the near pairs that repel most; the matmul form
+    of :func:`harness.geometry.pairwise_dist` would need its refinement pass for them, and the
+    gradient needs δ and sinh, not only d):
+
+    .. math:: \delta_{ij} = \frac{2c\|x_i - x_j\|^2}{\alpha_i\alpha_j},\quad \alpha_i = 1 - c\|x_i\|^2,\quad
+              \sinh(\sqrt c\,d_{ij}) = \sqrt{\delta_{ij}(\delta_{ij} + 2)},\quad
+              \sqrt c\,d_{ij} = \operatorname{log1p}\big(\delta_{ij} + \sinh(\sqrt c\,d_{ij})\big)
+
+    (Ganea et al. 2018, Eq. 2: :math:`\cosh(\sqrt c\,d) = 1 + \delta`), so each pair costs one square
+    root, one log1p and one power. With :math:`w_{ij} = \varphi'(d_{ij}) / (\sqrt c\,\sinh(\sqrt c\,d_{ij}))`,
 
     .. math:: \frac{\partial E}{\partial x_i} = \frac{2}{M_g}\Big[\frac{4c}{\alpha_i}\Big(x_i\sum_j
               \frac{w_{ij}}{\alpha_j} - \sum_j \frac{w_{ij}}{\alpha_j}x_j\Big)
               + \frac{2c\,x_i}{\alpha_i}\sum_j w_{ij}\delta_{ij}\Big]
 
-    (the derivative of :math:`d = \frac{1}{\sqrt c}\operatorname{arcosh}(1 + \frac{2c\|x-y\|^2}
-    {\alpha_x\alpha_y})`; the factor 2 counts both orders of each pair): two matrix products per block.
+    (:math:`\partial\delta/\partial x_i = 4c(x_i - x_j)/(\alpha_i\alpha_j) + 2c\,\delta\,x_i/\alpha_i`; the
+    factor 2 counts both orders of each pair): two matrix products per block.
     """
     n, num_groups = x.shape[0], int(radius.shape[0])
     wd = x.dtype
+    alpha = 1 - c * x.pow(2).sum(-1)
+    if not bool((alpha > 0).all()):
+        raise ValueError("repulsion_energy: particles lie on or outside the Poincaré ball of radius 1/sqrt(c); "
+                         "map them inside with harness.geometry.expmap0 or project")
     two_r = (2 * radius).to(wd)  # (G,)
     c_k = two_r.pow(k + 1) / k
     floor = two_r.pow(-k)
+    sc = c**0.5
     sums = torch.zeros(num_groups, dtype=torch.float64, device=x.device)
     counts = torch.zeros(num_groups, dtype=torch.long, device=x.device)
-    alpha = (1 - c * x.pow(2).sum(-1)).clamp_min(torch.finfo(wd).tiny)  # inside the ball (pairwise_dist checks)
     inv_alpha = 1 / alpha
     weighted = x * inv_alpha[:, None]
-    grad = torch.zeros_like(x) if want_grad else None
-    sc = c**0.5
-    cols = torch.arange(n, device=x.device)
     partial = []  # per block: (rows, Σ_j w/α_j, Σ_j w x_j/α_j, Σ_j w δ) before the 1/M_g scaling
     for s in range(0, n, block):
-        rows = slice(s, min(n, s + block))
-        d = pairwise_dist(x[rows], x, c=c)  # (b, n), no autograd
-        g_rows = groups[rows]
-        mask = (g_rows[:, None] == groups[None, :]) & (d < two_r[g_rows][:, None])
-        mask &= cols[None, :] != cols[rows, None]  # not the particle itself
-        d_clip = d.clamp_min(clip)
-        energy = torch.where(mask, c_k[g_rows][:, None] * (d_clip.pow(-k) - floor[g_rows][:, None]), 0)
-        sums.index_add_(0, g_rows, energy.sum(1, dtype=torch.float64))
+        e = min(n, s + block)
+        rows, g_rows = slice(s, e), groups[s:e]
+        delta = torch.zeros(e - s, n, dtype=wd, device=x.device)
+        for j in range(x.shape[1]):  # ‖x_i - x_j‖² coordinate by coordinate: no (b, n, d) temporary
+            diff = x[rows, j, None] - x[None, :, j]
+            delta.addcmul_(diff, diff)
+        delta.mul_((2 * c) * inv_alpha[rows, None]).mul_(inv_alpha[None, :])
+        sinh = torch.addcmul(delta, delta, delta, value=0.5).mul_(2).sqrt_()  # √(δ² + 2δ)
+        d = torch.log1p(delta + sinh).div_(sc)
+        mask = d < two_r[g_rows][:, None]
+        if num_groups > 1:
+            mask &= g_rows[:, None] == groups[None, :]
+        diag = torch.arange(e - s, device=x.device)
+        mask[diag, diag + s] = False  # not the particle itself
         counts.index_add_(0, g_rows, mask.sum(1))
+        power = d.clamp_min(clip).pow_(-k).mul_(mask)  # max(d, clip)^{-k} on the repelling pairs
+        c_rows = c_k[g_rows]
+        # Σ_j c_k (p_ij - (2r)^{-k}) over the row's repelling pairs
+        energy = c_rows * (power.sum(1) - floor[g_rows] * mask.sum(1))
+        sums.index_add_(0, g_rows, energy.to(torch.float64))
         if want_grad:
-            # φ'(d) = -k c_k d^{-k-1} where d > clip (the clamp has no gradient below it).
-            live = mask & (d > clip)
-            dprime = torch.where(live, -k * c_k[g_rows][:, None] * d_clip.pow(-k - 1), 0)
-            w = dprime / (sc * torch.sinh(sc * d_clip))
-            delta = 2 * torch.sinh(sc * d / 2).pow(2)  # cosh - 1 without cancellation
+            # φ'(d) = -k c_k d^{-k-1} where d > clip (the clamp has no gradient below it); w = φ' / (√c sinh).
+            w = power.mul_(d > clip).div_(d.mul_(sinh).clamp_min_(torch.finfo(wd).tiny))
+            w.mul_((-k / sc) * c_rows[:, None])
             partial.append((rows, w @ inv_alpha, w @ weighted, (w * delta).sum(1)))
     total = (sums / counts.clamp_min(1)).sum().to(wd)
+    grad = None
     if want_grad:
+        grad = torch.zeros_like(x)
         scale = 2 / counts.clamp_min(1).to(wd)
         for rows, w_alpha, w_x, w_delta in partial:
             xi, ai = x[rows], inv_alpha[rows, None]

@@ -99,6 +99,10 @@ class Hack(Method):
         lr: float = 0.1  # encoder SGD learning rate (released run: lr 0.1, momentum 0, cosine)
         momentum: float = 0.0  # released optim.SGD(..., momentum=0.0)
         reassign_every: int = 2  # Hungarian re-assignment every other epoch (released); 0 = never
+        #: Weight of the released --with_augmentation term (off in the released default): mean Poincaré
+        #: distance between the embeddings of two augmented views (``augmentation`` policy) of each image.
+        augmentation_weight: float = 0.0
+        augmentation: str = "crop_flip"  # released MNIST views: RandomResizedCrop + horizontal flip
 
         def validate(self) -> None:
             name = self.name or "hack"
@@ -119,6 +123,8 @@ class Hack(Method):
                 raise ConfigError(f"{name}: pack_steps must be >= 1, got {self.pack_steps}")
             if not 0 <= self.momentum < 1:
                 raise ConfigError(f"{name}: momentum must be in [0, 1), got {self.momentum}")
+            if not (math.isfinite(self.augmentation_weight) and self.augmentation_weight >= 0):
+                raise ConfigError(f"{name}: augmentation_weight must be >= 0, got {self.augmentation_weight}")
             if self.reassign_every < 0:
                 raise ConfigError(f"{name}: reassign_every must be >= 0 (0 = never re-assign), "
                                   f"got {self.reassign_every}")
@@ -190,7 +196,12 @@ class Hack(Method):
                 raise ConfigError(f"{self.cfg.name}: assigns within classes and needs the batch labels")
             targets = targets[hungarian_reassign(emb, self.particles[targets], groups)]
             self.assignment[idx] = targets
-        return dist(emb, self.particles[targets], c=C).mean()
+        loss = dist(emb, self.particles[targets], c=C).mean()
+        if self.cfg.augmentation_weight:
+            views = self.embed(torch.cat([batch.view(self.cfg.augmentation), batch.view(self.cfg.augmentation)]))
+            first, second = views.chunk(2)
+            loss = loss + self.cfg.augmentation_weight * dist(first, second, c=C).mean()
+        return loss
 
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer:
         return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=self.cfg.lr,
