@@ -94,6 +94,21 @@ def test_repulsion_energy_and_gradient_match_the_released_loss(r):
     assert torch.isfinite(a.grad).all() and a.grad.abs().max() > 0
 
 
+def test_grouped_repulsion_is_the_sum_of_the_released_loss_per_group():
+    gen = torch.Generator().manual_seed(4)
+    x = (torch.rand(25, 2, generator=gen, dtype=torch.float64) - 0.5) * 1.2
+    groups = torch.randint(0, 3, (25,), generator=gen)  # interleaved, not sorted
+    radius = torch.tensor([0.3, 0.5, 2.0], dtype=torch.float64)
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    ours = repulsion_energy(a, radius=radius, k=1.55, groups=groups, block=4)
+    ref = sum(released_hyperbolic_uniform_loss(b[groups == g], float(radius[g]), 1.55) for g in range(3))
+    ours.backward()
+    ref.backward()
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-7)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-7, atol=1e-9)
+
+
 def test_repulsion_gradient_is_the_same_in_float32_and_in_any_block_size():
     gen = torch.Generator().manual_seed(1)
     x = (torch.rand(50, 3, generator=gen) - 0.5) * 0.8

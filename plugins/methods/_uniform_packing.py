@@ -147,50 +147,59 @@ def _repulsion_blocks(x: torch.Tensor, groups: torch.Tensor, radius: torch.Tenso
     if not bool((alpha > 0).all()):
         raise ValueError("repulsion_energy: particles lie on or outside the Poincaré ball of radius 1/sqrt(c); "
                          "map them inside with harness.geometry.expmap0 or project")
+    # Only pairs inside a group interact: sort by group, then each group's rows meet its own columns.
+    order = torch.argsort(groups, stable=True) if num_groups > 1 else None
+    if order is not None:
+        x, alpha = x[order], alpha[order]
+    sizes = torch.bincount(groups, minlength=num_groups).tolist()
     two_r = (2 * radius).to(wd)  # (G,)
-    c_k = two_r.pow(k + 1) / k
-    floor = two_r.pow(-k)
+    c_k = (two_r.pow(k + 1) / k).tolist()
+    floor = two_r.pow(-k).tolist()
+    two_r = two_r.tolist()
     sc = c**0.5
-    sums = torch.zeros(num_groups, dtype=torch.float64, device=x.device)
-    counts = torch.zeros(num_groups, dtype=torch.long, device=x.device)
+    sums = [0.0] * num_groups
+    counts = [0] * num_groups
     inv_alpha = 1 / alpha
     weighted = x * inv_alpha[:, None]
-    partial = []  # per block: (rows, Σ_j w/α_j, Σ_j w x_j/α_j, Σ_j w δ) before the 1/M_g scaling
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        rows, g_rows = slice(s, e), groups[s:e]
-        delta = torch.zeros(e - s, n, dtype=wd, device=x.device)
-        for j in range(x.shape[1]):  # ‖x_i - x_j‖² coordinate by coordinate: no (b, n, d) temporary
-            diff = x[rows, j, None] - x[None, :, j]
-            delta.addcmul_(diff, diff)
-        delta.mul_((2 * c) * inv_alpha[rows, None]).mul_(inv_alpha[None, :])
-        sinh = torch.addcmul(delta, delta, delta, value=0.5).mul_(2).sqrt_()  # √(δ² + 2δ)
-        d = torch.log1p(delta + sinh).div_(sc)
-        mask = d < two_r[g_rows][:, None]
-        if num_groups > 1:
-            mask &= g_rows[:, None] == groups[None, :]
-        diag = torch.arange(e - s, device=x.device)
-        mask[diag, diag + s] = False  # not the particle itself
-        counts.index_add_(0, g_rows, mask.sum(1))
-        power = d.clamp_min(clip).pow_(-k).mul_(mask)  # max(d, clip)^{-k} on the repelling pairs
-        c_rows = c_k[g_rows]
-        # Σ_j c_k (p_ij - (2r)^{-k}) over the row's repelling pairs
-        energy = c_rows * (power.sum(1) - floor[g_rows] * mask.sum(1))
-        sums.index_add_(0, g_rows, energy.to(torch.float64))
-        if want_grad:
-            # φ'(d) = -k c_k d^{-k-1} where d > clip (the clamp has no gradient below it); w = φ' / (√c sinh).
-            w = power.mul_(d > clip).div_(d.mul_(sinh).clamp_min_(torch.finfo(wd).tiny))
-            w.mul_((-k / sc) * c_rows[:, None])
-            partial.append((rows, w @ inv_alpha, w @ weighted, (w * delta).sum(1)))
-    total = (sums / counts.clamp_min(1)).sum().to(wd)
+    partial = []  # per block: (group, rows, Σ_j w/α_j, Σ_j w x_j/α_j, Σ_j w δ) before the 1/M_g scaling
+    start = 0
+    for g, size in enumerate(sizes):
+        cols = slice(start, start + size)
+        step = max(1, min(block, (block * n) // max(size, 1)))  # rows per block: block·n pairs at most
+        for s in range(start, start + size, step):
+            e = min(start + size, s + step)
+            rows = slice(s, e)
+            delta = torch.zeros(e - s, size, dtype=wd, device=x.device)
+            for j in range(x.shape[1]):  # ‖x_i - x_j‖² coordinate by coordinate: no (b, n, d) temporary
+                diff = x[rows, j, None] - x[None, cols, j]
+                delta.addcmul_(diff, diff)
+            delta.mul_((2 * c) * inv_alpha[rows, None]).mul_(inv_alpha[None, cols])
+            sinh = torch.addcmul(delta, delta, delta, value=0.5).mul_(2).sqrt_()  # √(δ² + 2δ)
+            d = torch.log1p(delta + sinh).div_(sc)
+            mask = d < two_r[g]
+            diag = torch.arange(e - s, device=x.device)
+            mask[diag, diag + (s - start)] = False  # not the particle itself
+            pairs = mask.sum(1)
+            power = d.clamp_min(clip).pow_(-k).mul_(mask)  # max(d, clip)^{-k} on the repelling pairs
+            # Σ c_k (p_ij - (2r)^{-k}) over the block's repelling pairs
+            sums[g] += c_k[g] * (float(power.sum(dtype=torch.float64)) - floor[g] * int(pairs.sum()))
+            counts[g] += int(pairs.sum())
+            if want_grad:
+                # φ'(d) = -k c_k d^{-k-1} where d > clip (the clamp has no gradient below it); w = φ'/(√c sinh).
+                w = power.mul_(d > clip).div_(d.mul_(sinh).clamp_min_(torch.finfo(wd).tiny))
+                w.mul_(-k * c_k[g] / sc)
+                partial.append((g, rows, w @ inv_alpha[cols], w @ weighted[cols], (w * delta).sum(1)))
+        start += size
+    total = torch.tensor(sum(sg / max(cg, 1) for sg, cg in zip(sums, counts)), dtype=wd, device=x.device)
     grad = None
     if want_grad:
         grad = torch.zeros_like(x)
-        scale = 2 / counts.clamp_min(1).to(wd)
-        for rows, w_alpha, w_x, w_delta in partial:
+        for g, rows, w_alpha, w_x, w_delta in partial:
             xi, ai = x[rows], inv_alpha[rows, None]
-            g = 4 * c * ai * (xi * w_alpha[:, None] - w_x) + 2 * c * xi * ai * w_delta[:, None]
-            grad[rows] = g * scale[groups[rows]][:, None]
+            grad[rows] = (4 * c * ai * (xi * w_alpha[:, None] - w_x) + 2 * c * xi * ai * w_delta[:, None]) \
+                * (2 / max(counts[g], 1))
+        if order is not None:
+            grad = torch.empty_like(grad).index_copy_(0, order, grad)
     return total, grad
 
 
