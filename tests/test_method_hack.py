@@ -319,3 +319,67 @@ def test_defaults_are_the_released_ones():
     assert (cfg.dim, cfg.k, cfg.clip_r, cfg.boundary_weight, cfg.boundary_margin) == (2, 1.55, 15.0, 100.0, 0.1)
     assert (cfg.pack_steps, cfg.pack_lr, cfg.lr, cfg.momentum, cfg.init_scale) == (600, 0.01, 0.1, 0.0, 0.01)
     assert Hack.supervised is False and HackPerClass.supervised is True
+
+
+TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
+        "dataset.images_per_class=24", "dataset.image_size=16"]
+
+
+def _train_tiny(method: str, tmp_path, *, garbage_labels: bool, tag: str, extra=()):
+    from harness.registry import create
+    from harness.run import trained_model
+    from harness.sweep import compose
+
+    cfg = compose([f"method={method}", "task=retrieval", *TINY, "train.epochs=2", "train.batch_size=16",
+                   "method.pack_steps=30", "retrain=true", *extra, f"results_dir={tmp_path / tag}",
+                   f"cache_dir={tmp_path / tag / 'cache'}"])
+    dataset = create("dataset", cfg["dataset"])
+    if garbage_labels:
+        rng = np.random.default_rng(7)
+        dataset.annotations = {**dataset.annotations,
+                               "label": rng.integers(0, 1000, len(dataset)),
+                               "coarse_label": rng.integers(0, 1000, len(dataset))}
+    protocol = create("task", cfg["task"]).protocol(dataset)
+    model, _ = trained_model(cfg, dataset, protocol, torch.device("cpu"), progress=False)
+    return {k: v.clone() for k, v in model.method.state_dict().items()}, model
+
+
+def test_hack_hooks_ignore_labels_even_when_given():
+    """The method itself never reads labels: garbage labels in the state and the batch change nothing."""
+    n = 10
+    images = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    garbage = np.random.default_rng(0).integers(0, 5, n)
+    results = []
+    for labels in (None, garbage):
+        torch.manual_seed(0)
+        method = Hack(make_config(Hack, {"pack_steps": 20}), _Identity(), _info(n, feat_dim=4))
+        method.on_epoch_start(_state(0, labels=labels))
+        loss = method.training_step(_batch(images, np.arange(n), None if labels is None else torch.as_tensor(labels)),
+                                    _state(0, labels=labels))
+        loss.backward()
+        results.append((method.particles.clone(), method.assignment.clone(), float(loss.detach()),
+                        method.proj.weight.grad.clone()))
+    for a, b in zip(*results):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+@pytest.mark.slow
+def test_hack_reads_no_labels_garbage_labels_train_identical_weights(tmp_path):
+    clean, model = _train_tiny("hack", tmp_path, garbage_labels=False, tag="a")
+    garbage, _ = _train_tiny("hack", tmp_path, garbage_labels=True, tag="b")
+    assert clean.keys() == garbage.keys()
+    assert all(torch.equal(clean[k], garbage[k]) for k in clean)
+    # The particles are part of the saved model; a reloaded model does not pack again.
+    assert bool(clean["packed"]) and clean["particles"].abs().sum() > 0
+    assert sorted(clean["assignment"].tolist()) == list(range(len(clean["assignment"])))
+    fresh = type(model.method)(model.method.cfg, model.method.backbone, model.method.info)
+    fresh.load_state_dict(clean)
+    fresh.on_epoch_start(_state(0, seed=123))
+    assert torch.equal(fresh.particles, clean["particles"])
+
+
+@pytest.mark.slow
+def test_the_label_check_can_fail_per_class_hack_reads_labels(tmp_path):
+    per_class, _ = _train_tiny("hack_per_class", tmp_path, garbage_labels=False, tag="c")
+    per_class_garbage, _ = _train_tiny("hack_per_class", tmp_path, garbage_labels=True, tag="d")
+    assert not torch.equal(per_class["particles"], per_class_garbage["particles"])
