@@ -213,17 +213,27 @@ class Hack(Method):
 
 def class_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch of single-class batches: each class shuffled and cut into batches of at most
-    ``batch_size`` (a trailing batch of one image joins the one before: a batch of 1 breaks BatchNorm);
-    the batches in random order."""
+    ``batch_size``, the batches in random order. A one-image batch (it would break BatchNorm) joins
+    the batch after it (before it, if last); the Hungarian step keeps such a mixed batch's
+    assignment within classes anyway."""
     batches = []
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        chunks = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
-        if len(chunks) > 1 and len(chunks[-1]) < 2:
-            chunks[-2] = np.concatenate(chunks[-2:])
-            chunks.pop()
-        batches += chunks
-    return [batches[i] for i in rng.permutation(len(batches))]
+        batches += [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    merged: list[np.ndarray] = []
+    carry = None
+    for b in batches:
+        b = b if carry is None else np.concatenate([carry, b])
+        carry = b if len(b) < 2 else None
+        if carry is None:
+            merged.append(b)
+    if carry is not None:
+        if merged:
+            merged[-1] = np.concatenate([merged[-1], carry])
+        else:
+            merged.append(carry)
+    return merged
 
 
 class HackPerClass(Hack):
