@@ -1,6 +1,6 @@
 r"""HACK: images assigned one-to-one to uniformly packed particles in the Poincaré ball.
 
-Zhao, Guo et al., "Unsupervised Feature Learning with Emergent Data-Driven Prototypicality"
+Guo et al., "Unsupervised Feature Learning with Emergent Data-Driven Prototypicality"
 (arXiv 2307.01421, Sec. 4). Two stages:
 
 1. **Packing** (Sec. 4.2): N particles, one per training image, are spread uniformly over the
@@ -33,7 +33,14 @@ without momentum, lr 0.1 and the un-augmented view for the encoder (the released
 the ``transform_val`` crop); particles lr 0.01, 600 full-batch steps, cosine schedule; ball
 dimension 2, c = 1. The paper trains the encoder 200 epochs with batch 1024; here ``train.epochs`` /
 ``train.batch_size`` come from the grid (set ``train.batch_size=1024`` to match; the Hungarian
-step costs O(B³) per batch).
+step costs O(B³) per batch). ``train.lr`` / ``train.optimizer`` / ``train.schedule`` are not used.
+
+Not in the indexed release (``pmath.Eculidean_to_Hyperbolic``, ``h_area``, ``area_to_r``): the radius
+R of the region the particles share. Read as a Poincaré norm, ``Euclidean_r = tanh 15`` is at
+distance 30 from the origin; then 2r exceeds every distance in the packing and the first step
+throws every particle onto the float32 projection sphere (measured). We read it as the tangent
+norm the boundary term bounds, R = d(0, exp_0(u)) = 2‖u‖ = 2·tanh 15 ≈ 2 (see
+:func:`._uniform_packing.pack_particles`).
 """
 
 from __future__ import annotations
