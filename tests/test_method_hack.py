@@ -388,3 +388,16 @@ def test_the_label_check_can_fail_per_class_hack_reads_labels(tmp_path):
     per_class, _ = _train_tiny("hack_per_class", tmp_path, garbage_labels=False, tag="c")
     per_class_garbage, _ = _train_tiny("hack_per_class", tmp_path, garbage_labels=True, tag="d")
     assert not torch.equal(per_class["particles"], per_class_garbage["particles"])
+
+
+def test_a_packing_that_did_not_spread_is_reported():
+    import warnings
+
+    clumped = Hack(make_config(Hack, {"pack_steps": 3}), _Identity(), _info(200, feat_dim=4))
+    with pytest.warns(UserWarning, match="did not spread"):
+        clumped.on_epoch_start(_state(0))
+    spread = Hack(make_config(Hack, {}), _Identity(), _info(8, feat_dim=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spread.on_epoch_start(_state(0))
+    assert float(dist0(spread.particles, c=1.0).median()) > 0.5
