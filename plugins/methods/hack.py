@@ -135,7 +135,8 @@ class Hack(Method):
             bound = math.tanh(self.clip_r)
             if not 0 <= self.boundary_margin < bound:
                 raise ConfigError(f"{name}: boundary_margin must be in [0, tanh(clip_r) = {bound:.4g}), got "
-                                  f"{self.boundary_margin}: the boundary term keeps ‖u‖ ≤ tanh(clip_r) − margin")
+                                  f"{self.boundary_margin}: the boundary term keeps ‖u‖ ≤ tanh(clip_r) − "
+                                  "margin")
             if self.pack_steps < 1:
                 raise ConfigError(f"{name}: pack_steps must be >= 1, got {self.pack_steps}")
             if not 0 <= self.momentum < 1:
