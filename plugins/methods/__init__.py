@@ -10,6 +10,11 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("hack", f"{_M}.hack:Hack",
+                   "Images assigned 1-to-1 to uniformly packed Poincaré particles; radius = prototypicality "
+                   "(HACK, arXiv 2307.01421; unsupervised)"),
+        PluginSpec("hack_per_class", f"{_M}.hack:HackPerClass",
+                   "HACK as released: particles packed and assigned per class (reads labels)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
