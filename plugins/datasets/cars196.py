@@ -10,6 +10,8 @@ Song et al. 2016) or ``classification`` (``train`` / ``test`` from the ``test`` 
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +43,7 @@ class Cars196(FileImageDataset):
         name: str = "cars196"
         root: str = "~/data/cars196"
         protocol: str = "retrieval"
-        image_size: int = 224
+        image_size: Any = 224  # an int or [H, W]
         preload: bool = False
         workers: int = 4
 

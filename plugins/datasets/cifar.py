@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class Cifar10(_CifarBatches):
     class Config:
         name: str = "cifar10"
         root: str = "~/data/cifar-10-batches-py"
-        image_size: int = 32
+        image_size: Any = 32  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
 
     def __init__(self, cfg: Config | None = None) -> None:
@@ -104,7 +104,7 @@ class Cifar100(_CifarBatches):
     class Config:
         name: str = "cifar100"
         root: str = "~/data/cifar-100-python"
-        image_size: int = 32
+        image_size: Any = 32  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
 
     def __init__(self, cfg: Config | None = None) -> None:

@@ -15,6 +15,8 @@ supercategory. Images without boxes are dropped when ``skip_empty``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 from dataclasses import dataclass
 
@@ -37,7 +39,7 @@ class Coco(FileImageDataset):
         root: str = "~/data/coco"
         train_set: str = "train2017"
         test_set: str = "val2017"
-        image_size: int = 256
+        image_size: Any = 256  # an int or [H, W]
         skip_empty: bool = True
         preload: bool = False
         workers: int = 4

@@ -15,6 +15,8 @@ Protocols (config ``protocol``):
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +45,7 @@ class Cub200(FileImageDataset):
         name: str = "cub200"
         root: str = "~/data/CUB_200_2011"
         protocol: str = "retrieval"
-        image_size: int = 224
+        image_size: Any = 224  # an int or [H, W]
         preload: bool = False
         workers: int = 4
 

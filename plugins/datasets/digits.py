@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +27,7 @@ class Digits(ArrayImageDataset):
     @dataclass
     class Config:
         name: str = "digits"
-        image_size: int = 8
+        image_size: Any = 8  # an int or [H, W]
         test_fraction: float = 0.2
         seed: int = 0
         novel_classes: list[int] = field(default_factory=list)

@@ -10,6 +10,8 @@ numbered in order of first appearance in train.csv, val.csv, test.csv.
 
 from __future__ import annotations
 
+from typing import Any
+
 import csv
 from dataclasses import dataclass
 
@@ -39,7 +41,7 @@ class MiniImageNet(FileImageDataset):
     class Config:
         name: str = "mini_imagenet"
         root: str = "~/data/miniImageNet"
-        image_size: int = 84
+        image_size: Any = 84  # an int or [H, W]
         preload: bool = False
         workers: int = 4
 

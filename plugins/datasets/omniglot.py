@@ -12,6 +12,8 @@ Lake et al.'s few-shot protocol. The images are black strokes on white;
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ class Omniglot(FileImageDataset):
     class Config:
         name: str = "omniglot"
         root: str = "~/data/omniglot"
-        image_size: int = 28
+        image_size: Any = 28  # an int or [H, W]
         invert: bool = False
         preload: bool = False
         workers: int = 4

@@ -10,6 +10,8 @@ Ebay_train (11,318 classes), ``novel`` = Ebay_test (11,316 disjoint classes).
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +38,7 @@ class StanfordOnlineProducts(FileImageDataset):
     class Config:
         name: str = "sop"
         root: str = "~/data/Stanford_Online_Products"
-        image_size: int = 224
+        image_size: Any = 224  # an int or [H, W]
         preload: bool = False
         workers: int = 4
 

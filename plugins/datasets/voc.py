@@ -17,6 +17,8 @@ animal, vehicle, indoor).
 
 from __future__ import annotations
 
+from typing import Any
+
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,7 @@ class Voc2007(FileImageDataset):
         root: str = "~/data/VOCdevkit/VOC2007"
         train_set: str = "trainval"
         test_set: str = "test"
-        image_size: int = 256
+        image_size: Any = 256  # an int or [H, W]
         use_difficult: bool = False
         preload: bool = False
         workers: int = 4
