@@ -14,6 +14,7 @@ Annotation names used across the harness (a dataset provides a subset):
 ``boxes``         object array; entry i is a float32 (k, 5) array ``x1, y1, x2, y2, class``
                   in pixels of image i (detection, scene/object crops)
 ``is_query``      bool, query (True) / gallery (False) membership (re-ID)
+``lineage``       int64 ``(n, L)``: ancestor ids from the top level down, the class itself last (deep trees)
 ``typicality``    float32 in [0, 1], 1 = most typical: how little nuisance a generated image
                   carries (the dataset's docstring says how it combines its nuisances)
 
@@ -47,6 +48,7 @@ ANNOTATIONS: dict[str, str] = {
     "camid": "camera id",
     "boxes": "per-image (k, 5) boxes x1, y1, x2, y2, class in pixels",
     "is_query": "query (True) or gallery (False)",
+    "lineage": "(n, L) ancestor ids from the top level down, the class last (a deep label tree)",
     "typicality": "per-image typicality in [0, 1] (1 = most typical), from a generator's nuisance strengths",
 }
 

@@ -71,7 +71,7 @@ from harness.diagnostics import collapsed_reason
 from harness.errors import Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 from harness.tasks._correlation import correlation_or_reason, pearson, per_group_spearman, spearman
-from harness.tasks._tree import chance_severity, fine_to_coarse, tree_distance
+from harness.tasks._tree import Tree, chance_severity, fine_to_coarse, tree_distance
 
 __all__ = ["Hierarchy", "MistakeSeverity", "angle_to", "chance_severity", "cpcc", "cpcc_or_reason",
            "fine_to_coarse", "pearson", "spearman", "tree_distance"]
@@ -84,14 +84,14 @@ def _as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
-def cpcc(prototype_dist: Any, classes: np.ndarray, parent: dict[int, int]) -> float:
+def cpcc(prototype_dist: Any, classes: np.ndarray, parent: Tree | dict[int, int]) -> float:
     """Pearson correlation of prototype distances ``(C, C)`` with tree distances, upper triangle."""
     d = _as_numpy(prototype_dist)
     iu = np.triu_indices(len(classes), k=1)
     return pearson(d[iu], tree_distance(classes[iu[0]], classes[iu[1]], parent))
 
 
-def cpcc_or_reason(prototype_dist: Any, classes: np.ndarray, parent: dict[int, int]) -> tuple[float | None, str | None]:
+def cpcc_or_reason(prototype_dist: Any, classes: np.ndarray, parent: Tree | dict[int, int]) -> tuple[float | None, str | None]:
     """:func:`cpcc`, or ``(None, reason)`` when the prototype distances are degenerate or the
     tree distances constant."""
     d = _as_numpy(prototype_dist)
@@ -122,7 +122,7 @@ class MistakeSeverity:
 
     higher_is_better = False
 
-    def __init__(self, parent: dict[int, int]) -> None:
+    def __init__(self, parent: Tree | dict[int, int]) -> None:
         self.parent = parent
         self.reset()
 
@@ -145,7 +145,7 @@ class Hierarchy(Task):
     VERSION = "2"
     requires = frozenset({"label", "coarse_label"})
     METRICS = {"cpcc": True, "top1": True, "mistake_severity": False, "dist0_angle_spearman": True}
-    CONVENTION = ("tree root → coarse → fine (distances 0/2/4): CPCC = Pearson correlation of fine-prototype "
+    CONVENTION = ("tree root → coarse → fine (distances 0/2/4; a dataset's deeper lineage gives 0, 2, …, 2L): CPCC = Pearson correlation of fine-prototype "
                   "distances with tree distances; top1 and mistake severity (mean tree distance of the wrong "
                   "predictions, Bertinetto et al. 2020) of one predictor: the classifier where the method has "
                   "one, else the nearest train prototype; a predictor at chance has the chance severity of the "
@@ -162,10 +162,10 @@ class Hierarchy(Task):
         self.check(dataset)
         idx = dataset.split(self.cfg.split)
         try:
-            parent = fine_to_coarse(dataset.annotations["label"], dataset.annotations["coarse_label"])
+            tree = Tree.from_annotations(dataset.annotations)
         except ValueError as exc:
             raise Incompatible(f"dataset '{dataset.name}': {exc}") from exc
-        if len(set(parent.values())) < 2:
+        if len(tree.top_level()) < 2:
             raise Incompatible(f"dataset '{dataset.name}' has a single coarse class: tree distances are constant")
         if len(np.unique(dataset.annotations["label"][idx])) < 3:
             raise Incompatible(f"split '{self.cfg.split}' of dataset '{dataset.name}' has fewer than 3 fine classes")
@@ -177,7 +177,7 @@ class Hierarchy(Task):
         geo = ctx.geometry
         idx, train = ctx.protocol.eval[self.cfg.split], ctx.protocol.train
         fine, coarse = ctx.annotation("label", idx), ctx.annotation("coarse_label", idx)
-        parent = fine_to_coarse(ctx.dataset.annotations["label"], ctx.dataset.annotations["coarse_label"])
+        parent = Tree.from_annotations(ctx.dataset.annotations)
         ev = ctx.embed(idx)
         emb = ev.embeddings.to(ctx.device)
         tr_emb = ctx.embed(train).embeddings.to(ctx.device)
@@ -197,7 +197,8 @@ class Hierarchy(Task):
         out.update(self._predictions(ctx, ev.logits, emb, tr_emb, tr_protos, tr_classes, fine, parent))
         out["dist0_angle_spearman"] = self._radius_angle(ctx, emb, tr_protos, tr_classes, fine)
 
-        ctx.details.update(num_fine_classes=len(classes), num_coarse_classes=len(np.unique(coarse)))
+        ctx.details.update(num_fine_classes=len(classes), num_coarse_classes=len(np.unique(coarse)),
+                           tree_depth=parent.depth)
         if ctx.artifacts_dir is not None:
             self._histogram(ctx, geo.dist0(emb).cpu().numpy())
             from harness.plots import save_disk
@@ -209,7 +210,7 @@ class Hierarchy(Task):
 
     def _predictions(self, ctx: EvalContext, logits: torch.Tensor | None, emb: torch.Tensor, tr_emb: torch.Tensor,
                      tr_protos: torch.Tensor, tr_classes: np.ndarray, fine: np.ndarray,
-                     parent: dict[int, int]) -> dict[str, MetricValue]:
+                     parent: Tree) -> dict[str, MetricValue]:
         """``top1`` and ``mistake_severity`` of one predictor (the classifier, else the nearest train prototype)."""
         geo = ctx.geometry
         collapsed = collapsed_reason(emb, "eval embeddings") or collapsed_reason(tr_protos, "train prototypes")

@@ -10,6 +10,8 @@ def harness_datasets() -> list[PluginSpec]:
     return [
         PluginSpec("synthetic_hierarchy", f"{_D}.synthetic_hierarchy:SyntheticHierarchy",
                    "Generated coarse → fine image hierarchy (embedded default, no download)"),
+        PluginSpec("synthetic_tree", f"{_D}.synthetic_tree:SyntheticTree",
+                   "generated deep label tree (depth 4, branching 3): the positive control of hyperbolic heads"),
         PluginSpec("glyphs", f"{_D}.glyphs:Glyphs",
                    "Omniglot-like characters of many scripts rendered from DejaVu (embedded default)"),
         PluginSpec("reid_synthetic", f"{_D}.reid_synthetic:ReidSynthetic",

@@ -109,43 +109,54 @@ class SyntheticHierarchy(ImageDataset):
         orient = coarse_orient[parent] + s * 0.6 * torch.randn(n_fine, generator=g)
 
         label = torch.arange(n_fine).repeat_interleave(c.images_per_class)
-        n = len(label)
-        size = c.image_size
-        # Per-image nuisance.
-        rot = math.radians(c.rotation) * (2 * torch.rand(n, generator=g) - 1)
-        scale = 0.55 + 0.25 * torch.rand(n, generator=g)
-        shift = 0.25 * (torch.rand(n, 2, generator=g) - 0.5)
-        fg = 0.35 + 0.65 * torch.rand(n, 3, generator=g)
-        bg = 0.6 * torch.rand(n, 3, generator=g)
-        lin = (torch.arange(size) + 0.5) / size * 2 - 1
-        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-        u = (xx[None] - shift[:, 0, None, None]) / scale[:, None, None]
-        v = (yy[None] - shift[:, 1, None, None]) / scale[:, None, None]
-        cos_r, sin_r = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
-        u, v = cos_r * u + sin_r * v, -sin_r * u + cos_r * v
-        rho, theta = torch.sqrt(u**2 + v**2), torch.atan2(v, u)
-        k = torch.tensor(_HARMONICS, dtype=torch.float32)
-        radius = 0.7 * (1 + (amp[label][:, :, None, None]
-                             * torch.cos(k[None, :, None, None] * theta[:, None] + phase[label][:, :, None, None])
-                             ).sum(1))
-        mask = torch.sigmoid((radius - rho) * size * 0.6)
-        o = orient[label][:, None, None]
-        grating = 0.5 + 0.5 * torch.cos(2 * math.pi * freq[label][:, None, None] * (u * torch.cos(o) + v * torch.sin(o)))
-        shade = 0.45 + 0.55 * grating
-        # A distractor blob of random colour somewhere in the background.
-        centre = 1.6 * (torch.rand(n, 2, generator=g) - 0.5)
-        blob = torch.exp(-((xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2)
-                         / (2 * 0.12**2))
-        blob_col = torch.rand(n, 3, generator=g)
-        img = bg[:, :, None, None] * (1 - blob[:, None]) + blob_col[:, :, None, None] * blob[:, None]
-        img = img * (1 - mask[:, None]) + (fg[:, :, None, None] * shade[:, None]) * mask[:, None]
-        noise = torch.randn(img.shape, generator=g)
-        level = 0.5 + torch.rand(n, generator=g)  # per-image noise strength, drawn last: earlier draws unchanged
-        img = img + c.noise * level[:, None, None, None] * noise
-        images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        typicality = nuisance_typicality(rot, scale, shift, (blob * mask).amax(dim=(1, 2)), level,
-                                         rotation_deg=c.rotation, noise=c.noise)
+        images, typicality = render_shapes(amp, phase, freq, orient, label, image_size=c.image_size,
+                                           rotation=c.rotation, noise=c.noise, generator=g)
         return {"images": images, "label": label, "coarse_label": parent[label], "typicality": typicality}
+
+
+def render_shapes(amp: torch.Tensor, phase: torch.Tensor, freq: torch.Tensor, orient: torch.Tensor,
+                  label: torch.Tensor, *, image_size: int, rotation: float, noise: float,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of the classes ``label`` (one per entry) from their shape parameters (per class:
+    outline harmonic amplitudes and phases ``(C, 5)``, grating frequency and orientation ``(C,)``),
+    with the per-image nuisances of the module docstring; returns uint8 images and their typicality."""
+    g, size = generator, image_size
+    n = len(label)
+    # Per-image nuisance.
+    rot = math.radians(rotation) * (2 * torch.rand(n, generator=g) - 1)
+    scale = 0.55 + 0.25 * torch.rand(n, generator=g)
+    shift = 0.25 * (torch.rand(n, 2, generator=g) - 0.5)
+    fg = 0.35 + 0.65 * torch.rand(n, 3, generator=g)
+    bg = 0.6 * torch.rand(n, 3, generator=g)
+    lin = (torch.arange(size) + 0.5) / size * 2 - 1
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    u = (xx[None] - shift[:, 0, None, None]) / scale[:, None, None]
+    v = (yy[None] - shift[:, 1, None, None]) / scale[:, None, None]
+    cos_r, sin_r = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
+    u, v = cos_r * u + sin_r * v, -sin_r * u + cos_r * v
+    rho, theta = torch.sqrt(u**2 + v**2), torch.atan2(v, u)
+    k = torch.tensor(_HARMONICS, dtype=torch.float32)
+    radius = 0.7 * (1 + (amp[label][:, :, None, None]
+                         * torch.cos(k[None, :, None, None] * theta[:, None] + phase[label][:, :, None, None])
+                         ).sum(1))
+    mask = torch.sigmoid((radius - rho) * size * 0.6)
+    o = orient[label][:, None, None]
+    grating = 0.5 + 0.5 * torch.cos(2 * math.pi * freq[label][:, None, None] * (u * torch.cos(o) + v * torch.sin(o)))
+    shade = 0.45 + 0.55 * grating
+    # A distractor blob of random colour somewhere in the background.
+    centre = 1.6 * (torch.rand(n, 2, generator=g) - 0.5)
+    blob = torch.exp(-((xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2)
+                     / (2 * 0.12**2))
+    blob_col = torch.rand(n, 3, generator=g)
+    img = bg[:, :, None, None] * (1 - blob[:, None]) + blob_col[:, :, None, None] * blob[:, None]
+    img = img * (1 - mask[:, None]) + (fg[:, :, None, None] * shade[:, None]) * mask[:, None]
+    pixel_noise = torch.randn(img.shape, generator=g)
+    level = 0.5 + torch.rand(n, generator=g)  # per-image noise strength, drawn last: earlier draws unchanged
+    img = img + noise * level[:, None, None, None] * pixel_noise
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    typicality = nuisance_typicality(rot, scale, shift, (blob * mask).amax(dim=(1, 2)), level,
+                                     rotation_deg=rotation, noise=noise)
+    return images, typicality
 
 
 def nuisance_typicality(rot: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, occlusion: torch.Tensor,
