@@ -244,7 +244,7 @@ class FileImageDataset(ImageDataset):
         out: list[Any] = [None] * len(idx)
 
         def one(j: int) -> None:
-            out[j] = torch.from_numpy(read_image(self._paths[idx[j]], None, self._channels))
+            out[j] = torch.from_numpy(read_image(self._paths[idx[j]], None, self._channels).copy())
 
         self._each(one, len(idx))
         return out
