@@ -38,6 +38,22 @@ def resolve_backbone(name: str) -> str:
                              hint="any timm model name works too: harness list backbones 'resnet*'")
 
 
+def load_weights(model: nn.Module, timm_name: str, pretrained: str) -> None:
+    """Fill ``model`` from the weight source named ``pretrained`` (hook ``harness_weight_sources``), or
+    from a checkpoint file through the source named ``checkpoint``."""
+    from pathlib import Path
+
+    sources = get_registry().specs("weights")
+    if pretrained in sources:
+        loader = sources[pretrained].load()
+    elif Path(pretrained).expanduser().is_file() and "checkpoint" in sources:
+        loader = sources["checkpoint"].load()
+    else:
+        raise UnknownPluginError("weight source", pretrained, [s for s in sources if s != "checkpoint"],
+                                 hint="or the path of an existing checkpoint file (harness list weights)")
+    loader(model, timm_name, pretrained)
+
+
 def input_size(cfg: Any, dataset_size: tuple[int, int]) -> tuple[int, int]:
     """The size images are resized to before the backbone: ``cfg["img_size"]`` or the dataset's."""
     size = cfg.get("img_size") if hasattr(cfg, "get") else None
@@ -65,9 +81,7 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     except TypeError:
         model = timm.create_model(name, pretrained=False, **kwargs)
     if values.get("pretrained"):
-        from harness.plugins.backbones.pretrained import load_pretrained
-
-        load_pretrained(model, name, str(values["pretrained"]))
+        load_weights(model, name, str(values["pretrained"]))
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -1,38 +1,44 @@
-"""``harness list | run | sweep | leaderboard | delta``.
+"""``harness list | run | sweep | leaderboard | report | check-plugin`` and plugin commands (``delta``).
 
 ``list`` imports no model code (specs are lazy). ``run`` and ``sweep`` take
 Hydra overrides (``method=poincare_mlr seed=1``); everything else is argparse.
+Plugins add subcommands through the ``harness_commands`` hook.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness.errors import HarnessError
 
 USAGE = """usage: harness <command> [args]
 
 commands:
-  list [KIND] [PATTERN]        plugins (methods, backbones, datasets, tasks); PATTERN is fnmatch,
-                               `harness list backbones 'resnet*'` also lists timm's models
+  list [KIND] [PATTERN]        plugins (methods, backbones, datasets, tasks, augmentations, weights,
+                               commands); PATTERN is fnmatch; `harness list backbones 'resnet*'` also
+                               lists timm's models
   run [OVERRIDES...]           one cell, e.g. harness run method=poincare_mlr task=few_shot seed=1
-  sweep [OVERRIDES...]         a grid (grid=default | grid=smoke | method=a,b seed=0,1,2 ...)
-  leaderboard RESULTS_DIR      render leaderboards/ from result files (--out DIR, --check, --readme README.md)
-  delta FILE                   Gromov δ-hyperbolicity of a feature or distance matrix (.npy/.pt)
-
+  sweep [OVERRIDES...] [--yes] a grid (grid=default | grid=quick | method=a,b seed=0,1,2 ...)
+  leaderboard RESULTS_DIR      render leaderboards (--out DIR, default RESULTS_DIR/leaderboards;
+                               --check; --readme README.md)
+  report RESULTS_DIR --out DIR one markdown page with the tables and plots of a sweep
+  check-plugin DIST            the registry's smoke tests on every plugin of a distribution
+{plugin_commands}
+exit status: 0 all cells ok or skipped, 1 a cell failed, 2 bad input
 options: --strict-plugins (or HARNESS_STRICT_PLUGINS=1) makes a plugin that fails to load an error
 """
 
 
 def _kind(word: str) -> str:
-    from harness.specs import KINDS
+    from harness.specs import ALL_KINDS
 
-    singular = word[:-1] if word.endswith("s") else word
-    if singular not in KINDS:
+    singular = {"weights": "weights", "commands": "command"}.get(word) or (word[:-1] if word.endswith("s") else word)
+    if singular not in ALL_KINDS:
         from harness.errors import UnknownPluginError
 
-        raise UnknownPluginError("plugin kind", word, [f"{k}s" for k in KINDS])
+        raise UnknownPluginError("plugin kind", word, [k if k == "weights" else f"{k}s" for k in ALL_KINDS])
     return singular
 
 
@@ -40,17 +46,18 @@ def cmd_list(argv: list[str]) -> int:
     from tabulate import tabulate
 
     from harness.registry import get_registry
-    from harness.specs import KINDS
+    from harness.specs import ALL_KINDS
 
     parser = argparse.ArgumentParser(prog="harness list")
-    parser.add_argument("kind", nargs="?", help="methods | backbones | datasets | tasks")
+    parser.add_argument("kind", nargs="?", help="methods | backbones | datasets | tasks | augmentations | "
+                                                "weights | commands")
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names")
     args = parser.parse_args(argv)
     registry = get_registry()
-    kinds = [_kind(args.kind)] if args.kind else list(KINDS)
+    kinds = [_kind(args.kind)] if args.kind else list(ALL_KINDS)
     for kind in kinds:
         rows = [[s.name, s.dist, s.summary] for s in registry.list(kind, args.pattern)]
-        print(f"{kind}s:")
+        print(f"{kind if kind == 'weights' else kind + 's'}:")
         if rows:
             print(tabulate(rows, headers=["name", "distribution", "summary"], tablefmt="simple"))
         if kind == "backbone" and args.pattern != "*":
@@ -70,23 +77,29 @@ def cmd_leaderboard(argv: list[str]) -> int:
     from harness import leaderboard
 
     parser = argparse.ArgumentParser(prog="harness leaderboard")
-    parser.add_argument("results_dir", nargs="?", default="results")
-    parser.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards)")
+    parser.add_argument("results_dir", help="a folder of result files (e.g. runs, or results for the "
+                                            "committed reference results)")
+    parser.add_argument("--out", help="output folder (default: RESULTS_DIR/leaderboards)")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the committed markdown differs from what the results give")
+                        help="exit 1 if the markdown in --out differs from what the results give")
     parser.add_argument("--readme", help="also keep the leaderboard section of this README current")
     args = parser.parse_args(argv)
+    out = args.out or str(Path(args.results_dir) / "leaderboards")
+    leaderboard.check_results_dir(args.results_dir)
+    if args.readme:
+        leaderboard.check_readme_markers(args.readme)
     if args.check:
-        stale = leaderboard.check(args.results_dir, args.out)
+        stale = leaderboard.check(args.results_dir, out)
         if args.readme and not leaderboard.update_readme(args.readme, args.results_dir, write=False):
             stale.append(args.readme)
         if stale:
-            print(f"stale leaderboards in {args.out}: {', '.join(stale)}; regenerate with "
-                  f"`harness leaderboard {args.results_dir} --out {args.out}`", file=sys.stderr)
+            print(f"stale leaderboards in {out}: {', '.join(stale)}; regenerate with "
+                  f"`harness leaderboard {args.results_dir} --out {out}"
+                  f"{' --readme ' + args.readme if args.readme else ''}`", file=sys.stderr)
             return 1
-        print(f"leaderboards in {args.out} are up to date with {args.results_dir}")
+        print(f"leaderboards in {out} are up to date with {args.results_dir}")
         return 0
-    for path in leaderboard.write_all(args.results_dir, args.out):
+    for path in leaderboard.write_all(args.results_dir, out):
         print(f"wrote {path}")
     if args.readme:
         current = leaderboard.update_readme(args.readme, args.results_dir)
@@ -97,14 +110,26 @@ def cmd_leaderboard(argv: list[str]) -> int:
 def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     from harness.sweep import launch
 
-    launch(argv, multirun=multirun)
+    yes = "--yes" in argv
+    argv = [a for a in argv if a != "--yes"]
+    failed = launch(argv, multirun=multirun, yes=yes)
+    if failed:
+        print(f"harness {'sweep' if multirun else 'run'}: {failed} cell(s) failed (their reasons are above "
+              "and in the result files)", file=sys.stderr)
+        return 1
     return 0
 
 
-def cmd_delta(argv: list[str]) -> int:
-    from harness.tasks.delta import cli_main
+def cmd_check_plugin(argv: list[str]) -> int:
+    from harness.plugin_check import main
 
-    return int(cli_main(argv) or 0)
+    return main(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from harness.report import main
+
+    return main(argv)
 
 
 COMMANDS = {
@@ -112,8 +137,15 @@ COMMANDS = {
     "leaderboard": cmd_leaderboard,
     "run": lambda a: cmd_hydra(a, multirun=False),
     "sweep": lambda a: cmd_hydra(a, multirun=True),
-    "delta": cmd_delta,
+    "report": cmd_report,
+    "check-plugin": cmd_check_plugin,
 }
+
+
+def _plugin_commands() -> dict:
+    from harness.registry import get_registry
+
+    return get_registry().specs("command")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,16 +156,20 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--strict-plugins")
         os.environ["HARNESS_STRICT_PLUGINS"] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        extra = "\n".join(f"  {name:<28} {spec.summary}" for name, spec in _plugin_commands().items())
+        print(USAGE.format(plugin_commands=extra))
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
+    try:
+        if command in COMMANDS:
+            return COMMANDS[command](rest)
+        plugins = _plugin_commands()
+        if command in plugins:
+            return int(plugins[command].load()(rest) or 0)
         from harness.errors import UnknownPluginError
 
-        print(f"harness: {UnknownPluginError('command', command, COMMANDS)}", file=sys.stderr)
+        print(f"harness: {UnknownPluginError('command', command, [*COMMANDS, *plugins])}", file=sys.stderr)
         return 2
-    try:
-        return COMMANDS[command](rest)
     except HarnessError as exc:
         print(f"harness {command}: {exc}", file=sys.stderr)
         return 2

@@ -1,57 +1,48 @@
 """The one training loop. Methods supply a loss and hooks; they never write a loop.
 
-Per epoch: ``method.on_epoch_start(state)``, then for every batch (shuffled, or
-the method's own ``batch_indices``, e.g. episodes): preprocess on the device,
-``loss = method.training_step(batch, state)``, a non-finite loss fails the cell
-("loss became NaN at step k"), backward, optional clipping, a geoopt
-Riemannian optimiser step (plain parameters behave as with Adam/SGD,
-``ManifoldParameter`` s stay on their manifold).
+Per epoch: ``method.on_epoch_start(state)``, then that epoch's plan
+(``method.batch_indices`` or shuffled batches), then per batch: the raw uint8
+images go to the device, ``loss = method.training_step(batch, state)`` (the
+method makes the views it needs with ``batch.view(policy)``), a non-finite loss
+fails the cell ("loss became NaN at step k"), backward, optional clipping, the
+optimiser step (the method's own, or geoopt's Riemannian Adam/SGD from
+``train.*``: plain parameters behave as with Adam/SGD, ``ManifoldParameter`` s
+stay on their manifold), the learning rate set from the schedule at the
+fraction of training done, and ``method.after_step(state)``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.config import TrainConfig
 from harness.errors import ConfigError, HarnessError
 from harness.method import Batch, Method, TrainState
+
+__all__ = ["NonFiniteLoss", "TrainConfig", "TrainStats", "Viewer", "autocast_dtype", "embed_arrays",
+           "make_optimizer", "pick_device", "train"]
 
 
 class NonFiniteLoss(HarnessError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 0.005
-    weight_decay: float = 0.0005
-    optimizer: str = "riemannian_adam"
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    augment: str = "crop"
-    amp: str = "auto"
-    grad_clip: float = 0.0
-    num_workers: int = 0
-    embed_batch_size: int = 512
-
-
 def pick_device(spec: str = "auto") -> torch.device:
     """``auto`` is the first CUDA device when there is one, else the CPU."""
+    from harness.config import check_device
+
+    check_device(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={spec} asked for, but no CUDA device is available; use device=cpu or auto")
-    return device
+    return torch.device(spec)
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -63,41 +54,38 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-class Preprocess:
-    """uint8 ``(B, C, H, W)`` → float, resized to the backbone size, normalised; optional augmentation."""
+class Viewer:
+    """uint8 ``(B, C, H, W)`` → float in [0, 1], resized to the backbone size, augmented by a named
+    policy, normalised. ``viewer(raw, policy)`` is what ``batch.view(policy)`` calls."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int],
-                 device: torch.device) -> None:
+                 device: torch.device, generator: torch.Generator | None = None) -> None:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.size, self.device = tuple(size), device
+        self.channels = len(mean)
+        self.generator = generator
+        self._policies: dict[str, Any] = {}
 
-    def __call__(self, images: torch.Tensor, augment: str = "none",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def policy(self, name: str) -> Any:
+        if name not in self._policies:
+            from harness.augment import resolve_policy
+
+            self._policies[name] = resolve_policy(name)
+        return self._policies[name]
+
+    def __call__(self, images: torch.Tensor, policy: str = "none") -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if x.shape[1] != self.channels:  # a model pre-trained on other data: conform the channels
+            from harness.data import conform_images
+
+            x = conform_images((x * 255).round().to(torch.uint8), channels=self.channels,
+                               size=tuple(x.shape[-2:])).float().div_(255.0)
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        if augment != "none":
-            x = random_crop(x, pad=4, generator=generator)
-            if augment == "crop_flip":
-                flip = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            elif augment != "crop":
-                raise ConfigError(f"train.augment must be crop, crop_flip or none, got {augment!r}")
+        if policy != "none":
+            x = self.policy(policy)(x, self.generator)
         return (x - self.mean) / self.std
-
-
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random crop of the reflect-padded batch (the CIFAR pad-4 crop), vectorised."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    rows = (torch.arange(h, device=x.device)[None] + dy[:, None])[:, None, :, None]
-    cols = (torch.arange(w, device=x.device)[None] + dx[:, None])[:, None, None, :]
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[bi, ci, rows, cols]
 
 
 def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -115,15 +103,33 @@ def _collate(batch: Any) -> Any:
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """geoopt's Riemannian Adam / SGD: Euclidean parameters get the usual update."""
+    """The default optimiser of ``train.optimizer``: geoopt's Riemannian Adam / SGD (Euclidean
+    parameters get the usual update, manifold parameters stay on their manifold), or torch's."""
     import geoopt
 
-    if cfg.optimizer == "riemannian_adam":
+    kind = cfg.optimizer
+    if kind == "riemannian_adam":
         return geoopt.optim.RiemannianAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, stabilize=10)
-    if cfg.optimizer == "riemannian_sgd":
+    if kind == "riemannian_sgd":
         return geoopt.optim.RiemannianSGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                           weight_decay=cfg.weight_decay, stabilize=10)
-    raise ConfigError(f"train.optimizer must be riemannian_adam or riemannian_sgd, got {cfg.optimizer!r}")
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"train.optimizer must be riemannian_adam, riemannian_sgd, adam, adamw or sgd, got {kind!r}")
+
+
+def _check_manifold_params(method: Method, optimizer: torch.optim.Optimizer) -> None:
+    """A method's own optimiser must be Riemannian if it trains manifold parameters."""
+    import geoopt
+
+    manifold = any(isinstance(p, geoopt.ManifoldParameter) and p.requires_grad for p in method.parameters())
+    if manifold and not isinstance(optimizer, (geoopt.optim.RiemannianAdam, geoopt.optim.RiemannianSGD)):
+        raise ConfigError(f"{type(method).__name__} has geoopt ManifoldParameters but its optimiser is "
+                          f"{type(optimizer).__name__}: use geoopt.optim.RiemannianAdam / RiemannianSGD")
 
 
 @dataclass
@@ -132,60 +138,88 @@ class TrainStats:
     seconds: float
     images_per_s: float
     final_loss: float
+    epoch_loss: list[float] = field(default_factory=list)  # mean loss of each epoch
+
+
+def _nonfinite_parameters(method: Method) -> int:
+    return sum(int((~torch.isfinite(p.detach())).any()) for p in method.parameters())
 
 
 def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarray | None,
-          extra: dict[str, np.ndarray], cfg: TrainConfig, preprocess: Preprocess, device: torch.device,
-          seed: int, progress: bool = True) -> TrainStats:
-    """Train ``method`` (backbone + head) on ``dataset[indices]`` in place and return statistics."""
+          extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
+          seed: int, progress: bool = True, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+          | None = None) -> TrainStats:
+    """Train ``method`` (backbone + head) on ``dataset[indices]`` in place and return statistics.
+
+    ``labels``: training labels (None for a label-free method); ``extra``: the per-image
+    annotations the method requires (numeric arrays become tensors, others stay lists).
+    """
     from tqdm.auto import tqdm
 
+    from harness import schedules
+
     rng = np.random.default_rng(seed)
-    torch_gen = torch.Generator().manual_seed(seed)
     method.to(device).train()
-    optimizer = make_optimizer(method.parameters(), cfg)
+    optimizer = method.configure_optimizer(cfg)
+    if optimizer is None:
+        optimizer = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
+    _check_manifold_params(method, optimizer)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    schedule = method.lr_schedule(cfg) or schedules.from_train(cfg)
     amp_dtype = autocast_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
-    extra_t = {k: torch.as_tensor(v) for k, v in extra.items() if np.asarray(v).dtype != object}
+    numeric = {k: torch.as_tensor(v) for k, v in extra.items() if np.asarray(v).dtype != object}
+    objects = {k: v for k, v in extra.items() if k not in numeric}
+    method_gen = torch.Generator().manual_seed(seed + 1)
 
-    def embed_train() -> tuple[torch.Tensor, torch.Tensor]:
-        return embed_arrays(method, dataset, indices, preprocess, device, amp_dtype, cfg.embed_batch_size,
-                            cfg.num_workers)[:2]
-
-    epoch_batches = []
-    total_steps = 0
-    for _ in range(cfg.epochs):  # the batch plan is drawn up front so the LR schedule knows its length
-        plan = method.batch_indices(labels, cfg.batch_size, rng)
-        plan = list(plan if plan is not None else shuffled_batches(len(indices), cfg.batch_size, rng))
-        epoch_batches.append(plan)
-        total_steps += len(plan)
-    if cfg.schedule not in ("cosine", "constant"):
-        raise ConfigError(f"train.schedule must be cosine or constant, got {cfg.schedule!r}")
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-                 if cfg.schedule == "cosine" else None)
+    def view(raw: torch.Tensor, policy: str) -> torch.Tensor:
+        return viewer(raw, policy)
 
     step, seen, last_loss, start = 0, 0, float("nan"), time.perf_counter()
-    bar = tqdm(total=total_steps, disable=not progress, leave=False, unit="step", desc="train")
-    for epoch, plan in enumerate(epoch_batches):
+    epoch_loss: list[float] = []
+    bar = tqdm(total=None, disable=not progress, leave=False, unit="step", desc="train")
+    for epoch in range(cfg.epochs):
         state = TrainState(epoch=epoch, epochs=cfg.epochs, step=step, device=device, rng=rng,
-                           embed_train=embed_train, labels=labels)
+                           embed_train=embed_train or (lambda: (_ for _ in ()).throw(
+                               HarnessError("embed_train is not available here"))),
+                           labels=labels, progress=epoch / cfg.epochs, optimizer=optimizer,
+                           generator=method_gen)
         method.on_epoch_start(state)
         method.train()
+        plan = method.batch_indices(labels, cfg.batch_size, rng)
+        plan = list(plan if plan is not None else shuffled_batches(len(indices), cfg.batch_size, rng))
+        if not plan:
+            raise HarnessError(f"{type(method).__name__} planned no batches for epoch {epoch}")
+        if bar.total is None:
+            bar.total = len(plan) * cfg.epochs
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=[indices[b].tolist() for b in plan], collate_fn=_collate,
             num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-        for batch_pos, images in zip(plan, loader):
+        losses = []
+        for i, (batch_pos, raw) in enumerate(zip(plan, loader)):
             pos = torch.as_tensor(batch_pos)
-            batch = Batch(
-                images=preprocess(images, cfg.augment, torch_gen),
-                labels=None if labels_t is None else labels_t[pos].to(device),
-                indices=pos.to(device),
-                annotations={k: v[pos].to(device) for k, v in extra_t.items()},
-            )
-            state.step = step
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = method.training_step(batch, state)
+            batch = Batch(raw=raw.to(device, non_blocking=True),
+                          labels=None if labels_t is None else labels_t[pos].to(device),
+                          indices=pos.to(device),
+                          annotations={**{k: v[pos].to(device) for k, v in numeric.items()},
+                                       **{k: [v[j] for j in batch_pos] for k, v in objects.items()}},
+                          viewer=view, default_policy=cfg.augment)
+            state.step, state.progress = step, (epoch + i / len(plan)) / cfg.epochs
+            factor = schedule(state.progress)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            try:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = method.training_step(batch, state)
+            except (ValueError, RuntimeError) as exc:
+                bad = _nonfinite_parameters(method)
+                if bad:  # the parameters diverged at the previous step and the forward broke on it
+                    raise NonFiniteLoss(f"loss became NaN at step {step} (epoch {epoch}): {bad} parameter "
+                                        f"tensor(s) are not finite ({type(exc).__name__} in the forward); "
+                                        "lower train.lr or check the method's numerics") from exc
+                raise
             if not torch.isfinite(loss.detach()).all():
                 raise NonFiniteLoss(f"loss became NaN at step {step} (epoch {epoch}); "
                                     "lower train.lr or check the method's numerics")
@@ -193,25 +227,29 @@ def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarr
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            if scheduler is not None:
-                scheduler.step()
             step += 1
             seen += len(batch_pos)
             last_loss = float(loss.detach())
+            losses.append(last_loss)
+            state.loss = last_loss
+            method.after_step(state)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{last_loss:.4f}", refresh=False)
+        epoch_loss.append(float(np.mean(losses)))
     bar.close()
     method.eval()
     seconds = time.perf_counter() - start
     return TrainStats(steps=step, seconds=seconds, images_per_s=seen / max(seconds, 1e-9),
-                      final_loss=last_loss if math.isfinite(last_loss) else float("nan"))
+                      final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
+                      epoch_loss=epoch_loss)
 
 
 @torch.no_grad()
-def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, preprocess: Preprocess,
+def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, viewer: Viewer,
                  device: torch.device, amp_dtype: torch.dtype | None, batch_size: int,
                  num_workers: int = 0, images: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -227,7 +265,7 @@ def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, prepr
             collate_fn=_collate, num_workers=num_workers)
     for chunk in chunks:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            f = method.features(preprocess(chunk))
+            f = method.features(viewer(chunk))
             e = method.head(f)
             lg = method.logits(e)
         feats.append(f.float().cpu())

@@ -73,3 +73,37 @@ def harness_config_searchpath() -> list[str]:
     and so on. A plugin whose options need no config file returns nothing: the
     registry adds a ``{name: …}`` node for every spec without one.
     """
+
+
+@hookspec
+def harness_augmentations() -> list[PluginSpec]:
+    """Return the augmentation policies (views) this plugin provides.
+
+    Called once by the registry. Each spec's target is a callable
+    ``policy(images, generator) -> images`` on float ``(B, C, H, W)`` batches in
+    [0, 1] on the training device (one random draw per image), used by
+    ``batch.view(name)`` and ``train.augment=name``; see :mod:`harness.augment`.
+    """
+
+
+@hookspec
+def harness_weight_sources() -> list[PluginSpec]:
+    """Return the named offline weight sources this plugin provides (``backbone.pretrained=NAME``).
+
+    Called by :func:`harness.backbones.build_backbone` when a backbone has
+    ``pretrained`` set. Each spec's target is a callable ``load(model, timm_name,
+    source) -> None`` that fills the timm ``model`` in place (and may set
+    ``model.pretrained_cfg["mean"/"std"]``), raising
+    :class:`~harness.errors.ConfigError` when it has no weights for ``timm_name``.
+    The source named ``checkpoint`` is the one called for a file path.
+    """
+
+
+@hookspec
+def harness_commands() -> list[PluginSpec]:
+    """Return extra ``harness <command>`` subcommands this plugin provides.
+
+    Called by the CLI when the command is not a built-in one. Each spec's
+    target is a callable ``main(argv: list[str]) -> int`` (the exit status); its
+    summary is the line ``harness --help`` prints.
+    """

@@ -1,10 +1,12 @@
 """Leaderboards: one generated markdown file per task, rendered from result files.
 
-Rows are (method, backbone) — with a config variant tag where one pair was
-run with several configs — columns are metrics with ↑ / ↓, cells are
-``mean ± half-width`` of the 95% Student-t interval over seeds, the best mean
-of each column in bold. Failed and skipped cells are listed with their reason.
-The same results always give the same bytes.
+Rows are (method, backbone) — with the variant's differences in the name where
+one pair was run with several configs (``poincare_mlr (c=0.5)``) — columns are
+metrics with ↑ / ↓, cells are ``mean ± half-width`` of the 95% Student-t
+interval over seeds, the best mean of each column in bold. A metric that is
+undefined (null, with a reason) shows ``null`` and its reason in a footnote.
+Failed and skipped cells are listed with their reason. The same results always
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.config import variant_label
+from harness.errors import HarnessError
 from harness.results import config_hash, iter_results
 from harness.stats import mean_ci95
 
@@ -25,9 +29,24 @@ CI_FOOTNOTE = ("± is the half-width of the 95% Student-t confidence interval ov
                "the best mean of each column is in bold.")
 
 
-def _variant(config: dict[str, Any]) -> str:
-    """Short hash of what a cell computes apart from its seed (rows with the same tag pool their seeds)."""
-    return config_hash({k: v for k, v in config.items() if k != "seed"})[:6]
+def _variant(r: dict[str, Any]) -> str:
+    """What a cell computes apart from its seed (rows with the same key pool their seeds)."""
+    if isinstance(r.get("variant"), dict):
+        return str(r["variant"].get("tag", ""))
+    return config_hash({k: v for k, v in r["config"].items() if k != "seed"})[:6]
+
+
+def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Row labels of one (method, backbone)'s variants: the differences that are not shared by all."""
+    if len(variants) < 2:
+        return {tag: "" for tag in variants}
+    keys = sorted({k for diff in variants.values() for k in diff})
+    varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1]
+    out = {}
+    for tag, diff in variants.items():
+        label = variant_label({k: diff.get(k, "default") for k in varying})
+        out[tag] = label or tag
+    return out
 
 
 def _fmt(mean: float, half: float | None) -> str:
@@ -64,33 +83,41 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                      brief: bool = False) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
     ok = [r for r in results if r["status"] == "ok"]
-    variants_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in ok:
-        variants_of[(r["cell"]["method"], r["cell"]["backbone"])].add(_variant(r["config"]))
+        diff = r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
+        diffs[(r["cell"]["method"], r["cell"]["backbone"])][_variant(r)] = diff
+    labels = {pair: _labels(v) for pair, v in diffs.items()}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
-        method, backbone = r["cell"]["method"], r["cell"]["backbone"]
-        tag = _variant(r["config"]) if len(variants_of[(method, backbone)]) > 1 else ""
-        groups[(method, backbone, tag)].append(r)
+        pair = (r["cell"]["method"], r["cell"]["backbone"])
+        groups[(*pair, labels[pair][_variant(r)])].append(r)
     directions: dict[str, bool] = {}
     for r in ok:
         for name, m in r["metrics"].items():
             directions.setdefault(name, bool(m["higher_is_better"]))
     metrics = sorted(directions)
+    geometry = {key: _geometry(rs) for key, rs in groups.items()}
     out = [f"{'#' * level} {dataset}", ""]
+    notes: dict[str, int] = {}
     if groups:
-        summary: dict[tuple[str, str, str], dict[str, tuple[float, float | None, int]]] = {}
+        summary: dict[tuple[str, str, str], dict[str, Any]] = {}
         for key, rs in groups.items():
             summary[key] = {}
             for name in metrics:
-                vals = [r["metrics"][name]["value"] for r in rs
-                        if name in r["metrics"] and r["metrics"][name]["value"] is not None]
-                if vals:
-                    summary[key][name] = mean_ci95(vals)
+                ms = [r["metrics"][name] for r in rs if name in r["metrics"]]
+                nulls = sorted({str(m.get("reason") or "undefined") for m in ms if m["value"] is None})
+                if nulls:
+                    summary[key][name] = ("null", nulls)
+                elif ms:
+                    summary[key][name] = mean_ci95([m["value"] for m in ms])
         for title, names in _metric_tables(metrics):
             if title:
                 out += [f"{'#' * (level + 1)} {title}", ""]
-            out += [_table(groups, summary, names, directions, strip=f"{title}/" if title else ""), ""]
+            out += [_table(groups, summary, names, directions, geometry, notes,
+                           strip=f"{title}/" if title else ""), ""]
+        if notes:
+            out += [f"null{_sup(i)}: {reason}" for reason, i in sorted(notes.items(), key=lambda kv: kv[1])] + [""]
     if brief:
         return out if groups else []
     failed = sorted((r for r in results if r["status"] == "failed"),
@@ -114,6 +141,18 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
     return out
 
 
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _sup(i: int) -> str:
+    return str(i).translate(_SUPERSCRIPTS)
+
+
+def _geometry(results: list[dict[str, Any]]) -> str:
+    names = sorted({str((r.get("geometry") or {}).get("name", "")) for r in results})
+    return "/".join(n for n in names if n)
+
+
 def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
     """Plain metrics in one table; ``group/rest`` metrics (e.g. ``auroc/energy/near``) in one table per group."""
     plain = [m for m in metrics if "/" not in m]
@@ -124,21 +163,27 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
     return ([("", plain)] if plain else []) + sorted(grouped.items())
 
 
-def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], strip: str) -> str:
+def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
+           notes: dict[str, int], strip: str) -> str:
     best: dict[str, float] = {}
     for name in names:
-        means = [s[name][0] for s in summary.values() if name in s]
+        means = [s[name][0] for s in summary.values() if name in s and s[name][0] != "null"]
         if means:
             best[name] = max(means) if directions[name] else min(means)
-    headers = (["method", "backbone"] + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names]
-               + ["n"])
+    with_geometry = any(geometry.values())
+    headers = (["method", "backbone"] + (["geometry"] if with_geometry else [])
+               + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
     rows = []
-    for key in sorted(groups):
-        method, backbone, tag = key
-        row = [f"{method} [{tag}]" if tag else method, backbone]
+    for key in sorted(groups, key=lambda k: (geometry[k], k)):
+        method, backbone, label = key
+        row = [f"{method} ({label})" if label else method, backbone] + ([geometry[key]] if with_geometry else [])
         for name in names:
             if name not in summary[key]:
                 row.append("—")
+                continue
+            if summary[key][name][0] == "null":
+                marks = "".join(_sup(notes.setdefault(reason, len(notes) + 1)) for reason in summary[key][name][1])
+                row.append(f"null{marks}")
                 continue
             mean, half, _ = summary[key][name]
             cell = _fmt(mean, half)
@@ -174,12 +219,32 @@ def render_readme_section(results_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: str | Path, results_dir: str | Path, *, write: bool = True) -> bool:
-    """Replace the marked section of ``readme``; return True if it was already current."""
+def check_results_dir(results_dir: str | Path) -> None:
+    """A results folder that is missing or holds no result file is an error (nothing to render)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise HarnessError(f"results folder '{root}' does not exist; run `harness sweep results_dir={root}` "
+                           "first or name the folder that holds the result files")
+    if not any(p.name.startswith("seed") for p in root.rglob("*.json")):
+        raise HarnessError(f"results folder '{root}' holds no result files (seed*.json); nothing to render")
+
+
+def check_readme_markers(readme: str | Path) -> None:
+    """The README must have both markers before anything is written."""
     path = Path(readme)
+    if not path.is_file():
+        raise HarnessError(f"README '{path}' does not exist")
     text = path.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
-        raise ValueError(f"{path} has no leaderboard markers; add the lines\n{README_START}\n{README_END}")
+        raise HarnessError(f"{path} has no leaderboard markers; add these two lines where the tables "
+                           f"should go:\n{README_START}\n{README_END}")
+
+
+def update_readme(readme: str | Path, results_dir: str | Path, *, write: bool = True) -> bool:
+    """Replace the marked section of ``readme``; return True if it was already current."""
+    check_readme_markers(readme)
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
     new = head + render_readme_section(results_dir) + tail
@@ -203,11 +268,16 @@ def write_all(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def check(results_dir: str | Path, out_dir: str | Path) -> list[str]:
-    """Names of leaderboard files that differ from what the results give (empty: up to date)."""
+    """Names of leaderboard files that differ from what the results give, and of leaderboards in
+    ``out_dir`` that no result backs (empty: up to date)."""
+    check_results_dir(results_dir)
     stale = []
     rendered = render_all(results_dir)
     for name, text in rendered.items():
         path = Path(out_dir) / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             stale.append(name)
+    if Path(out_dir).is_dir():
+        stale += [f"{p.name} (no result backs it)" for p in sorted(Path(out_dir).glob("*.md"))
+                  if p.name not in rendered]
     return stale

@@ -1,16 +1,24 @@
 """The method plugin API: a head, a loss and a geometry on top of a backbone.
 
 A method never writes a training loop. The engine (:mod:`harness.engine`)
-calls, per epoch, :meth:`Method.on_epoch_start` (pseudo-labels, Hungarian
-re-assignment, re-clustering…), then per batch :meth:`Method.training_step`,
-which returns the loss. Episodic methods (ProtoNet) choose their batches with
-:meth:`Method.batch_indices`. Tasks read :meth:`Method.embed`,
+runs, per epoch: :meth:`Method.on_epoch_start` (pseudo-labels, Hungarian
+re-assignment, re-clustering…), then that epoch's plan
+:meth:`Method.batch_indices` (episodes, class-balanced batches; it may use what
+``on_epoch_start`` computed), then per batch :meth:`Method.training_step` (the
+loss), the optimiser step and :meth:`Method.after_step` (momentum encoders,
+queues). A method may own its optimiser (:meth:`Method.configure_optimizer`)
+and its learning-rate schedule (:meth:`Method.lr_schedule`), and its views of
+the raw images (``batch.view(policy)``). Tasks read :meth:`Method.embed`,
 :meth:`Method.logits` and :attr:`Method.geometry`.
+
+Model key: the method's class, ``VERSION`` and full config are part of the key
+of the trained-model cache, so bump ``VERSION`` when the loss or the head
+changes what training produces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,24 +34,58 @@ class TrainInfo:
     feat_dim: int  # backbone output dimension
     num_classes: int  # classes of the training labels (0 for unlabelled training)
     num_train: int  # number of training images
-    label_field: str | None  # annotation used as training label ("label", "coarse_label"…)
+    label_field: str | None  # annotation used as training label ("label", "coarse_label"…), None unlabelled
     epochs: int
-    extra_labels: dict[str, np.ndarray] = field(default_factory=dict)  # other annotations of the train split
+    #: The annotations of the training split the method declared in ``requires`` (e.g. coarse labels, boxes).
+    extra_labels: dict[str, Any] = field(default_factory=dict)
+    #: The training settings (``train.*``), for methods that derive their optimiser or schedule from them.
+    train: Any = None
 
 
-@dataclass
 class Batch:
-    """One training batch, already on the training device."""
+    """One training batch on the training device.
 
-    images: torch.Tensor  # float, normalised, (B, C, H, W)
-    labels: torch.Tensor | None  # training labels (B,), or None for unlabelled training
-    indices: torch.Tensor  # positions in the training split (B,), for per-sample state
-    annotations: dict[str, torch.Tensor] = field(default_factory=dict)  # other numeric annotations
+    ``raw``: the uint8 images ``(B, C, H, W)`` as the dataset stores them;
+    ``view(policy)``: a normalised float view of them at the backbone's input
+    size, augmented by the named policy (``harness list augmentations``), one
+    random draw per image; ``images``: the default view (policy
+    ``train.augment``), made once on first use.
+    """
+
+    def __init__(self, *, raw: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 indices: torch.Tensor | None = None, annotations: dict[str, Any] | None = None,
+                 viewer: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+                 default_policy: str = "none", images: torch.Tensor | None = None) -> None:
+        if raw is None and images is None:
+            raise ValueError("a Batch needs raw images or an already made view (images=)")
+        self.raw = raw
+        self.labels = labels  # training labels (B,), or None for unlabelled training
+        self.indices = indices  # positions in the training split (B,), for per-sample state
+        self.annotations = annotations or {}  # the annotations the method requires, per image
+        self._viewer = viewer
+        self.default_policy = default_policy
+        self._images = images
+
+    def view(self, policy: str) -> torch.Tensor:
+        """A normalised float view ``(B, C, H, W)`` of the raw images under augmentation ``policy``."""
+        if self._viewer is None or self.raw is None:
+            raise ValueError("this batch has no raw images to make views from")
+        return self._viewer(self.raw, policy)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The default view (``train.augment``), made once."""
+        if self._images is None:
+            self._images = self.view(self.default_policy)
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.raw if self.raw is not None else self._images)
 
 
 @dataclass
 class TrainState:
-    """Progress and services the engine offers a method at epoch boundaries."""
+    """Progress and services the engine offers a method (at epoch boundaries and after each step)."""
 
     epoch: int
     epochs: int
@@ -52,7 +94,12 @@ class TrainState:
     rng: np.random.Generator
     #: Embeds the whole training split in eval mode: returns (embeddings, features) on CPU.
     embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-    labels: np.ndarray | None  # training labels of the whole split
+    labels: np.ndarray | None  # training labels of the whole split (None for label-free methods)
+    progress: float = 0.0  # fraction of training done, in [0, 1)
+    optimizer: torch.optim.Optimizer | None = None
+    loss: float | None = None  # the last step's loss (in after_step)
+    #: A generator for the method's own random draws on the CPU (views use the engine's own).
+    generator: torch.Generator | None = None
 
 
 class Method(nn.Module):
@@ -60,12 +107,17 @@ class Method(nn.Module):
 
     ``self.backbone`` maps images to pooled features ``(B, feat_dim)``;
     :meth:`head` maps features to embeddings in ``self.geometry``.
+    Constructed as ``Method(cfg, backbone, info)`` with ``cfg`` an instance of
+    the nested :class:`Config`, ``backbone`` a timm model and ``info`` a :class:`TrainInfo`.
     """
 
     VERSION: ClassVar[str] = "1"
-    #: Needs training labels (a task without a label field skips it).
+    #: False for a reference that is evaluated untrained (``random_init``): the engine takes no step.
+    TRAINS: ClassVar[bool] = True
+    #: Reads training labels (a task without a label field skips it). A method that reads none
+    #: is trained once per (dataset split, seed, config), whatever the task's label field.
     supervised: ClassVar[bool] = True
-    #: Annotations the method needs besides the training label (e.g. ``{"coarse_label"}``).
+    #: Annotations the method reads besides the training label (e.g. ``{"coarse_label"}``, ``{"boxes"}``).
     requires: ClassVar[frozenset[str]] = frozenset()
 
     @dataclass
@@ -87,23 +139,37 @@ class Method(nn.Module):
 
     def loss(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The training loss of one batch of embeddings."""
-        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+        raise NotImplementedError(f"{type(self).__name__} must implement loss() or training_step()")
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor | None:
-        """Class scores ``(B, num_classes)`` for OOD scores (MSP, energy); None if no classifier."""
+        """Class scores ``(B, num_classes)`` over the training classes; None if no classifier."""
         return None
 
     # -- optional hooks ------------------------------------------------------------
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
-        """Loss of one batch. Override for several views, queues, momentum encoders."""
+        """Loss of one batch. Override for several views (``batch.view(policy)``), queues, momentum encoders."""
         return self.loss(self.embed(batch.images), batch)
 
     def on_epoch_start(self, state: TrainState) -> None:
-        """Called before each epoch (re-clustering, pseudo-labels, re-assignment)."""
+        """Called before each epoch's plan is drawn (re-clustering, pseudo-labels, re-assignment)."""
 
     def batch_indices(self, labels: np.ndarray | None, batch_size: int,
-                      rng: np.random.Generator) -> Iterator[np.ndarray] | None:
-        """Batches of one epoch as index arrays into the train split; None = shuffled batches."""
+                      rng: np.random.Generator) -> Iterable[np.ndarray] | None:
+        """This epoch's batches as index arrays into the train split (called after
+        :meth:`on_epoch_start`); None = shuffled batches of ``batch_size``."""
+        return None
+
+    def after_step(self, state: TrainState) -> None:
+        """Called right after each optimiser step (momentum encoders, queues)."""
+
+    def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
+        """The optimiser (parameter groups, per-group lr; frozen parameters left out); None = the
+        engine's default from ``train.*`` over every parameter that requires a gradient."""
+        return None
+
+    def lr_schedule(self, train: Any) -> Callable[[float], float] | None:
+        """The learning-rate multiplier as a function of the fraction of training done (applied to
+        every group's initial lr); None = ``train.schedule``. See :mod:`harness.schedules`."""
         return None
 
     # -- shared behaviour ---------------------------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import PluginConflictError, PluginLoadError, UnknownPluginError
-from harness.specs import KINDS, PluginSpec
+from harness.errors import ConfigError, PluginConflictError, PluginLoadError, UnknownPluginError
+from harness.specs import ALL_KINDS, PluginSpec
 
 ENTRY_POINT_GROUP = "harness"
 STRICT_ENV = "HARNESS_STRICT_PLUGINS"
@@ -27,6 +27,15 @@ _HOOK_OF_KIND = {
     "backbone": "harness_backbones",
     "dataset": "harness_datasets",
     "task": "harness_tasks",
+    "augmentation": "harness_augmentations",
+    "weights": "harness_weight_sources",
+    "command": "harness_commands",
+}
+#: What a plugin class of each kind must look like: (base class path, constructor arguments).
+_CONTRACT = {
+    "method": ("harness.method:Method", ("cfg", "backbone", "info")),
+    "dataset": ("harness.data:ImageDataset", ("cfg",)),
+    "task": ("harness.task:Task", ("cfg",)),
 }
 
 
@@ -60,7 +69,9 @@ class Registry:
             try:
                 plugin = ep.load()
                 self.register(plugin, name=ep.name, dist=dist)
-            except Exception as exc:  # a broken third-party plugin must not take the harness down
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit at import too: a broken plugin is a warning
                 self._fail(f"plugin '{ep.name}' from distribution '{dist}' failed to load: "
                            f"{type(exc).__name__}: {exc}", exc)
 
@@ -84,11 +95,18 @@ class Registry:
 
     # -- lookup ---------------------------------------------------------------
     def _collect(self) -> dict[str, dict[str, PluginSpec]]:
-        found: dict[str, dict[str, PluginSpec]] = {kind: {} for kind in KINDS}
+        from harness.config import check_name
+
+        found: dict[str, dict[str, PluginSpec]] = {kind: {} for kind in ALL_KINDS}
         for kind, hook_name in _HOOK_OF_KIND.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 dist = self._dist_of.get(id(impl.plugin), "<local>")
                 for spec in impl.function() or []:
+                    try:
+                        check_name(kind, spec.name)
+                    except ConfigError as exc:
+                        self._fail(f"distribution '{dist}' registers a {kind} with a bad name: {exc}", exc)
+                        continue
                     spec = PluginSpec(spec.name, spec.target, spec.summary, kind, dist)
                     prev = found[kind].get(spec.name)
                     if prev is not None and prev.dist != dist:
@@ -101,8 +119,8 @@ class Registry:
 
     def specs(self, kind: str) -> dict[str, PluginSpec]:
         """All specs of one kind, by name."""
-        if kind not in KINDS:
-            raise UnknownPluginError("plugin kind", kind, KINDS)
+        if kind not in ALL_KINDS:
+            raise UnknownPluginError("plugin kind", kind, ALL_KINDS)
         if self._specs is None:
             self._specs = self._collect()
         return dict(sorted(self._specs[kind].items()))
@@ -115,8 +133,13 @@ class Registry:
         raise UnknownPluginError(kind, name, specs)
 
     def load(self, kind: str, name: str) -> Any:
-        """Import and return the plugin class (or module) behind ``name``."""
-        return self.get(kind, name).load()
+        """Import and return the plugin class (or module) behind ``name``, checked against its kind's
+        contract (base class and constructor), so a wrong plugin fails here with the expected signature."""
+        spec = self.get(kind, name)
+        obj = spec.load()
+        if kind in _CONTRACT:
+            check_contract(kind, spec, obj)
+        return obj
 
     def list(self, kind: str, pattern: str = "*") -> list[PluginSpec]:
         """Specs of one kind whose names match an fnmatch ``pattern``."""
@@ -140,6 +163,25 @@ class Registry:
             except PackageNotFoundError:
                 out[dist] = "unknown"
         return out
+
+
+def check_contract(kind: str, spec: PluginSpec, cls: Any) -> None:
+    """A plugin class must subclass its kind's base class and take its constructor arguments."""
+    import inspect
+
+    base_path, args = _CONTRACT[kind]
+    base = PluginSpec("", base_path, "").load()
+    where = f"{kind} '{spec.name}' ({spec.target}, distribution '{spec.dist or '?'}')"
+    expected = f"{base.__module__}.{base.__qualname__}, constructed as {base.__qualname__}({', '.join(args)})"
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginLoadError(f"{where} is {cls!r}, not a subclass of {expected}")
+    try:
+        inspect.signature(cls).bind(*args)
+    except TypeError as exc:
+        raise PluginLoadError(f"{where}: its constructor {cls.__qualname__}{inspect.signature(cls)} cannot be "
+                              f"called with ({', '.join(args)}) ({exc}); expected {expected}") from exc
+    if not hasattr(cls, "Config"):
+        raise PluginLoadError(f"{where} has no nested Config dataclass (its config schema)")
 
 
 _REGISTRY: Registry | None = None
@@ -176,12 +218,63 @@ def make_config(cls: Any, values: Any = None, **overrides: Any) -> Any:
     merged = {**(values or {}), **overrides}
     fields = {f.name for f in dataclasses.fields(schema)}
     unknown = sorted(set(merged) - fields)
+    where = merged.get("name") or cls.__name__
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no config key(s) {unknown}; valid keys: {sorted(fields)}")
+        raise ConfigError(f"{where} has no config key(s) {unknown}; valid keys: {sorted(fields)}")
+    _check_types(schema, merged, where)
     try:
         return schema(**merged)
     except TypeError as exc:
-        raise ConfigError(f"bad config for {cls.__name__}: {exc}") from exc
+        raise ConfigError(f"bad config for {where}: {exc}") from exc
+
+
+def _check_types(schema: type, values: dict[str, Any], where: str) -> None:
+    """Values against the schema's annotations (int, float, str, bool, list, dict, Optional); an int
+    passes for a float. Annotations the check does not understand are left alone."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve: nothing to check against
+        return
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None or _matches(hint, value):
+            continue
+        raise ConfigError(f"{where}.{key}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(h, value) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return len(args) != 1 or all(_matches(args[0], v) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def create(kind: str, name_or_cfg: Any, **overrides: Any) -> Any:

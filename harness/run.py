@@ -1,11 +1,13 @@
-"""One cell: (method, backbone, dataset, task, seed) → one result JSON.
+"""One cell: (method, backbone, dataset, task, seed[, variant]) → one result JSON.
 
 The dataset plugin gives images and annotations; the task makes its protocol;
 the model is trained by :mod:`harness.engine` or loaded from the cache (keyed
 by everything that determines it, so one model serves every task with the same
-training split); the task evaluates it; the result is written atomically.
-Incompatible cells are ``skipped`` with the reason; any other error marks the
-cell ``failed`` with the message and a traceback file, and the caller goes on.
+training data); a task that fine-tunes does so in :mod:`harness.finetune`; the
+task evaluates; the result is written atomically. Incompatible cells are
+``skipped`` with the reason; any other error marks the cell ``failed`` with
+the message and a traceback file, and the caller goes on. A cell being run is
+claimed (:mod:`harness.claims`), so a second sweep on the same results skips it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 
 import harness
 from harness import engine
+from harness.claims import Claim, claim_or_wait
+from harness.config import TrainConfig, validate, variant_of
 from harness.data import ImageDataset, hash_indices, save_tensors
-from harness.errors import Incompatible
+from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.registry import create, get_registry, make_config
 from harness.results import atomic_write_text, config_hash, read_result, result_path, write_result
 from harness.task import Embedded, EvalContext, Protocol
@@ -35,6 +39,10 @@ from harness.task import Embedded, EvalContext, Protocol
 _DATASETS: OrderedDict[str, ImageDataset] = OrderedDict()
 _MODELS: OrderedDict[str, "TrainedModel"] = OrderedDict()
 _KEEP_DATASETS, _KEEP_MODELS = 3, 2
+
+
+class NonFiniteEmbeddings(HarnessError):
+    """A trained model produced NaN or infinite embeddings."""
 
 
 def versions() -> dict[str, Any]:
@@ -71,25 +79,37 @@ def load_dataset(cfg: dict[str, Any]) -> ImageDataset:
     return _remember(_DATASETS, key, create("dataset", cfg), _KEEP_DATASETS)
 
 
-class TrainedModel:
-    """A trained method with its preprocessing and an embedding cache."""
+def check_finite_embeddings(emb: torch.Tensor, what: str = "embeddings") -> None:
+    """Raise :class:`NonFiniteEmbeddings` naming how many rows are not finite."""
+    bad = ~torch.isfinite(emb).all(dim=-1) if emb.dim() > 1 else ~torch.isfinite(emb)
+    if bool(bad.any()):
+        raise NonFiniteEmbeddings(f"{what} contain NaN (or inf) ({int(bad.sum())} of {len(emb)} rows): "
+                                  "the model diverged or its head overflowed; lower train.lr or check the method")
 
-    def __init__(self, method: Any, preprocess: engine.Preprocess, key: str, stats: dict[str, Any]) -> None:
-        self.method, self.preprocess, self.key, self.stats = method, preprocess, key, stats
+
+class TrainedModel:
+    """A trained method with its viewer (preprocessing) and an embedding cache."""
+
+    def __init__(self, method: Any, viewer: engine.Viewer, key: str, stats: dict[str, Any],
+                 mean: tuple, std: tuple) -> None:
+        self.method, self.viewer, self.key, self.stats = method, viewer, key, stats
+        self.mean, self.std = mean, std
         self._embedded: dict[str, Embedded] = {}
 
-    def embedder(self, dataset: ImageDataset, device: torch.device, tcfg: engine.TrainConfig):
+    def embedder(self, dataset: ImageDataset, device: torch.device, tcfg: TrainConfig):
         amp = engine.autocast_dtype(device, tcfg.amp)
 
         def embed(what: np.ndarray | torch.Tensor) -> Embedded:
             if isinstance(what, torch.Tensor):  # outside images: not cached
-                e, f, lg = engine.embed_arrays(self.method, dataset, None, self.preprocess, device, amp,
+                e, f, lg = engine.embed_arrays(self.method, dataset, None, self.viewer, device, amp,
                                                tcfg.embed_batch_size, images=what)
+                check_finite_embeddings(e)
                 return Embedded(e, f, lg)
             key = f"{dataset.fingerprint()}:{hash_indices(what)}"
             if key not in self._embedded:
-                e, f, lg = engine.embed_arrays(self.method, dataset, what, self.preprocess, device, amp,
+                e, f, lg = engine.embed_arrays(self.method, dataset, what, self.viewer, device, amp,
                                                tcfg.embed_batch_size, tcfg.num_workers)
+                check_finite_embeddings(e)
                 self._embedded[key] = Embedded(e, f, lg)
             return self._embedded[key]
 
@@ -109,93 +129,179 @@ def _norm_stats(dataset: ImageDataset, backbone: torch.nn.Module, pretrained: bo
     return mean, std
 
 
-def model_key(config: dict[str, Any], method_cls: type, dataset: ImageDataset, protocol: Protocol) -> str:
+class TrainingData:
+    """What a model trains on: a dataset, a split, the label field (None for label-free methods) and the
+    annotations the method requires."""
+
+    def __init__(self, dataset: ImageDataset, indices: np.ndarray, label_field: str | None,
+                 requires: frozenset[str]) -> None:
+        self.dataset, self.indices, self.label_field = dataset, np.asarray(indices, dtype=np.int64), label_field
+        missing = sorted(set(requires) - set(dataset.provides))
+        if missing:
+            raise Incompatible(f"the method needs annotation(s) {missing}, which dataset '{dataset.name}' "
+                               "(its training data) does not have")
+        if label_field is not None and label_field not in dataset.annotations:
+            raise Incompatible(f"the task trains on '{label_field}', which dataset '{dataset.name}' does not have")
+        self.extra = {k: dataset.annotations[k][self.indices] for k in sorted(requires)}
+
+    def labels(self) -> tuple[np.ndarray | None, int]:
+        if self.label_field is None:
+            return None, 0
+        _, labels = np.unique(self.dataset.annotations[self.label_field][self.indices], return_inverse=True)
+        return labels, int(labels.max()) + 1
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What of the data determines the model: the dataset, the split, and only what the method reads."""
+        out: dict[str, Any] = {"dataset": self.dataset.fingerprint(), "train_split": hash_indices(self.indices)}
+        if self.label_field is not None:  # label values, not the field's name: equal ids train one model
+            out["train_labels"] = hash_indices(self.labels()[0])
+        for k, v in self.extra.items():
+            blob = json.dumps([np.asarray(a).tolist() for a in v], default=str) if np.asarray(v).dtype == object \
+                else np.ascontiguousarray(v).tobytes().hex()
+            out[f"annotation:{k}"] = hashlib.sha256(str(blob).encode()).hexdigest()[:16]
+        return out
+
+
+def training_data(config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
+                  method_cls: type) -> TrainingData:
+    """The cell's training data: the task's split of its dataset, or the ``train_dataset``'s ``train`` split."""
+    name = config["method"]["name"]
+    if method_cls.supervised and protocol.train_label is None:
+        raise Incompatible(f"method '{name}' needs training labels, and this task trains without them")
+    label = protocol.train_label if method_cls.supervised else None
+    if config.get("train_dataset"):
+        source = load_dataset(config["train_dataset"])
+        return TrainingData(source, source.split("train"), label, method_cls.requires)
+    return TrainingData(dataset, protocol.train, label, method_cls.requires)
+
+
+def model_key(config: dict[str, Any], method_cls: type, data: TrainingData) -> str:
     """Hash of everything that determines a trained model."""
     import geoopt
     import timm
 
-    train = {k: v for k, v in config["train"].items() if k not in ("num_workers", "embed_batch_size")}
+    from harness.config import RUN_LOCAL_TRAIN_KEYS
+
+    train = {k: v for k, v in config["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
     material = {
         "method": config["method"], "method_class": f"{method_cls.__module__}:{method_cls.__qualname__}",
-        "method_version": method_cls.VERSION, "backbone": config["backbone"],
-        "dataset": dataset.fingerprint(), "train_split": hash_indices(protocol.train),
-        # The label values, not the field's name: "label" and "pid" holding the same ids train one model.
-        "train_labels": None if protocol.train_label is None
-        else hash_indices(dataset.annotations[protocol.train_label][np.asarray(protocol.train)]),
+        "method_version": method_cls.VERSION, "backbone": config["backbone"], "data": data.fingerprint(),
         "seed": config["seed"], "train": train,
         "versions": [harness.__version__, torch.__version__, timm.__version__, geoopt.__version__],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _train_top1(model: TrainedModel, data: TrainingData, embed: Any) -> tuple[float | None, str]:
+    """Top-1 on the (unaugmented) training split: the classifier's where the method has one, else the
+    nearest class prototype's; None for a label-free method."""
+    labels, num_classes = data.labels()
+    if labels is None:
+        return None, "no training labels"
+    emb = embed(data.indices)
+    truth = torch.as_tensor(labels)
+    if emb.logits is not None and emb.logits.shape[1] == num_classes:
+        return float((emb.logits.argmax(1) == truth).double().mean()), "classifier"
+    geo = model.method.geometry
+    protos = geo.class_prototypes(emb.embeddings, truth, num_classes)
+    pred = torch.cat([geo.pairwise_dist(emb.embeddings[s:s + 4096], protos).argmin(1)
+                      for s in range(0, len(truth), 4096)])
+    return float((pred == truth).double().mean()), "nearest_prototype"
+
+
 def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
                   device: torch.device, progress: bool = True) -> tuple[TrainedModel, bool]:
-    """Train the cell's model, or load it from memory or the disk cache; the flag says it was cached."""
+    """Train the cell's model, or load it from memory or the disk cache; the flag says it was cached.
+
+    A corrupt cache entry is trained again; ``retrain=true`` ignores the cache; two processes that
+    need one model train it once (the second waits for the first's)."""
     from harness.backbones import build_backbone, input_size
     from harness.method import TrainInfo
 
-    registry = get_registry()
-    method_cls = registry.load("method", config["method"]["name"])
-    missing = set(method_cls.requires) - set(dataset.provides)
-    if missing:
-        raise Incompatible(f"method '{config['method']['name']}' needs annotation(s) {sorted(missing)}, "
-                           f"which dataset '{dataset.name}' does not have")
-    if method_cls.supervised and protocol.train_label is None:
-        raise Incompatible(f"method '{config['method']['name']}' needs training labels, "
-                           "and this task trains without them")
-    key = model_key(config, method_cls, dataset, protocol)
-    if key in _MODELS:
+    method_cls = get_registry().load("method", config["method"]["name"])
+    data = training_data(config, dataset, protocol, method_cls)
+    key = model_key(config, method_cls, data)
+    if key in _MODELS and not config.get("retrain"):
         _MODELS.move_to_end(key)
         return _MODELS[key], True
 
-    tcfg = engine.TrainConfig(**config["train"])
+    tcfg = TrainConfig(**config["train"])
     seed = int(config["seed"])
     torch.manual_seed(seed)
-    train_idx = np.asarray(protocol.train, dtype=np.int64)
-    labels = num_classes = None
-    if protocol.train_label is not None:
-        raw = dataset.annotations[protocol.train_label][train_idx]
-        _, labels = np.unique(raw, return_inverse=True)
-        num_classes = int(labels.max()) + 1
-    extra = {k: v[train_idx] for k, v in dataset.annotations.items()
-             if k != protocol.train_label and np.asarray(v).dtype != object}
-    size = input_size(config["backbone"], dataset.info.image_size)
-    backbone, feat_dim = build_backbone(config["backbone"], in_chans=dataset.info.channels, img_size=size)
-    info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes or 0, num_train=len(train_idx),
-                     label_field=protocol.train_label, epochs=tcfg.epochs, extra_labels=extra)
+    labels, num_classes = data.labels()
+    source = data.dataset
+    size = input_size(config["backbone"], source.info.image_size)
+    backbone, feat_dim = build_backbone(config["backbone"], in_chans=source.info.channels, img_size=size)
+    info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes, num_train=len(data.indices),
+                     label_field=data.label_field, epochs=tcfg.epochs, extra_labels=data.extra, train=tcfg)
     method = method_cls(make_config(method_cls, config["method"]), backbone, info)
-    mean, std = _norm_stats(dataset, backbone, bool(config["backbone"].get("pretrained")))
-    preprocess = engine.Preprocess(mean, std, size, device)
+    mean, std = _norm_stats(source, backbone, bool(config["backbone"].get("pretrained")))
+    viewer = engine.Viewer(mean, std, size, device, generator=torch.Generator().manual_seed(seed))
+    model = TrainedModel(method, viewer, key, {}, mean, std)
+    embed_train = model.embedder(source, device, tcfg)
 
     cache_file = Path(config["cache_dir"]).expanduser() / "models" / f"{key}.pt"
     meta_file = cache_file.with_suffix(".json")
-    if cache_file.exists() and meta_file.exists():
-        method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+
+    def cached() -> dict[str, Any] | None:
+        if config.get("retrain") or not (cache_file.exists() and meta_file.exists()):
+            return None
+        try:
+            method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            return json.loads(meta_file.read_text())
+        except Exception:  # noqa: BLE001 - truncated, foreign or stale: train it again
+            cache_file.unlink(missing_ok=True)
+            meta_file.unlink(missing_ok=True)
+            return None
+
+    def embed_train_now() -> tuple[torch.Tensor, torch.Tensor]:  # state.embed_train: current weights, no cache
+        e, f, _ = engine.embed_arrays(method, source, data.indices, viewer, device,
+                                      engine.autocast_dtype(device, tcfg.amp), tcfg.embed_batch_size,
+                                      tcfg.num_workers)
+        return e, f
+
+    if not method_cls.TRAINS:  # a reference evaluated untrained: nothing to train or cache
+        model.stats = {"seconds": 0.0, "steps": 0, "final_loss": None, "epoch_loss": [], "images_per_s": None,
+                       "train_top1": None, "train_top1_kind": "not trained"}
         method.to(device).eval()
-        model, cached = TrainedModel(method, preprocess, key, json.loads(meta_file.read_text())), True
-    else:
-        stats = engine.train(method, dataset=dataset, indices=train_idx, labels=labels, extra=extra, cfg=tcfg,
-                             preprocess=preprocess, device=device, seed=seed, progress=progress)
-        meta = asdict(stats)
-        save_tensors({k: v.detach().cpu() for k, v in method.state_dict().items()}, cache_file)
-        atomic_write_text(meta_file, json.dumps(meta, allow_nan=True))
-        model, cached = TrainedModel(method, preprocess, key, meta), False
-    return _remember(_MODELS, key, model, _KEEP_MODELS), cached
+        return _remember(_MODELS, key, model, _KEEP_MODELS), False
+
+    claim, meta = claim_or_wait(cache_file.with_suffix(".lock"), cached)
+    was_cached = meta is not None
+    if claim is not None:
+        try:
+            stats = engine.train(method, dataset=source, indices=data.indices, labels=labels, extra=data.extra,
+                                 cfg=tcfg, viewer=viewer, device=device, seed=seed, progress=progress,
+                                 embed_train=embed_train_now)
+            meta = asdict(stats)
+            top1, kind = _train_top1(model, data, embed_train)
+            meta.update(train_top1=top1, train_top1_kind=kind)
+            save_tensors({k: v.detach().cpu() for k, v in method.state_dict().items()}, cache_file)
+            atomic_write_text(meta_file, json.dumps(meta, allow_nan=True))
+        finally:
+            claim.release()
+    method.to(device).eval()
+    model.stats = meta
+    return _remember(_MODELS, key, model, _KEEP_MODELS), was_cached
 
 
 def cell_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The cell's identity: plugin names, seed, variant tag and pre-training dataset."""
+    tag, _ = variant_of(config)
+    train_ds = config.get("train_dataset")
     return {"method": config["method"]["name"], "backbone": config["backbone"]["name"],
-            "dataset": config["dataset"]["name"], "task": config["task"]["name"], "seed": int(config["seed"])}
+            "dataset": config["dataset"]["name"], "task": config["task"]["name"], "seed": int(config["seed"]),
+            "variant": tag, "train_dataset": train_ds["name"] if train_ds else None}
 
 
 def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The existing result at ``path`` if the cell need not run again."""
-    if config.get("force") or not path.exists():
+    if config.get("force") or config.get("retrain") or not path.exists():
         return None
     try:
         prev = read_result(path)
-    except Exception:
-        return None  # unreadable: run again and overwrite
+    except Exception:  # noqa: BLE001 - unreadable: run again and overwrite
+        return None
     if prev.get("config_hash") != config_hash(config):
         return None  # the config changed since
     if prev["status"] == "failed" and config.get("rerun_failed", True):
@@ -203,25 +309,79 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return prev
 
 
+def check_writable(results_dir: str | Path) -> None:
+    """Fail before any work if ``results_dir`` cannot take result files."""
+    root = Path(results_dir).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"results_dir '{root}' is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
+                          "choose another one with results_dir=PATH") from exc
+
+
+def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
+              device: torch.device, progress: bool) -> tuple[Any, dict[str, Any] | None]:
+    """Run the task's fine-tuning stage if it has one; return (the fine-tuned model, its stats)."""
+    from harness.finetune import FinetuneContext, run_finetune
+
+    amp = engine.autocast_dtype(device, config["train"]["amp"])
+    ctx = FinetuneContext(dataset=dataset, protocol=protocol, seed=int(config["seed"]), device=device,
+                          cfg=task.cfg, amp_dtype=amp, method=model.method, mean=model.mean, std=model.std)
+    spec = task.finetune(ctx)
+    if spec is None:
+        return None, None
+    material = {"model": model.key, "task": config["task"], "task_class": type(task).__qualname__,
+                "task_version": task.VERSION, "seed": config["seed"]}
+    key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cache_file = Path(config["cache_dir"]).expanduser() / "finetune" / f"{key}.pt"
+    stats = run_finetune(spec, cache_file=cache_file, seed=int(config["seed"]), device=device, amp_dtype=amp,
+                         retrain=bool(config.get("retrain")), progress=progress, label=f"{task.name} fine-tune")
+    spec.model.eval()
+    return spec.model, stats
+
+
 def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    """Run one cell from a resolved config dict and return its result (also written to disk)."""
+    """Run one cell from a resolved config dict and return its result (also written to disk).
+
+    The config is validated first (a :class:`~harness.errors.ConfigError` before any work). A cell that
+    another process is running (its claim is live) is not run: the returned dict has status ``claimed``
+    and nothing is written.
+    """
+    config = validate(config)
     cell = cell_of(config)
     path = result_path(config["results_dir"], cell)
     prev = finished(path, config)
     if prev is not None:
         prev["_resumed"] = True
         return prev
+    check_writable(config["results_dir"])
+    claim = Claim(path.with_suffix(".claim"))
+    if not claim.acquire():
+        return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {claim.owner()}",
+                "timings": {}, "_claimed": True}
+    try:
+        return _run_claimed(config, cell, path, progress)
+    finally:
+        claim.release()
+
+
+def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progress: bool) -> dict[str, Any]:
     # Dataset plugins cache their tensors under harness.data.cache_root(): make it follow cache_dir.
     os.environ["HARNESS_CACHE"] = str(Path(config["cache_dir"]).expanduser())
     start = time.perf_counter()
     device = engine.pick_device(config.get("device", "auto"))
+    _, diff = variant_of(config)
     result: dict[str, Any] = {
-        "schema_version": 1, "cell": cell, "config": config, "config_hash": config_hash(config),
-        "grid": config.get("grid_name", "single"), "metrics": {}, "details": {}, "reason": None,
-        "device": describe_device(device), "model_key": None, "protocol": {},
+        "schema_version": 2, "cell": cell, "config": config, "config_hash": config_hash(config),
+        "variant": {"tag": cell["variant"], "diff": diff}, "grid": config.get("grid_name", "single"),
+        "metrics": {}, "details": {}, "reason": None, "device": describe_device(device), "model_key": None,
+        "protocol": {},
     }
-    train_s = eval_s = 0.0
-    train_cached = False
+    timings: dict[str, Any] = {"train_s": 0.0, "eval_s": 0.0, "train_cached": False}
+    tb_file = path.with_suffix(".traceback.txt")
     try:
         result["versions"] = versions()
         dataset = load_dataset(config["dataset"])
@@ -231,28 +391,36 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         result["protocol"] = {"task_version": task.VERSION, "train_label": protocol.train_label,
                               "train_size": int(len(protocol.train)),
                               "eval_sizes": {k: int(len(v)) for k, v in sorted(protocol.eval.items())}}
-        model, train_cached = trained_model(config, dataset, protocol, device, progress)
-        result["model_key"], train_s = model.key, float(model.stats["seconds"])
-        tcfg = engine.TrainConfig(**config["train"])
+        model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
+        result["model_key"], timings["train_s"] = model.key, float(model.stats.get("seconds", 0.0))
+        result["geometry"] = model.method.geometry.to_json()
+        result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",
+                                                              "train_top1_kind", "steps", "images_per_s")}
+        finetuned, ft_stats = _finetune(task, model, config, dataset, protocol, device, progress)
+        if ft_stats is not None:
+            timings.update(finetune_s=ft_stats["seconds"], finetune_cached=ft_stats["cached"])
+            result["training"]["finetune"] = {k: ft_stats.get(k) for k in ("iterations", "final_loss",
+                                                                          "resumed_from")}
+        tcfg = TrainConfig(**config["train"])
         t_eval = time.perf_counter()
         ctx = EvalContext(dataset=dataset, protocol=protocol, method=model.method,
                           embed_fn=model.embedder(dataset, device, tcfg), seed=int(config["seed"]),
-                          device=device, artifacts_dir=path.with_name(f"seed{cell['seed']}_plots")
-                          if config.get("plots") else None)
+                          device=device, artifacts_dir=path.with_name(f"{path.stem}_plots")
+                          if config.get("plots") else None, finetuned=finetuned)
         metrics = task.evaluate(ctx)
-        eval_s = time.perf_counter() - t_eval
+        timings["eval_s"] = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
         result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details
         result["status"] = "ok"
     except Incompatible as exc:
         result.update(status="skipped", reason=str(exc))
-    except Exception as exc:  # a crashed cell is recorded and the sweep goes on
+    except Exception as exc:  # noqa: BLE001 - a crashed cell is recorded and the sweep goes on
         result.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        tb_file = path.with_suffix(".traceback.txt")
         atomic_write_text(tb_file, traceback.format_exc())
         result["traceback_file"] = str(tb_file)
+    if result["status"] != "failed":
+        tb_file.unlink(missing_ok=True)  # a traceback of an earlier failed run no longer applies
     result.setdefault("versions", {})
-    result["timings"] = {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
-                         "total_s": round(time.perf_counter() - start, 3), "train_cached": train_cached}
-    write_result(path, result)
-    return result
+    timings = {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()}
+    result["timings"] = {**timings, "total_s": round(time.perf_counter() - start, 3)}
+    return write_result(path, result)

@@ -6,8 +6,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The plugin kinds, in the order ``harness list`` prints them.
+#: The plugin kinds that are Hydra config groups, in the order ``harness list`` prints them.
 KINDS: tuple[str, ...] = ("method", "backbone", "dataset", "task")
+#: Every plugin kind: the config groups plus augmentation policies, weight sources and CLI commands.
+ALL_KINDS: tuple[str, ...] = (*KINDS, "augmentation", "weights", "command")
 
 
 @dataclass(frozen=True)

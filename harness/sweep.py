@@ -1,28 +1,37 @@
 """Running cells through Hydra: ``harness run`` (one cell) and ``harness sweep`` (a grid).
 
 A sweep is a Hydra multirun. Its grid is a config group (``grid=default``,
-``grid=smoke``) that sets ``hydra.sweeper.params``; command-line overrides
-such as ``method=a,b seed=0,1,2`` replace axes. The default launcher runs every
-cell in this process (one interpreter start, models cached in memory);
-``hydra/launcher=…`` (e.g. ``submitit_slurm``) sends cells elsewhere. A
-re-run skips finished cells, a failing cell is recorded and the sweep goes on,
-and a line per cell shows elapsed time and ETA.
+``grid=quick``) that sets ``hydra.sweeper.params``; command-line overrides
+such as ``method=a,b seed=0,1,2`` replace axes. Before anything runs, every
+plugin name and every axis value is checked (did-you-mean, types, ranges), the
+results folder is checked for writing and the grid's size against
+:data:`harness.config.LARGE_GRID`. The default launcher runs every cell in this
+process (one interpreter start, models cached in memory); ``hydra/launcher=…``
+(``gpu_pool``, ``slurm``, ``submitit_local``) sends cells elsewhere. Every job
+reports its status to ``<results_dir>/.sweep/<sweep id>/``, so the summary,
+the progress line and the exit status cover cells run in other processes.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import UnknownPluginError
+from harness.config import LARGE_GRID, BackboneConfig, check_name
+from harness.errors import ConfigError, UnknownPluginError
 from harness.registry import get_registry
 from harness.specs import KINDS
+
+#: Cells that failed in the last ``launch`` of this process (the CLI's exit status).
+LAST_SWEEP: dict[str, int] = {}
 
 
 def _fmt_s(seconds: float) -> str:
@@ -34,24 +43,41 @@ def _fmt_s(seconds: float) -> str:
 
 def _value(metric: dict[str, Any]) -> str:
     if metric.get("value") is None:
-        return "n/a"
+        return f"null ({metric['reason']})" if metric.get("reason") else "null"
     ci = metric.get("ci95")
     return f"{metric['value']:.4f}" + (f" ± {ci:.4f}" if ci is not None else "")
 
 
-def count_cells(config: DictConfig) -> int:
-    """Number of jobs the basic sweeper will launch (grid params merged with command-line overrides)."""
+def _sweep_params(config: DictConfig | dict[str, Any], task_overrides: list[str]) -> list[list[str]]:
+    """The override lists of every job the basic sweeper launches (grid params + command line)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = config.hydra.sweeper.get("params") or {}
-    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    params = (config.get("hydra", {}) or {}).get("sweeper", {}).get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def count_cells(config: DictConfig) -> int:
+    """Number of jobs the basic sweeper will launch (grid params merged with command-line overrides)."""
+    return len(_sweep_params(OmegaConf.to_container(config, resolve=False), list(config.hydra.overrides.task)))
+
+
+def status_dir(results_dir: str, sweep_id: str) -> Path:
+    return Path(results_dir).expanduser() / ".sweep" / sweep_id
+
+
+def _cell_name(cell: dict[str, Any]) -> str:
+    name = "/".join(str(cell.get(k, "?")) for k in ("task", "dataset", "method", "backbone"))
+    if cell.get("variant"):
+        name += f"/{cell['variant']}"
+    return name + f"/seed{cell.get('seed', '?')}"
 
 
 class SweepProgress(Callback):
-    """One line per cell: position, status, cell, its time, elapsed and ETA; leaderboards at the end."""
+    """One line per cell: position, status, cell, its time, elapsed and ETA; a summary and the
+    leaderboards at the end. Cells run by other processes are read from their status files."""
 
     def __init__(self) -> None:
         self.total: int | None = None
@@ -64,7 +90,7 @@ class SweepProgress(Callback):
         self.start = time.perf_counter()
         try:
             self.total = count_cells(config)
-        except Exception:  # a launcher or sweeper we cannot count for: no ETA
+        except Exception:  # noqa: BLE001 - a sweeper we cannot count for: no ETA
             self.total = None
         print(f"harness sweep: {self.total if self.total is not None else '?'} cells "
               f"-> {config.results_dir}", flush=True)
@@ -72,8 +98,8 @@ class SweepProgress(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         try:
             result = job_return.return_value
-        except Exception as exc:  # the job itself crashed outside run_cell
-            result = {"status": "failed", "reason": str(exc), "cell": {}, "timings": {}}
+        except Exception as exc:  # noqa: BLE001 - the job itself crashed outside run_cell
+            result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": {}, "timings": {}}
         if not isinstance(result, dict):
             return
         self.done += 1
@@ -81,12 +107,10 @@ class SweepProgress(Callback):
         status = "kept" if resumed else result.get("status", "?")
         self.counts[status] = self.counts.get(status, 0) + 1
         took = float(result.get("timings", {}).get("total_s", 0.0))
-        if not resumed:
+        if not resumed and status != "claimed":
             self.ran += 1
             self.ran_seconds += took
-        cell = result.get("cell", {})
-        name = "/".join(str(cell.get(k, "?")) for k in ("task", "dataset", "method", "backbone")) \
-            + f"/seed{cell.get('seed', '?')}"
+        name = _cell_name(result.get("cell", {}))
         elapsed = time.perf_counter() - self.start
         if self.total is not None:
             left = max(self.total - self.done, 0)
@@ -97,15 +121,19 @@ class SweepProgress(Callback):
         single = str(config.hydra.mode) == "RunMode.RUN"
         line = (f"{status} {name}  {took:.1f}s" if single
                 else f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}")
-        if result.get("status") in ("failed", "skipped") and not resumed:
+        if result.get("status") in ("failed", "skipped", "claimed") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
         elif single:  # `harness run`: show what the cell measured
             line += "\n" + "\n".join(f"        {k} = {_value(m)}" for k, m in result.get("metrics", {}).items())
         print(line, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or \
-            "cells ran in the launcher's own processes: their lines are in its logs"
+        counts = dict(self.counts)
+        if not counts and config.get("sweep_id"):  # cells ran in the launcher's own processes
+            counts = read_statuses(config.results_dir, config.sweep_id)
+        LAST_SWEEP.clear()
+        LAST_SWEEP.update(counts)
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no cell reported back"
         print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.start)} ({summary})", flush=True)
         out = config.get("leaderboard_dir")
         if out:
@@ -113,6 +141,19 @@ class SweepProgress(Callback):
 
             for path in write_all(config.results_dir, out):
                 print(f"leaderboard: {path}", flush=True)
+
+
+def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
+    """Status counts of the jobs of one sweep, from their status files."""
+    counts: dict[str, int] = {}
+    folder = status_dir(results_dir, sweep_id)
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            status = json.loads(path.read_text())["status"]
+        except (OSError, ValueError, KeyError):
+            continue
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
@@ -134,52 +175,70 @@ def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
     return _yaml_file(searchpath, group, name) is not None
 
 
-def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
-    """The plugin axes of the selected grid as overrides (``method=a,b``), so they are checked too."""
+def _grid_params(searchpath: list[str], overrides: list[str]) -> dict[str, Any]:
     grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
     path = _yaml_file(searchpath, "grid", grid) if grid else None
     if path is None:
-        return []
-    params = (OmegaConf.create(path.read_text()).get("hydra") or {}).get("sweeper", {}).get("params") or {}
-    return [f"{k}={v}" for k, v in params.items() if k in KINDS]
+        return {}
+    return dict((OmegaConf.create(path.read_text()).get("hydra") or {}).get("sweeper", {}).get("params") or {})
+
+
+def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
+    """The plugin axes of the selected grid as overrides (``method=a,b``), so they are checked too."""
+    return [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items() if k in KINDS]
+
+
+def _store_schemas(searchpath: list[str], extra_backbones: set[str]) -> None:
+    """Typed nodes in Hydra's ConfigStore: the top-level schema and every plugin's Config dataclass
+    (a plugin whose config file has its own name keeps the file); a plugin that fails to import is
+    left out here and reported when it is used."""
+    from hydra.core.config_store import ConfigStore
+
+    from harness.config import register_schemas
+
+    registry = get_registry()
+    nodes: dict[tuple[str, str], Any] = {}
+    for kind in ("method", "dataset", "task"):
+        for name in registry.specs(kind):
+            if _has_yaml(searchpath, kind, name):
+                continue
+            try:
+                nodes[(kind, name)] = registry.load(kind, name).Config
+            except Exception:  # noqa: BLE001 - reported when the plugin is selected
+                continue
+    for name in {*registry.specs("backbone"), *extra_backbones}:
+        if not _has_yaml(searchpath, "backbone", name):
+            nodes[("backbone", name)] = BackboneConfig(name=name)
+    register_schemas(ConfigStore.instance(), nodes)
 
 
 def prepare(overrides: list[str]) -> list[str]:
-    """Validate plugin names in ``overrides`` (did-you-mean), register config nodes for plugins without a
-    yaml file (and for timm backbones named on the command line), and add the plugins' search path."""
-    from hydra.core.config_store import ConfigStore
+    """Validate plugin names in ``overrides`` and the grid (safe names, did-you-mean), register the typed
+    config nodes, and add the plugins' search path."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     registry = get_registry()
     searchpath = registry.config_searchpath()
-    store = ConfigStore.instance()
-    for kind in KINDS:
-        for name in registry.specs(kind):
-            if not _has_yaml(searchpath, kind, name):
-                store.store(group=kind, name=name, node=_default_node(kind, name))
+    timm_backbones: set[str] = set()
     for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides):
         key = ov.get_key_element()
         if key not in KINDS:
             continue
         values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
         for value in values:
-            value = str(value)
-            if value in registry.specs(key):
+            value = check_name(key, value)
+            if value in registry.specs(key) or _has_yaml(searchpath, key, value):
                 continue
             if key == "backbone":
                 from harness.backbones import resolve_backbone
 
                 resolve_backbone(value)  # a timm name, or did-you-mean
-                if not _has_yaml(searchpath, key, value):
-                    store.store(group=key, name=value, node=_default_node(key, value))
+                timm_backbones.add(value)
                 continue
             raise UnknownPluginError(key, value, registry.specs(key))
+    _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
-
-
-def _default_node(kind: str, name: str) -> dict[str, Any]:
-    return {"name": name, "pretrained": None, "img_size": None, "kwargs": {}} if kind == "backbone" else {"name": name}
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:
@@ -191,33 +250,135 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     gpus = torch.cuda.device_count()
     if config.get("device", "auto") == "auto" and gpus > 1:
-        # Parallel launchers (joblib, submitit) run several cells at once: spread them over the GPUs.
+        # Parallel launchers run several cells at once: spread them over the GPUs.
         config["device"] = f"cuda:{HydraConfig.get().job.num % gpus}"
-    return run_cell(config, progress=sys.stderr.isatty())
+    try:
+        result = run_cell(config, progress=sys.stderr.isatty())
+    except Exception as exc:  # noqa: BLE001 - a config error of this cell: report it, the sweep goes on
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": {}, "timings": {}}
+    _LAST_RUN["failed"] = int(result.get("status") == "failed")
+    if config.get("sweep_id"):
+        _report(config, result)
+    return result
 
 
-def launch(overrides: list[str], *, multirun: bool) -> None:
-    """Run the Hydra app with ``overrides`` (what ``harness run`` / ``harness sweep`` do)."""
+def _report(config: dict[str, Any], result: dict[str, Any]) -> None:
+    from harness.results import atomic_write_text
+
+    status = "kept" if result.get("_resumed") else str(result.get("status"))
+    name = _cell_name(result.get("cell", {})).replace("/", "__")
+    atomic_write_text(status_dir(config["results_dir"], config["sweep_id"]) / f"{name}.json",
+                      json.dumps({"status": status, "reason": result.get("reason")}))
+
+
+def _format_compose_error(exc: BaseException) -> str:
+    """Hydra's composition errors as one line naming the key, the expected type and the value."""
+    cause = exc.__cause__ or exc
+    text = str(cause)
+    key = getattr(cause, "full_key", None)
+    first = text.splitlines()[0] if text else type(cause).__name__
+    if "To append to your config use" in str(exc) or type(cause).__name__ == "ConfigAttributeError":
+        return f"{str(exc).splitlines()[0]} (that key is not in the schema: check its spelling; " \
+               "`harness run --cfg job` prints every key)"
+    return f"{key}: {first}" if key else first
+
+
+#: Non-plugin axes longer than this are checked on this many values spread over the axis.
+AXIS_CHECK_LIMIT = 64
+
+
+def _axes(overrides: list[str], searchpath: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The sweep axes (key -> values, grid params overridden by the command line) and the single overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = _grid_params(searchpath, overrides)
+    cli = [o for o in overrides if not o.startswith(("hydra", "grid="))]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + cli)
+    axes: dict[str, list[str]] = {}
+    singles: list[str] = []
+    for ov in parsed:
+        key = ov.get_key_element()
+        if ov.is_sweep_override():
+            axes[key] = [str(v) for v in ov.sweep_string_iterator()]
+        else:
+            singles.append(ov.input_line)
+            axes.pop(key, None)
+    return axes, singles
+
+
+def _check_axes(overrides: list[str], axes: dict[str, list[str]], singles: list[str]) -> dict[str, Any]:
+    """Compose the config once per value of every sweep axis, so a bad value anywhere in the grid is an
+    error before the first cell runs (one composition per value, not per cell); return the first cell's."""
+    grid = [o for o in overrides if o.startswith("grid=")]
+    first = {k: v[0] for k, v in axes.items()}
+    combos = [first]
+    for key, values in axes.items():
+        if key not in KINDS and len(values) > AXIS_CHECK_LIMIT:
+            step = len(values) / AXIS_CHECK_LIMIT
+            values = [values[int(i * step)] for i in range(AXIS_CHECK_LIMIT)] + [values[-1]]
+        combos += [{**first, key: v} for v in values[1:]]
+    configs = [compose([*grid, *singles, *(f"{k}={v}" for k, v in combo.items())]) for combo in combos]
+    return configs[0]
+
+
+def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
+    """Run the Hydra app with ``overrides`` (what ``harness run`` / ``harness sweep`` do); return the
+    number of failed cells."""
     import hydra
 
-    if multirun and not any(a.startswith("grid=") for a in overrides):
+    explicit_grid = any(a.startswith("grid=") for a in overrides)
+    if multirun and not explicit_grid:
         overrides = ["grid=default", *overrides]
     args = prepare(overrides)
+    from harness.run import check_writable
+
+    searchpath = get_registry().config_searchpath()
+    if multirun:
+        axes, singles = _axes(overrides, searchpath)
+        n = 1
+        for values in axes.values():
+            n *= len(values)
+        if n > LARGE_GRID and not (yes or "allow_large_grid=true" in singles):
+            raise ConfigError(f"this grid has {n:,} cells (more than {LARGE_GRID:,}); add --yes or "
+                              "allow_large_grid=true to run it")
+        base = _check_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
+    else:
+        base = compose(overrides)
+    check_writable(base["results_dir"])
+    if multirun:
+        grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
+        cli_axes = sorted(_axes([o for o in overrides if not o.startswith("grid=")], [])[0])
+        name = f"{grid} + command-line axes {'/'.join(cli_axes)}" if cli_axes else grid
+        args = [*args, f"grid_name='{name}'", f"sweep_id={time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"]
     app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(_job)
     argv = sys.argv
     sys.argv = ["harness", *(["--multirun"] if multirun else []), *args]
+    LAST_SWEEP.clear()
     try:
         app()
     finally:
         sys.argv = argv
+    if not multirun:
+        return int(_LAST_RUN.get("failed", 0))
+    return int(LAST_SWEEP.get("failed", 0))
+
+
+_LAST_RUN: dict[str, int] = {}
 
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
-    """The resolved config of one cell, as ``harness run`` would build it (for the Python API and tests)."""
+    """The resolved, validated config of one cell, as ``harness run`` would build it (Python API, tests)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.errors import HydraException
+
+    from harness.config import validate
 
     args = prepare(list(overrides or []))
-    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=args)
-    return OmegaConf.to_container(cfg, resolve=True)
+    try:
+        with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=args)
+    except HydraException as exc:
+        raise ConfigError(_format_compose_error(exc)) from exc
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return validate(config)

@@ -2,9 +2,12 @@
 
 A task plugin subclasses :class:`Task`: :meth:`Task.protocol` turns a dataset
 into a :class:`Protocol` (which images train the model, which evaluate it),
-and :meth:`Task.evaluate` turns an :class:`EvalContext` into metrics. A task
-never trains: the engine does, once per (method, backbone, dataset, training
-split, seed), and every task with the same training split shares that model.
+and :meth:`Task.evaluate` turns an :class:`EvalContext` into metrics. The
+engine trains the model once per (method, backbone, training data, seed), and
+every task with the same training data shares it. A task that must train on
+top of it (a detector) returns a :class:`harness.finetune.Finetune` from
+:meth:`Task.finetune`; the core runs, caches and resumes that stage, and
+``ctx.finetuned`` holds the result in :meth:`Task.evaluate`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class MetricValue:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": _finite(self.value), "higher_is_better": self.higher_is_better}
+        if out["value"] is None:
+            out["reason"] = "the computed value was NaN or infinite"
         if self.ci95 is not None:
             out["ci95"] = _finite(self.ci95)
         if self.n is not None:
@@ -77,7 +82,8 @@ class EvalContext:
     """What a task sees of a trained model. Embeddings are computed once and cached."""
 
     def __init__(self, *, dataset: Any, protocol: Protocol, method: Any, embed_fn: Any,
-                 seed: int, device: torch.device, artifacts_dir: Path | None = None) -> None:
+                 seed: int, device: torch.device, artifacts_dir: Path | None = None,
+                 finetuned: Any = None) -> None:
         self.dataset = dataset
         self.protocol = protocol
         self.method = method
@@ -86,6 +92,8 @@ class EvalContext:
         self.device = device
         self.artifacts_dir = artifacts_dir
         self.details: dict[str, Any] = {}  # non-metric facts written to the result JSON
+        #: The model the task fine-tuned in its :meth:`Task.finetune` stage (eval mode), else None.
+        self.finetuned = finetuned
         self._embed_fn = embed_fn
 
     def embed(self, indices: np.ndarray) -> Embedded:
@@ -146,6 +154,11 @@ class Task:
     def protocol(self, dataset: Any) -> Protocol:
         """The task's splits of ``dataset``; raise :class:`Incompatible` where it cannot run."""
         raise NotImplementedError
+
+    def finetune(self, ctx: Any) -> Any:
+        """The task's fine-tuning stage (:class:`harness.finetune.Finetune`) given a
+        :class:`harness.finetune.FinetuneContext`, or None (the default: the task only evaluates)."""
+        return None
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
         """Metrics of one trained model."""

@@ -30,3 +30,9 @@ def harness_tasks() -> list[PluginSpec]:
 @hookimpl
 def harness_config_searchpath() -> list[str]:
     return ["pkg://harness.tasks.conf"]
+
+
+@hookimpl
+def harness_commands() -> list[PluginSpec]:
+    return [PluginSpec("delta", f"{_T}.delta:cli_main",
+                       "Gromov δ-hyperbolicity of a feature or distance matrix (.npy/.pt)")]

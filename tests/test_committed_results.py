@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_results_follow_the_schema():
-    results = iter_results(ROOT / "results")
+    results = iter_results(ROOT / "results", strict=True)  # any unreadable or invalid file fails
     assert results, "results/ holds the default grid's result files"
     assert {r["grid"] for _, r in results} >= {"default"}
 

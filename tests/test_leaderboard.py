@@ -71,7 +71,7 @@ def test_config_variants_get_separate_rows(tmp_path):
     other = _r("a", 0, 0.9, 0.1)
     other["config"]["method"]["dim"] = 128
     text = leaderboard.render_task("t", RESULTS + [other])
-    rows = [line for line in text.splitlines() if line.startswith("| a [")]
+    rows = [line for line in text.splitlines() if line.startswith("| a (config=")]
     assert len(rows) == 2
 
 

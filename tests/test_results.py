@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.results import (SCHEMA_VERSION, ResultSchemaError, atomic_write_text, config_hash, read_result,
-                             result_path, write_result)
+from harness.results import (SCHEMA_VERSION, ResultSchemaError, atomic_write_text, config_hash, iter_results,
+                             read_result, result_path, validate, write_result)
 from harness.stats import mean_ci95
 
 
@@ -44,9 +44,77 @@ def test_schema_violations_are_named(tmp_path, bad, match):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_nan_metric_cannot_be_written(tmp_path):
-    with pytest.raises(ValueError):
-        write_result(tmp_path / "r.json", _result(metrics={"acc": {"value": float("nan"), "higher_is_better": True}}))
+def test_nonfinite_numbers_are_stored_as_null_with_their_reason(tmp_path):
+    r = _result(metrics={"acc": {"value": float("nan"), "higher_is_better": True}},
+                config={"seed": 0, "train": {"lr": float("inf")}}, details={"d": [1.0, float("-inf")]})
+    written = write_result(tmp_path / "r.json", r)
+    back = read_result(tmp_path / "r.json")
+    assert back == written
+    assert back["metrics"]["acc"] == {"value": None, "higher_is_better": True,
+                                      "reason": "the computed value was NaN or infinite"}
+    assert back["config"]["train"]["lr"] is None and back["details"]["d"] == [1.0, None]
+    assert back["nonfinite"] == ["config.train.lr", "details.d[1]", "metrics.acc.value"]
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"\xff\xfe not utf-8", "codec can.t decode"),
+    (b'{"schema_version": 2, "value": NaN}', "NaN is not valid JSON"),
+    (b"[1, 2]", "a result is a JSON object"),
+])
+def test_unreadable_files_are_rejected_by_name(tmp_path, text, match):
+    path = tmp_path / "seed0.json"
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=match):
+        read_result(path)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"metrics": {"acc": {"value": "0.9", "higher_is_better": True}}}, "value must be a number"),
+    ({"metrics": {"acc": {"value": True, "higher_is_better": True}}}, "value must be a number"),
+    ({"metrics": [1, 2]}, "metrics must be dict"),
+    ({"config": "x"}, "config must be dict"),
+    ({"cell": {**_result()["cell"], "seed": "0"}}, "cell.seed must be an integer"),
+    ({"metrics": {"acc": {"value": 0.5, "higher_is_better": "yes"}}}, "higher_is_better: bool"),
+])
+def test_schema_checks_types_not_only_keys(tmp_path, bad, match):
+    with pytest.raises(ResultSchemaError, match=match):
+        validate(_result(**bad))
+
+
+def test_iter_results_skips_bad_files_with_a_warning_naming_them(tmp_path):
+    good = result_path(tmp_path, _result()["cell"])
+    write_result(good, _result())
+    bad = good.with_name("seed1.json")
+    bad.write_text(json.dumps(_result(metrics={"acc": {"value": "0.9", "higher_is_better": True}})))
+    with pytest.warns(UserWarning, match="seed1.json.*value must be a number"):
+        found = iter_results(tmp_path)
+    assert [p for p, _ in found] == [good]
+    with pytest.raises(ResultSchemaError, match="seed1.json"):
+        iter_results(tmp_path, strict=True)
+
+
+def test_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("field, name", [("method", "../../x"), ("task", "/abs/path"), ("dataset", ".hidden"),
+                                         ("backbone", "a/b")])
+def test_names_cannot_escape_the_results_folder(tmp_path, field, name):
+    from harness.errors import ConfigError
+
+    cell = {**_result()["cell"], field: name}
+    with pytest.raises(ConfigError, match="not allowed"):
+        result_path(tmp_path, cell)
+
+
+def test_a_variant_gets_its_own_folder_under_the_backbone(tmp_path):
+    cell = {**_result()["cell"], "variant": "v1a2b3c4d"}
+    assert result_path(tmp_path, cell) == tmp_path / "t" / "d" / "m" / "b" / "v1a2b3c4d" / "seed0.json"
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -68,8 +136,8 @@ def test_config_hash_ignores_run_local_keys_and_key_order():
     b = {"train": {"num_workers": 4, "epochs": 2}, "results_dir": "r2", "method": {"dim": 3, "name": "x"}, "seed": 1}
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash({**a, "seed": 2})
-    assert json.dumps(a)  # inputs are not mutated into something unserialisable
-    assert a["train"] == {"epochs": 2, "num_workers": 0}
+    assert a == {"seed": 1, "method": {"name": "x", "dim": 3}, "results_dir": "r1",
+                 "train": {"epochs": 2, "num_workers": 0}}  # the input is not mutated
 
 
 @pytest.mark.parametrize("values", [[0.5, 0.7], [0.61, 0.64, 0.58], list(np.linspace(0, 1, 7))])

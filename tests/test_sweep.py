@@ -45,18 +45,58 @@ def test_sweep_runs_grid_writes_results_and_leaderboards_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("seed*.json")} == mtimes
 
 
-def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
-    # poincare_mlr has no `label_smoothing`: its cell fails with a ConfigError, the other cell still runs.
-    args = ["sweep", "grid=smoke", "task=few_shot", "method=poincare_mlr,euclidean_ce", *TINY,
-            "++method.label_smoothing=0.1", f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
-    proc = _harness(args, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+CRASHY = """
+from dataclasses import dataclass
+from torch import nn
+from harness import PluginSpec, hookimpl
+from harness.geometry import EuclideanGeometry
+from harness.method import Method
+
+
+class Crashy(Method):
+    @dataclass
+    class Config:
+        name: str = "crashy"
+
+    def __init__(self, cfg, backbone, info):
+        super().__init__(cfg, backbone, info)
+        self.geometry = EuclideanGeometry()
+        self.fc = nn.Linear(info.feat_dim, info.num_classes)
+
+    def loss(self, emb, batch):
+        raise RuntimeError("boom")
+
+
+@hookimpl
+def harness_methods():
+    return [PluginSpec("crashy", "crashy_mod:Crashy", "raises in training")]
+"""
+
+
+def fake_dist(root, dist, module, source):
+    """A minimal installed distribution: a module plus a dist-info with a `harness` entry point."""
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{dist} = {module}\n")
+
+
+def test_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_dist(site, "crashy_dist", "crashy_mod", CRASHY)
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=crashy,euclidean_ce", *TINY,
+            f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
+    proc = _harness(args, tmp_path, env_extra={"PYTHONPATH": str(site)})
+    assert proc.returncode == 1, proc.stderr
     results = {r["cell"]["method"]: r for _, r in iter_results(tmp_path / "res")}
     assert results["euclidean_ce"]["status"] == "ok"
-    assert results["poincare_mlr"]["status"] == "failed"
-    assert "no config key(s) ['label_smoothing']" in results["poincare_mlr"]["reason"]
-    assert Path(results["poincare_mlr"]["traceback_file"]).read_text().startswith("Traceback")
-    assert "failed" in proc.stdout and "ok" in proc.stdout
+    assert results["crashy"]["status"] == "failed"
+    assert results["crashy"]["reason"] == "RuntimeError: boom"
+    assert Path(results["crashy"]["traceback_file"]).read_text().startswith("Traceback")
+    assert "(1 failed, 1 ok)" in proc.stdout
+    assert "1 cell(s) failed" in proc.stderr
 
 
 def test_nan_loss_fails_the_cell_with_its_step(tmp_path, monkeypatch):

@@ -20,6 +20,21 @@ from .poincare import check_labels, class_midpoints, dist, dist0, einstein_midpo
 EUCLID_REL_TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 
+def check_finite(x: torch.Tensor, fn: str) -> torch.Tensor:
+    """Raise ``ValueError`` naming how many points of ``x`` (..., d) hold NaN or inf.
+
+    Without it a NaN row spreads silently: the centring of :func:`euclidean_pairwise_dist`
+    puts it into every row and the clamped square root maps it to 0, so every distance reads 0.
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return x
+    bad = ~torch.isfinite(x).all(dim=-1)
+    if bool(bad.any()):
+        raise ValueError(f"{fn}: embeddings contain NaN or inf ({int(bad.sum())} of {bad.numel()} rows); "
+                         "the model diverged or its head overflowed")
+    return x
+
+
 @upcast(points=2)
 def euclidean_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     r"""L2 distance matrix (..., n, m): :math:`\|x_i-y_j\|`, via one matmul on mean-centred
@@ -29,6 +44,9 @@ def euclidean_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> t
     ``torch.cdist`` uses the bare matmul form for large inputs (float32 error ~1e-3 on
     the diagonal) and its gradient at a zero distance is NaN-prone; hence this kernel.
     """
+    check_finite(x, "euclidean_pairwise_dist")
+    if y is not None:
+        check_finite(y, "euclidean_pairwise_dist")
     xb, yb, batch = flatten_pair(x, y, "euclidean_pairwise_dist")
     wd = xb.dtype
     with torch.no_grad():  # translation invariance: centring shrinks the matmul error bound
@@ -74,20 +92,21 @@ class EuclideanGeometry:
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Elementwise L2 distance of broadcastable (..., d) tensors."""
-        return torch.linalg.vector_norm(x - y, dim=-1)
+        return torch.linalg.vector_norm(check_finite(x, "dist") - check_finite(y, "dist"), dim=-1)
 
     def dist0(self, x: torch.Tensor) -> torch.Tensor:
         """‖x‖, (..., d) -> (...)."""
-        return torch.linalg.vector_norm(x, dim=-1)
+        return torch.linalg.vector_norm(check_finite(x, "dist0"), dim=-1)
 
     def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(Weighted) arithmetic mean over ``dim``; ``weights`` of shape ``x.shape[:-1]``, ≥ 0."""
-        return _mean(x, _set_dim(x, dim), weights)
+        return _mean(check_finite(x, "midpoint"), _set_dim(x, dim), weights)
 
     def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         """Per-class means (C, d) by ``index_add`` (no class loop); empty classes give 0."""
         if x.dim() != 2:
             raise ValueError(f"class_prototypes: x must be (N, d), got {tuple(x.shape)}")
+        check_finite(x, "class_prototypes")
         labels = check_labels(labels, x.shape[0], num_classes, "class_prototypes")
         s = x.new_zeros(num_classes, x.shape[1]).index_add(0, labels, x)
         n = torch.bincount(labels, minlength=num_classes).to(x.dtype).clamp_min(1).unsqueeze(-1)
@@ -122,23 +141,24 @@ class PoincareGeometry:
 
     def pairwise_dist(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """(..., n, d) x (..., m, d) -> (..., n, m) (:func:`.poincare.pairwise_dist`)."""
-        return pairwise_dist(x, y, c=self.c)
+        check_finite(x, "pairwise_dist")
+        return pairwise_dist(x, None if y is None else check_finite(y, "pairwise_dist"), c=self.c)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Elementwise distance of broadcastable (..., d) tensors (:func:`.poincare.dist`)."""
-        return dist(x, y, c=self.c)
+        return dist(check_finite(x, "dist"), check_finite(y, "dist"), c=self.c)
 
     def dist0(self, x: torch.Tensor) -> torch.Tensor:
         """Distance to the origin (..., d) -> (...) (:func:`.poincare.dist0`)."""
-        return dist0(x, c=self.c)
+        return dist0(check_finite(x, "dist0"), c=self.c)
 
     def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Einstein midpoint over ``dim`` (:func:`.poincare.einstein_midpoint`)."""
-        return einstein_midpoint(x, weights, c=self.c, dim=dim)
+        return einstein_midpoint(check_finite(x, "midpoint"), weights, c=self.c, dim=dim)
 
     def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         """Per-class Einstein midpoints (C, d) (:func:`.poincare.class_midpoints`); empty classes give 0."""
-        return class_midpoints(x, labels, num_classes, c=self.c)
+        return class_midpoints(check_finite(x, "class_prototypes"), labels, num_classes, c=self.c)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "c": c_value(self.c)}
@@ -147,4 +167,4 @@ class PoincareGeometry:
         return f"PoincareGeometry(c={c_value(self.c):.4g})"
 
 
-__all__ = ["EuclideanGeometry", "PoincareGeometry", "euclidean_pairwise_dist"]
+__all__ = ["EuclideanGeometry", "PoincareGeometry", "check_finite", "euclidean_pairwise_dist"]

@@ -12,6 +12,8 @@ def harness_methods() -> list[PluginSpec]:
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
+        PluginSpec("random_init", f"{_M}.random_init:RandomInit",
+                   "reference row: the untrained backbone's features (no training)"),
     ]
 
 

@@ -1,0 +1,279 @@
+"""Typed configs: one dataclass per config node is its schema and its defaults.
+
+Hydra composes ``harness run`` / ``harness sweep`` configs from structured nodes
+registered here in its ConfigStore: :class:`HarnessConfig` (top-level keys and
+``train.*``), :class:`BackboneConfig` for every backbone, and each plugin's own
+nested ``Config`` dataclass for ``method/<name>``, ``dataset/<name>`` and
+``task/<name>``. A YAML file in a plugin's config group is a named *variant*
+(a pretrained backbone, a paper's per-dataset setting); it starts from its
+plugin's schema with ``defaults: [<plugin name>, _self_]``.
+
+Wrong types are rejected while composing (``method.dim=abc`` names the key,
+the expected type and the value); :func:`validate` then checks values that a
+type cannot (``train.epochs`` ≥ 1, a known device) before any work is spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from harness.errors import ConfigError
+
+#: Every plugin name (and so every folder a result is written to) matches this pattern.
+NAME_PATTERN = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
+#: A grid larger than this asks for ``allow_large_grid=true`` (``harness sweep --yes``).
+LARGE_GRID = 10_000
+SCHEDULES = ("cosine", "constant", "step", "warmup_cosine")
+OPTIMIZERS = ("riemannian_adam", "riemannian_sgd", "adam", "adamw", "sgd")
+
+
+def check_name(kind: str, name: Any) -> str:
+    """``name`` if it is a safe plugin name (it becomes a folder of the results tree), else a ConfigError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{kind} name {name!r} is not allowed: plugin names match "
+                          f"{NAME_PATTERN.pattern} (lowercase letters, digits, '_', '.', '-'; "
+                          "no '/' and no leading '.'), so that results stay inside results_dir")
+    return name
+
+
+@dataclass
+class TrainConfig:
+    """The training loop's settings (``train.*``); a method may replace the optimiser and schedule."""
+
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.005
+    weight_decay: float = 0.0005
+    optimizer: str = "riemannian_adam"  # riemannian_adam | riemannian_sgd (geoopt) | adam | adamw | sgd
+    momentum: float = 0.9  # the SGD optimisers only
+    schedule: str = "cosine"  # cosine | constant | step | warmup_cosine
+    step_epochs: int = 0  # schedule=step: multiply the lr by step_gamma every step_epochs epochs
+    step_gamma: float = 0.5
+    warmup_epochs: float = 0.0  # linear warm-up (any schedule)
+    augment: str = "crop"  # the default view: an augmentation policy name (harness list augmentations)
+    amp: str = "auto"  # auto (bf16/fp16 autocast on CUDA, off on CPU) | off
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    num_workers: int = 0  # DataLoader workers for datasets read from disk
+    embed_batch_size: int = 512
+
+    def validate(self) -> None:
+        positive_int = ("epochs", "batch_size", "embed_batch_size")
+        for key in positive_int:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("lr", "weight_decay", "momentum", "grad_clip", "warmup_epochs", "step_gamma"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"train.{key} must be a finite number >= 0, got {value}")
+        if self.lr == 0:
+            raise ConfigError("train.lr must be > 0 (a model that does not learn is the random_init reference)")
+        if self.num_workers < 0 or self.step_epochs < 0:
+            raise ConfigError("train.num_workers and train.step_epochs must be >= 0")
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _choice("train.amp", self.amp, ("auto", "off"))
+        if self.schedule == "step" and self.step_epochs < 1:
+            raise ConfigError("train.schedule=step needs train.step_epochs >= 1")
+
+
+@dataclass
+class BackboneConfig:
+    """A backbone (``backbone.*``): a timm model by name, optionally pretrained, resized input."""
+
+    name: str = "conv4_32"
+    pretrained: Optional[str] = None  # a named offline weight source or a checkpoint path
+    img_size: Any = None  # null (the dataset's size), an int or [H, W]
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+
+
+@dataclass
+class HarnessConfig:
+    """Top-level keys of ``harness run`` / ``harness sweep`` (the plugin groups are filled by Hydra)."""
+
+    method: Any = None
+    backbone: Any = None
+    dataset: Any = None
+    task: Any = None
+    #: Pre-train on another dataset (a name or {name, ...options}); null: the cell's dataset.
+    train_dataset: Any = None
+    seed: int = 0
+    results_dir: str = "runs"
+    cache_dir: str = "${oc.env:HARNESS_CACHE,'~/.cache/harness'}"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    force: bool = False  # re-evaluate cells whose result exists (the cached model is reused)
+    retrain: bool = False  # train the model again even if the cache holds it
+    plots: bool = False  # tasks write PNGs beside the result
+    rerun_failed: bool = True  # a re-run retries failed cells (ok and skipped cells are kept)
+    grid_name: str = "single"  # set by `harness sweep`; recorded in results and leaderboards
+    leaderboard_dir: Optional[str] = "${results_dir}/leaderboards"  # written at the end of a sweep
+    allow_large_grid: bool = False  # a grid above LARGE_GRID cells needs this (or `harness sweep --yes`)
+    sweep_id: Optional[str] = None  # set by `harness sweep`: where its jobs report their status
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: Config keys that change where or how a cell runs but not what it computes.
+RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "retrain", "rerun_failed", "grid_name",
+                  "plots", "leaderboard_dir", "allow_large_grid", "sweep_id")
+#: ``train.*`` keys that do not change what is computed.
+RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_device(spec: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N < the number of GPUs); a clear error otherwise."""
+    if spec in ("auto", "cpu"):
+        return
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(spec))
+    if m is None:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {spec!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={spec} asked for, but no CUDA device is available; use device=cpu or auto")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec}: there are {torch.cuda.device_count()} CUDA device(s)")
+
+
+def plugin_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of a plugin class's ``Config`` dataclass as plain values."""
+    out = {}
+    for f in dataclasses.fields(cls.Config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def register_schemas(store: Any, nodes: dict[tuple[str, str], Any]) -> None:
+    """Store the top-level schema and ``{(group, option): node}`` in Hydra's ConfigStore."""
+    store.store(name="harness_schema", node=HarnessConfig)
+    for (group, option), node in nodes.items():
+        store.store(group=group, name=option, node=node)
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a composed, resolved config before any work is spent; return it with every plugin node
+    completed from its schema (so the config hash and the model key see every default).
+
+    Raises :class:`ConfigError` naming the key and the valid values.
+    """
+    from harness.registry import get_registry, make_config
+
+    if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
+        raise ConfigError(f"seed must be an integer, got {config.get('seed')!r}")
+    check_device(str(config.get("device", "auto")))
+    train = TrainConfig(**config["train"])
+    train.validate()
+    registry = get_registry()
+    for kind in ("method", "dataset", "task"):
+        node = config[kind]
+        check_name(kind, node.get("name"))
+        cls = registry.load(kind, node["name"])
+        cfg = make_config(cls, node)
+        check = getattr(cfg, "validate", None)
+        if callable(check):
+            check()
+        config[kind] = json_ready(dataclasses.asdict(cfg))
+    config["backbone"] = backbone_node(config["backbone"])
+    if config.get("train_dataset") is not None:
+        config["train_dataset"] = dataset_node(config["train_dataset"])
+    return config
+
+
+def backbone_node(node: dict[str, Any]) -> dict[str, Any]:
+    """A backbone config completed from :class:`BackboneConfig`, keys and types checked."""
+    from harness.registry import make_config
+
+    check_name("backbone", node.get("name"))
+
+    class _Backbone:  # make_config reads the schema from a class's nested Config
+        Config = BackboneConfig
+
+    return json_ready(dataclasses.asdict(make_config(_Backbone, dict(node))))
+
+
+def dataset_node(value: Any) -> dict[str, Any]:
+    """A ``train_dataset`` value (a name or a mapping with ``name``) as a complete dataset config."""
+    from harness.registry import get_registry, make_config
+
+    node = {"name": value} if isinstance(value, str) else dict(value)
+    check_name("train_dataset", node.get("name"))
+    cls = get_registry().load("dataset", node["name"])
+    return json_ready(dataclasses.asdict(make_config(cls, node)))
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples to lists, recursively (what a config looks like after a JSON round trip)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def default_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What the cell's config would be with every value at its plugins' and the harness's defaults."""
+    from harness.registry import get_registry
+
+    registry = get_registry()
+    out = json_ready(dataclasses.asdict(HarnessConfig()))
+    for kind in ("method", "dataset", "task"):
+        out[kind] = json_ready(plugin_defaults(registry.load(kind, config[kind]["name"])))
+    out["backbone"] = json_ready(dataclasses.asdict(BackboneConfig(name=config["backbone"]["name"])))
+    return out
+
+
+def variant_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(tag, diff)``: the cell's config values that differ from :func:`default_config` (run-local keys,
+    the seed and plugin names aside), and a short tag of them ("" when nothing differs)."""
+    import hashlib
+    import json
+
+    skip = set(RUN_LOCAL_KEYS) | {"seed"}
+    mine = _flatten({k: v for k, v in json_ready(config).items() if k not in skip and k != "train_dataset"})
+    base = _flatten({k: v for k, v in default_config(config).items() if k not in skip and k != "train_dataset"})
+    diff = {k: v for k, v in sorted(mine.items())
+            if not k.endswith(".name") and k not in {f"train.{t}" for t in RUN_LOCAL_TRAIN_KEYS}
+            and base.get(k, object()) != v}
+    train_ds = config.get("train_dataset")
+    if train_ds is not None:
+        diff["train_dataset"] = train_ds["name"]
+        ds_defaults = _flatten(plugin_defaults(_dataset_class(train_ds["name"])), "train_dataset")
+        for k, v in _flatten(train_ds, "train_dataset").items():
+            if not k.endswith(".name") and ds_defaults.get(k, object()) != v:
+                diff[k] = v
+    if not diff:
+        return "", {}
+    return "v" + hashlib.sha256(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:8], diff
+
+
+def _dataset_class(name: str) -> type:
+    from harness.registry import get_registry
+
+    return get_registry().load("dataset", name)
+
+
+def variant_label(diff: dict[str, Any]) -> str:
+    """``c=0.5, train.epochs=2``: a variant's differences as a row label (``method.`` is dropped)."""
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
+
+    return ", ".join(f"{k.removeprefix('method.')}={fmt(v)}" for k, v in sorted(diff.items()))

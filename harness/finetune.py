@@ -1,0 +1,166 @@
+"""The core's fine-tuning stage: a task that must train (detection) does it here, not in evaluate().
+
+A task returns a :class:`Finetune` from ``Task.finetune(ctx)``; the core runs it
+with :func:`run_finetune`: cached under its own key (the method's model key +
+the task's name, version and config + the seed), checkpointed every
+``checkpoint_every`` iterations so an interrupted fine-tune resumes, with a
+progress bar (iterations/s, ETA) or, without a terminal, a line every 10%,
+AMP on CUDA, and its own timing in the result (``timings.finetune_s``). The
+batch of iteration ``i`` is drawn from ``numpy.random.default_rng([seed, i])``,
+so a resumed run sees the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class Finetune:
+    """What a task fine-tunes and how."""
+
+    model: nn.Module  # trained in place by the core loop
+    batch: Callable[[int, np.random.Generator], Any]  # the training batch of iteration i
+    loss: Callable[[nn.Module, Any], torch.Tensor]  # scalar loss of one batch, model in train mode
+    optimizer: torch.optim.Optimizer
+    iterations: int
+    schedule: Callable[[float], float] | None = None  # lr multiplier by fraction of iterations done
+    warmup_iterations: int = 0  # linear warm-up (multiplies the schedule)
+    grad_clip: float = 0.0
+    checkpoint_every: int = 100
+
+
+class FinetuneContext:
+    """What ``Task.finetune`` receives: the trained method (shared: never modify it) and the cell's facts."""
+
+    def __init__(self, *, dataset: Any, protocol: Any, seed: int, device: torch.device, cfg: Any,
+                 amp_dtype: torch.dtype | None, method: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.dataset, self.protocol, self.seed, self.device, self.cfg = dataset, protocol, seed, device, cfg
+        self.amp_dtype, self.method, self.mean, self.std = amp_dtype, method, tuple(mean), tuple(std)
+
+    def backbone_copy(self) -> nn.Module:
+        """A deep copy of the trained backbone (its weights as the model cache holds them)."""
+        return copy.deepcopy(self.method.backbone).to(self.device)
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    m, s = divmod(seconds, 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.device,
+                 amp_dtype: torch.dtype | None, retrain: bool = False, progress: bool = True,
+                 label: str = "finetune") -> dict[str, Any]:
+    """Train ``spec.model`` (or load it from ``cache_file``); return ``{seconds, iterations, final_loss,
+    cached, resumed_from}``. A checkpoint beside the cache file makes an interrupted run resume."""
+    from harness.claims import claim_or_wait
+
+    if spec.iterations < 1:
+        raise HarnessError(f"{label}: iterations must be >= 1, got {spec.iterations}")
+    meta_file = cache_file.with_suffix(".json")
+    ckpt_file = cache_file.with_suffix(".ckpt.pt")
+    model = spec.model.to(device)
+
+    def load_final() -> dict[str, Any] | None:
+        if retrain or not (cache_file.exists() and meta_file.exists()):
+            return None
+        try:
+            model.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            return {**json.loads(meta_file.read_text()), "cached": True}
+        except Exception:  # noqa: BLE001 - a truncated or foreign file: fine-tune again
+            cache_file.unlink(missing_ok=True)
+            meta_file.unlink(missing_ok=True)
+            return None
+
+    claim, done = claim_or_wait(cache_file.with_suffix(".lock"), load_final, poll=2.0)
+    if done is not None:
+        return done
+    try:
+        return _train(spec, model, cache_file, meta_file, ckpt_file, seed, device, amp_dtype, progress, label,
+                      claim)
+    finally:
+        claim.release()
+
+
+def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, ckpt_file: Path, seed: int,
+           device: torch.device, amp_dtype: torch.dtype | None, progress: bool, label: str,
+           claim: Any) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from harness.data import save_tensors
+    from harness.results import atomic_write_text
+
+    opt = spec.optimizer
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    start_it = 0
+    if ckpt_file.exists():
+        try:
+            state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start_it = int(state["iteration"])
+        except Exception:  # noqa: BLE001 - a torn checkpoint: start over
+            start_it = 0
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    total = spec.iterations
+    bar = tqdm(total=total, initial=start_it, disable=not progress, leave=False, unit="it", desc=label)
+    report_every = max(1, total // 10)
+    t0 = time.perf_counter()
+    loss_value = float("nan")
+    model.train()
+    for it in range(start_it, total):
+        factor = spec.schedule(it / total) if spec.schedule else 1.0
+        if spec.warmup_iterations:
+            factor *= min(1.0, (it + 1) / spec.warmup_iterations)
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        batch = spec.batch(it, np.random.default_rng([seed, it]))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = spec.loss(model, batch)
+        if not torch.isfinite(loss.detach()).all():
+            raise HarnessError(f"{label}: loss became NaN at iteration {it}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if spec.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        loss_value = float(loss.detach())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        done_now = it + 1
+        if not progress and (done_now % report_every == 0 or done_now == total):
+            rate = (done_now - start_it) / max(time.perf_counter() - t0, 1e-9)
+            print(f"  {label} {done_now}/{total} it, {rate:.2f} it/s, ETA {_fmt_s((total - done_now) / rate)}",
+                  file=sys.stderr, flush=True)
+        if done_now % spec.checkpoint_every == 0 and done_now < total:
+            save_tensors({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                          "optimizer": opt.state_dict(), "iteration": torch.tensor(done_now)}, ckpt_file)
+            claim.refresh()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    meta = {"seconds": round(seconds, 3), "iterations": total, "resumed_from": start_it,
+            "final_loss": loss_value if math.isfinite(loss_value) else None}
+    save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, cache_file)
+    atomic_write_text(meta_file, json.dumps(meta))
+    ckpt_file.unlink(missing_ok=True)
+    model.eval()
+    return {**meta, "cached": False}

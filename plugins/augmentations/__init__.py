@@ -1,0 +1,17 @@
+"""In-tree augmentation policies (entry point: specs only, the policies live in :mod:`.policies`)."""
+
+from harness import PluginSpec, hookimpl
+
+_P = "harness.plugins.augmentations.policies"
+
+
+@hookimpl
+def harness_augmentations() -> list[PluginSpec]:
+    return [
+        PluginSpec("none", f"{_P}:none", "no augmentation"),
+        PluginSpec("crop", f"{_P}:crop", "pad-4 reflect random crop (CIFAR)"),
+        PluginSpec("crop_flip", f"{_P}:crop_flip", "pad-4 random crop + horizontal flip"),
+        PluginSpec("flip", f"{_P}:flip", "horizontal flip"),
+        PluginSpec("mocov2", f"{_P}:mocov2", "MoCo v2 strong view: resized crop 0.2-1, jitter, gray, blur, flip"),
+        PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
+    ]

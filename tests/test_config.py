@@ -1,0 +1,92 @@
+"""Typed configs: the dataclasses are the schema and the defaults; wrong types and values are rejected early."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness.config import TrainConfig, variant_label
+from harness.errors import ConfigError, PluginLoadError
+from harness.registry import make_config
+from harness.sweep import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_plugin_node_holds_its_full_defaults():
+    from harness.plugins.methods.poincare_mlr import PoincareMLR
+    from harness.tasks.few_shot import FewShot
+
+    config = compose(["method=poincare_mlr"])
+    assert config["method"] == dataclasses.asdict(PoincareMLR.Config())
+    assert config["task"] == {**dataclasses.asdict(FewShot.Config()), "shots": list(FewShot.Config().shots)}
+    assert config["train"] == dataclasses.asdict(TrainConfig())
+    assert set(config["backbone"]) == {f.name for f in dataclasses.fields(__import__(
+        "harness.config", fromlist=["BackboneConfig"]).BackboneConfig)}
+
+
+def test_a_changed_plugin_default_changes_the_config_hash_and_the_model_key(monkeypatch):
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+    from harness.results import config_hash
+
+    before = compose([])
+    changed = dataclasses.make_dataclass("Config", [("name", str, "euclidean_ce"), ("dim", int, 32),
+                                                    ("label_smoothing", float, 0.0)])
+    monkeypatch.setattr(EuclideanCE, "Config", changed)
+    after = compose([])
+    assert after["method"]["dim"] == 32 and before["method"]["dim"] == 64
+    assert config_hash(after) != config_hash(before)  # the default is part of the hash (and so of the key)
+
+
+def test_the_training_defaults_live_in_one_place():
+    text = (ROOT / "harness" / "conf" / "config.yaml").read_text()
+    assert "epochs" not in text and "lr:" not in text
+    assert compose([])["train"]["epochs"] == TrainConfig().epochs
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"dim": "abc"}, "cosine_ce.dim: expected int, got 'abc'"),
+    ({"dim": 1.5}, "cosine_ce.dim: expected int, got 1.5"),
+    ({"scale": "x"}, "cosine_ce.scale: expected float, got 'x'"),
+    ({"nope": 1}, "cosine_ce has no config key(s) ['nope']"),
+])
+def test_yaml_configured_plugins_are_type_checked_too(values, message):
+    pytest.importorskip("harness_example")
+    from harness_example.cosine_ce import CosineCE
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]")):
+        make_config(CosineCE, {"name": "cosine_ce", **values})
+
+
+def test_a_plugin_with_the_wrong_constructor_names_the_expected_signature():
+    from harness.registry import check_contract
+    from harness.specs import PluginSpec
+
+    class Wrong:
+        def __init__(self, cfg):
+            pass
+
+    spec = PluginSpec("wrong", "x:Wrong", "", "method", "some-dist")
+    with pytest.raises(PluginLoadError, match=r"not a subclass of harness.method.Method, constructed as "
+                                              r"Method\(cfg, backbone, info\)"):
+        check_contract("method", spec, Wrong)
+    from harness.method import Method
+
+    class BadInit(Method):
+        def __init__(self, cfg):  # noqa: D401 - deliberately wrong
+            pass
+
+    with pytest.raises(PluginLoadError, match=r"cannot be called with \(cfg, backbone, info\)"):
+        check_contract("method", spec, BadInit)
+
+
+def test_variant_labels_name_what_differs():
+    assert variant_label({"method.c": 0.5, "train.epochs": 2}) == "c=0.5, train.epochs=2"
+    assert variant_label({"task.shots": [1, 5]}) == "task.shots=[1,5]"
+
+
+def test_the_api_reference_is_current():
+    from harness.apidoc import main
+
+    assert main(["--check"]) == 0, "regenerate: python -m harness.apidoc"

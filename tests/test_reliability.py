@@ -1,0 +1,333 @@
+"""No result lost, no file outside its folder, every bad input a clear answer (one test per behaviour)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.results import iter_results, read_result
+from tests.test_sweep import TINY, _harness, fake_dist
+
+TINY_RUN = [o for o in TINY]
+
+
+def _compose(tmp_path, *overrides):
+    from harness.sweep import compose
+
+    episodic = not any(o.startswith("task=") and o != "task=few_shot" for o in overrides)
+    tiny = [o for o in TINY if episodic or not o.startswith("task.")]
+    return compose([*overrides, *tiny, f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"])
+
+
+def _run(tmp_path, *overrides, **kw):
+    import harness.run
+    from harness.run import run_cell
+
+    harness.run._MODELS.clear()  # every test trains into its own cache_dir
+    return run_cell(_compose(tmp_path, *overrides), progress=False, **kw)
+
+
+# -- results are never lost, never overwritten, never written outside -------------------------------------
+def test_config_variants_keep_their_own_result_resume_per_variant_and_get_named_rows(tmp_path):
+    from harness import leaderboard
+
+    a = _run(tmp_path, "method=poincare_mlr", "method.c=0.5")
+    b = _run(tmp_path, "method=poincare_mlr", "method.c=1.0")
+    assert a["status"] == b["status"] == "ok"
+    paths = sorted(p for p, _ in iter_results(tmp_path / "res"))
+    assert len(paths) == 2 and paths[0].parent != paths[1].parent
+    assert a["variant"]["diff"]["method.c"] == 0.5 and "method.c" not in b["variant"]["diff"]
+    again = _run(tmp_path, "method=poincare_mlr", "method.c=0.5")
+    assert again.get("_resumed") and again["timings"] == a["timings"]
+    board = leaderboard.render_task("few_shot", [r for _, r in iter_results(tmp_path / "res")])
+    assert "| poincare_mlr (c=0.5) " in board and "| poincare_mlr (c=default) " in board
+
+
+def test_the_default_config_keeps_the_plain_layout():
+    from harness.run import cell_of
+    from harness.sweep import compose
+
+    cell = cell_of(compose([]))
+    assert cell["variant"] == "" and cell["train_dataset"] is None
+
+
+@pytest.mark.parametrize("override", ["method.name=../../x", "task.name=/abs/path", "dataset.name=.hidden"])
+def test_names_cannot_escape_the_results_folder(override):
+    from harness.sweep import compose
+
+    with pytest.raises(ConfigError, match="not allowed"):
+        compose([override])
+
+
+def test_a_plugin_registering_an_unsafe_name_is_a_warning_and_left_out(tmp_path, monkeypatch):
+    from harness.registry import PluginWarning, Registry
+
+    fake_dist(tmp_path, "escape_dist", "escape_mod",
+              "from harness import PluginSpec, hookimpl\n\n@hookimpl\ndef harness_methods():\n"
+              "    return [PluginSpec('../escaped', 'escape_mod:X', 'bad')]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry()
+    with pytest.warns(PluginWarning, match="escape_dist.*'../escaped' is not allowed"):
+        names = reg.specs("method")
+    assert "../escaped" not in names and "euclidean_ce" in names
+
+
+def test_nonfinite_config_values_are_rejected_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="train.lr must be a finite number"):
+        _compose(tmp_path, "train.lr=nan")
+
+
+def test_a_nonfinite_metric_is_stored_as_null_and_the_cell_is_ok(tmp_path, monkeypatch):
+    from harness.task import MetricValue
+    from harness.tasks.few_shot import FewShot
+
+    monkeypatch.setattr(FewShot, "evaluate", lambda self, ctx: {"acc_1shot": MetricValue(float("nan"), True)})
+    result = _run(tmp_path, "task=few_shot")
+    assert result["status"] == "ok"
+    stored = read_result(next(p for p, _ in iter_results(tmp_path / "res")))
+    assert stored["metrics"]["acc_1shot"] == {"value": None, "higher_is_better": True,
+                                              "reason": "the computed value was NaN or infinite"}
+
+
+def test_bad_result_files_never_break_a_leaderboard(tmp_path):
+    from harness import leaderboard
+    from tests.test_leaderboard import RESULTS, _write
+
+    res = _write(tmp_path, RESULTS[:2])
+    folder = next(p for p, _ in iter_results(res)).parent
+    good = json.loads(next(folder.glob("seed0.json")).read_text())
+    bad = {
+        "seed10.json": b"\xff\xfe\x00 not utf-8",
+        "seed11.json": json.dumps({**good, "metrics": {"acc": {"value": "0.9", "higher_is_better": True}}}).encode(),
+        "seed12.json": json.dumps({**good, "metrics": [1, 2]}).encode(),
+        "seed13.json": json.dumps({**good, "config": "x"}).encode(),
+        "seed14.json": json.dumps({**good, "metrics": {"acc": {"value": True, "higher_is_better": True}}}).encode(),
+        "seed15.json": json.dumps({**good, "metrics": {"acc": {"value": float("nan"),
+                                                              "higher_is_better": True}}}).encode(),
+        "seed16.json": json.dumps({**good, "metrics": {"acc": {"value": float("inf"),
+                                                              "higher_is_better": True}}}).encode(),
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rendered = leaderboard.render_all(res)
+    warned = " ".join(str(w.message) for w in caught)
+    assert all(name in warned for name in bad), warned
+    assert "| 0.600 ± 1.271 " in rendered["t.md"]  # the two good files still render
+
+
+def test_a_corrupt_model_cache_is_trained_again(tmp_path):
+    import harness.run
+
+    first = _run(tmp_path, "task=few_shot")
+    model_file = tmp_path / "cache" / "models" / f"{first['model_key']}.pt"
+    model_file.write_bytes(model_file.read_bytes()[:100])  # truncated
+    harness.run._MODELS.clear()
+    again = _run(tmp_path, "task=few_shot", "force=true")
+    assert again["status"] == "ok" and not again["timings"]["train_cached"]
+    assert again["metrics"] == first["metrics"]  # deterministic retraining
+
+
+def test_force_reuses_the_model_and_retrain_trains_again(tmp_path):
+    import harness.run
+
+    first = _run(tmp_path, "task=few_shot")
+    harness.run._MODELS.clear()
+    assert _run(tmp_path, "task=few_shot", "force=true")["timings"]["train_cached"]
+    assert not _run(tmp_path, "task=few_shot", "retrain=true")["timings"]["train_cached"]
+    assert first["status"] == "ok"
+
+
+def test_a_fresh_clone_sweep_runs_and_leaves_the_committed_files_alone(tmp_path):
+    repo = tmp_path / "clone"
+    (repo / "results" / "few_shot").mkdir(parents=True)
+    (repo / "results" / "few_shot" / "seed0.json").write_text("{}")  # stands for the committed results
+    (repo / "leaderboards").mkdir()
+    (repo / "leaderboards" / "few_shot.md").write_text("committed\n")
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=euclidean_ce", *TINY]
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=repo,
+                          env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "ETA" in proc.stdout and " ok " in proc.stdout
+    assert {p: p.read_bytes() for p in before} == before  # committed files untouched
+    assert len(iter_results(repo / "runs")) == 1
+    assert (repo / "runs" / "leaderboards" / "few_shot.md").exists()
+
+
+def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_over(tmp_path):
+    from harness.claims import Claim
+    from harness.results import result_path
+    from harness.run import cell_of, run_cell
+
+    config = _compose(tmp_path, "task=few_shot")
+    path = result_path(config["results_dir"], cell_of(config))
+    live = Claim(path.with_suffix(".claim"))
+    assert live.acquire()  # this process is alive: the claim holds
+    result = run_cell(config, progress=False)
+    assert result["status"] == "claimed" and not path.exists()
+    live.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.with_suffix(".claim").write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout),
+                                                      "since": 0}))
+    assert run_cell(config, progress=False)["status"] == "ok"
+    assert not path.with_suffix(".claim").exists()
+
+
+# -- every bad input gets a clear answer before work is spent ---------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("device=foo", "device must be auto, cpu, cuda or cuda:N; got 'foo'"),
+    ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+    ("train.batch_size=-1", "train.batch_size must be at least 1, got -1"),
+    ("method.dim=abc", "method.dim: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train.epochs=x", "train.epochs: Value 'x' of type 'str' could not be converted to Integer"),
+    ("method.no_such_key=3", "Could not override 'method.no_such_key'"),
+])
+def test_bad_values_are_one_line_errors_before_any_work(override, message, capsys, tmp_path):
+    assert main(["run", override, f"results_dir={tmp_path / 'res'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
+    assert main(["run", "device=cuda"]) == 2
+    assert "no CUDA device is available; use device=cpu or auto" in capsys.readouterr().err
+
+
+def test_an_unwritable_results_dir_is_found_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["run", *TINY, f"results_dir={blocker / 'res'}", f"cache_dir={tmp_path / 'cache'}"]) == 2
+    assert f"results_dir '{blocker / 'res'}' is not writable" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "models").exists()  # nothing was trained
+
+
+def test_a_grid_above_the_limit_asks_for_yes(capsys):
+    assert main(["sweep", "grid=smoke", "task=few_shot", "method=euclidean_ce", "seed=range(0,10001)"]) == 2
+    assert "this grid has 10,001 cells (more than 10,000); add --yes or allow_large_grid=true" \
+        in capsys.readouterr().err
+
+
+def test_leaderboard_on_a_missing_or_empty_folder_says_so(tmp_path, capsys):
+    assert main(["leaderboard", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", str(tmp_path / "empty")]) == 2
+    assert "holds no result files" in capsys.readouterr().err
+    assert main(["leaderboard", str(tmp_path / "nowhere"), "--check"]) == 2
+
+
+def test_check_fails_on_a_leaderboard_no_result_backs(tmp_path, capsys):
+    from tests.test_leaderboard import RESULTS, _write
+
+    res = _write(tmp_path, RESULTS)
+    out = tmp_path / "boards"
+    assert main(["leaderboard", str(res), "--out", str(out)]) == 0
+    (out / "orphan.md").write_text("# stale\n")
+    assert main(["leaderboard", str(res), "--out", str(out), "--check"]) == 1
+    assert "orphan.md (no result backs it)" in capsys.readouterr().err
+
+
+def test_readme_without_markers_is_an_error_before_anything_is_written(tmp_path, capsys):
+    from tests.test_leaderboard import RESULTS, _write
+
+    res = _write(tmp_path, RESULTS)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    assert main(["leaderboard", str(res), "--out", str(tmp_path / "boards"), "--readme", str(readme)]) == 2
+    assert "<!-- leaderboards:start" in capsys.readouterr().err
+    assert not (tmp_path / "boards").exists() and readme.read_text() == "# no markers\n"
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(3)", "KeyboardInterruptLike()"])
+def test_a_plugin_raising_a_base_exception_at_import_is_a_broken_plugin(tmp_path, monkeypatch, exc):
+    from harness.registry import PluginWarning, Registry
+
+    fake_dist(tmp_path, "exit_dist", "exit_mod",
+              f"class KeyboardInterruptLike(BaseException):\n    pass\n\nraise {exc}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning, match="exit_dist"):
+        reg = Registry()
+    assert "euclidean_ce" in reg.specs("method")
+
+
+def test_nan_embeddings_fail_the_cell_with_the_row_count(tmp_path, monkeypatch):
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    original = EuclideanCE.head
+
+    def head(self, features):
+        out = original(self, features)
+        return out if self.training else torch.where(torch.arange(len(out))[:, None] % 4 == 0, float("nan"), out)
+
+    monkeypatch.setattr(EuclideanCE, "head", head)
+    for task in ("few_shot", "delta"):
+        result = _run(tmp_path, f"task={task}")
+        assert result["status"] == "failed", result["reason"]
+        assert "embeddings contain NaN" in result["reason"] and "rows)" in result["reason"]
+
+
+def test_euclidean_distances_of_a_nan_row_raise_instead_of_reading_zero():
+    from harness.geometry import EuclideanGeometry, PoincareGeometry
+
+    x = torch.randn(6, 3) * 0.1
+    x[2, 1] = float("nan")
+    for geometry in (EuclideanGeometry(), PoincareGeometry(1.0)):
+        for call in (lambda: geometry.pairwise_dist(x), lambda: geometry.dist0(x), lambda: geometry.midpoint(x),
+                     lambda: geometry.class_prototypes(x, torch.zeros(6, dtype=torch.long), 1)):
+            with pytest.raises(ValueError, match=r"embeddings contain NaN or inf \(1 of 6 rows\)"):
+                call()
+
+
+def test_nan_loss_of_a_hyperbolic_method_fails_with_the_documented_message(tmp_path, monkeypatch):
+    from harness.plugins.methods.poincare_mlr import PoincareMLR
+
+    def poison(self, state):
+        with torch.no_grad():
+            self.proj.weight.fill_(float("nan"))
+
+    monkeypatch.setattr(PoincareMLR, "after_step", poison)
+    result = _run(tmp_path, "method=poincare_mlr", "task=few_shot")
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("NonFiniteLoss: loss became NaN at step 1")
+
+
+def test_run_exits_0_on_a_skipped_cell(tmp_path):
+    proc = _harness(["run", "task=reid", *[o for o in TINY if not o.startswith("task.")],
+                     f"results_dir={tmp_path / 'res'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped" in proc.stdout
+
+
+def test_a_stale_traceback_is_removed_when_the_cell_later_succeeds(tmp_path, monkeypatch):
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    with monkeypatch.context() as m:
+        m.setattr(EuclideanCE, "loss", lambda self, e, b: (_ for _ in ()).throw(RuntimeError("boom")))
+        failed = _run(tmp_path, "task=few_shot")
+    assert failed["status"] == "failed" and Path(failed["traceback_file"]).exists()
+    ok = _run(tmp_path, "task=few_shot")
+    assert ok["status"] == "ok" and not Path(failed["traceback_file"]).exists()
+
+
+def test_the_provenance_names_command_line_axes(tmp_path):
+    res = tmp_path / "res"
+    proc = _harness(["sweep", "method=euclidean_ce,random_init", "task=few_shot", "backbone=conv4_32",
+                     "dataset=synthetic_hierarchy", "seed=0", *TINY, f"results_dir={res}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    grids = {r["grid"] for _, r in iter_results(res)}
+    assert grids == {"default + command-line axes method"}
+    assert "grid: default + command-line axes method" in (res / "leaderboards" / "few_shot.md").read_text()
+    shutil.rmtree(res)
