@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -233,7 +233,7 @@ class Detection(Task):
     class Config:
         name: str = "detection"
         detector: str = "faster_rcnn"  # faster_rcnn | mask_rcnn
-        pretrain_label: str | None = "label"  # the annotation the method pre-trains on (null: unsupervised)
+        pretrain_label: Optional[str] = "label"  # the annotation the method pre-trains on (null: unsupervised)
         iterations: int = 200
         batch_size: int = 4
         lr: float = 0.02
@@ -261,30 +261,43 @@ class Detection(Task):
         eval_batch_size: int = 8
         max_eval_images: int = 0  # 0: the whole test split; else a seeded subset of this size
 
-    # -- config ---------------------------------------------------------------------------------------------
-    def _check_config(self) -> None:
-        c = self.cfg
-        from harness.tasks._detector import DETECTORS, NORMS
+        def min_sizes(self) -> list[int]:
+            m = self.min_size
+            return [int(m)] if isinstance(m, (int, np.integer)) else [int(s) for s in m]
 
-        if c.detector not in DETECTORS:
-            raise ConfigError(f"detection: detector must be one of {DETECTORS}, got {c.detector!r}")
-        if c.norm not in NORMS:
-            raise ConfigError(f"detection: norm must be one of {NORMS}, got {c.norm!r}")
-        for key in ("iterations", "batch_size", "max_size", "eval_batch_size", "fpn_channels", "box_head_dim",
-                    "checkpoint_every"):
-            if int(getattr(c, key)) < 1:
-                raise ConfigError(f"detection: {key} must be >= 1, got {getattr(c, key)}")
-        if not c.min_size or min(int(s) for s in self._min_sizes()) < 1:
-            raise ConfigError(f"detection: min_size must be a positive int or a non-empty list of them, got {c.min_size}")
-        if c.lr <= 0 or c.warmup_iterations < 0 or c.max_eval_images < 0 or c.frozen_stages < 0:
-            raise ConfigError("detection: lr must be > 0 and warmup_iterations, max_eval_images, frozen_stages >= 0")
-        bad = [s for s in c.lr_steps if not 0 < int(s) < c.iterations]
-        if bad:
-            raise ConfigError(f"detection: lr_steps {bad} must lie in 1..iterations-1 ({c.iterations - 1})")
+        def validate(self) -> None:
+            from harness.tasks._detector import DETECTORS, NORMS
+
+            if self.detector not in DETECTORS:
+                raise ConfigError(f"task.detector must be one of {DETECTORS}, got {self.detector!r}")
+            if self.norm not in NORMS:
+                raise ConfigError(f"task.norm must be one of {NORMS}, got {self.norm!r}")
+            for key in ("iterations", "batch_size", "max_size", "eval_batch_size", "fpn_channels", "box_head_dim",
+                        "checkpoint_every", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+                        "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
+                        "box_batch_size_per_image"):
+                if int(getattr(self, key)) < 1:
+                    raise ConfigError(f"task.{key} must be >= 1, got {getattr(self, key)}")
+            if not self.min_sizes() or min(self.min_sizes()) < 1:
+                raise ConfigError(f"task.min_size must be a positive int or a non-empty list of them, "
+                                  f"got {self.min_size}")
+            for key in ("warmup_iterations", "max_eval_images", "frozen_stages", "sampling_ratio"):
+                if int(getattr(self, key)) < 0:
+                    raise ConfigError(f"task.{key} must be >= 0, got {getattr(self, key)}")
+            for key in ("lr", "momentum", "weight_decay", "grad_clip"):
+                value = float(getattr(self, key))
+                if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+                    raise ConfigError(f"task.{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, "
+                                      f"got {value}")
+            bad = [s for s in self.lr_steps if not 0 < int(s) < self.iterations]
+            if bad:
+                raise ConfigError(f"task.lr_steps {bad} must lie in 1..iterations-1 ({self.iterations - 1})")
+
+    def _check_config(self) -> None:
+        self.cfg.validate()
 
     def _min_sizes(self) -> list[int]:
-        m = self.cfg.min_size
-        return [int(m)] if isinstance(m, (int, np.integer)) else [int(s) for s in m]
+        return self.cfg.min_sizes()
 
     @staticmethod
     def _num_classes(dataset: Any) -> int:

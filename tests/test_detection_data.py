@@ -95,8 +95,8 @@ def test_voc_images_at_their_own_size(tmp_path):
     _img(root / "JPEGImages" / "000007.jpg", 100, (50, 40))
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("000007\n")
-    ds = create("dataset", "voc2007", root=str(root), test_set="", image_size=[20, 25])
-    assert tuple(ds.load_images([0]).shape) == (1, 3, 20, 25)
+    ds = create("dataset", "voc2007", root=str(root), test_set="", image_size=16)
+    assert tuple(ds.load_images([0]).shape) == (1, 3, 16, 16)
     assert tuple(ds.load_image_list([0])[0].shape) == (3, 40, 50)
     t = ds.image_list_targets([0])[0]
     assert t["boxes"].tolist() == [[10, 20, 50, 40, 6]]  # pixel edges: xmin − 1, ymin − 1, xmax, ymax; car = 6

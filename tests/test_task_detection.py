@@ -206,9 +206,9 @@ def test_empty_images_train_as_negatives(scenes):
 
 
 def test_config_and_protocol_errors(scenes):
-    with pytest.raises(ConfigError, match="detector must be one of"):
+    with pytest.raises(ConfigError, match="task.detector must be one of"):
         Detection(Detection.Config(detector="yolo")).protocol(scenes)
-    with pytest.raises(ConfigError, match="norm must be one of"):
+    with pytest.raises(ConfigError, match="task.norm must be one of"):
         Detection(Detection.Config(norm="group")).protocol(scenes)
     with pytest.raises(ConfigError, match="lr_steps"):
         Detection(Detection.Config(lr_steps=[500])).protocol(scenes)
