@@ -15,8 +15,8 @@ Backbone options (as in MoCo's / DenseCL's Detectron2 configs):
 * ``norm``: ``frozen_bn`` — every BatchNorm becomes a frozen one (fixed
   statistics and affine, timm's ``freeze_batch_norm_2d``, i.e. torchvision's
   ``FrozenBatchNorm2d``); ``bn`` — BatchNorm trained with batch statistics;
-  ``sync_bn`` — :class:`torch.nn.SyncBatchNorm` (statistics over every
-  process of a distributed run; a single process behaves as ``bn``).
+  ``sync_bn`` — :class:`torch.nn.SyncBatchNorm` (timm's ``convert_sync_batchnorm``;
+  statistics over every process of a distributed run; a single process behaves as ``bn``).
   The option applies to the backbone; the FPN and heads are torchvision's, without norm layers.
 * ``frozen_stages``: the first k entries of the backbone's ``feature_info``
   (and every module before them, e.g. the stem) keep ``requires_grad=False``
@@ -121,7 +121,9 @@ def set_norm(backbone: nn.Module, norm: str) -> nn.Module:
 
         return freeze_batch_norm_2d(backbone)
     if norm == "sync_bn":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
+        from timm.layers import convert_sync_batchnorm  # keeps timm's BatchNormAct2d activations
+
+        return convert_sync_batchnorm(backbone)
     if norm == "bn":
         return backbone
     raise ConfigError(f"detection: norm must be one of {NORMS}, got {norm!r}")

@@ -197,8 +197,8 @@ def test_bad_training_data_fails_before_training(scenes):
 
 
 def test_empty_images_train_as_negatives(scenes):
-    task = Detection(Detection.Config(min_size=[64], max_size=64, fpn_channels=64, batch_size=2))
-    model = task.build_model(timm.create_model("resnet18", num_classes=0), len(SHAPES), (0.5,) * 3, (0.25,) * 3)
+    task = Detection(Detection.Config(min_size=[64], max_size=64, fpn_channels=32, batch_size=2))
+    model = task.build_model(timm.create_model("test_resnet", num_classes=0), len(SHAPES), (0.5,) * 3, (0.25,) * 3)
     model.train()
     batch = _batch(task, scenes)
     batch.targets[0] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
@@ -326,3 +326,41 @@ def _ap_by_hand(classes, scores, hit):
         at = np.searchsorted(rec, np.linspace(0, 1, 101), side="left")
         aps.append(np.mean([prec[j] if j < len(prec) else 0.0 for j in at]))
     return float(np.mean(aps))
+
+
+def test_sync_bn_is_bn_in_one_process():
+    torch.manual_seed(0)
+    bb = timm.create_model("test_resnet", num_classes=0)
+    ref = build_detector(bb, num_classes=2, mean=(0.5,) * 3, std=(0.5,) * 3, norm="bn", **SMOKE).backbone.body
+    import copy
+
+    sync = build_detector(copy.deepcopy(bb), num_classes=2, mean=(0.5,) * 3, std=(0.5,) * 3, norm="sync_bn",
+                          **SMOKE).backbone.body
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in sync.modules())
+    x = torch.rand(2, 3, 64, 64)
+    ref.train(), sync.train()
+    a, b = ref(x), sync(x)  # batch statistics, no process group: the same numbers
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_run_cell_fine_tunes_then_scores(tmp_path):
+    # The whole cell through the core: pre-training (none for random_init), the task's fine-tuning
+    # stage, evaluation; a second run re-evaluates with the fine-tuned model from the cache.
+    import harness.run
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    overrides = ["method=random_init", "backbone=test_resnet", "dataset=scenes", "dataset.n_images=48",
+                 "task=detection", "task.iterations=3", "task.batch_size=2", "task.min_size=[64]",
+                 "task.max_size=64", "task.fpn_channels=32", "task.warmup_iterations=0", "task.eval_batch_size=4",
+                 "task.checkpoint_every=2", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]
+    harness.run._MODELS.clear()
+    first = run_cell(compose(overrides), progress=False)
+    assert first["status"] == "ok", first.get("reason")
+    assert set(first["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert first["metrics"]["APl"]["value"] is None  # no large object in 64² scenes: null, with the reason
+    assert "APl" in first["details"]["null_metrics"]
+    assert first["timings"]["finetune_cached"] is False and first["training"]["finetune"]["iterations"] == 3
+    again = run_cell(compose([*overrides, "force=true"]), progress=False)
+    assert again["timings"]["finetune_cached"] is True
+    assert again["metrics"] == first["metrics"]  # the cached detector scores the same
