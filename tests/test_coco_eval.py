@@ -84,6 +84,11 @@ def test_inputs_are_not_modified():
     gt0, dets0 = copy.deepcopy(gt), copy.deepcopy(dets)
     coco_box_ap(gt, dets)
     assert gt == gt0 and dets == dets0
+    gt, dets = _masks_case(2)
+    gt0, dets0 = copy.deepcopy(gt), copy.deepcopy(dets)
+    coco_segm_ap(gt, dets)
+    coco_box_ap(gt, [{k: v for k, v in d.items() if k != "segmentation"} | {"bbox": [1, 1, 5, 5]} for d in dets])
+    assert gt == gt0 and dets == dets0
 
 
 @pytest.mark.parametrize("bad, match", [
