@@ -3,7 +3,9 @@
 A dataset plugin subclasses :class:`ImageDataset`. It holds per-image
 annotation arrays (all of length ``len(dataset)``) and its canonical named
 splits (index arrays). Tasks read annotations and splits to build their
-protocol, never the images; the engine reads images in batches.
+protocol; the engine reads images in batches. A task that fine-tunes a
+detector reads images at their own size (:meth:`ImageDataset.load_image_list`)
+with their boxes in those pixels (:meth:`ImageDataset.image_list_targets`).
 
 Annotation names used across the harness (a dataset provides a subset):
 

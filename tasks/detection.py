@@ -236,7 +236,7 @@ class Detection(Task):
         pretrain_label: Optional[str] = "label"  # the annotation the method pre-trains on (null: unsupervised)
         iterations: int = 200
         batch_size: int = 4
-        lr: float = 0.02
+        lr: float = 0.01  # batch 4; the published presets: 0.02 at batch 16
         momentum: float = 0.9
         weight_decay: float = 0.0001
         warmup_iterations: int = 50
@@ -248,7 +248,7 @@ class Detection(Task):
         flip: bool = True
         feature_indices: Any = 3  # int: the last n feature levels; list: those levels
         fpn_channels: int = 256
-        norm: str = "frozen_bn"  # frozen_bn | bn | sync_bn
+        norm: str = "bn"  # frozen_bn | bn | sync_bn
         frozen_stages: int = 0
         rpn_pre_nms_top_n_train: int = 300
         rpn_post_nms_top_n_train: int = 150
