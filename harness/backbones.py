@@ -1,28 +1,36 @@
 """Backbones are timm models: in-tree and third-party families register in timm's own registry.
 
-A backbone config is ``{name, pretrained, img_size, kwargs}``: ``name`` is a
-harness backbone spec (whose module registers models with
+A backbone config is ``{name, pretrained, img_size, small_input_stem, kwargs}``:
+``name`` is a harness backbone spec (whose module registers models with
 ``timm.models.register_model``) or any name timm already knows; ``pretrained``
 is null, a named offline source or a checkpoint path; ``img_size`` is the input
 size ``[H, W]`` images are resized to (null: the dataset's own size);
-``kwargs`` go to ``timm.create_model``.
+``small_input_stem`` (``auto`` | ``true`` | ``false``) swaps an ImageNet ResNet
+stem for the CIFAR one (:func:`use_small_input_stem`); ``kwargs`` go to
+``timm.create_model``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import torch
 from torch import nn
 
+from harness.config import BackboneConfig
 from harness.errors import ConfigError, UnknownPluginError
 from harness.registry import get_registry
 
 # Nothing may download at run time: timm must never reach the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BACKBONE_KEYS = {"name", "pretrained", "img_size", "kwargs"}
+#: The keys of a backbone config: the fields of :class:`harness.config.BackboneConfig`.
+BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
+
+# auto: the CIFAR stem for inputs whose smaller side is at most this many pixels.
+SMALL_INPUT_MAX_PX = 64
 
 
 def resolve_backbone(name: str) -> str:
@@ -65,8 +73,99 @@ def input_size(cfg: Any, dataset_size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _stem_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The strided first conv of an ImageNet ResNet stem, or None when ``model`` has no such stem.
+
+    timm's ``ResNet`` class (resnet*, resnext*, seresnet*, wide_resnet*, res2net*, …) has a
+    ``conv1`` (a 7×7 stride-2 conv, or for the deep stems ``*d`` / ``*s`` / ``*t`` an
+    ``nn.Sequential`` of three 3×3 convs, the first with stride 2) followed by a ``maxpool``.
+    """
+    conv = getattr(model, "conv1", None)
+    if isinstance(conv, nn.Sequential):
+        conv = next((m for m in conv if isinstance(m, nn.Conv2d)), None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool") or tuple(conv.stride) != (2, 2):
+        return None
+    return conv
+
+
+def has_imagenet_stem(model: nn.Module) -> bool:
+    """Whether ``model`` has an ImageNet ResNet stem (strided ``conv1`` + ``maxpool``) for the CIFAR stem to replace."""
+    return _stem_conv(model) is not None
+
+
+def _stem_option(value: Any) -> str | bool:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"backbone.small_input_stem must be auto, true or false, got {value!r}")
+
+
+def use_small_input_stem(model: nn.Module, option: Any, *, img_size: tuple[int, int], pretrained: str | None,
+                         name: str = "") -> bool:
+    """Whether to give ``model`` the CIFAR stem (:func:`to_small_input_stem`) under ``option``.
+
+    ``auto``: yes for a model with an ImageNet ResNet stem (:func:`has_imagenet_stem`), inputs
+    whose smaller side is at most :data:`SMALL_INPUT_MAX_PX` and no ``pretrained`` weights
+    (ImageNet weights hold a 7×7 stem conv, and their later layers saw the ImageNet stem's
+    resolution). ``true``: yes; a :class:`ConfigError` for a model without that stem or with a
+    named (ImageNet) weight source; with a checkpoint path the checkpoint must hold the 3×3 stem
+    (e.g. a model trained here with it), which the strict loader checks. ``false``: no.
+    """
+    option = _stem_option(option)
+    if option is False:
+        return False
+    stem = has_imagenet_stem(model)
+    if option == "auto":
+        return stem and min(img_size) <= SMALL_INPUT_MAX_PX and not pretrained
+    what = f"backbone '{name or type(model).__name__}'"
+    if not stem:
+        raise ConfigError(f"backbone.small_input_stem=true, but {what} has no ImageNet ResNet stem to replace "
+                          "(a stride-2 `conv1` and a `maxpool`, as timm's ResNet family has): "
+                          "set backbone.small_input_stem=auto or false")
+    if pretrained in get_registry().specs("weights") and pretrained != "checkpoint":
+        raise ConfigError(f"backbone.small_input_stem=true replaces the stem conv of {what}, which the "
+                          f"'{pretrained}' weights fill with their 7×7 stride-2 conv: set backbone.pretrained=null "
+                          "to train the CIFAR stem from scratch, or backbone.small_input_stem=auto/false to keep "
+                          "the pretrained stem")
+    return True
+
+
+def to_small_input_stem(model: nn.Module) -> nn.Module:
+    """Give a timm ResNet the CIFAR stem of He et al. 2016 (sec. 4.2), in place; return it.
+
+    The ImageNet stem (7×7 stride-2 conv, 3×3 stride-2 max-pool) shrinks a 32×32 image to 8×8
+    before the first stage; the CIFAR ResNets (and the SupCon / SimCLR CIFAR code) use a 3×3
+    stride-1 conv and no max-pool instead. ``conv1`` becomes a 3×3 stride-1 conv (padding 1, same
+    channels, initialised as timm initialises ResNet convs); in a deep stem (three 3×3 convs) the first conv's stride
+    becomes 1 and the convs are kept; ``maxpool`` becomes ``nn.Identity``. ``feature_info``
+    reductions shrink by 2 (the stem map) and 4 (the stages), so the stage maps have strides
+    1, 2, 4, 8. Sets ``model.small_input_stem = True``.
+    """
+    conv = _stem_conv(model)
+    if conv is None:
+        raise ConfigError(f"{type(model).__name__} has no ImageNet ResNet stem (stride-2 `conv1` + `maxpool`)")
+    if isinstance(model.conv1, nn.Conv2d):
+        model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1,
+                                bias=conv.bias is not None)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm's ResNet init
+    else:
+        conv.stride = (1, 1)
+    model.maxpool = nn.Identity()
+    for info in getattr(model, "feature_info", None) or []:
+        # "act1" is the stem's own map (only the conv stride goes); the stages lose the max-pool's too.
+        info["reduction"] = max(1, info["reduction"] // (2 if info["module"] == "act1" else 4))
+    model.small_input_stem = True
+    return model
+
+
 def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:
-    """Build the backbone of ``cfg`` for images of ``in_chans`` × ``img_size``; return it and its feature dim."""
+    """Build the backbone of ``cfg`` for images of ``in_chans`` × ``img_size``; return it and its feature dim.
+
+    The model's ``small_input_stem`` attribute says whether its stem was swapped for the CIFAR one.
+    """
     import timm
 
     values = dict(cfg)
@@ -74,14 +173,26 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     if unknown:
         raise ConfigError(f"backbone config has unknown key(s) {sorted(unknown)}; valid keys: {sorted(BACKBONE_KEYS)}")
     name = resolve_backbone(values["name"])
+    stem_option = _stem_option(values.get("small_input_stem", "auto"))
     kwargs = dict(values.get("kwargs") or {})
     kwargs.update(num_classes=0, in_chans=in_chans)
     try:  # ViTs and friends take the input size; CNNs reject the keyword
         model = timm.create_model(name, pretrained=False, img_size=img_size, **kwargs)
     except TypeError:
         model = timm.create_model(name, pretrained=False, **kwargs)
-    if values.get("pretrained"):
-        load_weights(model, name, str(values["pretrained"]))
+    pretrained = str(values["pretrained"]) if values.get("pretrained") else None
+    if use_small_input_stem(model, stem_option, img_size=img_size, pretrained=pretrained, name=name):
+        to_small_input_stem(model)  # before the weights: a checkpoint of a CIFAR-stem model fits only then
+    else:
+        model.small_input_stem = False
+    if pretrained:
+        try:
+            load_weights(model, name, pretrained)
+        except ConfigError as e:
+            if model.small_input_stem or not has_imagenet_stem(model) or "conv1" not in str(e):
+                raise
+            raise ConfigError(f"{e}\n  (weights of a model trained with the CIFAR stem load only with "
+                              "backbone.small_input_stem=true)") from e
     was_training = model.training
     model.eval()
     with torch.no_grad():

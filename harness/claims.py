@@ -1,11 +1,12 @@
 """Claims: lock files that keep two processes from doing the same work at once.
 
 A claim is a file created atomically (``O_CREAT | O_EXCL``) holding the owner's
-host, pid and start time. It is released by deleting it. A claim is *stale*
-when its owner cannot still hold it: on the same host, its pid is gone; on
-another host (a shared file system), its file has not been refreshed for
-``stale_after`` seconds (owners refresh it with :meth:`Claim.refresh`). A stale
-claim is taken over. Two sweeps on one ``results_dir`` claim each cell before
+host, pid, batch-job id and start time. It is released by deleting it. While it
+is held, a daemon thread touches it every :data:`HEARTBEAT` seconds. A claim is
+*stale* when its owner cannot still hold it: on the same host, its pid is gone;
+on another host (a shared file system), its file has not been touched for
+``stale_after`` seconds; or it was taken by the same SLURM job, now requeued
+after a preemption. A stale claim is taken over. Two sweeps on one ``results_dir`` claim each cell before
 running it, so the second skips cells the first is running; two jobs that need
 one model claim the model's cache entry, so the second waits for the first's
 model instead of training its own.
@@ -16,12 +17,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-#: A claim from another host whose file is older than this (seconds) is taken over.
-STALE_AFTER = 6 * 3600.0
+#: A claim from another host whose file has not been touched for this long (seconds) is taken over.
+STALE_AFTER = 300.0
+#: How often a held claim is touched (seconds).
+HEARTBEAT = 30.0
+
+
+def _batch_job() -> str:
+    return os.environ.get("SLURM_JOB_ID", "")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -41,6 +49,7 @@ class Claim:
         self.path = Path(path)
         self.stale_after = stale_after
         self.held = False
+        self._stop: threading.Event | None = None
 
     def owner(self) -> dict[str, Any] | None:
         """The current owner's record, or None if unclaimed (or unreadable: being written)."""
@@ -56,6 +65,8 @@ class Claim:
                 return time.time() - self.path.stat().st_mtime > 60
             except OSError:
                 return True
+        if owner.get("job") and owner.get("job") == _batch_job():
+            return True  # our own batch job, requeued after a preemption
         if owner.get("host") == socket.gethostname():
             return not _pid_alive(int(owner.get("pid", -1)))
         try:
@@ -75,10 +86,20 @@ class Claim:
                 self.path.unlink(missing_ok=True)  # stale: take it over
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, fh)
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "job": _batch_job(),
+                           "since": time.time()}, fh)
             self.held = True
+            self._stop = threading.Event()
+            threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
             return True
         return False
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
 
     def wait(self, poll: float = 1.0, timeout: float | None = None, done: Any = None) -> bool:
         """Block until the claim is ours (True) or ``done()`` says the work was finished by its owner
@@ -99,6 +120,8 @@ class Claim:
 
     def release(self) -> None:
         if self.held:
+            if self._stop is not None:
+                self._stop.set()
             self.path.unlink(missing_ok=True)
             self.held = False
 

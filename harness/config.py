@@ -56,6 +56,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up (any schedule)
     augment: str = "crop"  # the default view: an augmentation policy name (harness list augmentations)
     amp: str = "auto"  # auto (bf16/fp16 autocast on CUDA, off on CPU) | off
+    channels_last: str = "auto"  # auto (on CUDA) | off: NHWC memory format for conv backbones
+    tf32: str = "auto"  # auto (on CUDA: TF32 matmuls and convolutions) | off; geometry kernels refine near pairs
+    compile: bool = False  # torch.compile the backbone (CUDA or CPU; first steps slower)
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     num_workers: int = 0  # DataLoader workers for datasets read from disk
     embed_batch_size: int = 512
@@ -76,6 +79,8 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.amp", self.amp, ("auto", "off"))
+        _choice("train.channels_last", self.channels_last, ("auto", "off"))
+        _choice("train.tf32", self.tf32, ("auto", "off"))
         if self.schedule == "step" and self.step_epochs < 1:
             raise ConfigError("train.schedule=step needs train.step_epochs >= 1")
 
@@ -87,6 +92,7 @@ class BackboneConfig:
     name: str = "conv4_32"
     pretrained: Optional[str] = None  # a named offline weight source or a checkpoint path
     img_size: Any = None  # null (the dataset's size), an int or [H, W]
+    small_input_stem: str = "auto"  # auto | true | false: the CIFAR stem for timm ResNets on inputs <= 64 px
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
 
 

@@ -27,8 +27,8 @@ from harness.config import TrainConfig
 from harness.errors import ConfigError, HarnessError
 from harness.method import Batch, Method, TrainState
 
-__all__ = ["NonFiniteLoss", "TrainConfig", "TrainStats", "Viewer", "autocast_dtype", "embed_arrays",
-           "make_optimizer", "pick_device", "train"]
+__all__ = ["NonFiniteLoss", "TrainConfig", "TrainStats", "Viewer", "autocast_dtype", "configure_device",
+           "embed_arrays", "make_optimizer", "pick_device", "train"]
 
 
 class NonFiniteLoss(HarnessError):
@@ -54,6 +54,22 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def configure_device(method: Method, device: torch.device, cfg: TrainConfig, viewer: Viewer | None = None) -> None:
+    """GPU settings of ``train.*``: TF32, channels-last and ``torch.compile``. Nothing changes on the CPU
+    unless ``train.compile`` is set. Hyperbolic kernels still compute in float32 or above
+    (:mod:`harness.geometry._dtype`), and their error bound accounts for TF32 matmuls."""
+    if device.type == "cuda" and cfg.tf32 == "auto":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda" and cfg.channels_last == "auto":
+        method.backbone.to(memory_format=torch.channels_last)
+        if viewer is not None:
+            viewer.memory_format = torch.channels_last
+    if cfg.compile and "_compiled_backbone" not in method.__dict__:
+        # not registered as a submodule: the state dict keeps the backbone's own keys
+        object.__setattr__(method, "_compiled_backbone", torch.compile(method.backbone))
+
+
 class Viewer:
     """uint8 ``(B, C, H, W)`` → float in [0, 1], resized to the backbone size, augmented by a named
     policy, normalised. ``viewer(raw, policy)`` is what ``batch.view(policy)`` calls."""
@@ -65,6 +81,7 @@ class Viewer:
         self.size, self.device = tuple(size), device
         self.channels = len(mean)
         self.generator = generator
+        self.memory_format = torch.contiguous_format
         self._policies: dict[str, Any] = {}
 
     def policy(self, name: str) -> Any:
@@ -85,7 +102,7 @@ class Viewer:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         if policy != "none":
             x = self.policy(policy)(x, self.generator)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
 def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -160,6 +177,7 @@ def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarr
 
     rng = np.random.default_rng(seed)
     method.to(device).train()
+    configure_device(method, device, cfg, viewer)
     optimizer = method.configure_optimizer(cfg)
     if optimizer is None:
         optimizer = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg)

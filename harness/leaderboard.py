@@ -58,8 +58,13 @@ def _one_line(text: str | None, limit: int = 140) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_task(task: str, results: list[dict[str, Any]]) -> str:
-    """The markdown leaderboard of one task from its result dicts."""
+def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | None = None,
+                significance: bool = False) -> str:
+    """The markdown leaderboard of one task from its result dicts.
+
+    ``figure_root``: the results folder as seen from the leaderboard's folder; cells' PNGs are linked
+    through it (no links when None). ``significance``: mark a best value whose lead over the runner-up
+    is not significant over seeds (the report's view)."""
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_dataset[r["cell"]["dataset"]].append(r)
@@ -73,14 +78,17 @@ def render_task(task: str, results: list[dict[str, Any]]) -> str:
     conventions = sorted({r["details"]["convention"] for r in results
                           if r["status"] == "ok" and isinstance(r.get("details", {}).get("convention"), str)})
     for dataset in sorted(by_dataset):
-        lines += _dataset_section(dataset, by_dataset[dataset])
+        lines += _dataset_section(dataset, by_dataset[dataset], figure_root=figure_root,
+                                  significance=significance)
     lines += ["---", "", f"{CI_FOOTNOTE}", ""]
+    if significance:
+        lines += [SIGNIFICANCE_FOOTNOTE, ""]
     lines += [f"Protocol ({task}): {c}" for c in conventions] + ([""] if conventions else [])
     return "\n".join(lines)
 
 
 def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2,
-                     brief: bool = False) -> list[str]:
+                     brief: bool = False, figure_root: str | None = None, significance: bool = False) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
     ok = [r for r in results if r["status"] == "ok"]
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -115,11 +123,23 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
             if title:
                 out += [f"{'#' * (level + 1)} {title}", ""]
             out += [_table(groups, summary, names, directions, geometry, notes,
-                           strip=f"{title}/" if title else ""), ""]
+                           strip=f"{title}/" if title else "", significance=significance), ""]
+        if "°" in notes:
+            out += [REFERENCE_FOOTNOTE, ""]
+            notes.pop("°")
         if notes:
             out += [f"null{_sup(i)}: {reason}" for reason, i in sorted(notes.items(), key=lambda kv: kv[1])] + [""]
     if brief:
         return out if groups else []
+    if figure_root is not None:
+        figures = [(key, r) for key, rs in sorted(groups.items()) for r in rs[:1] if r.get("figures")]
+        if figures:
+            out += ["Figures (first seed of each row):", ""]
+            for (method, backbone, label), r in figures:
+                links = ", ".join(f"[{Path(f).stem}]({figure_root}/{f})" for f in r["figures"])
+                out.append(f"- {method}{f' ({label})' if label else ''} / {backbone} / seed {r['cell']['seed']}: "
+                           f"{links}")
+            out.append("")
     failed = sorted((r for r in results if r["status"] == "failed"),
                     key=lambda r: (r["cell"]["method"], r["cell"]["backbone"], r["cell"]["seed"]))
     if failed:
@@ -163,13 +183,49 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
     return ([("", plain)] if plain else []) + sorted(grouped.items())
 
 
+REFERENCE_FOOTNOTE = ("° within the 95% interval of the reference row (the untrained network, e.g. "
+                      "random_init, on the same backbone): no learning signal shown on that metric.")
+SIGNIFICANCE_FOOTNOTE = ("† the best value's lead over the runner-up is not significant: two-sided paired "
+                         "t-test over the seeds both rows ran (scipy.stats.ttest_rel), p ≥ 0.05, or fewer than "
+                         "2 shared seeds.")
+
+
+def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) -> set:
+    """Keys of the best row of ``name`` whose lead over the runner-up is not significant over seeds."""
+    from scipy.stats import ttest_rel
+
+    ranked = sorted((s[name][0], key) for key, s in summary.items() if name in s and s[name][0] != "null")
+    if len(ranked) < 2:
+        return set()
+    if higher:
+        ranked = ranked[::-1]
+    (_, best), (_, second) = ranked[0], ranked[1]
+
+    def by_seed(key: tuple) -> dict[int, float]:
+        return {r["cell"]["seed"]: r["metrics"][name]["value"] for r in groups[key]
+                if name in r["metrics"] and r["metrics"][name]["value"] is not None}
+
+    a, b = by_seed(best), by_seed(second)
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return {best}
+    diffs = [a[s] - b[s] for s in seeds]
+    if all(d == diffs[0] for d in diffs):  # a constant difference: the t-test is undefined, the lead is exact
+        return set() if diffs[0] != 0 else {best}
+    p = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    return {best} if not p < 0.05 else set()
+
+
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
-           notes: dict[str, int], strip: str) -> str:
+           notes: dict[str, int], strip: str, significance: bool = False) -> str:
     best: dict[str, float] = {}
     for name in names:
         means = [s[name][0] for s in summary.values() if name in s and s[name][0] != "null"]
         if means:
             best[name] = max(means) if directions[name] else min(means)
+    weak = {name: _lead_not_significant(groups, summary, name, directions[name]) if significance else set()
+            for name in names}
+    references = {key[1]: key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
     headers = (["method", "backbone"] + (["geometry"] if with_geometry else [])
                + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
@@ -187,18 +243,31 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                 continue
             mean, half, _ = summary[key][name]
             cell = _fmt(mean, half)
-            row.append(f"**{cell}**" if mean == best[name] and len(summary) > 1 else cell)
+            if mean == best[name] and len(summary) > 1:
+                cell = f"**{cell}**" + ("†" if key in weak[name] else "")
+            ref = references.get(key[1])
+            if ref is not None and ref != key and name in summary[ref] and summary[ref][name][0] != "null":
+                ref_mean, ref_half, _ = summary[ref][name]
+                if ref_half is not None and abs(mean - ref_mean) <= ref_half:
+                    cell += "°"
+                    notes.setdefault("°", 0)
+            row.append(cell)
         row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
         rows.append(row)
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def render_all(results_dir: str | Path) -> dict[str, str]:
-    """``{file name: markdown}`` for every task with results under ``results_dir``."""
+def render_all(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, str]:
+    """``{file name: markdown}`` for every task with results under ``results_dir`` (figures linked
+    relative to ``out_dir`` when given)."""
+    import os
+
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _, r in iter_results(results_dir):
         by_task[r["cell"]["task"]].append(r)
-    return {f"{task}.md": render_task(task, rs) for task, rs in sorted(by_task.items())}
+    root = None if out_dir is None else Path(os.path.relpath(Path(results_dir).resolve(),
+                                                             Path(out_dir).resolve())).as_posix()
+    return {f"{task}.md": render_task(task, rs, figure_root=root) for task, rs in sorted(by_task.items())}
 
 
 README_START = "<!-- leaderboards:start (generated by `harness leaderboard --readme README.md`; do not edit) -->"
@@ -260,7 +329,7 @@ def write_all(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     from harness.results import atomic_write_text
 
     written = []
-    for name, text in render_all(results_dir).items():
+    for name, text in render_all(results_dir, out_dir).items():
         path = Path(out_dir) / name
         atomic_write_text(path, text)
         written.append(path)
@@ -272,7 +341,7 @@ def check(results_dir: str | Path, out_dir: str | Path) -> list[str]:
     ``out_dir`` that no result backs (empty: up to date)."""
     check_results_dir(results_dir)
     stale = []
-    rendered = render_all(results_dir)
+    rendered = render_all(results_dir, out_dir)
     for name, text in rendered.items():
         path = Path(out_dir) / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -174,8 +174,8 @@ class Method(nn.Module):
 
     # -- shared behaviour ---------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features ``(B, feat_dim)``."""
-        return self.backbone(images)
+        """Backbone features ``(B, feat_dim)`` (through the compiled backbone when ``train.compile`` is set)."""
+        return self.__dict__.get("_compiled_backbone", self.backbone)(images)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Images → embeddings in :attr:`geometry`."""

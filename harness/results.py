@@ -20,9 +20,11 @@ Schema (``schema_version`` 2), top-level keys and their types:
 ``model_key``       str | null: the trained-model cache key
 ``grid``            str: the grid the cell ran in (``grid_name``)
 ``geometry``        dict: the method's geometry ``{name, c}``
+``reference``       bool: an untrained reference row (the method does not train, e.g. ``random_init``)
 ``versions``        dict: python, torch, timm, geoopt, harness, and every plugin distribution
 ``device``          str: e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``
 ``timings``         dict: ``{train_s, eval_s, total_s, train_cached, finetune_s?}``
+``figures``         list of PNG paths relative to the results folder (cells run with ``plots=true``)
 ``nonfinite``       list of dotted paths whose NaN/inf value was stored as null (absent when none)
 ``traceback_file``  str: path of the saved traceback (failed cells only)
 """
@@ -49,7 +51,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
 OPTIONAL: dict[str, tuple[type, ...]] = {
     "reason": (str, type(None)), "details": (dict,), "protocol": (dict,), "grid": (str,),
     "model_key": (str, type(None)), "device": (str,), "traceback_file": (str,), "variant": (dict,),
-    "training": (dict,), "nonfinite": (list,), "geometry": (dict,),
+    "training": (dict,), "nonfinite": (list,), "geometry": (dict,), "figures": (list,),
+    "reference": (bool,),
 }
 CELL_KEYS = ("method", "backbone", "dataset", "task", "seed")
 
@@ -115,7 +118,8 @@ def validate(result: Any) -> dict[str, Any]:
     if missing:
         raise ResultSchemaError(f"result lacks key(s) {missing}")
     for key, types in {**SCHEMA, **OPTIONAL}.items():
-        if key in result and (not isinstance(result[key], types) or isinstance(result[key], bool)):
+        if key in result and (not isinstance(result[key], types)
+                              or isinstance(result[key], bool) and bool not in types):
             raise ResultSchemaError(f"{key} must be {' or '.join(t.__name__ for t in types)}, "
                                     f"got {type(result[key]).__name__} {result[key]!r:.60}")
     if result["schema_version"] != SCHEMA_VERSION:

@@ -281,6 +281,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
         finally:
             claim.release()
     method.to(device).eval()
+    engine.configure_device(method, device, tcfg, viewer)
     model.stats = meta
     return _remember(_MODELS, key, model, _KEEP_MODELS), was_cached
 
@@ -394,6 +395,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
         result["model_key"], timings["train_s"] = model.key, float(model.stats.get("seconds", 0.0))
         result["geometry"] = model.method.geometry.to_json()
+        result["reference"] = not type(model.method).TRAINS  # an untrained reference row (random_init)
         result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",
                                                               "train_top1_kind", "steps", "images_per_s")}
         finetuned, ft_stats = _finetune(task, model, config, dataset, protocol, device, progress)
@@ -411,6 +413,10 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         timings["eval_s"] = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
         result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details
+        if ctx.artifacts_dir is not None and ctx.artifacts_dir.is_dir():
+            root = Path(config["results_dir"]).expanduser().resolve()
+            result["figures"] = sorted(p.resolve().relative_to(root).as_posix()
+                                       for p in ctx.artifacts_dir.glob("*.png"))
         result["status"] = "ok"
     except Incompatible as exc:
         result.update(status="skipped", reason=str(exc))

@@ -75,27 +75,17 @@ def _cell_name(cell: dict[str, Any]) -> str:
     return name + f"/seed{cell.get('seed', '?')}"
 
 
-class SweepProgress(Callback):
-    """One line per cell: position, status, cell, its time, elapsed and ETA; a summary and the
-    leaderboards at the end. Cells run by other processes are read from their status files."""
+class GridProgress:
+    """One line per finished cell: position, status, cell, its time, the grid's counts, elapsed and ETA."""
 
-    def __init__(self) -> None:
-        self.total: int | None = None
+    def __init__(self, total: int | None) -> None:
+        self.total = total
         self.done = self.ran = 0
         self.ran_seconds = 0.0
         self.start = time.perf_counter()
         self.counts: dict[str, int] = {}
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.start = time.perf_counter()
-        try:
-            self.total = count_cells(config)
-        except Exception:  # noqa: BLE001 - a sweeper we cannot count for: no ETA
-            self.total = None
-        print(f"harness sweep: {self.total if self.total is not None else '?'} cells "
-              f"-> {config.results_dir}", flush=True)
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+    def job_done(self, job_return: Any, *, running: int | None = None, single: bool = False) -> None:
         try:
             result = job_return.return_value
         except Exception as exc:  # noqa: BLE001 - the job itself crashed outside run_cell
@@ -104,9 +94,9 @@ class SweepProgress(Callback):
             return
         self.done += 1
         resumed = bool(result.get("_resumed"))
-        status = "kept" if resumed else result.get("status", "?")
+        status = "kept" if resumed else str(result.get("status", "?"))
         self.counts[status] = self.counts.get(status, 0) + 1
-        took = float(result.get("timings", {}).get("total_s", 0.0))
+        took = float(result.get("timings", {}).get("total_s", 0.0) or 0.0)
         if not resumed and status != "claimed":
             self.ran += 1
             self.ran_seconds += took
@@ -114,27 +104,50 @@ class SweepProgress(Callback):
         elapsed = time.perf_counter() - self.start
         if self.total is not None:
             left = max(self.total - self.done, 0)
-            eta = _fmt_s(left * self.ran_seconds / self.ran) if self.ran else "?"
+            per_cell = (elapsed / self.done) if running else (self.ran_seconds / self.ran if self.ran else None)
+            eta = _fmt_s(left * per_cell) if per_cell else "?"
             pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
         else:
             eta, pos = "?", f"[{self.done}]"
-        single = str(config.hydra.mode) == "RunMode.RUN"
-        line = (f"{status} {name}  {took:.1f}s" if single
-                else f"{pos} {status:<7} {name}  {took:.1f}s | elapsed {_fmt_s(elapsed)} | ETA {eta}")
+        if single:
+            line = f"{status} {name}  {took:.1f}s"
+        else:
+            counts = f" | running {running}, failed {self.counts.get('failed', 0)}" if running is not None else ""
+            line = f"{pos} {status:<7} {name}  {took:.1f}s{counts} | elapsed {_fmt_s(elapsed)} | ETA {eta}"
         if result.get("status") in ("failed", "skipped", "claimed") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
         elif single:  # `harness run`: show what the cell measured
             line += "\n" + "\n".join(f"        {k} = {_value(m)}" for k, m in result.get("metrics", {}).items())
         print(line, flush=True)
 
+
+class SweepProgress(Callback):
+    """Hydra callback: a :class:`GridProgress` line per cell run in this process; a summary, the exit
+    status and the leaderboards at the end (cells run in other processes are read from their status files)."""
+
+    def __init__(self) -> None:
+        self.grid = GridProgress(None)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            total = count_cells(config)
+        except Exception:  # noqa: BLE001 - a sweeper we cannot count for: no ETA
+            total = None
+        self.grid = GridProgress(total)
+        print(f"harness sweep: {total if total is not None else '?'} cells -> {config.results_dir}", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self.grid.job_done(job_return, single=str(config.hydra.mode) == "RunMode.RUN")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        counts = dict(self.counts)
+        counts = dict(self.grid.counts)
         if not counts and config.get("sweep_id"):  # cells ran in the launcher's own processes
             counts = read_statuses(config.results_dir, config.sweep_id)
         LAST_SWEEP.clear()
         LAST_SWEEP.update(counts)
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no cell reported back"
-        print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.start)} ({summary})", flush=True)
+        print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.grid.start)} ({summary})",
+              flush=True)
         out = config.get("leaderboard_dir")
         if out:
             from harness.leaderboard import write_all
@@ -217,6 +230,13 @@ def prepare(overrides: list[str]) -> list[str]:
     config nodes, and add the plugins' search path."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.hyperbolic_harness.launchers import GpuPoolLauncher  # stores launcher=gpu_pool / slurm
+
+    # an editable install hides the module from Hydra's package scan: register the class by hand
+    Plugins.instance().register(GpuPoolLauncher)
+    overrides = [_launcher_override(o) for o in overrides]
     registry = get_registry()
     searchpath = registry.config_searchpath()
     timm_backbones: set[str] = set()
@@ -241,6 +261,26 @@ def prepare(overrides: list[str]) -> list[str]:
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
 
 
+LAUNCHERS = {"gpu_pool": "every GPU of this machine, or local worker processes without GPUs",
+             "slurm": "a SLURM cluster (pip install hyperbolic-harness[slurm])",
+             "submitit_local": "local processes through submitit", "basic": "this process (the default)"}
+
+
+def _launcher_override(override: str) -> str:
+    """``launcher=NAME`` is the short form of ``hydra/launcher=NAME``."""
+    if not override.startswith("launcher="):
+        return override
+    name = override.split("=", 1)[1]
+    if name not in LAUNCHERS:
+        raise UnknownPluginError("launcher", name, LAUNCHERS)
+    if name == "slurm":
+        import importlib.util
+
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            raise ConfigError("launcher=slurm needs hydra-submitit-launcher: pip install 'hyperbolic-harness[slurm]'")
+    return f"hydra/launcher={name}"
+
+
 def _job(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from hydra.core.hydra_config import HydraConfig
@@ -257,13 +297,16 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a config error of this cell: report it, the sweep goes on
         result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": {}, "timings": {}}
     _LAST_RUN["failed"] = int(result.get("status") == "failed")
-    if config.get("sweep_id"):
-        _report(config, result)
+    report_status(config, result)
     return result
 
 
-def _report(config: dict[str, Any], result: dict[str, Any]) -> None:
+def report_status(config: dict[str, Any], result: dict[str, Any]) -> None:
+    """Write a job's status where the sweep's process reads it (``<results_dir>/.sweep/<sweep id>/``)."""
     from harness.results import atomic_write_text
+
+    if not config.get("sweep_id"):
+        return
 
     status = "kept" if result.get("_resumed") else str(result.get("status"))
     name = _cell_name(result.get("cell", {})).replace("/", "__")
@@ -326,6 +369,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     number of failed cells."""
     import hydra
 
+    overrides = [_launcher_override(o) for o in overrides]
     explicit_grid = any(a.startswith("grid=") for a in overrides)
     if multirun and not explicit_grid:
         overrides = ["grid=default", *overrides]

@@ -233,27 +233,136 @@ def _dist(x, args):
     return D.feature_distances(x, metric=args["metric"])
 
 
-@pytest.mark.parametrize("kernel", [K.max_min_excess, K.max_min_excess_serial], ids=["parallel", "serial"])
+def padded(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A symmetric float32 G as the kernels take it: its int32 view padded to a multiple of
+    BLOCK with PAD, and the row maxima as the row bounds."""
+    m = len(g)
+    mp = -(-m // K.BLOCK) * K.BLOCK
+    gf = np.zeros((mp, mp), np.float32)
+    gf[:m, :m] = g
+    gi = gf.view(np.int32)
+    gi[m:, :] = K.PAD
+    gi[:m, m:] = K.PAD
+    return gi, g.max(1).astype(np.float32)
+
+
+def dense_excess(g: np.ndarray, kk: int) -> np.ndarray:
+    """``max_{k<kk} min(g[x, k], g[k, y]) − g[x, y]`` for every pair, straight from the definition
+    (float32, in row chunks to bound memory)."""
+    out = np.empty_like(g)
+    for i in range(0, len(g), 64):
+        out[i:i + 64] = np.minimum(g[i:i + 64, :kk, None], g[None, :kk, :]).max(1) - g[i:i + 64]
+    return out
+
+
+def check_kernel(kernel, g: np.ndarray, kk: int) -> None:
+    """The kernel's (value, x, y) against the dense excess; ``best`` as a floor."""
+    gi, r = padded(g)
+    m = len(g)
+    e = dense_excess(g, kk)
+    truth = e.max()
+    v, x, y = kernel(gi, r, m, kk, np.float32(-1.0))
+    assert v == truth  # max/min only select and the one subtraction is the same float32 rounding
+    assert x <= y and e[x, y] == truth
+    v2, x2, y2 = kernel(gi, r, m, kk, truth)  # nothing beats the floor: (best, -1, -1)
+    assert (v2, x2, y2) == (truth, -1, -1)
+
+
+KERNELS = pytest.mark.parametrize("kernel", [K.max_min_excess, K.max_min_excess_serial], ids=["parallel", "serial"])
+
+
+@KERNELS
 def test_kernel_against_dense_max_min(kernel):
+    """Random symmetric G, sizes around and off the 4×4 block, with K below and above the
+    size from which blocks are screened on 16-bit codes."""
     rng = np.random.default_rng(7)
-    for m in (1, 5, 13, 37, 150):  # 150 points: several row panels
+    for m in (1, 5, 13, 37, 66, 150, 203):  # 150 and 203 points: several row panels
         a = rng.uniform(0, 3, size=(m, m)).astype(np.float32)
         g = np.maximum(a, a.T)
-        for kk in (1, m // 2 + 1, m):
-            truth = (np.minimum(g[:, :kk, None], g.T[None, :kk, :]).max(1) - g).max()
-            mp = -(-m // K.BLOCK) * K.BLOCK
-            gf = np.zeros((mp, mp), np.float32)
-            gf[:m, :m] = g
-            gi = gf.view(np.int32)
-            gi[m:, :] = K.PAD
-            gi[:m, m:] = K.PAD
-            r = g.max(1).astype(np.float32)
-            v, x, y = kernel(gi, r, m, kk, np.float32(-1.0))
-            assert v == pytest.approx(truth, abs=1e-6)
-            assert np.minimum(g[x, :kk], g[y, :kk]).max() - g[x, y] == pytest.approx(truth, abs=1e-6)
-            # `best` is a floor: nothing above it -> (best, -1, -1)
-            v2, x2, _ = kernel(gi, r, m, kk, np.float32(truth + 1))
-            assert v2 == pytest.approx(truth + 1) and x2 == -1
+        for kk in sorted({k for k in (1, m // 2 + 1, K.SCREEN_MIN_K - 1, K.SCREEN_MIN_K, m) if k <= m}):
+            check_kernel(kernel, g, kk)
+
+
+def adversarial_matrices():
+    """Symmetric non-negative float32 matrices built to trip a screen on 16-bit codes."""
+    rng = np.random.default_rng(11)
+    sym = lambda a: np.maximum(a, a.T).astype(np.float32)  # noqa: E731
+    yield "ties", sym(rng.integers(0, 4, size=(130, 130)).astype(np.float32))
+    blocks = rng.integers(0, 5, 133)
+    yield "constant_blocks", sym(rng.uniform(0, 2, (5, 5))[blocks[:, None], blocks[None, :]])
+    yield "constant", np.full((101, 101), 1.5, np.float32)
+    yield "zeros", np.zeros((70, 70), np.float32)
+    # 12 binades: most values fall below the codes' 8-binade range and share the bottom code.
+    yield "wide_range", sym(10.0 ** rng.uniform(-9, 3, size=(120, 120)))
+    # Every value sits on a bucket edge: the last or the first pattern of a 2^CODE_SHIFT bucket
+    # (buckets counted from the top value, as the kernel does).
+    top = np.array([4.0], np.float32).view(np.int32)[0]
+    base = top - (65536 << K.CODE_SHIFT) + 1
+    edges = base + (rng.integers(60000, 65536, size=(140, 140)) << K.CODE_SHIFT) - rng.integers(0, 2, (140, 140))
+    g = sym(np.minimum(edges, top).astype(np.int32).view(np.float32))
+    g[0, 0] = 4.0
+    yield "bucket_edges", g
+
+
+@KERNELS
+@pytest.mark.parametrize("name,g", list(adversarial_matrices()), ids=lambda v: v if isinstance(v, str) else "")
+def test_kernel_on_adversarial_matrices(kernel, name, g):
+    for kk in (len(g), len(g) // 2 + 1):
+        check_kernel(kernel, g, kk)
+
+
+def previous_kernel_cases():
+    """(Gi, r, m) from Gromov products of point clouds, a tree (δ_w = 0: every pair ties), a
+    cycle, and the adversarial matrices; and the G-preparation inputs they came from."""
+    rng = np.random.default_rng(12)
+    sets = [euclid(rng.normal(size=(300, 16))), D.feature_distances(disk_sample(250, rng), metric="poincare"),
+            random_tree_metric(150, rng), cycle_metric(130)]
+    cases = []
+    for d in sets:
+        n = len(d)
+        mp = -(-n // K.BLOCK) * K.BLOCK
+        gf, _, r32, _, _ = K.prepare_base(d, 3, np.arange(n), np.empty(mp * mp, np.float32))
+        cases.append((gf.view(np.int32), r32, n))
+    for _, g in adversarial_matrices():
+        gi, r = padded(g)
+        cases.append((gi, r, len(g)))
+    return sets, cases
+
+
+def test_kernel_is_the_previous_kernel_bit_for_bit():
+    """Same (value, x, y) as the previous int32-only kernel (``v1_*`` in benchmarks/bench_delta.py),
+    ties included: the 16-bit screen only skips blocks that cannot move the running maximum."""
+    ref = reference_module()
+    for gi, r, m in previous_kernel_cases()[1]:
+        for kk in (m, m // 3 + 1):
+            for best in (np.float32(-1.0), np.float32(0.0)):
+                assert (K.max_min_excess_serial(gi, r, m, kk, best)
+                        == ref.v1_max_min_excess_serial(gi, r, m, kk, best))
+
+
+@pytest.mark.slow
+def test_parallel_kernel_preparation_and_exact_are_the_previous_ones_bit_for_bit():
+    """As above for the parallel kernel, the G preparation and the whole exact four-point δ
+    (the v1 copies are compiled uncached: ~10 s)."""
+    ref = reference_module()
+    sets, cases = previous_kernel_cases()
+    for gi, r, m in cases:
+        for kk in (m, m // 3 + 1):
+            assert K.max_min_excess(gi, r, m, kk, np.float32(0)) == ref.v1_max_min_excess(gi, r, m, kk, np.float32(0))
+    for d in sets:
+        n = len(d)
+        mp = -(-n // K.BLOCK) * K.BLOCK
+        new = K.prepare_base(d, 3, np.arange(n), np.empty(mp * mp, np.float32))
+        old = ref.v1_prepare_base(d, 3, np.arange(n), np.empty(mp * mp, np.float32))
+        assert np.array_equal(new[0].view(np.int32), old[0].view(np.int32))
+        assert all(np.array_equal(a, b) for a, b in zip(new[1:], old[1:]))
+        order = np.argsort(-d.max(1), kind="stable")
+        for metric_space in (True, False):
+            # On several threads, which of tied quadruples is reported depends on timing (the
+            # streams share their running maximum); on one thread it is fixed.
+            assert K.exact_delta(d, order, metric_space)[0] == ref.v1_exact_delta(d, order, metric_space)[0]
+            with D._numba_threads(0):
+                assert K.exact_delta(d, order, metric_space) == ref.v1_exact_delta(d, order, metric_space)
 
 
 def test_torch_path_in_row_blocks_matches_numba():

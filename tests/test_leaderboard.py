@@ -116,3 +116,21 @@ def test_readme_section_is_replaced_and_checked(tmp_path, capsys):
     readme.write_text(text.replace("0.600", "0.700"))
     assert main(["leaderboard", str(res), "--out", str(out), "--readme", str(readme), "--check"]) == 1
     assert "README.md" in capsys.readouterr().err
+
+
+def test_rows_within_the_reference_interval_are_marked():
+    def row(method, seed, acc, reference=False):
+        r = _r(method, seed, acc, 1.0)
+        r["reference"] = reference
+        return r
+
+    # reference 0.20 ± t(0.975, 2)·0.01·… ; "near" sits inside it, "far" outside
+    results = [row("random_init", s, v, True) for s, v in enumerate([0.19, 0.20, 0.21])]
+    results += [row("near", s, v) for s, v in enumerate([0.20, 0.21, 0.22])]
+    results += [row("far", s, v) for s, v in enumerate([0.60, 0.62, 0.61])]
+    text = leaderboard.render_task("t", results)
+    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
+           if line.startswith("| ")}
+    assert acc["near"] == "0.210 ± 0.025°" and acc["far"] == "**0.610 ± 0.025**" and acc["random_init"] == \
+        "0.200 ± 0.025"
+    assert leaderboard.REFERENCE_FOOTNOTE in text

@@ -38,3 +38,19 @@ def test_check_plugin_command_reports_every_plugin_of_a_distribution(capsys):
     assert "4 passed, 0 failed" in out
     assert main(["check-plugin", "no-such-dist"]) == 2
     assert "registers no plugins" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", _specs("backbone"))
+def test_backbone_gives_multi_scale_maps(spec):
+    """Detection transfer takes the trained backbone's maps: each map's size is the input's over its stride."""
+    from harness.backbones import build_backbone
+    from harness.config import BackboneConfig
+    from harness.feature_maps import feature_maps
+    import dataclasses
+    import torch
+
+    model, _ = build_backbone(dataclasses.asdict(BackboneConfig(name=spec.name)), in_chans=3, img_size=(48, 64))
+    fm = feature_maps(model)
+    maps = fm(torch.zeros(2, 3, 48, 64))
+    expected = [(2, c, 48 // s, 64 // s) for c, s in zip(fm.channels, fm.strides)]
+    assert [tuple(t.shape) for t in maps.values()] == expected

@@ -8,8 +8,14 @@ _B = "harness.plugins.backbones"
 @hookimpl
 def harness_backbones() -> list[PluginSpec]:
     return [
-        PluginSpec("conv4", f"{_B}.conv4", "4-layer conv net of the few-shot papers (64 channels)"),
-        PluginSpec("conv4_32", f"{_B}.conv4", "4-layer conv net with 32 channels (fast CPU runs)"),
+        PluginSpec("conv4", f"{_B}.conv4", "4-layer conv net of the few-shot papers (64 channels, flattened: "
+                                           "1600-d at 84 px, 256-d at 32 px)"),
+        PluginSpec("conv4_32", f"{_B}.conv4", "4-layer conv net with 32 channels, flattened (fast CPU runs)"),
+        PluginSpec("conv4_1600", f"{_B}.conv4", "4-layer conv net, 1600-channel last block + global max-pool "
+                                                "(Khrulkov et al. 2020): 1600-d at any size"),
+        PluginSpec("resnet12", f"{_B}.resnet12", "ResNet-12 of the few-shot papers (64-160-320-640, 640-d, 12.4 M)"),
+        PluginSpec("resnet12_small", f"{_B}.resnet12",
+                   "ResNet-12 with widths 32-64-128-256 (256-d, 2.0 M) for CPU grids"),
     ]
 
 

@@ -1,0 +1,184 @@
+"""Hydra launchers: ``gpu_pool`` (every GPU of a box, or CPU worker processes) and ``slurm``.
+
+``gpu_pool`` runs each cell in its own process through submitit's local
+executor, one cell per GPU at a time (each job sees only its GPU:
+``visible_gpus=[g]``, so ``device=auto`` is ``cuda:0`` in it), queueing the rest
+as GPUs free up; on a machine without GPUs it runs ``n_workers`` processes at
+once. Cells that share a model are scheduled so the model is trained once: the
+first cell of each (method, backbone, dataset, seed, training config) group
+trains, the group's other tasks start after it and find the model in the
+cache. A job that dies (SIGKILL, out of memory, a crash outside the cell) is
+written as a ``failed`` result with the reason, and the sweep goes on; a
+re-run retries failed and missing cells only. The launcher prints a line per
+finished cell with the counts done / running / failed and the ETA.
+
+``slurm`` is hydra-submitit-launcher's SLURM launcher with the harness's
+defaults (one GPU per cell, requeue on preemption, job arrays of at most
+``array_parallelism`` cells at once); results and the model cache must be on a
+file system every node sees.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+@dataclass
+class GpuPoolConf:
+    _target_: str = "hydra_plugins.hyperbolic_harness.launchers.GpuPoolLauncher"
+    gpus: Optional[list[int]] = None  # GPU ids to use; null: every visible GPU
+    n_workers: int = 2  # without GPUs: cells run at once as local processes
+    timeout_min: int = 24 * 60  # per cell
+    poll_s: float = 0.5
+    submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="gpu_pool", node=GpuPoolConf, provider="hyperbolic-harness")
+
+try:  # the SLURM launcher needs the `slurm` extra (hydra-submitit-launcher)
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    @dataclass
+    class HarnessSlurmConf(SlurmQueueConf):
+        submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
+        timeout_min: int = 60  # per cell
+        gpus_per_node: Optional[int] = 1
+        cpus_per_task: Optional[int] = 8
+        max_num_timeout: int = 3  # requeue after a timeout up to 3 times (preemptions always requeue)
+        array_parallelism: int = 64
+
+    ConfigStore.instance().store(group="hydra/launcher", name="slurm", node=HarnessSlurmConf,
+                                 provider="hyperbolic-harness")
+except ImportError:  # pragma: no cover - without the extra, `launcher=slurm` says what to install
+    pass
+
+
+def _group_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    """Cells whose overrides differ only in the task share a model (usually: a task that trains on
+    another label field trains its own, and then waits for nobody)."""
+    return tuple(sorted(o for o in overrides if not (o.startswith("task=") or o.startswith("task."))))
+
+
+class GpuPoolLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                       for k, v in params.items()}
+        self.config: DictConfig | None = None
+        self.hydra_context: Any = None
+        self.task_function: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    # -- in the job's process --------------------------------------------------------------------------
+    def __call__(self, overrides: list[str], job_num: int, singleton_state: dict) -> JobReturn:
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(sweep_config.hydra.job):
+            sweep_config.hydra.job.num = job_num
+            sweep_config.hydra.job.id = f"gpu_pool_{job_num}"
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    # -- in the sweep's process --------------------------------------------------------------------------
+    def _slots(self) -> tuple[list[int | None], bool]:
+        gpus = self.params.get("gpus")
+        if gpus is None:
+            import torch
+
+            gpus = list(range(torch.cuda.device_count()))
+        if gpus:
+            return [int(g) for g in gpus], True
+        return [None] * max(1, int(self.params.get("n_workers", 2))), False
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        from harness.sweep import GridProgress
+
+        slots, on_gpus = self._slots()
+        threads = max(1, (os.cpu_count() or 1) // len(slots))
+        folder = str(self.params.get("submitit_folder", "${hydra.sweep.dir}/.submitit/%j")).replace(
+            "${hydra.sweep.dir}", str(self.config.hydra.sweep.dir))
+        executor = submitit.LocalExecutor(folder=folder)
+        overrides = [list(o) for o in job_overrides]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, o in enumerate(overrides):
+            groups.setdefault(_group_key(o), []).append(i)
+        leaders = [members[0] for members in groups.values()]
+        followers_of = {members[0]: members[1:] for members in groups.values()}
+        ready: list[int] = []  # followers whose model is trained (or whose leader finished anyway)
+        queue = list(leaders)
+        running: dict[int, tuple[int | None, Any]] = {}  # job index -> (slot, submitit job)
+        free = list(range(len(slots)))
+        returns: dict[int, JobReturn] = {}
+        progress = GridProgress(len(overrides))
+        singleton_state = Singleton.get_state()
+        poll = float(self.params.get("poll_s", 0.5))
+        while queue or ready or running:
+            while free and (ready or queue):
+                i = ready.pop(0) if ready else queue.pop(0)
+                slot = free.pop(0)
+                gpu = slots[slot]
+                executor.update_parameters(timeout_min=int(self.params.get("timeout_min", 1440)),
+                                           gpus_per_node=1 if on_gpus else 0,
+                                           visible_gpus=[gpu] if on_gpus else (),
+                                           setup=[f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"])
+                running[i] = (slot, executor.submit(self, overrides[i], initial_job_idx + i, singleton_state))
+            time.sleep(poll)
+            for i, (slot, job) in list(running.items()):
+                if not job.done():
+                    continue
+                del running[i]
+                free.append(slot)
+                free.sort()
+                returns[i] = self._collect(job, overrides[i])
+                ready.extend(followers_of.pop(i, []))
+                progress.job_done(returns[i], running=len(running))
+        return [returns[i] for i in range(len(overrides))]
+
+    def _collect(self, job: Any, overrides: list[str]) -> JobReturn:
+        """The job's return, or — when the process died — a failed result written for its cell."""
+        try:
+            return job.result()
+        except Exception as exc:  # noqa: BLE001 - the process died: record the cell as failed
+            reason = f"the job's process died ({type(exc).__name__}): " + " ".join(str(exc).split())[:400]
+            result = _write_failed(self.hydra_context, self.config, overrides, reason)
+            # COMPLETED with a failed result: Hydra's sweeper re-raises a FAILED job's exception and stops
+            return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=result)
+
+
+def _write_failed(hydra_context: Any, config: DictConfig, overrides: list[str], reason: str) -> dict[str, Any]:
+    """Write a ``failed`` result for the cell of ``overrides`` (its process could not)."""
+    from harness.config import validate, variant_of
+    from harness.results import config_hash, result_path, write_result
+    from harness.run import cell_of
+    from harness.sweep import report_status
+
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    cell_config = OmegaConf.to_container(sweep_config, resolve=True)
+    cell_config.pop("hydra", None)
+    cell_config = validate(cell_config)
+    cell = cell_of(cell_config)
+    _, diff = variant_of(cell_config)
+    result = {"schema_version": 2, "status": "failed", "reason": reason, "cell": cell, "config": cell_config,
+              "config_hash": config_hash(cell_config), "variant": {"tag": cell["variant"], "diff": diff},
+              "grid": cell_config.get("grid_name", "single"), "metrics": {}, "details": {}, "versions": {},
+              "timings": {}, "model_key": None, "protocol": {}}
+    path = result_path(cell_config["results_dir"], cell)
+    written = write_result(path, result)
+    Path(path).with_suffix(".claim").unlink(missing_ok=True)  # the dead process cannot release it
+    report_status(cell_config, written)
+    return written

@@ -1,0 +1,105 @@
+"""Sweeps at scale: the gpu_pool launcher on CPU workers (a worker killed mid-cell) and the SLURM
+launcher end to end against a fake sbatch / srun / sacct / scancel."""
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness.results import iter_results
+from tests.test_sweep import TINY, _harness, fake_dist
+
+KILLER = """
+import os
+import signal
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from harness import PluginSpec, hookimpl
+from harness.geometry import EuclideanGeometry
+from harness.method import Method
+
+
+class Killer(Method):
+    '''Cross-entropy; with $KILL_MARKER present, the process of seed 2 dies by SIGKILL mid-training.'''
+
+    @dataclass
+    class Config:
+        name: str = "killer"
+
+    def __init__(self, cfg, backbone, info):
+        super().__init__(cfg, backbone, info)
+        self.geometry = EuclideanGeometry()
+        self.fc = nn.Linear(info.feat_dim, info.num_classes)
+
+    def loss(self, emb, batch):
+        if os.path.exists(os.environ.get("KILL_MARKER", "/nonexistent")) and torch_seed() == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return F.cross_entropy(self.fc(emb), batch.labels)
+
+
+def torch_seed():
+    import torch
+    return torch.initial_seed()
+
+
+@hookimpl
+def harness_methods():
+    return [PluginSpec("killer", "killer_mod:Killer", "dies by SIGKILL for seed 2")]
+"""
+
+
+def test_gpu_pool_on_cpu_workers_survives_a_killed_worker_and_a_rerun_completes_it(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_dist(site, "killer_dist", "killer_mod", KILLER)
+    marker = tmp_path / "kill"
+    marker.write_text("")
+    res = tmp_path / "res"
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=killer", "seed=0,1,2,3,4,5", "launcher=gpu_pool",
+            "hydra.launcher.n_workers=2", *TINY, f"results_dir={res}"]
+    env = {"PYTHONPATH": str(site), "KILL_MARKER": str(marker)}
+    proc = _harness(args, tmp_path, env_extra=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = {r["cell"]["seed"]: r for _, r in iter_results(res)}
+    assert sorted(results) == [0, 1, 2, 3, 4, 5]
+    assert [results[s]["status"] for s in range(6)] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+    assert "the job's process died" in results[2]["reason"]
+    assert "running" in proc.stdout and "(1 failed, 5 ok)" in proc.stdout
+    marker.unlink()
+    again = _harness(args, tmp_path, env_extra=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(5 kept, 1 ok)" in again.stdout
+    assert [r["status"] for _, r in iter_results(res)] == ["ok"] * 6
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    source = Path(__file__).with_name("fake_slurm") / "fake_slurm.py"
+    for command in ("sbatch", "srun", "sacct", "scancel"):
+        shutil.copy(source, bin_dir / command)
+        (bin_dir / command).chmod((bin_dir / command).stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(tmp_path / "slurm")}
+
+
+def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path, fake_slurm):
+    res = tmp_path / "res"
+    args = ["sweep", "grid=smoke", "task=few_shot", "seed=0,1", "launcher=slurm", "hydra.launcher.partition=gpu",
+            "hydra.launcher.gpus_per_node=0", "hydra.launcher.array_parallelism=2", *TINY, f"results_dir={res}"]
+    proc = _harness(args, tmp_path, env_extra=fake_slurm)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    statuses = sorted((r["cell"]["method"], r["cell"]["seed"], r["status"]) for _, r in iter_results(res))
+    assert statuses == [("euclidean_ce", 0, "ok"), ("euclidean_ce", 1, "ok"), ("poincare_mlr", 0, "ok"),
+                        ("poincare_mlr", 1, "ok")]
+    assert "(4 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
+    submission = next((res / ".sweep").rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --partition=gpu" in submission and "#SBATCH --array=0-3%2" in submission
+    again = _harness(args, tmp_path, env_extra=fake_slurm)
+    assert again.returncode == 0 and "(4 kept)" in again.stdout, again.stdout + again.stderr
