@@ -6,8 +6,8 @@ R-CNN (Ren et al. NeurIPS 2015) or Mask R-CNN (He et al. ICCV 2017) on a
 feature pyramid (Lin et al. CVPR 2017) over the backbone's stage outputs, all
 fine-tuned. The pyramid's input maps come from timm's
 ``forward_intermediates(x, indices=…, intermediates_only=True)`` of the SAME
-backbone module (:func:`feature_maps`), so the trained weights are the ones
-fine-tuned. torchvision builds the rest (:class:`~torchvision.models.detection.FasterRCNN`,
+backbone module (:func:`harness.feature_maps.feature_maps`), so the trained
+weights are the ones fine-tuned. torchvision builds the rest (:class:`~torchvision.models.detection.FasterRCNN`,
 :class:`~torchvision.models.detection.MaskRCNN`).
 
 Backbone options (as in MoCo's / DenseCL's Detectron2 configs):
@@ -36,61 +36,16 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError, Incompatible
+from harness.feature_maps import FeatureMaps, _feature_info, feature_maps
 
 DETECTORS = ("faster_rcnn", "mask_rcnn")
 NORMS = ("frozen_bn", "bn", "sync_bn")
 
 
-# -- the backbone's multi-scale maps ---------------------------------------------------------------------------
-class FeatureMaps(nn.Module):
-    """Images → ``OrderedDict`` of the backbone's maps at ``indices`` (keys ``"0"``, ``"1"``, …).
-
-    ``channels`` and ``strides`` list each map's width and stride (from ``feature_info``).
-    The maps come from ``backbone.forward_intermediates``: the same module, the same weights.
-    """
-
-    def __init__(self, backbone: nn.Module, indices: int | Sequence[int] | None = None) -> None:
-        super().__init__()
-        if not callable(getattr(backbone, "forward_intermediates", None)):
-            raise Incompatible(f"backbone {type(backbone).__name__} has no multi-scale features: a detector needs "
-                               "timm's forward_intermediates(x, indices, intermediates_only=True) and a "
-                               "feature_info list (num_chs, reduction, module per map); implement them or "
-                               "choose a timm CNN such as resnet18")
-        info = _feature_info(backbone)
-        from timm.models._features import feature_take_indices
-
-        try:
-            take, _ = feature_take_indices(len(info), indices if indices is None or isinstance(indices, int)
-                                           else list(indices))
-        except Exception as exc:  # timm asserts on out-of-range indices
-            raise ConfigError(f"feature indices {indices} do not fit the backbone's {len(info)} feature "
-                              f"levels: {exc}") from None
-        self.backbone = backbone
-        self.indices = [int(i) for i in take]
-        self.channels = [int(info[i]["num_chs"]) for i in self.indices]
-        self.strides = [int(info[i]["reduction"]) for i in self.indices]
-
-    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        maps = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True)
-        return OrderedDict((str(k), m) for k, m in enumerate(maps))
-
-
-def feature_maps(backbone: nn.Module, indices: int | Sequence[int] | None = None) -> FeatureMaps:
-    """The module images → OrderedDict of the backbone's maps (see :class:`FeatureMaps`)."""
-    return FeatureMaps(backbone, indices)
-
-
-def _feature_info(backbone: nn.Module) -> list[dict[str, Any]]:
-    info = getattr(backbone, "feature_info", None)
-    info = list(getattr(info, "info", info) or [])  # timm's FeatureInfo wraps the list of dicts
-    if not info or not all({"num_chs", "reduction"} <= set(d) for d in info):
-        raise Incompatible(f"backbone {type(backbone).__name__} has forward_intermediates but no feature_info "
-                           "(a list of dicts with num_chs, reduction, module per feature level)")
-    return info
-
-
+# -- the pyramid on the backbone's multi-scale maps --------------------------------------------------------------
 class FeaturePyramidBackbone(nn.Module):
-    """``FeatureMaps`` → torchvision :class:`FeaturePyramidNetwork` (+ a max-pooled top level, ``"pool"``).
+    """:func:`harness.feature_maps.feature_maps` → torchvision :class:`FeaturePyramidNetwork`
+    (+ a max-pooled top level, ``"pool"``).
 
     torchvision's ``BackboneWithFPN`` with timm's ``forward_intermediates`` in
     place of ``IntermediateLayerGetter``. ``out_channels`` is what the R-CNN heads read.
@@ -107,7 +62,7 @@ class FeaturePyramidBackbone(nn.Module):
 
     @property
     def level_names(self) -> list[str]:
-        return [*(str(k) for k in range(len(self.body.channels))), "pool"]
+        return [*self.body.names, "pool"]
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return self.fpn(self.body(images))
@@ -137,7 +92,7 @@ def freeze_stages(backbone: nn.Module, frozen_stages: int) -> list[str]:
     """
     if frozen_stages == 0:
         return []
-    info = _feature_info(backbone)
+    info = _feature_info(backbone)  # the core's reading of timm's feature_info (errors say what is missing)
     if not 0 <= frozen_stages <= len(info):
         raise ConfigError(f"detection: frozen_stages must be in 0..{len(info)} (the backbone's feature levels), "
                           f"got {frozen_stages}")
@@ -188,6 +143,10 @@ def build_detector(backbone: nn.Module, *, num_classes: int, mean: Sequence[floa
         raise ConfigError(f"detection: detector must be one of {DETECTORS}, got {detector!r}")
     if num_classes < 1:
         raise ConfigError(f"detection: num_classes must be >= 1, got {num_classes}")
+    if not callable(getattr(backbone, "forward_intermediates", None)):
+        raise Incompatible(f"backbone {type(backbone).__name__} has no multi-scale features (no timm "
+                           "forward_intermediates / feature_info), so no detector can be built on it; "
+                           "see harness.feature_maps for what to implement, or choose e.g. resnet18 or conv4")
     backbone = set_norm(backbone, norm)
     freeze_stages(backbone, frozen_stages)
     fpn = FeaturePyramidBackbone(feature_maps(backbone, feature_indices), fpn_channels)

@@ -12,7 +12,7 @@ from torch import nn
 
 from harness.errors import ConfigError, Incompatible
 from harness.plugins.datasets.scenes import SHAPES, Scenes, mask_boxes
-from harness.tasks._detector import build_detector, feature_maps, freeze_stages
+from harness.tasks._detector import build_detector, freeze_stages
 from harness.tasks.detection import (Detection, DetectionDataError, check_boxes, coco_box_ap, coco_segm_ap,
                                      detection_ground_truth, detection_loss, multistep, predictions_to_coco)
 
@@ -27,12 +27,9 @@ def scenes():
 
 
 def _conv4():
-    import harness.plugins.backbones.conv4 as conv4
+    import harness.plugins.backbones.conv4  # noqa: F401 - registers conv4 in timm
 
-    model = timm.create_model("conv4", num_classes=0)
-    if not hasattr(model, "forward_intermediates"):
-        pytest.skip("conv4 has no forward_intermediates yet (the backbones branch adds it)")
-    return conv4 and model
+    return timm.create_model("conv4", num_classes=0)
 
 
 def _backbone(name):
@@ -44,13 +41,18 @@ def _batch(task, ds):
 
 
 # -- the detector on the backbone's maps ----------------------------------------------------------------------
-@pytest.mark.parametrize("name, strides", [("conv4", [4, 8, 16]), ("resnet18", [8, 16, 32])])
-def test_feature_maps_share_the_backbone(name, strides):
+@pytest.mark.parametrize("name, strides, names", [("conv4", [4, 8, 16], ["stages.1", "stages.2", "stages.3"]),
+                                                   ("resnet18", [8, 16, 32], ["layer2", "layer3", "layer4"])])
+def test_pyramid_reads_the_backbones_maps(name, strides, names):
     bb = _backbone(name)
-    body = feature_maps(bb, 3)
-    assert body.strides == strides and body.backbone is bb
+    model = build_detector(bb, num_classes=2, mean=(0.5,) * 3, std=(0.5,) * 3, feature_indices=3, **SMOKE)
+    pyramid = model.backbone
+    body = pyramid.body
+    assert body.strides == strides and body.backbone is bb  # the same module: the trained weights
+    assert pyramid.strides == [*strides, 2 * strides[-1]] and pyramid.level_names == [*names, "pool"]
+    assert model.rpn.anchor_generator.sizes == tuple((8 * s,) for s in pyramid.strides)
     maps = body(torch.rand(2, 3, 64, 64))
-    assert list(maps) == ["0", "1", "2"]
+    assert list(maps) == names
     for (k, m), c, s in zip(maps.items(), body.channels, body.strides):
         assert m.shape == (2, c, 64 // s, 64 // s), k
 
