@@ -447,7 +447,7 @@ def peak_rss_gib():
 
 sys.path.insert(0, {bench_dir!r})
 from bench_delta import features
-from harness.tasks.delta import delta_hyperbolicity
+from harness.tasks.delta_estimators import delta_hyperbolicity
 x = features({n})
 r = delta_hyperbolicity(x, **{kwargs!r})
 print(json.dumps({{"seconds": r["seconds"], "compile_seconds": r["compile_seconds"], "delta": r["delta"],
@@ -474,7 +474,7 @@ def main() -> None:
     import numba
     import torch
 
-    from harness.tasks.delta import delta_hyperbolicity
+    from harness.tasks.delta_estimators import delta_hyperbolicity
 
     print(f"CPU threads: numba {numba.get_num_threads()}, torch {torch.get_num_threads()} "
           f"(os.cpu_count() = {os.cpu_count()})")

@@ -30,7 +30,7 @@ def main() -> int:
     from harness.geometry import PoincareGeometry, pairwise_dist
     from harness.run import run_cell
     from harness.sweep import compose
-    from harness.tasks.delta import delta_hyperbolicity
+    from harness.tasks.delta_estimators import delta_hyperbolicity
     from harness.tasks.reid import evaluate_reid
 
     cuda = torch.cuda.is_available()

@@ -34,5 +34,5 @@ def harness_config_searchpath() -> list[str]:
 
 @hookimpl
 def harness_commands() -> list[PluginSpec]:
-    return [PluginSpec("delta", f"{_T}.delta:cli_main",
+    return [PluginSpec("delta", f"{_T}.delta_cli:cli_main",
                        "Gromov δ-hyperbolicity of a feature or distance matrix (.npy/.pt)")]

@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels behind :mod:`harness.tasks.delta`.
+"""Compiled (numba) kernels behind :mod:`harness.tasks.delta_estimators`.
 
 The work is the max-min matrix product of a Gromov-product matrix ``G`` with
 itself, ``(G ⊗ G)[x, y] = max_k min(G[x, k], G[k, y])``, and its excess over

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from harness.tasks import _delta_kernels as K
-from harness.tasks import delta as D
-from harness.tasks.delta import delta_hyperbolicity, four_point
+from harness.tasks import delta_estimators as D
+from harness.tasks.delta_estimators import delta_hyperbolicity, four_point
 
 ROOT = Path(__file__).resolve().parents[1]
 

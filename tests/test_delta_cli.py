@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.tasks import delta as D
-from harness.tasks.delta import cli_main, delta_hyperbolicity
+from harness.tasks import delta_estimators as D
+from harness.tasks.delta_cli import cli_main, delta_hyperbolicity
 
 from tests.test_delta import brute_four_point, dense_delta_w, euclid, poincare_dist
 
@@ -142,3 +142,47 @@ def test_help_and_usage_errors(capsys):
     assert "harness delta" in capsys.readouterr().out
     assert cli_main(["x.npy", "--exact", "--base", "1"]) == 2  # mutually exclusive
     assert "not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_bytes(np.lib.format.magic(1, 0) + b"\x76\x00{'descr': '<f8', 'fortran_order': False, "
+                             b"'shape': (100, 4), }" + b" " * 40 + b"\n" + b"\x00" * 64), "could not be read"),
+    (lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object), allow_pickle=True), "pickled Python objects"),
+    (lambda p: np.save(p, np.ones((5, 3)) + 1j), "complex values"),
+    (lambda p: np.save(p, np.zeros((0, 3))), "holds no points"),
+    (lambda p: np.save(p, np.ones((6, 3))), "are identical (diameter 0)"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, capsys, make, message):
+    path = tmp_path / "x.npy"
+    make(path)
+    assert cli_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_and_pickled_torch_files_are_one_line_errors(tmp_path, capsys):
+    good = tmp_path / "good.pt"
+    torch.save(torch.randn(20, 3), good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:60])
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickle.pt")
+    for name in ("cut.pt", "pickle.pt"):
+        assert cli_main([str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "could not be read as a tensor file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_too_many_points_are_refused_before_any_matrix_is_built(tmp_path, capsys, monkeypatch):
+    import tracemalloc
+
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(25_000, 2)).astype(np.float32))
+    tracemalloc.start()
+    assert cli_main([str(tmp_path / "big.npy")]) == 2
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "25,000 points" in capsys.readouterr().err
+    assert peak < 50 * 2**20  # refused before an n×n matrix (5 GB) was built
+    monkeypatch.setattr(D, "available_memory", lambda: 2**20)  # a machine with 1 MiB free
+    np.save(tmp_path / "mid.npy", np.random.default_rng(0).normal(size=(3000, 2)))
+    assert cli_main([str(tmp_path / "mid.npy")]) == 2
+    assert "GiB for the n×n matrices" in capsys.readouterr().err
