@@ -3,7 +3,9 @@
 A dataset plugin subclasses :class:`ImageDataset`. It holds per-image
 annotation arrays (all of length ``len(dataset)``) and its canonical named
 splits (index arrays). Tasks read annotations and splits to build their
-protocol, never the images; the engine reads images in batches.
+protocol; the engine reads images in batches. A task that fine-tunes a
+detector reads images at their own size (:meth:`ImageDataset.load_image_list`)
+with their boxes in those pixels (:meth:`ImageDataset.image_list_targets`).
 
 Annotation names used across the harness (a dataset provides a subset):
 
@@ -77,6 +79,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     VERSION: ClassVar[str] = "1"
+    #: The dataset gives per-object masks (``image_list_targets(..., masks=True)``).
+    instance_masks: ClassVar[bool] = False
 
     @dataclass
     class Config:
@@ -95,10 +99,47 @@ class ImageDataset(torch.utils.data.Dataset):
         """Return the images at ``indices`` as a uint8 tensor ``(n, C, H, W)``."""
         raise NotImplementedError
 
+    def load_image_list(self, indices: np.ndarray) -> list[torch.Tensor]:
+        """The images at ``indices`` each at its own size: uint8 ``(C, H_i, W_i)`` tensors.
+
+        For detection, whose models batch images of different sizes themselves.
+        Default: the fixed-size images of :meth:`load_images`. Datasets read from
+        files of many sizes (COCO, VOC) return the decoded files unresized.
+        """
+        return list(self.load_images(np.asarray(indices, dtype=np.int64).reshape(-1)))
+
+    def image_list_targets(self, indices: np.ndarray, *, masks: bool = False) -> list[dict[str, Any]]:
+        """Per image of :meth:`load_image_list`, its objects in that image's pixels.
+
+        Each dict has ``boxes`` (float32 (k, 5): ``x1, y1, x2, y2, class``, the
+        ``boxes`` annotation's convention) and ``area`` (float64 (k,): the object's
+        area in pixels — its mask's where the dataset has masks, as COCO's
+        ``area`` field, else the box's); with ``masks=True`` also ``masks``
+        (bool (k, H_i, W_i), one per box row), for datasets with ``instance_masks``.
+        Default: the ``boxes`` annotation (the images are the fixed-size ones).
+        """
+        from harness.errors import Incompatible
+
+        if "boxes" not in self.annotations:
+            raise Incompatible(f"dataset '{self.name}' has no 'boxes' annotation")
+        if masks and not self.instance_masks:
+            raise Incompatible(f"dataset '{self.name}' has no instance masks (Mask R-CNN needs them); "
+                               "use detector=faster_rcnn")
+        out = []
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
+            b = np.asarray(self.annotations["boxes"][i], dtype=np.float32).reshape(-1, 5)
+            out.append({"boxes": b, "area": ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float64)})
+        return out
+
     # -- shared behaviour ---------------------------------------------------------
     @property
     def name(self) -> str:
         return str(getattr(self.cfg, "name", "")) or type(self).__name__
+
+    @property
+    def object_names(self) -> list[str] | None:
+        """Names of the box classes (column 4 of ``boxes``); default ``info.class_names``."""
+        return self.info.class_names
 
     @property
     def provides(self) -> frozenset[str]:

@@ -20,6 +20,8 @@ def harness_tasks() -> list[PluginSpec]:
                    "class-disjoint retrieval: Recall@K, R-precision, MAP@R, NMI"),
         PluginSpec("ood", f"{_T}.ood:OOD",
                    "OOD detection (near: novel classes, far: other datasets): AUROC, AUPR, FPR@95"),
+        PluginSpec("detection", f"{_T}.detection:Detection",
+                   "detection transfer: Faster/Mask R-CNN + FPN fine-tuned on the backbone, COCO AP"),
         PluginSpec("hierarchy", f"{_T}.hierarchy:Hierarchy",
                    "label-tree fidelity: CPCC, top-1 with mistake severity, radius-angle Spearman"),
         PluginSpec("typicality", f"{_T}.typicality:Typicality",

@@ -109,13 +109,13 @@ def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
     return hw
 
 
-def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W)."""
+def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W) (``None``: the file's own size)."""
     from PIL import Image
 
     with Image.open(path) as im:
         im = im.convert("L" if channels == 1 else "RGB")
-        if im.size != (size[1], size[0]):
+        if size is not None and im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
@@ -152,6 +152,8 @@ class FileImageDataset(ImageDataset):
 
     Subclasses call :meth:`_set_contents` (or :meth:`_set_files`) in ``__init__``;
     their config has ``root``, ``image_size``, ``preload`` and ``workers``.
+    :meth:`load_image_list` decodes the files at their own size; a dataset with
+    boxes gives them in those pixels through :meth:`_set_own_targets`.
     """
 
     #: Config keys that change how the data is read, not what it is (left out of the fingerprint).
@@ -170,6 +172,9 @@ class FileImageDataset(ImageDataset):
         self._paths = [Path(p) for p in paths]
         self._size, self._channels = size, channels
         self._preloaded: torch.Tensor | None = None
+        self._own_boxes: np.ndarray | None = None
+        self._own_areas: list[np.ndarray] | None = None
+        self._segmentations: list[list[Any]] | None = None
         if getattr(self.cfg, "preload", False):
             self.preload()
 
@@ -203,14 +208,81 @@ class FileImageDataset(ImageDataset):
         def one(j: int) -> None:
             out[j] = read_image(self._paths[idx[j]], self._size, self._channels)
 
-        workers = min(int(getattr(self.cfg, "workers", 0) or 0), (os.cpu_count() or 1) // 2)
-        if workers > 1 and len(idx) > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(one, range(len(idx))))
-        else:
-            for j in range(len(idx)):
-                one(j)
+        self._each(one, len(idx))
         return torch.from_numpy(out)
+
+    def _each(self, fn: Callable[[int], None], n: int) -> None:
+        """``fn(0) … fn(n - 1)`` on ``workers`` threads (capped at half the CPUs), else in this thread."""
+        workers = min(int(getattr(self.cfg, "workers", 0) or 0), (os.cpu_count() or 1) // 2)
+        if workers > 1 and n > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(fn, range(n)))
+        else:
+            for j in range(n):
+                fn(j)
+
+    # -- images at their own size (detection) ---------------------------------------------
+    def _set_own_targets(self, boxes: Sequence[np.ndarray], *, sizes: Sequence[tuple[int, int]],
+                         areas: Sequence[np.ndarray] | None = None,
+                         segmentations: Sequence[list[Any]] | None = None) -> None:
+        """Per image, its boxes (``x1 y1 x2 y2 class``) in the file's own pixels, its (height, width)
+        as the annotation file gives it, optionally each object's area and its COCO
+        ``segmentation`` (polygons or RLE), one per box row."""
+        from harness.plugins.datasets._boxes import object_array
+
+        self._own_boxes = object_array(boxes)
+        self._own_hw = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+        self._own_areas = None if areas is None else [np.asarray(a, dtype=np.float64) for a in areas]
+        self._segmentations = None if segmentations is None else [list(s) for s in segmentations]
+
+    @property
+    def instance_masks(self) -> bool:  # type: ignore[override]
+        return self._segmentations is not None
+
+    def load_image_list(self, indices: np.ndarray) -> list[torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out: list[Any] = [None] * len(idx)
+
+        def one(j: int) -> None:
+            out[j] = torch.from_numpy(read_image(self._paths[idx[j]], None, self._channels).copy())
+
+        self._each(one, len(idx))
+        return out
+
+    def image_list_targets(self, indices: np.ndarray, *, masks: bool = False) -> list[dict[str, Any]]:
+        if self._own_boxes is None:
+            return super().image_list_targets(indices, masks=masks)  # no boxes: its error says so
+        if masks and self._segmentations is None:
+            from harness.errors import Incompatible
+
+            raise Incompatible(f"dataset '{self.name}' has no instance masks (Mask R-CNN needs them); "
+                               "use detector=faster_rcnn")
+        out = []
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
+            b = self._own_boxes[i]
+            area = (self._own_areas[i] if self._own_areas is not None
+                    else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float64))
+            target: dict[str, Any] = {"boxes": b, "area": area}
+            if masks:
+                assert self._segmentations is not None
+                h, w = (int(v) for v in self._own_hw[i])
+                target["masks"] = segmentation_masks(self._segmentations[i], h, w)
+            out.append(target)
+        return out
+
+
+def segmentation_masks(segmentations: Sequence[Any], h: int, w: int) -> torch.Tensor:
+    """COCO ``segmentation`` entries (polygon lists, RLE dicts) → bool masks ``(k, h, w)``.
+
+    Polygons are rasterised and merged as ``pycocotools``' ``annToMask`` does
+    (faster-coco-eval's ``segmToRle``, the same C code).
+    """
+    if not len(segmentations):
+        return torch.zeros((0, h, w), dtype=torch.bool)
+    from faster_coco_eval.core import mask as mask_utils
+
+    rles = [mask_utils.segmToRle(s, w, h) for s in segmentations]
+    return torch.from_numpy(mask_utils.decode(rles).astype(bool)).permute(2, 0, 1).contiguous()
 
 
 class ArrayImageDataset(ImageDataset):

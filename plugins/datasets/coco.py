@@ -11,6 +11,10 @@ Images are resized to ``image_size`` and ``boxes`` scaled with them (see
 contiguously (0..79 in id order). ``label`` is the class of the largest box
 (an image-level label for linear probes), ``coarse_label`` its COCO
 supercategory. Images without boxes are dropped when ``skip_empty``.
+
+For detection, ``load_image_list`` gives each image at its own size and
+``image_list_targets`` its boxes in those pixels, with COCO's ``area`` and
+masks rasterised from the ``segmentation`` polygons / RLE.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Coco(FileImageDataset):
                          source="https://cocodataset.org/#download (images + annotations_trainval)")
         size = image_hw(c.image_size)
         files, rows, splits = [], [], {}
+        own_rows, own_hw, areas, segms = [], [], [], []
         categories: list[dict] | None = None
         for split, s in sets.items():
             data = json.loads((root / "annotations" / f"instances_{s}.json").read_text())
@@ -65,14 +70,20 @@ class Coco(FileImageDataset):
                 if a.get("iscrowd", 0):
                     continue
                 x, y, w, h = a["bbox"]
-                per_image.setdefault(a["image_id"], []).append([x, y, x + w, y + h, cat_index[a["category_id"]]])
+                per_image.setdefault(a["image_id"], []).append(
+                    ([x, y, x + w, y + h, cat_index[a["category_id"]]], a.get("area", w * h), a.get("segmentation")))
             start = len(files)
             for im in sorted(data["images"], key=lambda d: d["id"]):
-                found = np.asarray(per_image.get(im["id"], []), dtype=np.float32).reshape(-1, 5)
+                objects = per_image.get(im["id"], [])
+                found = np.asarray([o[0] for o in objects], dtype=np.float32).reshape(-1, 5)
                 if c.skip_empty and len(found) == 0:
                     continue
                 files.append(root / s / im["file_name"])
                 rows.append(scale_boxes(found, (im["width"], im["height"]), size))
+                own_rows.append(found)
+                own_hw.append((im["height"], im["width"]))
+                areas.append(np.asarray([o[1] for o in objects], dtype=np.float64))
+                segms.append([o[2] for o in objects])
             splits[split] = np.arange(start, len(files))
         assert categories is not None
         supers = sorted({d["supercategory"] for d in categories})
@@ -87,3 +98,5 @@ class Coco(FileImageDataset):
             coarse_names=supers, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="annotations CC BY 4.0; images under their Flickr terms",
             citation="T.-Y. Lin et al. Microsoft COCO: common objects in context. ECCV 2014.")
+        has_masks = all(g is not None for per in segms for g in per)
+        self._set_own_targets(own_rows, sizes=own_hw, areas=areas, segmentations=segms if has_masks else None)

@@ -78,6 +78,23 @@ def render_sprite(shape: str, cx: float, cy: float, radius: float, angle: float,
     return sprite_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy)
 
 
+def sprite_frames(objects: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Local frames of sprites given as float32 rows ``(image, class, cx, cy, radius, angle)``:
+    ``dx, dy`` (k, H, W), pixel centres relative to the sprite centre in radii, and ``cos, sin`` (k, 1, 1)
+    of its angle. The renderer's own arithmetic, so masks recomputed from stored rows match the painting."""
+    ys, xs = pixel_centres(*hw)
+    cx, cy, r, ang = objects[:, 2], objects[:, 3], objects[:, 4], objects[:, 5]
+    dx = (xs[None] - cx[:, None, None]) / r[:, None, None]
+    dy = (ys[None] - cy[:, None, None]) / r[:, None, None]
+    return dx, dy, torch.cos(ang)[:, None, None], torch.sin(ang)[:, None, None]
+
+
+def sprite_masks(shape: str, objects: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Boolean (k, H, W) masks of k sprites of one ``shape`` (float32 rows as in :func:`sprite_frames`)."""
+    dx, dy, cos, sin = sprite_frames(objects, hw)
+    return sprite_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy)
+
+
 def mask_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
     """Tight pixel-edge box ``(x1, y1, x2, y2)`` of a non-empty boolean (H, W) mask."""
     rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
@@ -99,6 +116,7 @@ class Scenes(ImageDataset):
     """Multi-sprite canvases with exact boxes (``boxes``) and a scene type (``label``)."""
 
     VERSION = "1"
+    instance_masks = True
 
     @dataclass
     class Config:
@@ -149,6 +167,26 @@ class Scenes(ImageDataset):
     def load_images(self, indices: np.ndarray) -> torch.Tensor:
         return self._images[torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1))]
 
+    def image_list_targets(self, indices: np.ndarray, *, masks: bool = False) -> list[dict]:
+        """Boxes, exact mask areas and (``masks=True``) the sprites' masks, redrawn from ``objects``
+        with the renderer's arithmetic: each mask is exactly the pixels painted for its sprite."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        first = np.searchsorted(self.objects[:, 0], idx, side="left")  # objects are stored image by image
+        last = np.searchsorted(self.objects[:, 0], idx, side="right")
+        hw = self.info.image_size
+        out = []
+        for i, a, b in zip(idx, first, last):
+            rows = torch.from_numpy(self.objects[a:b])
+            m = torch.zeros((b - a, *hw), dtype=torch.bool)
+            for k in range(b - a):
+                m[k] = sprite_masks(SHAPES[int(rows[k, 1])], rows[k:k + 1], hw)[0]
+            target = {"boxes": np.asarray(self.annotations["boxes"][i], dtype=np.float32),
+                      "area": m.flatten(1).sum(1).double().numpy()}
+            if masks:
+                target["masks"] = m
+            out.append(target)
+        return out
+
     def to_coco(self, split: str | None = None) -> dict:
         """The COCO detection dict of the whole dataset or of one split (see :func:`._boxes.to_coco_dict`)."""
         indices = None if split is None else self.split(split)
@@ -186,7 +224,6 @@ class Scenes(ImageDataset):
         n, s = c.n_images, c.image_size
         img = self._backgrounds(torch.from_numpy(types), gen)
 
-        ys, xs = pixel_centres(s, s)
         objects = np.array([(i, *o) for i, placed in enumerate(scenes) for o in placed], dtype=np.float64)
         colour = hsv_to_rgb(torch.rand(len(objects), generator=gen), uniform(gen, len(objects), 0.35, 1.0),
                             uniform(gen, len(objects), 0.35, 1.0))
@@ -200,10 +237,8 @@ class Scenes(ImageDataset):
             if len(sel) == 0:
                 continue
             o = torch.from_numpy(objects[sel]).float()
-            image, cx, cy, r, ang = o[:, 0].long(), o[:, 2], o[:, 3], o[:, 4], o[:, 5]
-            dx = (xs[None] - cx[:, None, None]) / r[:, None, None]
-            dy = (ys[None] - cy[:, None, None]) / r[:, None, None]
-            cos, sin = torch.cos(ang)[:, None, None], torch.sin(ang)[:, None, None]
+            image = o[:, 0].long()
+            dx, dy, cos, sin = sprite_frames(o, (s, s))
             mask = sprite_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy)
             # Linear shading across the sprite, in a random direction.
             d = torch.cos(shade_dir[sel])[:, None, None] * dx + torch.sin(shade_dir[sel])[:, None, None] * dy

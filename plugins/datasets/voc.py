@@ -8,7 +8,9 @@
 ``train`` = ``train_set`` (trainval), ``test`` = ``test_set`` (test; "" leaves
 it out). Boxes become pixel-edge coordinates as in Detectron2's
 ``pascal_voc.py`` (``x1 = xmin − 1``, ``y1 = ymin − 1``, ``x2 = xmax``,
-``y2 = ymax``) and are scaled with the resized image; ``difficult`` objects are
+``y2 = ymax``) and are scaled with the resized image (``load_image_list`` /
+``image_list_targets`` give the images at their own size with the unscaled
+boxes, for detection); ``difficult`` objects are
 dropped unless ``use_difficult``. ``label`` is the class of the largest box (of
 the difficult ones where an image has nothing else);
 ``coarse_label`` its group in the VOC challenge's own grouping (person,
@@ -81,6 +83,7 @@ class Voc2007(FileImageDataset):
                          source="http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval + VOCtest tars)")
         size = image_hw(c.image_size)
         files, rows, labels, splits = [], [], [], {}
+        own_rows, own_hw = [], []
         for split, s in sets.items():
             ids = [line.strip() for line in (root / "ImageSets/Main" / f"{s}.txt").read_text().splitlines()
                    if line.strip()]
@@ -90,6 +93,8 @@ class Voc2007(FileImageDataset):
                 kept = found if c.use_difficult else found[~difficult]
                 files.append(root / "JPEGImages" / f"{image_id}.jpg")
                 rows.append(scale_boxes(kept, wh, size))
+                own_rows.append(kept)
+                own_hw.append((wh[1], wh[0]))
                 # an image whose objects are all difficult still gets a label (from its difficult boxes)
                 labels.append(largest_box_label(kept if len(kept) else found))
             splits[split] = np.arange(start, len(files))
@@ -101,3 +106,4 @@ class Voc2007(FileImageDataset):
             license="images under Flickr terms; research use",
             citation="M. Everingham, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman. The PASCAL "
                      "Visual Object Classes (VOC) challenge. IJCV 88(2), 2010.")
+        self._set_own_targets(own_rows, sizes=own_hw)
