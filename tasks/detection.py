@@ -420,10 +420,13 @@ class Detection(Task):
         reasons: dict[str, str] = {}
         for prefix, res in results.items():
             for key in AP_KEYS:
-                value = res[key]
-                out[prefix + key] = self.metric(prefix + key, math.nan if value is None else value, n=len(indices))
-                if key in res["reasons"]:
-                    reasons[prefix + key] = res["reasons"][key]
+                value, reason = res[key], res["reasons"].get(key)
+                if value is None and reason is None:
+                    reason = "COCOeval gave no value"
+                out[prefix + key] = self.metric(prefix + key, value, n=len(indices),
+                                                reason=reason if value is None else None)
+                if reason is not None and value is None:
+                    reasons[prefix + key] = reason
         ctx.details.update(num_test_images=len(indices), num_test_objects=len(gt["annotations"]),
                            num_detections=len(detections), detector=self.cfg.detector, norm=self.cfg.norm,
                            iterations=self.cfg.iterations)

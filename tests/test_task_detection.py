@@ -283,7 +283,7 @@ def test_evaluate_scores_a_perfect_detector_one(scenes, detector):
     null = {f"{p}{k}" for p in ("", "mask_") for k in ("APm", "APl")} & set(expected)
     assert set(ctx.details["null_metrics"]) == null
     for k in expected:
-        assert (np.isnan(metrics[k].value) if k in null else metrics[k].value == 1.0), k
+        assert (metrics[k].value is None and metrics[k].reason if k in null else metrics[k].value == 1.0), k
         assert metrics[k].higher_is_better
     assert ctx.details["num_test_images"] == len(protocol.eval["test"])
 
