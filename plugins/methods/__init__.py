@@ -10,8 +10,15 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("fixed_radius_protonet", f"{_M}.protonet:FixedRadiusProtoNet",
+                   "Episodic ProtoNet on a sphere of radius r, the Euclidean control of hyperbolic_protonet "
+                   "(Moreira et al., WACV 2024)"),
+        PluginSpec("hyperbolic_protonet", f"{_M}.protonet:HyperbolicProtoNet",
+                   "Episodic ProtoNet in the Poincaré ball, Einstein-midpoint prototypes (Khrulkov et al., CVPR 2020)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
+        PluginSpec("protonet", f"{_M}.protonet:ProtoNet",
+                   "Episodic prototypical network, squared Euclidean distance (Snell et al., NeurIPS 2017)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
     ]
