@@ -278,3 +278,34 @@ def test_named_variants_are_the_released_settings():
         assert (cfg.train_way, cfg.shot, cfg.lr, cfg.gamma, cfg.c) == (way, shot, lr, gamma, c)
         assert cfg.lr_step == pytest.approx(step / 200)
         assert cfg.episodes_per_epoch == 100 and cfg.query == 15 and cfg.riemannian and cfg.temperature == 1
+
+
+# --------------------------------------------------------------------------- a real learning signal
+
+TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
+        "dataset.images_per_class=24", "dataset.image_size=16", "train.batch_size=32",
+        "task.episodes=100", "task.n_query=5"]
+
+
+def _few_shot(overrides, tmp_path):
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    config = compose([*overrides, "task=few_shot", *TINY, f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'c'}"])
+    result = run_cell(config, progress=False)
+    assert result["status"] == "ok", result.get("reason")
+    return {k: v["value"] for k, v in result["metrics"].items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["hyperbolic_protonet", "fixed_radius_protonet", "protonet"])
+def test_short_episodic_training_beats_random_init(method, tmp_path):
+    # 6 training classes of 16 images: 5-way episodes of 1 + 15 (the default 20-way 5-shot shrinks
+    # to fit, with a warning); 80 episodes
+    reference = _few_shot(["method=random_init", "train.epochs=1"], tmp_path / "ref")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trained = _few_shot([f"method={method}", "method.train_way=5", "method.shot=1",
+                             "method.episodes_per_epoch=40", "train.epochs=2"], tmp_path / method)
+    assert trained["acc_1shot"] > reference["acc_1shot"] + 0.05, (trained, reference)
+    assert trained["acc_5shot"] > reference["acc_5shot"] + 0.08, (trained, reference)

@@ -59,8 +59,9 @@ def episode_plan(labels: np.ndarray, *, way: int, shot: int, query: int, episode
     each (:func:`harness.tasks._episodes.sample_episodes`, the sampler of the few-shot
     tasks), laid out as hyptorch's ``CategoriesSampler``: ``shot + query`` rows of ``way``
     images, row i holding the i-th image of every class; the first ``shot`` rows are the
-    support. With too few classes (or images) for the configured episode, the way (or
-    the number of queries) shrinks to what the split holds, with a warning.
+    support. Classes with fewer than ``shot + query`` images are left out. With too few
+    classes (or images) for the configured episode, the way (or the number of queries)
+    shrinks to what the split holds, with a warning.
     """
     if labels is None:
         raise HarnessError("an episodic method needs training labels (the task gave none)")
@@ -182,6 +183,8 @@ class _EpisodicProtoNet(Method):
                             episodes=n_episodes, rng=rng)
 
     def loss(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if embeddings.dtype in (torch.float16, torch.bfloat16):  # autocast: distances in float32
+            embeddings = embeddings.float()
         support, queries, target = episode_split(embeddings, batch.labels, self.cfg.shot)
         return F.cross_entropy(self.episode_logits(support, queries) / self.cfg.temperature, target)
 
