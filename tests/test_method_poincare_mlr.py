@@ -90,17 +90,18 @@ def _plugin(feat_dim=6, classes=3, **cfg):
     return PoincareMLR(make_config(PoincareMLR, cfg), nn.Identity(), info)
 
 
-def test_defaults_are_the_released_codes():
+def test_defaults_are_the_released_codes_plus_clipping():
     cfg = make_config(PoincareMLR, {})
     cfg.validate()
-    assert (cfg.riemannian, cfg.proj_eps, cfg.project_class_points, cfg.clip_r, cfg.c) == (True, 1e-3, False, 0.0, 1.0)
+    assert (cfg.riemannian, cfg.proj_eps, cfg.project_class_points, cfg.c) == (True, 1e-3, False, 1.0)
+    assert cfg.clip_r == 1.0  # Guo et al. 2022; without it training collapses on the embedded data
 
 
 def test_poincare_mlr_loss_and_gradients_match_hyptorch():
     """Linear projection, ToPoincare(riemannian=True), HyperbolicMLR, cross-entropy: hyptorch's
     examples/mnist.py head (fc2 → ToPoincare → HyperbolicMLR → log_softmax + nll_loss)."""
     torch.manual_seed(1)
-    method = _plugin(c=0.5, dim=5).double()
+    method = _plugin(c=0.5, dim=5, clip_r=0.0).double()
     feats = torch.randn(12, 6, dtype=torch.float64) * 3
     labels = torch.arange(12) % 3
     x = feats.clone().requires_grad_()

@@ -16,8 +16,15 @@ Defaults are those of the released code (hyptorch, github.com/leymir/hyperbolic-
 radius :math:`(1-10^{-3})/\sqrt c` in every dtype (``pmath._project``), and the class
 points :math:`p_k = \exp_0^c(\tilde p_k)` are not projected (``nn.HyperbolicMLR``). The
 harness's own choices stay reachable: ``riemannian=false`` (the true gradient),
-``proj_eps=0`` (the dtype's margin, float64 1e-5), ``project_class_points=true``, and
-``clip_r`` (Guo et al. 2022; off by default, as Khrulkov et al. do not clip).
+``proj_eps=0`` (the dtype's margin, float64 1e-5), ``project_class_points=true``.
+
+One default is not the paper's: feature clipping (Guo et al. 2022) at ``clip_r=1``. Without
+it the 64-d projection of the conv features starts on the projection radius, where the
+rescaled gradient is ~1e-6 of the Euclidean one, and training collapses to uniform logits
+(few-shot accuracy at chance on the embedded data, with or without weight decay). Its cost:
+every embedding with ``‖x‖ ≥ clip_r`` lands on the sphere of radius ``tanh(√c·clip_r)/√c``
+(all of them on the embedded data), so the distance to the origin carries no information.
+``clip_r=0`` is Khrulkov et al.'s head.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class PoincareMLR(Method):
         name: str = "poincare_mlr"
         dim: int = 64  # ball dimension (the linear projection's output; re-ID runs of the paper: 32-128)
         c: float = 1.0  # curvature -c of the ball (radius 1/√c); hyptorch examples/mnist.py --c 1.0
-        clip_r: float = 0.0  # feature clipping radius (Guo et al. 2022); 0 disables (Khrulkov et al.)
+        clip_r: float = 1.0  # feature clipping radius (Guo et al. 2022, r ≈ 1); 0 disables (Khrulkov et al.)
         riemannian: bool = True  # hyptorch ToPoincare(riemannian=True), its default
         proj_eps: float = 1e-3  # hyptorch pmath._project: radius (1 - 1e-3)/√c; 0 = the dtype's margin
         project_class_points: bool = False  # hyptorch nn.HyperbolicMLR: p = expmap0(p~), never projected
