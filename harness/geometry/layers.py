@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ._dtype import accurate_dtype, compute_dtype, upcast
+from ._dtype import proj_eps as dtype_proj_eps
 from .curvature import Curvature, CurvatureLike, check_c, resolve_c
-from .poincare import _check_dim, conformal_gap, expmap0
+from .poincare import _check_dim, conformal_gap, expmap0, project
 
 
 def _as_curvature(c: CurvatureLike, learn_c: bool, c_min: float, c_max: float) -> nn.Module | float:
@@ -30,26 +31,33 @@ def _as_curvature(c: CurvatureLike, learn_c: bool, c_min: float, c_max: float) -
 
 
 class _RiemannianGradient(torch.autograd.Function):
-    r"""Identity forward; backward scales the gradient by :math:`(1-c\|x\|^2)^2/4 = \lambda_x^{-2}`
-    (hyptorch's ``RiemannianGradient``: the Riemannian gradient of the ball metric)."""
+    r"""Identity forward; backward scales the gradient by :math:`(1-c\|y\|^2)^2/4 = \lambda_y^{-2}`
+    (hyptorch's ``pmath.RiemannianGradient``: the Euclidean gradient turned into the Riemannian
+    gradient of the ball metric, Khrulkov et al. 2020, their released ``ToPoincare``).
+
+    The scale is computed in ``y``'s compute dtype with ``c`` exactly as given: a float ``c``
+    stays a Python float (a float32 tensor would round c = 0.3 before a float64 backward).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, c)
-        return x.view_as(x)
+    def forward(ctx, y: torch.Tensor, c: float | torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y)
+        ctx.c = c.detach() if isinstance(c, torch.Tensor) else c
+        return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, c = ctx.saved_tensors
-        x = x.to(compute_dtype(x.dtype))
-        scale = (1 - c.to(x.dtype) * x.pow(2).sum(-1, keepdim=True)).pow(2) / 4
+        (y,) = ctx.saved_tensors
+        y = y.to(compute_dtype(y.dtype))
+        c = ctx.c.to(y.dtype) if isinstance(ctx.c, torch.Tensor) else ctx.c
+        scale = (1 - c * y.pow(2).sum(-1, keepdim=True)).pow(2) / 4
         return grad * scale.to(grad.dtype), None
 
 
 class ToPoincare(nn.Module):
     r"""Map Euclidean features onto the Poincaré ball (Khrulkov et al. 2020, hyptorch ``ToPoincare``):
 
-    .. math:: x \mapsto \exp_0^c\big(\min(1, r/\|x\|)\,x\big)
+    .. math:: x \mapsto \operatorname{proj}\big(\exp_0^c(\min(1, r/\|x\|)\,x)\big)
 
     Args:
         c: curvature (float), or a :class:`.Curvature` module shared with other layers.
@@ -58,7 +66,12 @@ class ToPoincare(nn.Module):
             recommend r ≈ 1-2.3). Clipping bounds the output norm by ``tanh(√c·r)/√c``,
             away from the boundary, where gradients vanish.
         riemannian: scale the backward gradient by :math:`(1-c\|y\|^2)^2/4` (hyptorch's
-            ``riemannian=True``, their default); off by default so the gradient is the true one.
+            ``riemannian=True``, their default, on in all their released few-shot runs); off
+            by default here so that the gradient is the true one.
+        proj_eps: margin of the projection after the exp map, radius :math:`(1-\varepsilon)/\sqrt c`.
+            ``None``: the dtype's margin (:data:`._dtype.PROJ_EPS`: float64 1e-5, float32 1e-3);
+            hyptorch projects with 1e-3 in every dtype (``pmath._project``). The margin used is
+            never below the dtype's (a smaller one would not survive rounding).
     """
 
     def __init__(
@@ -68,15 +81,19 @@ class ToPoincare(nn.Module):
         learn_c: bool = False,
         clip_r: float | None = None,
         riemannian: bool = False,
+        proj_eps: float | None = None,
         c_min: float = 0.1,
         c_max: float = 10.0,
     ) -> None:
         super().__init__()
         if clip_r is not None and not clip_r > 0:
             raise ValueError(f"clip_r must be > 0 or None, got {clip_r}")
+        if proj_eps is not None and not 0 < proj_eps < 1:
+            raise ValueError(f"proj_eps must lie in (0, 1) or be None, got {proj_eps}")
         self.curvature = _as_curvature(c, learn_c, c_min, c_max)
         self.clip_r = clip_r
         self.riemannian = riemannian
+        self.proj_eps = proj_eps
 
     @property
     def c(self) -> float | torch.Tensor:
@@ -88,13 +105,15 @@ class ToPoincare(nn.Module):
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=compute_dtype(x.dtype)).clamp_min(1e-15)
             x = x * torch.clamp(self.clip_r / norm, max=1.0).to(x.dtype)
         y = expmap0(x, c=c)
+        if self.proj_eps is not None and self.proj_eps > dtype_proj_eps(y.dtype):
+            y = project(y, c=c, eps=self.proj_eps)
         if self.riemannian:
-            y = _RiemannianGradient.apply(y, torch.as_tensor(c, device=y.device).detach())
+            y = _RiemannianGradient.apply(y, c)
         return y
 
     def extra_repr(self) -> str:
         c = self.curvature if isinstance(self.curvature, float) else "module"
-        return f"c={c}, clip_r={self.clip_r}, riemannian={self.riemannian}"
+        return f"c={c}, clip_r={self.clip_r}, riemannian={self.riemannian}, proj_eps={self.proj_eps}"
 
 
 @upcast(points=3)
@@ -144,18 +163,25 @@ class HyperbolicMLR(nn.Module):
     Per class k a point :math:`p_k = \exp_0^c(\tilde p_k)` and a normal
     :math:`a_k = (1-c\|p_k\|^2)\,\tilde a_k` (the parallel transport of :math:`\tilde a_k` from 0
     to :math:`p_k`), with Euclidean parameters :math:`\tilde p, \tilde a` (K, d), Kaiming-uniform
-    initialised as in hyptorch. Parametrising :math:`p_k` through ``expmap0`` (hyptorch's
+    initialised as in hyptorch. Parametrising :math:`p_k` through the exp map (hyptorch's
     choice, not a geoopt ``ManifoldParameter``) keeps it inside the ball for any parameter
     value and any (learnable) c, and works with any Euclidean optimizer.
     Logits: :func:`hyperbolic_mlr_logits`.
+
+    ``project_points=True`` projects the class points like every exp map of the harness
+    (:func:`.expmap0`: radius :math:`(1-\varepsilon)/\sqrt c`, so a point's radial gradient
+    vanishes there); ``False`` is hyptorch's ``pmath.expmap0``, never projected. Unprojected
+    float32 points reach the boundary only when :math:`\sqrt c\|\tilde p_k\| \gtrsim 9`
+    (tanh rounds to 1); that raises a ValueError here (hyptorch's logits become inf/NaN).
     """
 
-    def __init__(self, ball_dim: int, n_classes: int, c: CurvatureLike = 1.0) -> None:
+    def __init__(self, ball_dim: int, n_classes: int, c: CurvatureLike = 1.0, *, project_points: bool = True) -> None:
         super().__init__()
         if ball_dim < 1 or n_classes < 1:
             raise ValueError(f"HyperbolicMLR needs ball_dim >= 1 and n_classes >= 1, got {ball_dim}, {n_classes}")
         self.ball_dim, self.n_classes = ball_dim, n_classes
         self.curvature = c if isinstance(c, nn.Module) else check_c(float(c))
+        self.project_points = project_points
         self.a_vals = nn.Parameter(torch.empty(n_classes, ball_dim))
         self.p_vals = nn.Parameter(torch.empty(n_classes, ball_dim))
         self.reset_parameters()
@@ -171,7 +197,17 @@ class HyperbolicMLR(nn.Module):
     def class_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The class points p (K, d) on the ball and their normals a (K, d)."""
         c = self.c
-        p = expmap0(self.p_vals, c=c)
+        if self.project_points:
+            p = expmap0(self.p_vals, c=c)
+        else:  # hyptorch pmath._expmap0: tanh(√c‖u‖) u / (√c‖u‖), no projection
+            sc = c**0.5
+            n = self.p_vals.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+            p = torch.tanh(sc * n) * self.p_vals / (sc * n)
+            if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and bool(
+                    (c * p.detach().pow(2).sum(-1) >= 1).any()):
+                raise ValueError("HyperbolicMLR: a class point reached the boundary of the ball (tanh rounded to 1: "
+                                 "its parameter norm exceeds ~9/sqrt(c) in float32); build the layer with "
+                                 "project_points=True to keep class points inside")
         a = self.a_vals * (1 - c * p.pow(2).sum(-1, keepdim=True))
         return p, a
 
@@ -187,4 +223,4 @@ class HyperbolicMLR(nn.Module):
         return hyperbolic_mlr_logits(x, p, a, c=self.c)
 
     def extra_repr(self) -> str:
-        return f"ball_dim={self.ball_dim}, n_classes={self.n_classes}"
+        return f"ball_dim={self.ball_dim}, n_classes={self.n_classes}, project_points={self.project_points}"

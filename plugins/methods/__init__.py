@@ -10,6 +10,11 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("fixed_radius_protonet", f"{_M}.protonet:FixedRadiusProtoNet",
+                   "Episodic ProtoNet on a sphere of radius r, the Euclidean control of hyperbolic_protonet "
+                   "(Moreira et al., WACV 2024)"),
+        PluginSpec("hyperbolic_protonet", f"{_M}.protonet:HyperbolicProtoNet",
+                   "Episodic ProtoNet in the Poincaré ball, Einstein-midpoint prototypes (Khrulkov et al., CVPR 2020)"),
         PluginSpec("hack", f"{_M}.hack:Hack",
                    "Images assigned 1-to-1 to uniformly packed Poincaré particles; radius = prototypicality "
                    "(HACK, arXiv 2307.01421; unsupervised)"),
@@ -17,6 +22,8 @@ def harness_methods() -> list[PluginSpec]:
                    "HACK as released: particles packed and assigned per class (reads labels)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
+        PluginSpec("protonet", f"{_M}.protonet:ProtoNet",
+                   "Episodic prototypical network, squared Euclidean distance (Snell et al., NeurIPS 2017)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
     ]
