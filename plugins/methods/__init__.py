@@ -10,6 +10,10 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("hcm", f"{_M}.hcm:HCM",
+                   "Poincaré MLR on coarse labels + hierarchical cosine margins (Xu et al., NeurIPS 2023)"),
+        PluginSpec("hcm_euclidean", f"{_M}.hcm:HCMEuclidean",
+                   "Euclidean HCM: the same margins with a linear classifier (Xu et al.'s ablation)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
