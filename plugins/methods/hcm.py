@@ -154,11 +154,14 @@ class HCMSettings:
 
     name: str = ""
     # weight α of L_hcm in L = CE + α·L_hcm (Sec. 3, value not given): 1 weighs the two terms equally,
-    # both being nats of a distribution mismatch; the alternative, a small α (0.1) as a regulariser.
+    # both being nats of a distribution mismatch; the alternative, a small α (0.1) as a regulariser
+    # (validation as for tau, at τ = 0.1: α = 0.1 → 0.260 all-way 5-shot, α = 1 → 0.198).
     alpha: float = 1.0
-    # softmax temperature τ over the pairs (not given): 0.1 (SimCLR/MoCo range); with d3 − d0 = 1 the
-    # target then prefers the other view to an other-coarse image by e^10. Alternative: 0.5 (softer).
-    tau: float = 0.1
+    # softmax temperature τ over the pairs (not given). Chosen on a validation protocol disjoint from
+    # the reported one (fine_from_coarse with task.split=novel, seed 0, all-way 5-shot): τ = 0.1 → 0.198,
+    # 0.3 → 0.421, 0.5 → 0.422, 1.0 → 0.411 (euclidean_ce 0.423, poincare_mlr 0.362). At τ = 0.1 the
+    # other view takes nearly all the target mass and the loss becomes instance discrimination.
+    tau: float = 0.5
     # target cosine distances (Sec. 3, "d0 < d1 < d2 < d3"; values not given). d0 = 0: the two views
     # coincide; d3 = 1: other coarse classes orthogonal (d3 = 2, antipodal, cannot hold for > 2 classes).
     d0: float = 0.0
