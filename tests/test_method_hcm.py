@@ -230,12 +230,14 @@ def test_training_step_reads_two_views_and_updates_the_targets():
     assert "pseudo_fine" not in method.state_dict() and "hcm.targets" in method.state_dict()
 
 
+# 3 coarse × 2 training fine classes, 20 training images each (32×32: siblings differ in fine texture)
 TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
-        "dataset.images_per_class=24", "dataset.image_size=16", "task.episodes=200", "task.n_query=5"]
+        "dataset.images_per_class=30", "task.episodes=200", "task.n_query=5", "task.all_way=false"]
 
 
 @pytest.mark.slow
 def test_a_short_hcm_training_beats_random_init_on_fine_from_coarse(tmp_path):
+    # measured: hcm 0.393, random_init 0.168 (5-way 5-shot, seed 0)
     from harness.run import run_cell
     from harness.sweep import compose
 
@@ -246,7 +248,7 @@ def test_a_short_hcm_training_beats_random_init_on_fine_from_coarse(tmp_path):
         assert result["status"] == "ok", result.get("reason")
         return result["metrics"]["acc_5way_5shot"]["value"]
 
-    # 2 training fine classes per coarse class here: k = 2 × 2 (the paper's guideline)
-    trained = run("hcm", "method.clusters_per_class=4", "train.epochs=6", "train.batch_size=32")
+    # k = 2 × the 2 training fine classes per coarse class (the paper's guideline)
+    trained = run("hcm", "method.clusters_per_class=4", "train.epochs=10", "train.batch_size=32")
     reference = run("random_init")
-    assert trained > reference + 0.1, (trained, reference)
+    assert trained > reference + 0.15, (trained, reference)
