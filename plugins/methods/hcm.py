@@ -39,6 +39,13 @@ further.
 
 ``hcm_euclidean`` is the paper's "Euclidean HCM" ablation: the same loss on
 Euclidean embeddings with a linear classifier (the ``euclidean_ce`` head).
+
+Our readings where the paper is not specific: the KL compares, per anchor, the
+softmax over the other points of the negative distances with that of the
+negative targets (a KL needs distributions; the paper names the divergence, not
+the normalisation); the cross-entropy is averaged over both views; the projector
+is the controls' linear layer (so ``hcm`` differs from ``poincare_mlr`` only by
+the margins); targets are kept in order by ``min_gap``.
 """
 
 from __future__ import annotations
