@@ -53,7 +53,8 @@ def check_method(spec: Any) -> None:
     torch.manual_seed(0)
     backbone, dim = build_backbone({"name": "conv4_32", "pretrained": None, "img_size": None, "kwargs": {}},
                                    in_chans=3, img_size=(16, 16))
-    n, classes = 24, 4
+    # 12 images per class: room for per-class clustering (e.g. hcm: k-means with 12 clusters per class)
+    n, classes = 48, 4
     labels = np.arange(n) % classes
     boxes = np.empty(n, dtype=object)
     for i in range(n):
