@@ -10,10 +10,16 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("hyp_vit", f"{_M}.hyp_vit:HypViT",
+                   "Hyp-ViT: Poincaré embeddings, pairwise cross-entropy, m per class (Ermolov et al., CVPR 2022)"),
+        PluginSpec("hyp_vit_sphere", f"{_M}.hyp_vit:HypViTSphere",
+                   "Hyp-ViT's Euclidean control: the same loss on the unit sphere (cosine distance)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
+        PluginSpec("supcon", f"{_M}.supcon:SupCon",
+                   "Supervised contrastive loss L_out on two views (Khosla et al., NeurIPS 2020)"),
     ]
 
 
