@@ -273,3 +273,13 @@ def test_a_cnn_has_no_patch_embedding_to_freeze():
     assert freeze_patch_embedding(backbone) == 0
     method = HypViT(HypViT.Config(), backbone, _info(dim))
     assert method.frozen_params == 0 and all(p.requires_grad for p in method.parameters())
+
+
+def test_half_precision_embeddings_are_computed_in_float32():
+    g = torch.Generator().manual_seed(2)
+    z = HypViT(HypViT.Config(dim=8), torch.nn.Identity(), _info(8)).to_ball(torch.randn(3, 2, 8, generator=g))
+    zb = z.bfloat16()
+    reference = pairwise_cross_entropy(zb.float(), _poincare(0.1), tau=0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = pairwise_cross_entropy(zb, _poincare(0.1), tau=0.2)
+    assert loss.dtype == torch.float32 and float(loss) == float(reference)  # not bf16 logits

@@ -44,6 +44,7 @@ from torch import nn
 from harness import schedules
 from harness.errors import ConfigError
 from harness.geometry import EuclideanGeometry, PoincareGeometry, ToPoincare, pairwise_dist
+from harness.geometry._dtype import compute_dtype
 from harness.method import Batch, Method, TrainInfo
 
 from ._balanced import class_balanced_batches
@@ -61,10 +62,17 @@ def pairwise_cross_entropy(z: torch.Tensor, distance: Distance, *, tau: float) -
     m(m-1) ordered slot pairs and averaged over the K classes. ``distance`` maps (n, d) rows to their
     (n, n) distance matrix. All K·m distances are computed once and every pair's logits read from them:
     ``E[i, a, j, b] = -D(z[a, i], z[b, j]) / τ``, the denominator is ``logaddexp`` of the slot-j row and
-    the slot-i row with the anchor itself masked.
+    the slot-i row with the anchor itself masked. Half-precision embeddings (AMP) are computed in
+    float32 with autocast off, and the loss is float32: logits ``D/τ`` of a few tens would lose their
+    second digit in bf16.
     """
     if z.dim() != 3 or z.shape[0] < 2 or z.shape[1] < 2:
         raise ValueError(f"pairwise_cross_entropy: z must be (K >= 2 classes, m >= 2 slots, d), got {tuple(z.shape)}")
+    with torch.autocast(z.device.type, enabled=False):
+        return _pairwise_cross_entropy(z.to(compute_dtype(z.dtype)), distance, tau)
+
+
+def _pairwise_cross_entropy(z: torch.Tensor, distance: Distance, tau: float) -> torch.Tensor:
     k, m, d = z.shape
     e = -distance(z.reshape(k * m, d)).reshape(k, m, k, m).permute(1, 0, 3, 2) / tau  # (i, a, j, b)
     eye = torch.eye(k, dtype=torch.bool, device=z.device)

@@ -32,16 +32,24 @@ from torch import nn
 
 from harness.errors import ConfigError
 from harness.geometry import EuclideanGeometry
+from harness.geometry._dtype import compute_dtype
 from harness.method import Batch, Method, TrainInfo
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, *, tau: float) -> torch.Tensor:
     r""":math:`\mathcal L^{sup}_{out}` (module docstring, paper Eq. 2) of L2-normalised ``features``
-    (N images, V views, d) with ``labels`` (N,), averaged over the N·V anchors."""
+    (N images, V views, d) with ``labels`` (N,), averaged over the N·V anchors. Half-precision features
+    (AMP) are computed in float32 with autocast off, and the loss is float32 (logits up to 1/τ = 10 need
+    more than bf16's 3 digits)."""
     if features.dim() != 3 or features.shape[1] < 2:
         raise ValueError(f"supcon_loss: features must be (N images, V >= 2 views, d), got {tuple(features.shape)}")
     if labels.shape != features.shape[:1]:
         raise ValueError(f"supcon_loss: labels must be ({features.shape[0]},), got {tuple(labels.shape)}")
+    with torch.autocast(features.device.type, enabled=False):
+        return _supcon_loss(features.to(compute_dtype(features.dtype)), labels, tau)
+
+
+def _supcon_loss(features: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
     n, v, _ = features.shape
     z = torch.cat(features.unbind(1))  # (V·N, d), view-major like the released code
     lab = labels.repeat(v)
