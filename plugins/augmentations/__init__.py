@@ -13,5 +13,7 @@ def harness_augmentations() -> list[PluginSpec]:
         PluginSpec("crop_flip", f"{_P}:crop_flip", "pad-4 random crop + horizontal flip"),
         PluginSpec("flip", f"{_P}:flip", "horizontal flip"),
         PluginSpec("mocov2", f"{_P}:mocov2", "MoCo v2 strong view: resized crop 0.2-1, jitter, gray, blur, flip"),
+        PluginSpec("hyp_vit", f"{_P}:hyp_vit", "Hyp-ViT's view: resized crop 0.2-1 + flip"),
+        PluginSpec("supcon", f"{_P}:supcon", "SupCon's view: resized crop 0.2-1, flip, jitter 0.4 (p 0.8), gray"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
     ]

@@ -8,7 +8,8 @@ ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, RandomGrayscale p = 0.2,
 GaussianBlur σ ∈ [0.1, 2] with p = 0.5, horizontal flip. ``simclr`` is SimCLR's
 (Chen et al. ICML 2020, Appendix A): RandomResizedCrop(scale 0.08–1), colour
 distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
-p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip.
+p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
+``supcon`` are the views of those methods' released code (see each policy).
 """
 
 from __future__ import annotations
@@ -48,3 +49,17 @@ def simclr(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     x = A.random_grayscale(x, gen, p=0.2)
     x = A.gaussian_blur(x, gen, sigma=(0.1, 2.0), p=0.5)
     return A.hflip(x, gen)
+
+
+def hyp_vit(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Hyp-ViT (Ermolov et al., CVPR 2022; released github.com/htdt/hyp_metric ``train.py`` ``train_tr``):
+    RandomResizedCrop(scale 0.2–1) and a horizontal flip (theirs resamples bicubic, ours ROI-align)."""
+    return A.hflip(A.random_resized_crop(x, gen, scale=(0.2, 1.0)), gen)
+
+
+def supcon(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """SupCon (Khosla et al., NeurIPS 2020; released github.com/HobbitLong/SupContrast ``main_supcon.py``):
+    RandomResizedCrop(scale 0.2–1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2."""
+    x = A.hflip(A.random_resized_crop(x, gen, scale=(0.2, 1.0)), gen)
+    x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    return A.random_grayscale(x, gen, p=0.2)

@@ -24,12 +24,18 @@ def harness_methods() -> list[PluginSpec]:
                    "Poincaré MLR on coarse labels + hierarchical cosine margins (Xu et al., NeurIPS 2023)"),
         PluginSpec("hcm_euclidean", f"{_M}.hcm:HCMEuclidean",
                    "Euclidean HCM: the same margins with a linear classifier (Xu et al.'s ablation)"),
+        PluginSpec("hyp_vit", f"{_M}.hyp_vit:HypViT",
+                   "Hyp-ViT: Poincaré embeddings, pairwise cross-entropy, m per class (Ermolov et al., CVPR 2022)"),
+        PluginSpec("hyp_vit_sphere", f"{_M}.hyp_vit:HypViTSphere",
+                   "Hyp-ViT's Euclidean control: the same loss on the unit sphere (cosine distance)"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("protonet", f"{_M}.protonet:ProtoNet",
                    "Episodic prototypical network, squared Euclidean distance (Snell et al., NeurIPS 2017)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
+        PluginSpec("supcon", f"{_M}.supcon:SupCon",
+                   "Supervised contrastive loss L_out on two views (Khosla et al., NeurIPS 2020)"),
     ]
 
 
