@@ -10,6 +10,13 @@ def harness_methods() -> list[PluginSpec]:
     return [
         PluginSpec("euclidean_ce", f"{_M}.euclidean_ce:EuclideanCE",
                    "Softmax cross-entropy on Euclidean features (the baseline)"),
+        PluginSpec("hcl", f"{_M}.hcl:HCL",
+                   "Hyperbolic contrastive learning: MoCo on object crops + scene-object loss on the ball "
+                   "(Ge et al., CVPR 2023)"),
+        PluginSpec("hcl_euclidean_only", f"{_M}.hcl:HCLEuclideanOnly",
+                   "HCL's Euclidean control: the MoCo loss on the same object crops, no hyperbolic loss (λ = 0)"),
+        PluginSpec("mocov2", f"{_M}.moco:MoCoV2",
+                   "MoCo v2: momentum contrast with a queue on two views (Chen et al. 2020), label-free"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
