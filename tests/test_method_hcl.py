@@ -297,7 +297,7 @@ def test_projection_embedding_is_on_the_ball_and_measured_there():
 def _tiny_scenes():
     from harness.registry import create
 
-    return create("dataset", {"name": "scenes", "n_images": 48, "image_size": 32, "min_objects": 2,
+    return create("dataset", {"name": "scenes", "n_images": 32, "image_size": 32, "min_objects": 2,
                               "max_objects": 3, "max_radius": 0.15})
 
 
@@ -330,3 +330,25 @@ def test_hcl_reads_no_labels(tmp_path, monkeypatch):
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
     assert not torch.equal(states[0]["proj.2.weight"], before["proj.2.weight"])  # it did train
+
+
+TINY_SCENES = "train_dataset={name:scenes,n_images:64,image_size:32,min_objects:2,max_objects:3,max_radius:0.15}"
+TINY_HIERARCHY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
+                  "dataset.images_per_class=12", "dataset.image_size=16"]
+
+
+def test_pretrained_on_scenes_evaluated_on_another_dataset_end_to_end(tmp_path):
+    """``train_dataset=scenes`` (32 px, RGB) with retrieval on 16-px synthetic_hierarchy: the images are
+    conformed to the model's input and the model is trained once for both tasks (label-free)."""
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    common = ["method=hcl", TINY_SCENES, *TINY_HIERARCHY, "train.epochs=1", "train.batch_size=16",
+              "method.queue_size=32", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]
+    first = run_cell(compose([*common, "task=retrieval"]), progress=False)
+    assert first["status"] == "ok", first["reason"]
+    assert first["cell"]["train_dataset"] == "scenes" and first["training"]["steps"] >= 2
+    assert 0 <= first["metrics"]["recall@1"]["value"] <= 1
+    second = run_cell(compose([*common, "task=few_shot", "task.episodes=20", "task.n_query=5"]), progress=False)
+    assert second["status"] == "ok", second["reason"]
+    assert second["model_key"] == first["model_key"] and second["timings"]["train_cached"]

@@ -195,3 +195,24 @@ def test_projection_embeddings_are_unit_vectors():
     emb = method.embed(torch.randn(5, 3, 8, 8))
     assert emb.shape == (5, 128)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(5))
+
+
+def _cell(overrides, tmp_path):
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    config = compose([*overrides, "seed=0", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"])
+    result = run_cell(config, progress=False)
+    assert result["status"] == "ok", result["reason"]
+    return result
+
+
+@pytest.mark.slow
+def test_short_pretraining_beats_random_init_on_few_shot(tmp_path):
+    """mocov2, 20 epochs (~450 steps, ~40 CPU-s) on synthetic_hierarchy with 30 images per class:
+    measured 5-shot 0.276 vs random_init 0.230 (1-shot 0.232 vs 0.213), 600 episodes each."""
+    data = ["task=few_shot", "dataset.images_per_class=30"]
+    trained = _cell(["method=mocov2", *data, "train.epochs=20", "train.batch_size=64"], tmp_path)
+    reference = _cell(["method=random_init", *data], tmp_path)
+    five = trained["metrics"]["acc_5shot"]["value"], reference["metrics"]["acc_5shot"]["value"]
+    assert five[0] > five[1] + 0.025, five
