@@ -21,6 +21,8 @@ def harness_methods() -> list[PluginSpec]:
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
+        PluginSpec("simclr", f"{_M}.simclr:SimCLR",
+                   "SimCLR: NT-Xent between two views with in-batch negatives, LARS (Chen et al., ICML 2020)"),
     ]
 
 
