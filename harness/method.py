@@ -72,6 +72,14 @@ class Batch:
             raise ValueError("this batch has no raw images to make views from")
         return self._viewer(self.raw, policy)
 
+    def view_of(self, images: torch.Tensor, policy: str) -> torch.Tensor:
+        """A view of other uint8 images ``(B, C, h, w)`` made from this batch (e.g. box crops of
+        :attr:`raw` by :func:`harness.augment.crop_resize`), with the same resizing, channel
+        conformance, policy and normalisation as :meth:`view`."""
+        if self._viewer is None:
+            raise ValueError("this batch has no viewer to make views with")
+        return self._viewer(images, policy)
+
     @property
     def images(self) -> torch.Tensor:
         """The default view (``train.augment``), made once."""

@@ -15,5 +15,7 @@ def harness_augmentations() -> list[PluginSpec]:
         PluginSpec("mocov2", f"{_P}:mocov2", "MoCo v2 strong view: resized crop 0.2-1, jitter, gray, blur, flip"),
         PluginSpec("hyp_vit", f"{_P}:hyp_vit", "Hyp-ViT's view: resized crop 0.2-1 + flip"),
         PluginSpec("supcon", f"{_P}:supcon", "SupCon's view: resized crop 0.2-1, flip, jitter 0.4 (p 0.8), gray"),
+        PluginSpec("mocov2_nocrop", f"{_P}:mocov2_nocrop",
+                   "MoCo v2's jitter, gray, blur, flip without the resized crop (HCL's box-crop views)"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
     ]

@@ -5,7 +5,10 @@ the light policies of supervised training. ``mocov2`` is MoCo v2's augmentation
 (Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning",
 their ``main_moco.py --aug-plus``): RandomResizedCrop(scale 0.2–1),
 ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, RandomGrayscale p = 0.2,
-GaussianBlur σ ∈ [0.1, 2] with p = 0.5, horizontal flip. ``simclr`` is SimCLR's
+GaussianBlur σ ∈ [0.1, 2] with p = 0.5, horizontal flip. ``mocov2_nocrop`` is the same
+without the resized crop: the view HCL (Ge et al., CVPR 2023; their loader's
+``transform``) makes of an object or scene box crop already resized to the
+input size. ``simclr`` is SimCLR's
 (Chen et al. ICML 2020, Appendix A): RandomResizedCrop(scale 0.08–1), colour
 distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
 p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
@@ -37,6 +40,13 @@ def flip(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
 
 def mocov2(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     x = A.random_resized_crop(x, gen, scale=(0.2, 1.0))
+    x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    x = A.random_grayscale(x, gen, p=0.2)
+    x = A.gaussian_blur(x, gen, sigma=(0.1, 2.0), p=0.5)
+    return A.hflip(x, gen)
+
+
+def mocov2_nocrop(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
     x = A.random_grayscale(x, gen, p=0.2)
     x = A.gaussian_blur(x, gen, sigma=(0.1, 2.0), p=0.5)

@@ -28,6 +28,13 @@ def harness_methods() -> list[PluginSpec]:
                    "Hyp-ViT: Poincaré embeddings, pairwise cross-entropy, m per class (Ermolov et al., CVPR 2022)"),
         PluginSpec("hyp_vit_sphere", f"{_M}.hyp_vit:HypViTSphere",
                    "Hyp-ViT's Euclidean control: the same loss on the unit sphere (cosine distance)"),
+        PluginSpec("hcl", f"{_M}.hcl:HCL",
+                   "Hyperbolic contrastive learning: MoCo on object crops + scene-object loss on the ball "
+                   "(Ge et al., CVPR 2023)"),
+        PluginSpec("hcl_euclidean_only", f"{_M}.hcl:HCLEuclideanOnly",
+                   "HCL's Euclidean control: the MoCo loss on the same object crops, no hyperbolic loss (λ = 0)"),
+        PluginSpec("mocov2", f"{_M}.moco:MoCoV2",
+                   "MoCo v2: momentum contrast with a queue on two views (Chen et al. 2020), label-free"),
         PluginSpec("poincare_mlr", f"{_M}.poincare_mlr:PoincareMLR",
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("protonet", f"{_M}.protonet:ProtoNet",
@@ -36,6 +43,8 @@ def harness_methods() -> list[PluginSpec]:
                    "reference row: the untrained backbone's features (no training)"),
         PluginSpec("supcon", f"{_M}.supcon:SupCon",
                    "Supervised contrastive loss L_out on two views (Khosla et al., NeurIPS 2020)"),
+        PluginSpec("simclr", f"{_M}.simclr:SimCLR",
+                   "SimCLR: NT-Xent between two views with in-batch negatives, LARS (Chen et al., ICML 2020)"),
     ]
 
 
