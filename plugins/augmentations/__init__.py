@@ -13,5 +13,7 @@ def harness_augmentations() -> list[PluginSpec]:
         PluginSpec("crop_flip", f"{_P}:crop_flip", "pad-4 random crop + horizontal flip"),
         PluginSpec("flip", f"{_P}:flip", "horizontal flip"),
         PluginSpec("mocov2", f"{_P}:mocov2", "MoCo v2 strong view: resized crop 0.2-1, jitter, gray, blur, flip"),
+        PluginSpec("resized_crop_flip", f"{_P}:resized_crop_flip",
+                   "metric-learning view: resized crop 0.16-1 + flip (Deep_Metric / UnHyperML rand-crop)"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
     ]

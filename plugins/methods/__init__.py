@@ -19,6 +19,11 @@ def harness_methods() -> list[PluginSpec]:
                    "Exp map to the Poincaré ball + hyperbolic MLR (Khrulkov et al., CVPR 2020)"),
         PluginSpec("random_init", f"{_M}.random_init:RandomInit",
                    "reference row: the untrained backbone's features (no training)"),
+        PluginSpec("uhml", f"{_M}.uhml:Uhml",
+                   "Poincaré embeddings, log-ratio loss on similarity degrees from average-link pseudo "
+                   "hierarchies (Yan et al., CVPR 2021; unsupervised)"),
+        PluginSpec("uhml_euclidean", f"{_M}.uhml:UhmlEuclidean",
+                   "UHML's Euclidean control: the same method on L2-normalised Euclidean embeddings"),
     ]
 
 
