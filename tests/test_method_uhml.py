@@ -372,6 +372,13 @@ def test_cluster_batches_are_p_by_k_over_pseudo_classes():
     two = cluster_batches(np.array([0, 0, 1, 1, 1]), batch_size=64, num_instances=8, n_batches=2,
                           rng=np.random.default_rng(0))
     assert [len(b) for b in two] == [16, 16]
+    # a batch that is no multiple of K cuts the stream of K-blocks (the released DataLoader over the sampler)
+    cut = cluster_batches(clusters, batch_size=12, num_instances=8, n_batches=3, rng=np.random.default_rng(0))
+    assert [len(b) for b in cut] == [12, 12, 12]
+    first = clusters[cut[0]]
+    assert (first[:8] == first[0]).all() and (first[8:] == first[8]).all() and first[0] != first[8]
+    with pytest.raises(ConfigError, match="at most one cluster"):
+        cluster_batches(clusters, batch_size=8, num_instances=8, n_batches=1, rng=np.random.default_rng(0))
 
 
 def test_epoch_start_clusters_the_training_embeddings_and_plans_batches():
@@ -388,7 +395,7 @@ def test_epoch_start_clusters_the_training_embeddings_and_plans_batches():
     assert method.cluster_counts[0] == 6 and method.pseudo_levels.shape == (60, 2)
     plan = method.batch_indices(None, 32, np.random.default_rng(0))
     assert len(plan) == 60 // 32 and all(len(b) == 32 for b in plan)
-    with pytest.raises(ConfigError, match="fewer than 2 pseudo-classes"):
+    with pytest.raises(ConfigError, match="at most one pseudo-class"):
         method.batch_indices(None, 8, np.random.default_rng(0))
     merged = Uhml(make_config(Uhml, {"dim": 4, "thresholds": [3.9], "threshold_unit": "absolute"}), _Identity(),
                   _info(60, feat_dim=4))
@@ -411,7 +418,8 @@ def test_hooks_ignore_labels_even_when_given():
         loss = method.training_step(_batch(feats[idx], idx, None if labels is None else torch.as_tensor(labels[idx])),
                                     _state(0, emb, labels=labels))
         loss.backward()
-        results.append((method.pseudo_levels.clone(), np.concatenate(plan), float(loss), method.proj.weight.grad.clone()))
+        results.append((method.pseudo_levels.clone(), np.concatenate(plan), float(loss.detach()),
+                        method.proj.weight.grad.clone()))
     for a, b in zip(*results):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 

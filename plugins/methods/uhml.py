@@ -34,7 +34,7 @@ github.com/JiexiYan/UnHyperML. No label is read (``supervised = False``). Each e
 
 Batches are P×K over the finest pseudo-classes (the released ``FastRandomIdentitySampler``:
 ``num_instances`` = 8 images of each of ``batch_size / 8`` clusters, with replacement from a
-cluster smaller than 8).
+cluster smaller than 8; :func:`cluster_batches`).
 
 **Which distance the linkage uses.** The Poincaré distance (Eq. 1), the same the loss and the
 evaluation tasks use. Sec. 3.3 says the clustering is "conducted in the learned hyperbolic
@@ -200,26 +200,24 @@ def hierarchical_log_ratio_loss(log_proximity: torch.Tensor, levels: torch.Tenso
 
 def cluster_batches(clusters: np.ndarray, *, batch_size: int, num_instances: int, n_batches: int,
                     rng: np.random.Generator) -> list[np.ndarray]:
-    """``n_batches`` P×K batches over pseudo-classes (released ``FastRandomIdentitySampler``, from
-    Deep_Metric ``utils/sampler.py``): P = ``batch_size // num_instances`` clusters (all of them if
-    fewer), cut from shuffled passes over the clusters (a pass's remainder is dropped, as the
-    released loader's ``drop_last``), ``num_instances`` images of each, drawn without replacement
-    from a cluster that has as many and with replacement from a smaller one."""
+    """``n_batches`` batches over pseudo-classes, as the released ``FastRandomIdentitySampler``
+    (Deep_Metric ``utils/sampler.py``) and ``DataLoader(drop_last=True)`` make them: a pass visits
+    the clusters in random order and emits ``num_instances`` images of each (without replacement
+    from a cluster that has as many, with replacement from a smaller one); the pass's stream is cut
+    into batches of ``batch_size`` and its remainder dropped. Passes repeat until ``n_batches``
+    batches are made. With ``batch_size = P·num_instances`` a batch is P clusters × K images; a pass
+    shorter than a batch is one (smaller) batch."""
+    if batch_size <= num_instances:
+        raise ConfigError(f"a batch of {batch_size} holds at most one cluster of num_instances={num_instances}")
     ids, inverse = np.unique(np.asarray(clusters), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-    p = min(batch_size // num_instances, len(ids))
-    if p < 1:
-        raise ConfigError(f"a batch of {batch_size} holds no cluster of num_instances={num_instances} images")
     batches: list[np.ndarray] = []
     while len(batches) < n_batches:
-        perm = rng.permutation(len(ids))
-        for start in range(0, len(ids) - p + 1, p):
-            if len(batches) == n_batches:
-                break
-            batches.append(np.concatenate([
-                rng.choice(members[k], size=num_instances, replace=len(members[k]) < num_instances)
-                for k in perm[start:start + p]]))
+        stream = np.concatenate([rng.choice(members[k], size=num_instances, replace=len(members[k]) < num_instances)
+                                 for k in rng.permutation(len(ids))])
+        cuts = range(0, len(stream) - batch_size + 1, batch_size) if len(stream) >= batch_size else [0]
+        batches += [stream[s:s + batch_size] for s in cuts][:n_batches - len(batches)]
     return batches
 
 
@@ -328,10 +326,10 @@ class Uhml(Method):
         if self.pseudo_levels is None:
             raise HarnessError(f"{self.cfg.name}: no pseudo-labels yet; on_epoch_start clusters the training split")
         k = self.cfg.num_instances
-        if batch_size // k < 2:
-            raise ConfigError(f"{self.cfg.name}: train.batch_size={batch_size} holds fewer than 2 pseudo-classes "
-                              f"of method.num_instances={k} images (a batch needs negatives): raise "
-                              f"train.batch_size to at least {2 * k} or lower method.num_instances")
+        if batch_size <= k:
+            raise ConfigError(f"{self.cfg.name}: train.batch_size={batch_size} holds at most one pseudo-class of "
+                              f"method.num_instances={k} images (a batch needs negatives): raise train.batch_size "
+                              f"above {k} (the release: 128 = 16 × 8) or lower method.num_instances")
         n = len(self.pseudo_levels)
         return cluster_batches(self.pseudo_levels[:, 0].numpy(), batch_size=batch_size, num_instances=k,
                                n_batches=max(1, n // batch_size), rng=rng)
