@@ -17,5 +17,7 @@ def harness_augmentations() -> list[PluginSpec]:
         PluginSpec("supcon", f"{_P}:supcon", "SupCon's view: resized crop 0.2-1, flip, jitter 0.4 (p 0.8), gray"),
         PluginSpec("mocov2_nocrop", f"{_P}:mocov2_nocrop",
                    "MoCo v2's jitter, gray, blur, flip without the resized crop (HCL's box-crop views)"),
+        PluginSpec("resized_crop_flip", f"{_P}:resized_crop_flip",
+                   "metric-learning view: resized crop 0.16-1 + flip (Deep_Metric / UnHyperML rand-crop)"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
     ]

@@ -13,6 +13,9 @@ input size. ``simclr`` is SimCLR's
 distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
 p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
 ``supcon`` are the views of those methods' released code (see each policy).
+``resized_crop_flip`` is the training view of the deep-metric-learning benchmarks as released
+with Deep_Metric / UnHyperML (``DataSet/CUB200.py`` ``rand-crop``: RandomResizedCrop(scale
+0.16–1, ``--ratio 0.16``) + horizontal flip).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tens
 
 def flip(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     return A.hflip(x, gen)
+
+
+def resized_crop_flip(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    return A.hflip(A.random_resized_crop(x, gen, scale=(0.16, 1.0)), gen)
 
 
 def mocov2(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:

@@ -45,6 +45,11 @@ def harness_methods() -> list[PluginSpec]:
                    "Supervised contrastive loss L_out on two views (Khosla et al., NeurIPS 2020)"),
         PluginSpec("simclr", f"{_M}.simclr:SimCLR",
                    "SimCLR: NT-Xent between two views with in-batch negatives, LARS (Chen et al., ICML 2020)"),
+        PluginSpec("uhml", f"{_M}.uhml:Uhml",
+                   "Poincaré embeddings, log-ratio loss on similarity degrees from average-link pseudo "
+                   "hierarchies (Yan et al., CVPR 2021; unsupervised)"),
+        PluginSpec("uhml_euclidean", f"{_M}.uhml:UhmlEuclidean",
+                   "UHML's Euclidean control: the same method on L2-normalised Euclidean embeddings"),
     ]
 
 
