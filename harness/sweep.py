@@ -48,15 +48,47 @@ def _value(metric: dict[str, Any]) -> str:
     return f"{metric['value']:.4f}" + (f" ± {ci:.4f}" if ci is not None else "")
 
 
+def check_exclude_rules(rules: Any) -> list[dict[str, list[str]]]:
+    """``hydra.sweeper.exclude`` as a list of ``{axis: [values]}`` (see the ``harness`` sweeper)."""
+    if rules is None:
+        return []
+    if OmegaConf.is_config(rules):
+        rules = OmegaConf.to_container(rules, resolve=True)
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
+        raise ConfigError("hydra.sweeper.exclude must be a list of non-empty mappings {axis: value or [values]}, "
+                          f"e.g. [{{dataset: reid_synthetic, task: '!reid'}}]; got {rules!r}")
+    return [{str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in r.items()} for r in rules]
+
+
+def _matches(value: str | None, allowed: list[str]) -> bool:
+    if value is None:
+        return False
+    negated = [a[1:] for a in allowed if a.startswith("!")]
+    if negated:
+        return value not in negated
+    return value in allowed
+
+
+def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> list[list[str]]:
+    """The jobs (override lists ``key=value``) that match no exclude rule."""
+    def excluded(job: list[str]) -> bool:
+        values = dict(o.split("=", 1) for o in job if "=" in o)
+        return any(all(_matches(values.get(k), v) for k, v in rule.items()) for rule in rules)
+
+    return [job for job in jobs if not excluded(job)]
+
+
 def _sweep_params(config: DictConfig | dict[str, Any], task_overrides: list[str]) -> list[list[str]]:
-    """The override lists of every job the basic sweeper launches (grid params + command line)."""
+    """The override lists of every job the sweeper launches (grid params + command line, less excluded cells)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = (config.get("hydra", {}) or {}).get("sweeper", {}).get("params") or {}
+    sweeper = (config.get("hydra", {}) or {}).get("sweeper", {}) or {}
+    params = sweeper.get("params") or {}
     overrides = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return drop_excluded(jobs, check_exclude_rules(sweeper.get("exclude")))
 
 
 def count_cells(config: DictConfig) -> int:
@@ -233,9 +265,11 @@ def prepare(overrides: list[str]) -> list[str]:
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.hyperbolic_harness.launchers import GpuPoolLauncher  # stores launcher=gpu_pool / slurm
+    from hydra_plugins.hyperbolic_harness.sweeper import HarnessSweeper  # stores hydra/sweeper=harness
 
-    # an editable install hides the module from Hydra's package scan: register the class by hand
+    # an editable install hides the modules from Hydra's package scan: register the classes by hand
     Plugins.instance().register(GpuPoolLauncher)
+    Plugins.instance().register(HarnessSweeper)
     overrides = [_launcher_override(o) for o in overrides]
     registry = get_registry()
     searchpath = registry.config_searchpath()

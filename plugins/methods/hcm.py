@@ -278,7 +278,7 @@ class HCM(_HCMTraining, PoincareMLR):
     """PE-HCM: Poincaré embedding + hyperbolic MLR on the training (coarse) labels + hierarchical
     cosine margins over two views, k-means pseudo-fine labels and adaptive targets."""
 
-    VERSION = "1"
+    VERSION = "2"  # 2: poincare_mlr's hyptorch settings (gradient rescaling, projection margin)
 
     @dataclass
     class Config(HCMSettings):
@@ -286,6 +286,9 @@ class HCM(_HCMTraining, PoincareMLR):
         dim: int = 64  # ball dimension: the projector's output, as poincare_mlr (its control)
         c: float = 1.0  # curvature −c (radius 1/√c); as poincare_mlr
         clip_r: float = 1.0  # feature clipping before the exp map (Guo et al. 2022), as poincare_mlr; 0 off
+        riemannian: bool = True  # the exp map's gradient rescaling, as poincare_mlr (hyptorch's default)
+        proj_eps: float = 1e-3  # ball projection margin, as poincare_mlr (hyptorch)
+        project_class_points: bool = False  # MLR class points unprojected, as poincare_mlr (hyptorch)
 
         def validate(self) -> None:
             if not (math.isfinite(self.c) and self.c > 0):
