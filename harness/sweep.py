@@ -252,7 +252,9 @@ def prepare(overrides: list[str]) -> list[str]:
     registry = get_registry()
     searchpath = registry.config_searchpath()
     timm_backbones: set[str] = set()
-    for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides):
+    grid_params = [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items()]
+    for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides
+                                                       + _appended_choices(searchpath, grid_params + overrides)):
         key = ov.get_key_element()
         if key not in KINDS:
             continue
@@ -271,6 +273,26 @@ def prepare(overrides: list[str]) -> list[str]:
     _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
+
+
+def _appended_choices(searchpath: list[str], overrides: list[str]) -> list[str]:
+    """The plugin choices (``override /backbone: resnet34``) of the configs appended with ``+group=a,b``
+    (a paper grid's settings), as overrides, so they are checked and their schemas stored too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for ov in OverridesParser.create().parse_overrides([o for o in overrides if o.startswith("+")]):
+        group = ov.get_key_element().lstrip("+")
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for value in values:
+            path = _yaml_file(searchpath, group, str(value))
+            for entry in (OmegaConf.create(path.read_text()).get("defaults") or []) if path else []:
+                if isinstance(entry, DictConfig):
+                    for k, v in entry.items():
+                        kind = str(k).removeprefix("override ").strip().lstrip("/")
+                        if kind in KINDS:
+                            out.append(f"{kind}={v}")
+    return out
 
 
 LAUNCHERS = {"gpu_pool": "every GPU of this machine, or local worker processes without GPUs",
@@ -423,7 +445,8 @@ def check_requirements(configs: list[dict[str, Any]]) -> None:
         if pretrained and pretrained not in sources and not Path(str(pretrained)).expanduser().is_file():
             problems[f"pretrained:{pretrained}"] = (
                 f"backbone.pretrained={pretrained} is neither a weight source ({', '.join(sorted(sources))}) "
-                "nor a checkpoint file: give the path of the weights file")
+                "nor a checkpoint file: give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
+                "on the command line (the grid's header says which weights)")
     if problems:
         raise ConfigError(f"this grid cannot start: {len(problems)} requirement(s) missing (nothing ran):\n\n"
                           + "\n\n".join(problems.values()))
