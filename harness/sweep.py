@@ -222,10 +222,22 @@ def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
 
 def _grid_params(searchpath: list[str], overrides: list[str]) -> dict[str, Any]:
     grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
-    path = _yaml_file(searchpath, "grid", grid) if grid else None
-    if path is None:
+    return _grid_file_params(searchpath, grid) if grid else {}
+
+
+def _grid_file_params(searchpath: list[str], grid: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``hydra.sweeper.params`` of a grid file, after those of the grids its defaults list names (a smoke
+    grid ``defaults: [paper_x, _self_]`` extends ``paper_x``), in Hydra's merge order."""
+    path = _yaml_file(searchpath, "grid", grid)
+    if path is None or grid in seen:
         return {}
-    return dict((OmegaConf.create(path.read_text()).get("hydra") or {}).get("sweeper", {}).get("params") or {})
+    node = OmegaConf.create(path.read_text())
+    params: dict[str, Any] = {}
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            params.update(_grid_file_params(searchpath, entry, (*seen, grid)))
+    params.update(dict((node.get("hydra") or {}).get("sweeper", {}).get("params") or {}))
+    return params
 
 
 def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
@@ -274,7 +286,9 @@ def prepare(overrides: list[str]) -> list[str]:
     registry = get_registry()
     searchpath = registry.config_searchpath()
     timm_backbones: set[str] = set()
-    for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides):
+    grid_params = [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items()]
+    for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides
+                                                       + _appended_choices(searchpath, grid_params + overrides)):
         key = ov.get_key_element()
         if key not in KINDS:
             continue
@@ -293,6 +307,26 @@ def prepare(overrides: list[str]) -> list[str]:
     _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
+
+
+def _appended_choices(searchpath: list[str], overrides: list[str]) -> list[str]:
+    """The plugin choices (``override /backbone: resnet34``) of the configs appended with ``+group=a,b``
+    (a paper grid's settings), as overrides, so they are checked and their schemas stored too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for ov in OverridesParser.create().parse_overrides([o for o in overrides if o.startswith("+")]):
+        group = ov.get_key_element().lstrip("+")
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for value in values:
+            path = _yaml_file(searchpath, group, str(value))
+            for entry in (OmegaConf.create(path.read_text()).get("defaults") or []) if path else []:
+                if isinstance(entry, DictConfig):
+                    for k, v in entry.items():
+                        kind = str(k).removeprefix("override ").strip().lstrip("/")
+                        if kind in KINDS:
+                            out.append(f"{kind}={v}")
+    return out
 
 
 LAUNCHERS = {"gpu_pool": "every GPU of this machine, or local worker processes without GPUs",
@@ -354,6 +388,9 @@ def _format_compose_error(exc: BaseException) -> str:
     text = str(cause)
     key = getattr(cause, "full_key", None)
     first = text.splitlines()[0] if text else type(cause).__name__
+    if type(cause).__name__ == "MissingMandatoryValue" or "Missing mandatory value" in text:
+        return (f"{key or first}: this setting needs a value that only you can give (e.g. a checkpoint "
+                f"path); add {key or 'KEY'}=... on the command line (the grid's setting file says what)")
     if "To append to your config use" in str(exc) or type(cause).__name__ == "ConfigAttributeError":
         return f"{str(exc).splitlines()[0]} (that key is not in the schema: check its spelling; " \
                "`harness run --cfg job` prints every key)"
@@ -377,16 +414,32 @@ def _axes(overrides: list[str], searchpath: list[str]) -> tuple[dict[str, list[s
         key = ov.get_key_element()
         if ov.is_sweep_override():
             axes[key] = [str(v) for v in ov.sweep_string_iterator()]
+            singles = [o for o in singles if _key(o) != key]
         else:
-            singles.append(ov.input_line)
+            singles = [o for o in singles if _key(o) != key] + [ov.input_line]
             axes.pop(key, None)
     return axes, singles
+
+
+def _key(override: str) -> str:
+    """The key of an override as the parser gives it (``+paper_smoke=x`` → ``+paper_smoke``)."""
+    return override.split("=", 1)[0]
 
 
 def _check_axes(overrides: list[str], axes: dict[str, list[str]], singles: list[str]) -> dict[str, Any]:
     """Compose the config once per value of every sweep axis, so a bad value anywhere in the grid is an
     error before the first cell runs (one composition per value, not per cell); return the first cell's."""
+    return _compose_axes(overrides, axes, singles)[0]
+
+
+def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: list[str]) -> list[dict[str, Any]]:
+    """The configs :func:`_check_axes` composes (the first cell's first). Overrides keep the grid's order,
+    as the sweeper gives them: an appended config (``+paper_smoke=…``) after another overrides it."""
     grid = [o for o in overrides if o.startswith("grid=")]
+    rank = {k: i for i, k in enumerate(_grid_params(get_registry().config_searchpath(), overrides))}
+    singles_by_key = {_key(o): o for o in singles}
+    # stable sort: keys the grid does not set (command line) keep their order, after the grid's
+    order = sorted([*singles_by_key, *axes], key=lambda k: rank.get(k, len(rank)))
     first = {k: v[0] for k, v in axes.items()}
     combos = [first]
     for key, values in axes.items():
@@ -394,8 +447,43 @@ def _check_axes(overrides: list[str], axes: dict[str, list[str]], singles: list[
             step = len(values) / AXIS_CHECK_LIMIT
             values = [values[int(i * step)] for i in range(AXIS_CHECK_LIMIT)] + [values[-1]]
         combos += [{**first, key: v} for v in values[1:]]
-    configs = [compose([*grid, *singles, *(f"{k}={v}" for k, v in combo.items())]) for combo in combos]
-    return configs[0]
+    out = []
+    for combo in combos:
+        cell = {**singles_by_key, **{k: f"{k}={v}" for k, v in combo.items()}}
+        out.append(compose([*grid, *(cell[k] for k in order)]))
+    return out
+
+
+def check_requirements(configs: list[dict[str, Any]]) -> None:
+    """Before any cell runs: every dataset read from a local root is there, and every checkpoint path
+    named by ``backbone.pretrained`` is a file. One :class:`ConfigError` lists everything missing, with
+    what each needs and where to get it (the dataset loaders' own messages)."""
+    from harness.errors import DatasetNotFoundError
+    from harness.registry import get_registry
+    from harness.run import load_dataset
+
+    problems: dict[str, str] = {}
+    sources = set(get_registry().specs("weights"))
+    for config in configs:
+        for node in (config["dataset"], config.get("train_dataset")):
+            if not isinstance(node, dict) or "root" not in node:
+                continue
+            key = repr(sorted(node.items()))
+            if key in problems:
+                continue
+            try:
+                load_dataset(node)  # kept in memory: the first cells reuse it
+            except DatasetNotFoundError as exc:
+                problems[key] = str(exc)
+        pretrained = config["backbone"].get("pretrained")
+        if pretrained and pretrained not in sources and not Path(str(pretrained)).expanduser().is_file():
+            problems[f"pretrained:{pretrained}"] = (
+                f"backbone.pretrained={pretrained} is neither a weight source ({', '.join(sorted(sources))}) "
+                "nor a checkpoint file: give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
+                "on the command line (the grid's header says which weights)")
+    if problems:
+        raise ConfigError(f"this grid cannot start: {len(problems)} requirement(s) missing (nothing ran):\n\n"
+                          + "\n\n".join(problems.values()))
 
 
 def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
@@ -419,7 +507,9 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
         if n > LARGE_GRID and not (yes or "allow_large_grid=true" in singles):
             raise ConfigError(f"this grid has {n:,} cells (more than {LARGE_GRID:,}); add --yes or "
                               "allow_large_grid=true to run it")
-        base = _check_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
+        configs = _compose_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
+        check_requirements(configs)
+        base = configs[0]
     else:
         base = compose(overrides)
     check_writable(base["results_dir"])
