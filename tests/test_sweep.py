@@ -215,3 +215,38 @@ def test_misspelt_plugin_in_a_grid_file_answers_did_you_mean(tmp_path, monkeypat
     with pytest.raises(UnknownPluginError, match="unknown method 'poincare_mrl'; did you mean 'poincare_mlr'"):
         prepare(["grid=typo"])
     assert prepare(["grid=smoke"])[-1].startswith("hydra.searchpath=")
+
+
+def test_exclude_rules_drop_cells_like_a_ci_matrix():
+    from harness.sweep import check_exclude_rules, drop_excluded
+
+    jobs = [[f"dataset={d}", f"task={t}", "seed=0"] for d in ("hier", "reid") for t in ("few_shot", "reid", "ood")]
+    rules = check_exclude_rules([{"dataset": "reid", "task": "!reid"}, {"dataset": "hier", "task": "reid"}])
+    assert drop_excluded(jobs, rules) == [["dataset=hier", "task=few_shot", "seed=0"],
+                                          ["dataset=hier", "task=ood", "seed=0"],
+                                          ["dataset=reid", "task=reid", "seed=0"]]
+    # a list of values matches any of them; a rule naming an axis the job lacks never matches
+    assert len(drop_excluded(jobs, check_exclude_rules([{"task": ["ood", "reid"]}]))) == 2
+    assert drop_excluded(jobs, check_exclude_rules([{"backbone": "x"}])) == jobs
+    with pytest.raises(Exception, match="hydra.sweeper.exclude must be a list of non-empty mappings"):
+        check_exclude_rules({"dataset": "reid"})
+
+
+def test_the_default_grid_runs_each_task_on_its_data_only():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from harness.registry import get_registry
+    from harness.sweep import _yaml_file
+    from hydra_plugins.hyperbolic_harness.sweeper import HarnessSweeper
+
+    grid = OmegaConf.load(_yaml_file(get_registry().config_searchpath(), "grid", "default"))
+    sweeper = HarnessSweeper(max_batch_size=None, params=dict(grid.hydra.sweeper.params),
+                             exclude=grid.hydra.sweeper.exclude)
+    params = [f"{k}={v}" for k, v in grid.hydra.sweeper.params.items()]
+    [jobs] = sweeper.basic.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    pairs = {(dict(o.split("=") for o in job)["dataset"], dict(o.split("=") for o in job)["task"]) for job in jobs}
+    n_methods = len(grid.hydra.sweeper.params.method.split(","))
+    assert len(jobs) == n_methods * 3 * 8
+    assert {t for d, t in pairs if d == "reid_synthetic"} == {"reid"}
+    assert "reid" not in {t for d, t in pairs if d == "synthetic_hierarchy"}
