@@ -88,10 +88,25 @@ def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | 
     return "\n".join(lines)
 
 
+def _task_class(task: str) -> Any:
+    """The task plugin's class (its ``UNRANKED`` metrics and column headers); the base class when the
+    plugin is not installed here (results are readable without their plugins)."""
+    from harness.registry import get_registry
+    from harness.task import Task
+
+    try:
+        return get_registry().load("task", task)
+    except Exception:  # noqa: BLE001 - any failure to load the plugin falls back to the plain table
+        return Task
+
+
 def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2,
                      brief: bool = False, figure_root: str | None = None, significance: bool = False) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
     ok = [r for r in results if r["status"] == "ok"]
+    task_cls = _task_class(results[0]["cell"]["task"]) if results else None
+    unranked = dict(getattr(task_cls, "UNRANKED", {}) or {})
+    details = [r.get("details") or {} for r in ok]
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in ok:
         diff = r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
@@ -123,11 +138,17 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         for title, names in _metric_tables(metrics):
             if title:
                 out += [f"{'#' * (level + 1)} {title}", ""]
+            headers = {name: task_cls.metric_header(name, details) if task_cls is not None else name
+                       for name in names}
             out += [_table(groups, summary, names, directions, geometry, notes,
-                           strip=f"{title}/" if title else "", significance=significance), ""]
+                           strip=f"{title}/" if title else "", significance=significance,
+                           unranked=set(unranked), headers=headers), ""]
         if "°" in notes:
             out += [REFERENCE_FOOTNOTE, ""]
             notes.pop("°")
+        shown_unranked = sorted(n for n in unranked if n in directions)
+        for reason in sorted({unranked[n] for n in shown_unranked}):
+            out += [f"Not ranked ({', '.join(n for n in shown_unranked if unranked[n] == reason)}): {reason}.", ""]
         chance = _chance_values(ok, metrics)
         if chance:
             out += ["Chance (a predictor at chance level, from the tasks' details): "
@@ -233,9 +254,13 @@ def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) 
 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
-           notes: dict[str, int], strip: str, significance: bool = False) -> str:
+           notes: dict[str, int], strip: str, significance: bool = False, unranked: set[str] = frozenset(),
+           headers: dict[str, str] | None = None) -> str:
     best: dict[str, float] = {}
+    headers = headers or {}
     for name in names:
+        if name in unranked:
+            continue
         means = [s[name][0] for s in summary.values() if name in s and s[name][0] != "null"]
         if means:
             best[name] = max(means) if directions[name] else min(means)
@@ -244,7 +269,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
     references = {key[1]: key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
     headers = (["method", "backbone"] + (["geometry"] if with_geometry else [])
-               + [f"{m.removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
+               + [f"{headers.get(m, m).removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
     rows = []
     for key in sorted(groups, key=lambda k: (geometry[k], k)):
         method, backbone, label = key
@@ -259,7 +284,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                 continue
             mean, half, _ = summary[key][name]
             cell = _fmt(mean, half)
-            if mean == best[name] and len(summary) > 1:
+            if name in best and mean == best[name] and len(summary) > 1:
                 cell = f"**{cell}**" + ("†" if key in weak[name] else "")
             ref = references.get(key[1])
             if ref is not None and ref != key and name in summary[ref] and summary[ref][name][0] != "null":

@@ -162,6 +162,15 @@ class Task:
     METRICS: ClassVar[dict[str, bool]] = {}
     #: One sentence on the protocol and metric conventions (a leaderboard footnote).
     CONVENTION: ClassVar[str] = ""
+    #: Metrics shown but never bolded as "best", with the reason (a footnote): values that are not
+    #: comparable across rows, e.g. in each geometry's own units.
+    UNRANKED: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def metric_header(cls, name: str, details: list[dict[str, Any]]) -> str:
+        """The column header of ``name`` in a leaderboard, given the ``details`` of its results (e.g. to
+        name the estimator that produced it)."""
+        return name
 
     @dataclass
     class Config:

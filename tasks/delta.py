@@ -38,6 +38,16 @@ class Delta(Task):
     VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"delta_rel": False, "delta": False, "delta_rel_features": False, "delta_features": False}
+    UNRANKED = {name: "δ is in the units of each geometry's own metric; only δ_rel = 2δ/diam is compared"
+                for name in ("delta", "delta_features")}
+
+    @classmethod
+    def metric_header(cls, name: str, details: list[dict[str, Any]]) -> str:
+        """``delta_rel [exact]``: the estimator(s) that produced the column (from the results' details)."""
+        source = "delta/features" if name.endswith("_features") else "delta/embeddings"
+        used = sorted({str(d[source]["estimator"]) for d in details
+                       if isinstance(d.get(source), dict) and "estimator" in d[source]})
+        return f"{name} [{', '.join(used)}]" if used else name
 
     @dataclass
     class Config:

@@ -134,3 +134,22 @@ def test_rows_within_the_reference_interval_are_marked():
     assert acc["near"] == "0.210 ± 0.025°" and acc["far"] == "**0.610 ± 0.025**" and acc["random_init"] == \
         "0.200 ± 0.025"
     assert leaderboard.REFERENCE_FOOTNOTE in text
+
+
+def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
+    def r(method, seed, delta, rel, estimator="exact"):
+        out = _r(method, seed, 0, 0)
+        out["cell"]["task"] = "delta"
+        out["metrics"] = {"delta": {"value": delta, "higher_is_better": False},
+                          "delta_rel": {"value": rel, "higher_is_better": False}}
+        out["details"] = {"delta/embeddings": {"estimator": estimator}}
+        return out
+
+    # the Poincaré row has the smaller δ (its own units) but the larger δ_rel: only δ_rel is ranked
+    text = leaderboard.render_task("delta", [r("poincare", 0, 0.6, 0.35), r("euclid", 0, 11.9, 0.30)])
+    assert "| delta [exact] ↓   | delta_rel [exact] ↓   |" in text
+    assert "| poincare | b          | 0.600             | 0.350                 | 1   |" in text
+    assert "| euclid   | b          | 11.900            | **0.300**             | 1   |" in text
+    assert "Not ranked (delta): δ is in the units of each geometry's own metric" in text
+    mixed = leaderboard.render_task("delta", [r("a", 0, 1, 0.3, "exact"), r("b", 0, 1, 0.3, "hyptorch")])
+    assert "delta_rel [exact, hyptorch] ↓" in mixed
