@@ -153,8 +153,11 @@ class Task:
     """Base class of task plugins.
 
     ``requires``: annotations the dataset must have (else the cell is skipped);
-    ``METRICS``: metric name → higher is better (for the leaderboard arrows).
-    Bump ``VERSION`` whenever the protocol or a metric changes.
+    ``METRICS``: metric name → higher is better (for the leaderboard arrows);
+    ``UNRANKED``: metric name → why it is never bolded as best (values not comparable
+    across rows); ``metric_header(name, details)``: a column's header given the results'
+    details (e.g. ``delta_rel [exact]``). Bump ``VERSION`` whenever the protocol or a
+    metric changes.
     """
 
     VERSION: ClassVar[str] = "1"
