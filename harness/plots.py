@@ -1,4 +1,4 @@
-"""PNG figures where a picture says more than a table (score and norm histograms, Poincaré disks)."""
+"""PNG figures where a picture says more than a table (score and norm histograms, Poincaré disks, CMC curves)."""
 
 from __future__ import annotations
 
@@ -77,5 +77,51 @@ def save_disk(path: Path, embeddings: np.ndarray, labels: np.ndarray, *, geometr
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmc_points(cmc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a CMC curve: ranks ``r = 1 … len(cmc)`` and ``CMC@r = cmc[r − 1]``.
+
+    ``cmc`` is the vector :func:`harness.tasks.reid.evaluate_reid` returns
+    (torchreid's convention: entry ``r − 1`` is the fraction of valid queries
+    whose first true match is within the top ``r``), so it is non-decreasing
+    and inside [0, 1]; anything else is not a CMC and is an error.
+    """
+    values = np.asarray(cmc, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"a CMC curve is a non-empty 1-D array (CMC@1 … CMC@max_rank), got shape {values.shape}")
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise ValueError("CMC values must be finite fractions in [0, 1] (pass evaluate_reid(...)['cmc'])")
+    if (np.diff(values) < 0).any():
+        raise ValueError("CMC values must be non-decreasing in the rank (pass the cumulative curve, "
+                         "not the per-rank hit rates)")
+    return np.arange(1, len(values) + 1), values
+
+
+def save_cmc(path: Path, cmc: np.ndarray, *, title: str = "") -> Path:
+    """The CMC curve of :func:`cmc_points` (rank 1 … max_rank against CMC@r), ranks 1 / 5 / 10 marked; a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranks, values = cmc_points(cmc)
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(ranks, values, drawstyle="steps-post", lw=1.2, color="C0")
+    marked = [r for r in (1, 5, 10) if r <= len(ranks)]
+    ax.plot(marked, values[np.array(marked) - 1], "o", ms=4, color="C1",
+            label=", ".join(f"rank-{r} {values[r - 1]:.3f}" for r in marked))
+    ax.set_xlim(0.5, len(ranks) + 0.5)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("CMC@r")
+    ax.set_title(title or "CMC curve", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -7,7 +7,7 @@ plugin name and every axis value is checked (did-you-mean, types, ranges), the
 results folder is checked for writing and the grid's size against
 :data:`harness.config.LARGE_GRID`. The default launcher runs every cell in this
 process (one interpreter start, models cached in memory); ``hydra/launcher=…``
-(``gpu_pool``, ``slurm``, ``submitit_local``) sends cells elsewhere. Every job
+(``gpu_pool``, ``slurm``, ``ray``, ``submitit_local``) sends cells elsewhere. Every job
 reports its status to ``<results_dir>/.sweep/<sweep id>/``, so the summary,
 the progress line and the exit status cover cells run in other processes.
 """
@@ -331,7 +331,11 @@ def _appended_choices(searchpath: list[str], overrides: list[str]) -> list[str]:
 
 LAUNCHERS = {"gpu_pool": "every GPU of this machine, or local worker processes without GPUs",
              "slurm": "a SLURM cluster (pip install hyperbolic-harness[slurm])",
+             "ray": "Ray tasks: a local Ray or a running cluster (pip install hyperbolic-harness[ray])",
              "submitit_local": "local processes through submitit", "basic": "this process (the default)"}
+#: launchers that live in an optional extra: name -> (the Hydra plugin's module, its distribution, the extra)
+_EXTRA_LAUNCHERS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
+                    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher", "ray")}
 
 
 def _launcher_override(override: str) -> str:
@@ -341,11 +345,12 @@ def _launcher_override(override: str) -> str:
     name = override.split("=", 1)[1]
     if name not in LAUNCHERS:
         raise UnknownPluginError("launcher", name, LAUNCHERS)
-    if name == "slurm":
+    if name in _EXTRA_LAUNCHERS:
         import importlib.util
 
-        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-            raise ConfigError("launcher=slurm needs hydra-submitit-launcher: pip install 'hyperbolic-harness[slurm]'")
+        module, dist, extra = _EXTRA_LAUNCHERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"launcher={name} needs {dist}: pip install 'hyperbolic-harness[{extra}]'")
     return f"hydra/launcher={name}"
 
 

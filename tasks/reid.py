@@ -14,7 +14,9 @@ true match``; mINP = mean over valid queries. All values in [0, 1].
 Ties among equal distances are ordered by gallery index (a stable sort); see
 :mod:`harness.tasks._ranking`. Query and gallery embeddings that are all one
 point (:func:`harness.diagnostics.collapsed_reason`) give ``null`` metrics with
-the reason: the ranking would be the gallery order.
+the reason: the ranking would be the gallery order. With ``plots=true`` the
+cell also writes ``cmc.png``, its CMC curve at ranks 1 … 50 (capped at the
+gallery size; :func:`harness.plots.save_cmc`).
 
 Chance (a random ranking): a query with ``m`` true matches among the ``G``
 gallery items left after junk removal has ``CMC@r = 1 − C(G − m, r) / C(G, r)``
@@ -175,4 +177,10 @@ class Reid(Task):
                            convention="torchreid eval_market1501 (same-id same-camera gallery items "
                                       "removed; queries without a valid match skipped) + mINP "
                                       "(Ye et al. 2021); ties ranked by gallery index")
+        if ctx.artifacts_dir is not None:
+            from harness.plots import save_cmc
+
+            path = save_cmc(ctx.artifacts_dir / "cmc.png", res["cmc"],
+                            title=f"{ctx.dataset.name}: CMC of {n} queries, ranks 1-{meter.max_rank}")
+            ctx.details["cmc_curve"] = path.name
         return out

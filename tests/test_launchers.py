@@ -103,3 +103,39 @@ def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path
     assert "#SBATCH --partition=gpu" in submission and "#SBATCH --array=0-3%2" in submission
     again = _harness(args, tmp_path, env_extra=fake_slurm)
     assert again.returncode == 0 and "(4 kept)" in again.stdout, again.stdout + again.stderr
+
+
+def test_launcher_shortcuts_name_their_extra_when_it_is_missing(monkeypatch):
+    import importlib.util
+
+    from harness.errors import ConfigError, UnknownPluginError
+    from harness.sweep import _launcher_override
+
+    assert _launcher_override("launcher=gpu_pool") == "hydra/launcher=gpu_pool"
+    assert _launcher_override("method=x") == "method=x"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith(
+        "hydra_plugins.hydra_") else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"launcher=ray needs hydra-ray-launcher: pip install 'hyperbolic-harness\[ray\]'"):
+        _launcher_override("launcher=ray")
+    with pytest.raises(ConfigError, match=r"hyperbolic-harness\[slurm\]"):
+        _launcher_override("launcher=slurm")
+    with pytest.raises(UnknownPluginError, match="ray"):
+        _launcher_override("launcher=rya")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    assert _launcher_override("launcher=ray") == "hydra/launcher=ray"
+
+
+@pytest.mark.slow  # starts a local Ray (seconds) and two cells in Ray worker processes
+def test_a_sweep_through_the_ray_launcher_runs_every_cell_and_resumes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")  # the `ray` extra
+    res = tmp_path / "res"
+    args = ["sweep", "grid=smoke", "task=few_shot", "seed=0", "launcher=ray", *TINY, f"results_dir={res}"]
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    statuses = sorted((r["cell"]["method"], r["cell"]["seed"], r["status"]) for _, r in iter_results(res))
+    assert statuses == [("euclidean_ce", 0, "ok"), ("poincare_mlr", 0, "ok")]
+    # the cells ran in Ray's worker processes: their statuses reached the sweep through the results folder
+    assert "(2 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
+    again = _harness(args, tmp_path)
+    assert again.returncode == 0 and "(2 kept)" in again.stdout, again.stdout + again.stderr

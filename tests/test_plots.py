@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.geometry import EuclideanGeometry, PoincareGeometry, expmap0
-from harness.plots import disk_coordinates, save_disk, save_histograms
+from harness.plots import cmc_points, disk_coordinates, save_cmc, save_disk, save_histograms
 
 
 @pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
@@ -33,3 +33,17 @@ def test_pngs_are_written(tmp_path):
     hist = save_histograms(tmp_path / "h.png", {"a": {"x": np.arange(10.0), "y": np.ones(5)}})
     for path in (disk, hist):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cmc_points_are_rank_and_value_and_bad_curves_are_errors(tmp_path):
+    # the hand-computed re-ID case of tests/test_task_reid.py: first true match at rank 2 of 4
+    ranks, values = cmc_points(np.array([0.0, 1.0, 1.0, 1.0]))
+    assert ranks.tolist() == [1, 2, 3, 4] and values.tolist() == [0.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="non-decreasing"):
+        cmc_points(np.array([0.5, 0.2, 0.1]))  # per-rank hit rates, not cumulative
+    with pytest.raises(ValueError, match="fractions in"):
+        cmc_points(np.array([0.5, 1.5]))
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        cmc_points(np.zeros((2, 3)))
+    path = save_cmc(tmp_path / "cmc.png", np.array([0.2, 0.5, 0.9]))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -132,3 +132,50 @@ def test_reid_task_end_to_end() -> None:
                       device=torch.device("cpu"))
     res = task.evaluate(ctx)
     assert set(res) == set(Reid.METRICS) and all(v.value is None and "same point" in v.reason for v in res.values())
+
+
+def test_cmc_figure_plots_the_task_rank_metrics(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    import harness.plots
+
+    rng = np.random.default_rng(1)
+    pid = np.repeat(np.arange(40), 4)
+    cam = np.tile(np.arange(4), 40)
+    query, gallery = np.flatnonzero(cam == 0), np.flatnonzero(cam > 0)
+    ds = ArrayDataset({"pid": pid, "camid": cam}, {"train": query[:0], "query": query, "gallery": gallery})
+    # noisy identities: some first matches fall beyond rank 1, 5 and 10
+    emb = torch.tensor(rng.normal(size=(40, 6))[pid] + 1.2 * rng.normal(size=(160, 6)), dtype=torch.float32)
+    plotted = []
+    real_points = harness.plots.cmc_points
+    monkeypatch.setattr(harness.plots, "cmc_points", lambda cmc: plotted.append(real_points(cmc)) or plotted[-1])
+    task = Reid()
+    ctx = EvalContext(dataset=ds, protocol=task.protocol(ds), method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(emb[idx], emb[idx], None), seed=0,
+                      device=torch.device("cpu"), artifacts_dir=tmp_path)
+    res = task.evaluate(ctx)
+    png = tmp_path / ctx.details["cmc_curve"]
+    assert png.name == "cmc.png"
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+        image.verify()
+    [(ranks, values)] = plotted
+    np.testing.assert_array_equal(ranks, np.arange(1, 51))  # max_rank 50 < 120 gallery images
+    for r in (1, 5, 10):
+        assert values[r - 1] == res[f"rank{r}"].value
+    assert 0 < values[0] < values[4] < values[9] < 1
+    # the whole curve against torchreid's eval_market1501 on the same Euclidean distances
+    d = torch.cdist(emb[query].double(), emb[gallery].double()).numpy()
+    cmc, _, _, _ = torchreid_market1501(d, pid[query], pid[gallery], cam[query], cam[gallery], 50)
+    np.testing.assert_allclose(values, cmc, atol=1e-12)
+
+
+def test_no_figure_without_an_artifacts_dir() -> None:
+    pid, cam = np.repeat(np.arange(5), 3), np.tile(np.arange(3), 5)
+    ds = ArrayDataset({"pid": pid, "camid": cam}, {"train": pid[:0], "query": np.flatnonzero(cam == 0),
+                                                   "gallery": np.flatnonzero(cam > 0)})
+    emb = torch.randn(15, 4)
+    ctx = EvalContext(dataset=ds, protocol=Reid().protocol(ds), method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(emb[idx], emb[idx], None), seed=0, device=torch.device("cpu"))
+    Reid().evaluate(ctx)
+    assert "cmc_curve" not in ctx.details
