@@ -107,8 +107,9 @@ def test_nan_loss_fails_the_cell_with_its_step(tmp_path, monkeypatch):
     from harness.sweep import compose
 
     monkeypatch.setattr(EuclideanCE, "loss", lambda self, emb, batch: emb.sum() * torch.tensor(float("nan")))
+    # retrain: a model of this config trained by an earlier test may still be in memory
     config = compose(["method=euclidean_ce", "task=few_shot", *TINY, f"results_dir={tmp_path}",
-                      f"cache_dir={tmp_path / 'cache'}"])
+                      f"cache_dir={tmp_path / 'cache'}", "retrain=true"])
     result = run_cell(config, progress=False)
     assert result["status"] == "failed"
     assert result["reason"].startswith("NonFiniteLoss: loss became NaN at step 0")
