@@ -22,3 +22,37 @@ def test_committed_leaderboards_are_current():
 def test_readme_tables_are_current():
     assert leaderboard.update_readme(ROOT / "README.md", ROOT / "results", write=False), \
         "regenerate: harness leaderboard results --readme README.md"
+
+
+def _rows(task, grid):
+    """``{(dataset, method, variant label): [result, ...]}`` of the committed ok cells of one task and grid."""
+    from collections import defaultdict
+
+    from harness.config import variant_label
+
+    rows = defaultdict(list)
+    for _, r in iter_results(ROOT / "results"):
+        if r["cell"]["task"] == task and r["grid"] == grid and r["status"] == "ok":
+            rows[(r["cell"]["dataset"], r["cell"]["method"], variant_label(r["variant"]["diff"]))].append(r)
+    return rows
+
+
+def _mean(results, metric):
+    values = [r["metrics"][metric]["value"] for r in results]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+def test_every_few_shot_row_beats_chance_clearly_or_is_the_reference():
+    from harness.stats import mean_ci95
+
+    checked = 0
+    for task, metric in (("few_shot", "acc_1shot"), ("fine_from_coarse", "acc_5way_1shot")):
+        for grid in ("default", "controls"):
+            for (dataset, method, label), rs in _rows(task, grid).items():
+                if any(r["reference"] for r in rs):
+                    continue
+                mean, half, _ = mean_ci95([r["metrics"][metric]["value"] for r in rs])
+                chance = 1 / rs[0]["config"]["task"]["n_way"]
+                assert mean - (half or 0) > chance + 0.05, (task, dataset, method, label, mean, half)
+                checked += 1
+    assert checked >= 10
