@@ -100,6 +100,22 @@ def _task_class(task: str) -> Any:
         return Task
 
 
+def _labels_read(results: list[dict[str, Any]]) -> str:
+    """The annotation a row's models trained on (``label``, ``coarse_label``), or ``none`` for a label-free
+    method or an untrained reference (from the method plugin's ``supervised`` flag)."""
+    from harness.registry import get_registry
+
+    r = results[0]
+    if r.get("reference"):
+        return "none"
+    try:
+        supervised = bool(getattr(get_registry().load("method", r["cell"]["method"]), "supervised", True))
+    except Exception:  # noqa: BLE001 - a plugin not installed here: say what the protocol offered
+        supervised = True
+    label = (r.get("protocol") or {}).get("train_label")
+    return str(label) if supervised and label else "none"
+
+
 def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2,
                      brief: bool = False, figure_root: str | None = None, significance: bool = False) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
@@ -122,6 +138,9 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
             directions.setdefault(name, bool(m["higher_is_better"]))
     metrics = sorted(directions)
     geometry = {key: _geometry(rs) for key, rs in groups.items()}
+    labels_read = {key: _labels_read(rs) for key, rs in groups.items()}
+    if len(set(labels_read.values())) < 2:
+        labels_read = {}  # one kind of row: the column would say nothing
     out = [f"{'#' * level} {dataset}", ""]
     notes: dict[str, int] = {}
     if groups:
@@ -142,7 +161,7 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                        for name in names}
             out += [_table(groups, summary, names, directions, geometry, notes,
                            strip=f"{title}/" if title else "", significance=significance,
-                           unranked=set(unranked), headers=headers), ""]
+                           unranked=set(unranked), headers=headers, labels_read=labels_read), ""]
         if "°" in notes:
             out += [REFERENCE_FOOTNOTE, ""]
             notes.pop("°")
@@ -255,7 +274,7 @@ def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
            notes: dict[str, int], strip: str, significance: bool = False, unranked: set[str] = frozenset(),
-           headers: dict[str, str] | None = None) -> str:
+           headers: dict[str, str] | None = None, labels_read: dict | None = None) -> str:
     best: dict[str, float] = {}
     headers = headers or {}
     for name in names:
@@ -268,12 +287,14 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             for name in names}
     references = {key[1]: key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
-    headers = (["method", "backbone"] + (["geometry"] if with_geometry else [])
+    labels_read = labels_read or {}
+    columns = (["method", "backbone"] + (["geometry"] if with_geometry else []) + (["labels"] if labels_read else [])
                + [f"{headers.get(m, m).removeprefix(strip)} {'↑' if directions[m] else '↓'}" for m in names] + ["n"])
     rows = []
     for key in sorted(groups, key=lambda k: (geometry[k], k)):
         method, backbone, label = key
-        row = [f"{method} ({label})" if label else method, backbone] + ([geometry[key]] if with_geometry else [])
+        row = ([f"{method} ({label})" if label else method, backbone] + ([geometry[key]] if with_geometry else [])
+               + ([labels_read[key]] if labels_read else []))
         for name in names:
             if name not in summary[key]:
                 row.append("—")
@@ -295,7 +316,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             row.append(cell)
         row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
         rows.append(row)
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=columns, tablefmt="github", disable_numparse=True)
 
 
 def render_all(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, str]:

@@ -153,3 +153,16 @@ def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
     assert "Not ranked (delta): δ is in the units of each geometry's own metric" in text
     mixed = leaderboard.render_task("delta", [r("a", 0, 1, 0.3, "exact"), r("b", 0, 1, 0.3, "hyptorch")])
     assert "delta_rel [exact, hyptorch] ↓" in mixed
+
+
+def test_a_table_mixing_label_free_and_supervised_rows_says_which_read_labels():
+    sup, free, ref = _r("euclidean_ce", 0, 0.6, 1.0), _r("mocov2", 0, 0.3, 1.0), _r("random_init", 0, 0.2, 1.0)
+    for r in (sup, free, ref):
+        r["protocol"]["train_label"] = "label"
+    ref["reference"] = True
+    text = leaderboard.render_task("t", [sup, free, ref])
+    assert "| method       | backbone   | labels   | acc ↑" in text
+    assert "| euclidean_ce | b          | label    |" in text
+    assert "| mocov2       | b          | none     |" in text  # a label-free method: never read them
+    assert "| random_init  | b          | none     |" in text
+    assert "labels" not in leaderboard.render_task("t", [sup])  # one kind of row: no column
