@@ -130,11 +130,7 @@ def test_missing_checkpoint_is_a_clear_refusal(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("grid", [
-    *[g for g in PAPER_GRIDS if g not in ("paper_xu2023_coarse_to_fine", "paper_ge2023_detection")],
-    pytest.param("paper_xu2023_coarse_to_fine", marks=pytest.mark.xfail(
-        strict=True, reason="method hcm fails on main: 'Config' object has no attribute 'riemannian'")),
-    "paper_ge2023_detection"])
+@pytest.mark.parametrize("grid", PAPER_GRIDS)
 def test_smoke_grid_runs_end_to_end(grid, tmp_path):
     out = _cli("sweep", f"grid={grid}_smoke", f"results_dir={tmp_path}")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
