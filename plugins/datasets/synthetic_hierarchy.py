@@ -94,24 +94,38 @@ class SyntheticHierarchy(ImageDataset):
     def _generate(self) -> dict[str, torch.Tensor]:
         c = self.cfg
         g = torch.Generator().manual_seed(c.seed)
-        n_h = len(_HARMONICS)
         # Class parameters: coarse draws, fine perturbations.
-        coarse_amp = 0.28 * torch.rand(c.n_coarse, n_h, generator=g) / torch.tensor(_HARMONICS) ** 0.3
-        coarse_phase = 2 * math.pi * torch.rand(c.n_coarse, n_h, generator=g)
-        coarse_freq = 1.5 + 3.0 * torch.rand(c.n_coarse, generator=g)
-        coarse_orient = math.pi * torch.rand(c.n_coarse, generator=g)
         n_fine = c.n_coarse * c.fine_per_coarse
         parent = torch.arange(n_fine) // c.fine_per_coarse
-        s = c.fine_spread
-        amp = (coarse_amp[parent] + s * 0.12 * torch.randn(n_fine, n_h, generator=g)).clamp(min=0)
-        phase = coarse_phase[parent] + s * 1.2 * torch.randn(n_fine, n_h, generator=g)
-        freq = coarse_freq[parent] + s * 1.2 * torch.randn(n_fine, generator=g)
-        orient = coarse_orient[parent] + s * 0.6 * torch.randn(n_fine, generator=g)
+        amp, phase, freq, orient = perturb_shapes(draw_shapes(c.n_coarse, g), parent, c.fine_spread, g)
 
         label = torch.arange(n_fine).repeat_interleave(c.images_per_class)
         images, typicality = render_shapes(amp, phase, freq, orient, label, image_size=c.image_size,
                                            rotation=c.rotation, noise=c.noise, generator=g)
         return {"images": images, "label": label, "coarse_label": parent[label], "typicality": typicality}
+
+
+def draw_shapes(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Independent shape parameters of ``n`` classes: outline harmonics' amplitudes and phases,
+    grating frequency and orientation."""
+    n_h = len(_HARMONICS)
+    amp = 0.28 * torch.rand(n, n_h, generator=g) / torch.tensor(_HARMONICS) ** 0.3
+    phase = 2 * math.pi * torch.rand(n, n_h, generator=g)
+    freq = 1.5 + 3.0 * torch.rand(n, generator=g)
+    orient = math.pi * torch.rand(n, generator=g)
+    return amp, phase, freq, orient
+
+
+def perturb_shapes(shapes: tuple[torch.Tensor, ...], parent: torch.Tensor, spread: float,
+                   g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Children's shape parameters: the parent's (``parent[i]`` indexes ``shapes``) plus Gaussian steps
+    scaled by ``spread``."""
+    amp, phase, freq, orient = shapes
+    m, n_h = len(parent), amp.shape[1]
+    return ((amp[parent] + spread * 0.12 * torch.randn(m, n_h, generator=g)).clamp(min=0),
+            phase[parent] + spread * 1.2 * torch.randn(m, n_h, generator=g),
+            freq[parent] + spread * 1.2 * torch.randn(m, generator=g),
+            orient[parent] + spread * 0.6 * torch.randn(m, generator=g))
 
 
 def render_shapes(amp: torch.Tensor, phase: torch.Tensor, freq: torch.Tensor, orient: torch.Tensor,

@@ -21,7 +21,6 @@ are split into ``train`` and ``test``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 
 from harness.data import DatasetInfo, ImageDataset, cached_tensors
 from harness.errors import ConfigError
-from harness.plugins.datasets.synthetic_hierarchy import _HARMONICS, render_shapes
+from harness.plugins.datasets.synthetic_hierarchy import draw_shapes, perturb_shapes, render_shapes
 
 
 class SyntheticTree(ImageDataset):
@@ -88,21 +87,13 @@ class SyntheticTree(ImageDataset):
     def _generate(self) -> dict[str, torch.Tensor]:
         c = self.cfg
         g = torch.Generator().manual_seed(c.seed)
-        n_h = len(_HARMONICS)
         # top level: independent draws, as synthetic_hierarchy's coarse classes
-        amp = 0.28 * torch.rand(c.branching, n_h, generator=g) / torch.tensor(_HARMONICS) ** 0.3
-        phase = 2 * math.pi * torch.rand(c.branching, n_h, generator=g)
-        freq = 1.5 + 3.0 * torch.rand(c.branching, generator=g)
-        orient = math.pi * torch.rand(c.branching, generator=g)
+        shapes = draw_shapes(c.branching, g)
         step = 0.35  # synthetic_hierarchy's fine_spread: the perturbation of level 2
         for _ in range(1, c.depth):
-            parent = torch.arange(len(amp) * c.branching) // c.branching
-            m = len(parent)
-            amp = (amp[parent] + step * 0.12 * torch.randn(m, n_h, generator=g)).clamp(min=0)
-            phase = phase[parent] + step * 1.2 * torch.randn(m, n_h, generator=g)
-            freq = freq[parent] + step * 1.2 * torch.randn(m, generator=g)
-            orient = orient[parent] + step * 0.6 * torch.randn(m, generator=g)
+            shapes = perturb_shapes(shapes, torch.arange(len(shapes[0]) * c.branching) // c.branching, step, g)
             step *= c.spread
+        amp, phase, freq, orient = shapes
         n_leaves = len(amp)
         label = torch.arange(n_leaves).repeat_interleave(c.images_per_class)
         images, typicality = render_shapes(amp, phase, freq, orient, label, image_size=c.image_size,
