@@ -111,3 +111,18 @@ def test_half_precision_features_are_computed_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = supcon_loss(f, labels, tau=0.1)
     assert loss.dtype == torch.float32 and float(loss) == float(reference)  # not bf16 logits
+
+
+def test_its_own_learning_rate_replaces_the_grids_on_the_same_optimiser():
+    import geoopt
+
+    from harness.config import TrainConfig
+
+    info = TrainInfo(feat_dim=8, num_classes=3, num_train=12, label_field="label", epochs=1)
+    train = TrainConfig(lr=5e-3, weight_decay=1e-4)
+    assert SupCon(SupCon.Config(), torch.nn.Identity(), info).configure_optimizer(train) is None  # the engine's
+    method = SupCon(SupCon.Config(lr=2e-3), torch.nn.Identity(), info)
+    opt = method.configure_optimizer(train)
+    assert isinstance(opt, geoopt.optim.RiemannianAdam)  # train.optimizer's kind, this method's lr
+    assert [g["lr"] for g in opt.param_groups] == [2e-3] and opt.param_groups[0]["weight_decay"] == 1e-4
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in method.parameters())

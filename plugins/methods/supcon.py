@@ -18,13 +18,15 @@ the released ``SupConLoss`` averages (used here, a constant factor), and its ext
 Embeddings for tasks: the projection head is discarded after training (paper §3.1) and the
 encoder representation r, normalised to the unit sphere (§3.1), is measured with the Euclidean
 distance. The optimiser and schedule are the grid's (``train.*``), as for the cross-entropy
-baseline the paper compares with (paper: SGD momentum 0.9 / LARS, lr 0.5 at batch 1024, cosine).
+baseline the paper compares with (paper: SGD momentum 0.9 / LARS, lr 0.5 at batch 1024, cosine); ``lr`` sets the
+optimiser's learning rate for this method alone (``supcon_scratch``: 2e-3).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +76,15 @@ class SupCon(Method):
         dim: int = 128  # projection output (paper §3.1 D_P = 128; SupConResNet feat_dim)
         hidden: int = 0  # hidden width of the MLP head; 0 = the encoder's width (SupConResNet: Linear(dim_in, dim_in))
         tau: float = 0.1  # temperature (paper §4; released README --temp 0.1)
+        lr: float = 0.0  # learning rate of the grid's optimiser (train.optimizer); 0 = train.lr
 
         def validate(self) -> None:
             if not (self.tau > 0 and math.isfinite(self.tau)):
                 raise ConfigError(f"supcon: tau (the temperature) must be > 0, got {self.tau}")
             if self.dim < 1:
                 raise ConfigError(f"supcon: dim (the projection's output size) must be >= 1, got {self.dim}")
+            if not (self.lr >= 0 and math.isfinite(self.lr)):
+                raise ConfigError(f"supcon: lr must be >= 0 (0 = train.lr), got {self.lr}")
             if self.hidden < 0:
                 raise ConfigError(f"supcon: hidden must be >= 1, or 0 for the encoder's width; got {self.hidden}")
 
@@ -89,6 +94,14 @@ class SupCon(Method):
         self.projection = nn.Sequential(nn.Linear(info.feat_dim, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, cfg.dim))
         self.geometry = EuclideanGeometry()
+
+    def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
+        """``train.optimizer`` at this method's ``lr`` when set (else the engine's default)."""
+        if not self.cfg.lr:
+            return None
+        from harness.engine import make_optimizer
+
+        return make_optimizer([p for p in self.parameters() if p.requires_grad], replace(train, lr=self.cfg.lr))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The normalised encoder representation r (what the tasks measure)."""
