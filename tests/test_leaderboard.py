@@ -166,3 +166,10 @@ def test_a_table_mixing_label_free_and_supervised_rows_says_which_read_labels():
     assert "| mocov2       | b          | none     |" in text  # a label-free method: never read them
     assert "| random_init  | b          | none     |" in text
     assert "labels" not in leaderboard.render_task("t", [sup])  # one kind of row: no column
+
+
+def test_a_single_variant_row_names_its_method_settings_not_grid_wide_ones():
+    r = _r("hyp_vit", 0, 0.4, 1.0)
+    r["variant"] = {"tag": "abc", "diff": {"method.lr": 3e-4, "train.epochs": 40}}
+    text = leaderboard.render_task("t", [r])
+    assert "| hyp_vit (lr=0.0003) | b          |" in text and "epochs" not in text.split("---")[0].split("## d")[1]
