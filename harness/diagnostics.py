@@ -8,7 +8,9 @@ constant to carry a metric:
   tolerance: float32 keeps about 7 significant digits, so ``REL_TOL = 1e-5``
   is about 80 float32 ulps — rounding noise lands in one or two cells);
 * the values are **degenerate** when they fill fewer than ``MIN_DISTINCT``
-  cells (5: "fewer than a handful"); a constant array fills one.
+  cells (5: "fewer than a handful"), or when one cell holds more than
+  ``MAX_TIED_FRACTION`` of them (99%: a clipped head with a few embeddings
+  inside the clipping sphere); a constant array fills one.
 
 A metric computed from degenerate values is ``null`` with the reason
 (:class:`harness.task.MetricValue`), never the number the formula returns for
@@ -34,6 +36,8 @@ import torch
 REL_TOL = 1e-5
 #: Fewer distinct values (after rounding at ``REL_TOL``) than this: degenerate.
 MIN_DISTINCT = 5
+#: More than this fraction of the values in one cell (after rounding): degenerate.
+MAX_TIED_FRACTION = 0.99
 #: "On the largest sphere": distance to the origin within this fraction of the largest.
 ON_SPHERE_RTOL = 1e-4
 #: Quantiles (in %) of the distance to the origin that :func:`embedding_diagnostics` reports.
@@ -73,8 +77,10 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
     """Why ``values`` cannot carry a metric, or ``None`` if they can.
 
     Degenerate: fewer than ``min_distinct`` distinct values after rounding at a
-    relative ``REL_TOL`` (see the module docstring). ``what`` names the values in
-    the reason (e.g. ``"the dist0 score over ID and OOD images"``).
+    relative ``REL_TOL``, or (for ``min_distinct > 2``: measured values, not label-like
+    ones) more than ``MAX_TIED_FRACTION`` of them in one value (see the module
+    docstring). ``what`` names the values in the reason (e.g. ``"the dist0 score over
+    ID and OOD images"``).
     """
     x = _as_float64(values, what)
     if x.size == 0:
@@ -87,6 +93,13 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
         lo, hi = float(x.min()), float(x.max())
         return (f"{what} takes only {k} distinct values among {x.size} (in [{lo:.9g}, {hi:.9g}], rounded at a "
                 f"relative {REL_TOL:g}); fewer than {min_distinct} is treated as constant")
+    if min_distinct > 2:
+        cells, counts = np.unique(rounded(x), return_counts=True)
+        top = int(counts.argmax())
+        if counts[top] > MAX_TIED_FRACTION * x.size:
+            value = float(x[rounded(x) == cells[top]][0])
+            return (f"{what}: {counts[top]} of {x.size} values are one value ({value:.9g}, up to a relative "
+                    f"{REL_TOL:g}); more than {MAX_TIED_FRACTION:.0%} tied is treated as constant")
     return None
 
 

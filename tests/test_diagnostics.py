@@ -93,3 +93,13 @@ def test_embedding_diagnostics_bad_input() -> None:
         embedding_diagnostics(torch.tensor([[0.1, math.nan], [0.2, 0.1]]), EuclideanGeometry())
     with pytest.raises(ValueError, match="non-empty"):
         embedding_diagnostics(torch.zeros(0, 3), EuclideanGeometry())
+
+
+def test_values_almost_all_tied_are_degenerate_however_many_distinct_values_the_rest_take():
+    # 1,430 embeddings on the clipping sphere (radius 2) and 10 inside it: 11 distinct values, 99.3% tied
+    inside = np.linspace(1.4, 1.9, 10)
+    reason = degenerate_reason(np.r_[np.full(1430, 2.0), inside], "the distance to the origin")
+    assert reason.startswith("the distance to the origin: 1430 of 1440 values are one value (2,")
+    assert "more than 99% tied" in reason
+    assert degenerate_reason(np.r_[np.full(1420, 2.0), np.linspace(1.4, 1.9, 20)], "d") is None  # 98.6% tied
+    assert degenerate_reason(np.r_[np.full(995, 2), np.full(5, 4)], "tree distance", min_distinct=2) is None
