@@ -29,10 +29,11 @@ def _rows(task, grid):
     from collections import defaultdict
 
     from harness.config import variant_label
+    from harness.published import base_grid
 
     rows = defaultdict(list)
     for _, r in iter_results(ROOT / "results"):
-        if r["cell"]["task"] == task and r["grid"] == grid and r["status"] == "ok":
+        if r["cell"]["task"] == task and base_grid(r["grid"]) == grid and r["status"] == "ok":
             rows[(r["cell"]["dataset"], r["cell"]["method"], variant_label(r["variant"]["diff"]))].append(r)
     return rows
 

@@ -251,3 +251,18 @@ def test_the_default_grid_runs_each_task_on_its_data_only():
     assert len(jobs) == n_methods * 3 * 8 - 2 * 3  # hcm and hcm_euclidean split classes: no re-ID
     assert {t for d, t in pairs if d == "reid_synthetic"} == {"reid"}
     assert "reid" not in {t for d, t in pairs if d == "synthetic_hierarchy"}
+
+
+@pytest.mark.parametrize("grid", sorted(p.stem for p in (Path(__file__).parents[1] / "plugins" / "conf" / "grid").glob(
+    "*.yaml") if not p.stem.startswith("paper_")))
+def test_every_in_tree_grid_composes_for_every_axis_value(grid):
+    # what `harness sweep grid=...` checks before its first cell: every plugin name and value on every axis
+    from harness.registry import get_registry
+    from harness.sweep import _axes, _check_axes, prepare
+
+    overrides = [f"grid={grid}"]
+    prepare(overrides)
+    axes, singles = _axes(overrides, get_registry().config_searchpath())
+    assert axes, f"grid {grid} has no sweep axes"
+    config = _check_axes(overrides, axes, singles)
+    assert config["grid_name"] == grid
