@@ -8,6 +8,17 @@ from pathlib import Path
 import numpy as np
 
 
+def _save(fig: object, path: Path, *, dpi: int) -> Path:
+    """Lay out, write and close a figure (the folder is made as needed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def save_histograms(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], *, xlabel: str = "",
                     bins: int = 50) -> Path:
     """One panel per ``panels`` key, overlaid density histograms of its named series; writes a PNG."""
@@ -24,11 +35,7 @@ def save_histograms(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], 
         if xlabel:
             ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=80)
 
 
 def disk_coordinates(embeddings: np.ndarray, *, geometry: object) -> np.ndarray:
@@ -74,11 +81,7 @@ def save_disk(path: Path, embeddings: np.ndarray, labels: np.ndarray, *, geometr
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or ("Poincaré disk" if poincare else "PCA"), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def cmc_points(cmc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +123,4 @@ def save_cmc(path: Path, cmc: np.ndarray, *, title: str = "") -> Path:
     ax.set_title(title or "CMC curve", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=80)
