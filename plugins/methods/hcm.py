@@ -281,14 +281,10 @@ class HCM(_HCMTraining, PoincareMLR):
     VERSION = "2"  # 2: poincare_mlr's hyptorch settings (gradient rescaling, projection margin)
 
     @dataclass
-    class Config(HCMSettings):
+    class Config(HCMSettings, PoincareMLR.Config):
+        # the head's keys and defaults (dim, c, clip_r, riemannian, proj_eps, project_class_points) are
+        # poincare_mlr's, inherited so that hcm stays its control's head with the margins added
         name: str = "hcm"
-        dim: int = 64  # ball dimension: the projector's output, as poincare_mlr (its control)
-        c: float = 1.0  # curvature −c (radius 1/√c); as poincare_mlr
-        clip_r: float = 1.0  # feature clipping before the exp map (Guo et al. 2022), as poincare_mlr; 0 off
-        riemannian: bool = True  # the exp map's gradient rescaling, as poincare_mlr (hyptorch's default)
-        proj_eps: float = 1e-3  # ball projection margin, as poincare_mlr (hyptorch)
-        project_class_points: bool = False  # MLR class points unprojected, as poincare_mlr (hyptorch)
 
         def validate(self) -> None:
             if not (math.isfinite(self.c) and self.c > 0):
@@ -296,7 +292,8 @@ class HCM(_HCMTraining, PoincareMLR):
             if self.dim < 1 or self.clip_r < 0:
                 raise ConfigError(f"hcm: dim must be >= 1 and clip_r >= 0 (0 disables clipping), "
                                   f"got dim={self.dim}, clip_r={self.clip_r}")
-            super().validate()
+            HCMSettings.validate(self)
+            PoincareMLR.Config.validate(self)
 
     def __init__(self, cfg: Config, backbone: nn.Module, info: Any) -> None:
         super().__init__(cfg, backbone, info)
