@@ -91,30 +91,25 @@ def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | 
     return "\n".join(lines)
 
 
-def _task_class(task: str) -> Any:
-    """The task plugin's class (its ``UNRANKED`` metrics and column headers); the base class when the
-    plugin is not installed here (results are readable without their plugins)."""
+def _plugin_class(kind: str, name: str) -> Any:
+    """The plugin's class (a task's ``UNRANKED`` metrics and column headers, a method's ``supervised``
+    flag), or None when it is not installed here: results are readable without their plugins."""
     from harness.registry import get_registry
-    from harness.task import Task
 
     try:
-        return get_registry().load("task", task)
+        return get_registry().load(kind, name)
     except Exception:  # noqa: BLE001 - any failure to load the plugin falls back to the plain table
-        return Task
+        return None
 
 
 def _labels_read(results: list[dict[str, Any]]) -> str:
     """The annotation a row's models trained on (``label``, ``coarse_label``), or ``none`` for a label-free
     method or an untrained reference (from the method plugin's ``supervised`` flag)."""
-    from harness.registry import get_registry
-
     r = results[0]
     if r.get("reference"):
         return "none"
-    try:
-        supervised = bool(getattr(get_registry().load("method", r["cell"]["method"]), "supervised", True))
-    except Exception:  # noqa: BLE001 - a plugin not installed here: say what the protocol offered
-        supervised = True
+    # a method not installed here: say what the protocol offered
+    supervised = bool(getattr(_plugin_class("method", r["cell"]["method"]), "supervised", True))
     label = (r.get("protocol") or {}).get("train_label")
     return str(label) if supervised and label else "none"
 
@@ -123,8 +118,10 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                      brief: bool = False, figure_root: str | None = None, significance: bool = False) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
     ok = [r for r in results if r["status"] == "ok"]
-    task_cls = _task_class(results[0]["cell"]["task"]) if results else None
-    unranked = dict(getattr(task_cls, "UNRANKED", {}) or {})
+    from harness.task import Task
+
+    task_cls = (_plugin_class("task", results[0]["cell"]["task"]) if results else None) or Task
+    unranked = dict(task_cls.UNRANKED)
     details = [r.get("details") or {} for r in ok]
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in ok:
@@ -160,8 +157,7 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         for title, names in _metric_tables(metrics):
             if title:
                 out += [f"{'#' * (level + 1)} {title}", ""]
-            headers = {name: task_cls.metric_header(name, details) if task_cls is not None else name
-                       for name in names}
+            headers = {name: task_cls.metric_header(name, details) for name in names}
             out += [_table(groups, summary, names, directions, geometry, notes,
                            strip=f"{title}/" if title else "", significance=significance,
                            unranked=set(unranked), headers=headers, labels_read=labels_read), ""]
