@@ -5,7 +5,7 @@ Importing this package is cheap (no torch); the heavy modules load on demand.
 
 import warnings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # geoopt 0.5.1 decorates helpers with torch.jit.script, which torch 2.14 deprecates: harmless, and
 # otherwise printed on every run.

@@ -9,8 +9,13 @@ constant to carry a metric:
   is about 80 float32 ulps — rounding noise lands in one or two cells);
 * the values are **degenerate** when they fill fewer than ``MIN_DISTINCT``
   cells (5: "fewer than a handful"), or when one cell holds more than
-  ``MAX_TIED_FRACTION`` of them (99%: a clipped head with a few embeddings
-  inside the clipping sphere); a constant array fills one.
+  ``MAX_TIED_FRACTION`` of them (90%: a clipped head with a few embeddings
+  inside the clipping sphere); a constant array fills one. With 90% of the
+  pooled values of an AUROC in one cell, about 80% or more of its (ID, OOD)
+  pairs tie, so the AUROC lies within about 0.1 of 0.5 whatever the other
+  values do: the number is mostly the formula's value for ties. (The clause
+  was 99% until a 16-epoch ``poincare_mlr`` left 96% of its embeddings on
+  the clipping sphere and scored a dist0 AUROC of 0.498 from the other 4%.)
 
 A metric computed from degenerate values is ``null`` with the reason
 (:class:`harness.task.MetricValue`), never the number the formula returns for
@@ -37,7 +42,7 @@ REL_TOL = 1e-5
 #: Fewer distinct values (after rounding at ``REL_TOL``) than this: degenerate.
 MIN_DISTINCT = 5
 #: More than this fraction of the values in one cell (after rounding): degenerate.
-MAX_TIED_FRACTION = 0.99
+MAX_TIED_FRACTION = 0.9
 #: "On the largest sphere": distance to the origin within this fraction of the largest.
 ON_SPHERE_RTOL = 1e-4
 #: Quantiles (in %) of the distance to the origin that :func:`embedding_diagnostics` reports.

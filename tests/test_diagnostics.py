@@ -100,6 +100,8 @@ def test_values_almost_all_tied_are_degenerate_however_many_distinct_values_the_
     inside = np.linspace(1.4, 1.9, 10)
     reason = degenerate_reason(np.r_[np.full(1430, 2.0), inside], "the distance to the origin")
     assert reason.startswith("the distance to the origin: 1430 of 1440 values are one value (2,")
-    assert "more than 99% tied" in reason
-    assert degenerate_reason(np.r_[np.full(1420, 2.0), np.linspace(1.4, 1.9, 20)], "d") is None  # 98.6% tied
+    assert "more than 90% tied" in reason
+    # 95.7% on the sphere, 62 distinct values inside (a 16-epoch poincare_mlr): still degenerate
+    assert degenerate_reason(np.r_[np.full(1378, 2.0), np.linspace(1.3, 1.9, 62)], "d") is not None
+    assert degenerate_reason(np.r_[np.full(1290, 2.0), np.linspace(1.4, 1.9, 150)], "d") is None  # 89.6% tied
     assert degenerate_reason(np.r_[np.full(995, 2), np.full(5, 4)], "tree distance", min_distinct=2) is None

@@ -130,7 +130,30 @@ def test_clipping_is_an_option():
     torch.testing.assert_close(emb.norm(dim=-1), torch.full((20,), float(torch.tanh(torch.tensor(1.0)))))
 
 
+def test_mlr_learning_rate_scale_moves_only_the_mlr_parameters_faster():
+    """mlr_lr_scale=1 keeps the engine's one group (hyptorch); another scale puts the class points and
+    normals in their own group: one plain SGD step moves them by scale × lr × grad, the rest by lr × grad."""
+    from harness.config import TrainConfig
+
+    train = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0)
+    assert _plugin(dim=3).configure_optimizer(train) is None
+    torch.manual_seed(0)
+    method = _plugin(dim=3, clip_r=0.0, mlr_lr_scale=10.0)
+    opt = method.configure_optimizer(train)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, pytest.approx(1.0)]
+    before = {n: p.detach().clone() for n, p in method.named_parameters()}
+    feats = torch.randn(8, 6)
+    method.loss(method.embed(feats), Batch(images=feats, labels=torch.arange(8) % 3)).backward()
+    grads = {n: p.grad.clone() for n, p in method.named_parameters()}
+    opt.step()
+    for name, p in method.named_parameters():
+        lr = 1.0 if name.startswith("mlr.") else 0.1
+        torch.testing.assert_close(p.detach(), before[name] - lr * grads[name])
+    assert any(n.startswith("mlr.") for n in grads) and any(n.startswith("proj.") for n in grads)
+
+
 @pytest.mark.parametrize("bad, match", [
+    (dict(mlr_lr_scale=0.0), "mlr_lr_scale must be > 0"),
     (dict(c=0.0), "c must be > 0"),
     (dict(dim=0), "dim must be >= 1"),
     (dict(clip_r=-1.0), "clip_r must be >= 0"),

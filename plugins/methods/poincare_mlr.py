@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.engine import make_optimizer
 from harness.errors import ConfigError
 from harness.geometry import HyperbolicMLR, PoincareGeometry, ToPoincare
 from harness.method import Batch, Method
@@ -55,6 +57,9 @@ class PoincareMLR(Method):
         riemannian: bool = True  # hyptorch ToPoincare(riemannian=True), its default
         proj_eps: float = 1e-3  # hyptorch pmath._project: radius (1 - 1e-3)/√c; 0 = the dtype's margin
         project_class_points: bool = False  # hyptorch nn.HyperbolicMLR: p = expmap0(p~), never projected
+        # learning rate of the MLR's own parameters (class points p~_k, normals a_k) = train.lr × this;
+        # hyptorch trains them with the rest at one rate (1). A probe of the tree control (README).
+        mlr_lr_scale: float = 1.0
 
         def validate(self) -> None:
             if self.dim < 1:
@@ -63,6 +68,9 @@ class PoincareMLR(Method):
                 raise ConfigError(f"poincare_mlr: c must be > 0 (ball radius 1/sqrt(c)), got {self.c}")
             if not (math.isfinite(self.clip_r) and self.clip_r >= 0):
                 raise ConfigError(f"poincare_mlr: clip_r must be >= 0 (0 disables clipping), got {self.clip_r}")
+            if not (math.isfinite(self.mlr_lr_scale) and self.mlr_lr_scale > 0):
+                raise ConfigError(f"poincare_mlr: mlr_lr_scale must be > 0 (the MLR's lr = train.lr × it), "
+                                  f"got {self.mlr_lr_scale}")
             if not 0 <= self.proj_eps < 1:
                 raise ConfigError(f"poincare_mlr: proj_eps must lie in [0, 1) (0 = the dtype's margin), "
                                   f"got {self.proj_eps}")
@@ -80,6 +88,18 @@ class PoincareMLR(Method):
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.mlr(embeddings)
+
+    def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
+        """The engine's optimiser from ``train.*``, with the MLR's parameters in their own group at
+        ``train.lr × mlr_lr_scale`` when the scale is not 1 (else None: one group, hyptorch's)."""
+        if self.cfg.mlr_lr_scale == 1:
+            return None
+        mlr = {id(p) for p in self.mlr.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in mlr]
+        groups = [{"params": rest},
+                  {"params": [p for p in self.mlr.parameters() if p.requires_grad],
+                   "lr": train.lr * self.cfg.mlr_lr_scale}]
+        return make_optimizer(groups, train)
 
     def loss(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings), batch.labels)
