@@ -43,6 +43,8 @@ REL_TOL = 1e-5
 MIN_DISTINCT = 5
 #: More than this fraction of the values in one cell (after rounding): degenerate.
 MAX_TIED_FRACTION = 0.9
+#: More than this fraction of (positive, negative) pairs tied: an AUROC is undefined (:func:`tied_pairs_reason`).
+MAX_TIED_PAIR_FRACTION = 0.5
 #: "On the largest sphere": distance to the origin within this fraction of the largest.
 ON_SPHERE_RTOL = 1e-4
 #: Quantiles (in %) of the distance to the origin that :func:`embedding_diagnostics` reports.
@@ -105,6 +107,32 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
             value = float(x[rounded(x) == cells[top]][0])
             return (f"{what}: {counts[top]} of {x.size} values are one value ({value:.9g}, up to a relative "
                     f"{REL_TOL:g}); more than {MAX_TIED_FRACTION:.0%} tied is treated as constant")
+    return None
+
+
+def tied_pairs_reason(positives: Any, negatives: Any, what: str) -> str | None:
+    """Why an AUROC of ``positives`` against ``negatives`` would be mostly ties, or ``None``.
+
+    With both sides rounded on their pooled scale (:func:`rounded`), the fraction of tied
+    (positive, negative) pairs is :math:`\sum_v n_+(v)\,n_-(v) / (N_+ N_-)`. The AUROC counts each tied
+    pair as ½, so when more than ``MAX_TIED_PAIR_FRACTION`` (half) of the pairs tie, more than half of
+    the number is ½ by construction, whatever the model does: it is undefined. This catches what the
+    pooled rule of :func:`degenerate_reason` lets through when the two sides are tied unevenly (a clipped
+    head with 84% of its ID embeddings and 97% of the OOD ones on the clipping sphere: 82% of the pairs
+    tie, AUROC 0.4996).
+    """
+    pos, neg = _as_float64(positives, what), _as_float64(negatives, what)
+    if pos.size == 0 or neg.size == 0:
+        return f"{what}: one side has no values"
+    cells = rounded(np.concatenate([pos, neg]))
+    values, inverse = np.unique(cells, return_inverse=True)
+    n_pos = np.bincount(inverse[: pos.size], minlength=values.size)
+    n_neg = np.bincount(inverse[pos.size:], minlength=values.size)
+    fraction = float((n_pos * n_neg).sum()) / (pos.size * neg.size)
+    if fraction > MAX_TIED_PAIR_FRACTION:
+        return (f"{what}: {fraction:.0%} of the {pos.size}×{neg.size} pairs tie (up to a relative {REL_TOL:g}); "
+                f"an AUROC counts a tie as 1/2, so more than {MAX_TIED_PAIR_FRACTION:.0%} tied is treated as "
+                "undefined")
     return None
 
 

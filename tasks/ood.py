@@ -24,7 +24,9 @@ Scores (higher = more in-distribution, for every score):
 ``{metric}/{score}/{set}``, e.g. ``auroc/energy/near``; see :func:`ood_metrics`.
 
 A score that is degenerate over the pooled ID and OOD images (constant, or
-float rounding only: :func:`harness.diagnostics.degenerate_reason`) gives
+float rounding only: :func:`harness.diagnostics.degenerate_reason`), or on which
+more than half of the (ID, OOD) pairs tie
+(:func:`harness.diagnostics.tied_pairs_reason`), gives
 ``null`` metrics with the reason, not the AUROC 0.5 / FPR 1.0 that ties
 produce by construction (``dist0`` of clipped ``poincare_mlr``, whose
 embeddings all lie on one sphere, is such a score).
@@ -52,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.diagnostics import collapsed_reason, degenerate_reason
+from harness.diagnostics import collapsed_reason, degenerate_reason, tied_pairs_reason
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 
@@ -297,8 +299,8 @@ class OOD(Task):
                     continue  # e.g. logits missing for outside images
                 ood_s = scores[set_name][score]
                 n = len(ood_s)
-                reason = degenerate_reason(torch.cat([id_s, ood_s]),
-                                           f"the {score} score over the ID and '{set_name}' images")
+                what = f"the {score} score over the ID and '{set_name}' images"
+                reason = degenerate_reason(torch.cat([id_s, ood_s]), what) or tied_pairs_reason(id_s, ood_s, what)
                 if reason is not None:
                     for m in cfg.metrics:
                         out[f"{m}/{score}/{set_name}"] = MetricValue.undefined(reason, OOD_METRICS[m], n=n)

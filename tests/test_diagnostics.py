@@ -105,3 +105,19 @@ def test_values_almost_all_tied_are_degenerate_however_many_distinct_values_the_
     assert degenerate_reason(np.r_[np.full(1378, 2.0), np.linspace(1.3, 1.9, 62)], "d") is not None
     assert degenerate_reason(np.r_[np.full(1290, 2.0), np.linspace(1.4, 1.9, 150)], "d") is None  # 89.6% tied
     assert degenerate_reason(np.r_[np.full(995, 2), np.full(5, 4)], "tree distance", min_distinct=2) is None
+
+
+def test_an_auroc_with_more_than_half_of_its_pairs_tied_is_undefined():
+    from harness.diagnostics import tied_pairs_reason
+
+    # 8 of 10 positives and 9 of 10 negatives at 2.0: 72 of the 100 pairs tie (hand count)
+    reason = tied_pairs_reason(np.r_[np.full(8, 2.0), 1.0, 1.5], np.r_[np.full(9, 2.0), 0.5], "s")
+    assert reason.startswith("s: 72% of the 10×10 pairs tie")
+    # 5 and 5 at 2.0: 25 of 100 pairs tie; the AUROC is defined
+    assert tied_pairs_reason(np.r_[np.full(5, 2.0), np.arange(5.0)], np.r_[np.full(5, 2.0), np.arange(5.0) + 10],
+                             "s") is None
+    # values that differ only by float rounding tie (the pooled scale's relative 1e-5)
+    assert tied_pairs_reason(np.full(4, 2.0), np.full(4, 2.0) + 1e-7, "s") is not None
+    # random continuous scores: no ties, the chance case
+    rng = np.random.default_rng(0)
+    assert tied_pairs_reason(rng.normal(size=500), rng.normal(size=300), "s") is None
