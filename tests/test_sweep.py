@@ -185,7 +185,7 @@ def test_incompatible_cell_is_skipped_with_its_reason(tmp_path):
 def test_grid_values_override_defaults_and_the_command_line_overrides_the_grid():
     from harness.sweep import compose
 
-    assert compose([])["train"]["epochs"] == 8
+    assert compose([])["train"]["epochs"] == 16
     assert compose(["grid=smoke"])["train"]["epochs"] == 2
     assert compose(["grid=smoke", "train.epochs=5"])["train"]["epochs"] == 5
     assert compose(["grid=smoke"])["grid_name"] == "smoke"
