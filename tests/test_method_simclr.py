@@ -119,6 +119,23 @@ def test_invalid_configs_get_clear_errors(key, value, message):
         make_config(SimCLR, {key: value}).validate()
 
 
+def test_views_use_the_configured_augmentation_policy():
+    """Two views per image under ``augment`` (default: the paper's ``simclr`` policy); a typo names the choices."""
+    seen = []
+
+    class Views:
+        def view(self, policy):
+            seen.append(policy)
+            return torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(len(seen)))
+
+    for policy in ("simclr", "crop"):
+        method = SimCLR(make_config(SimCLR, {"augment": policy}), _backbone(), _info())
+        assert torch.isfinite(method.training_step(Views(), None))
+    assert seen == ["simclr", "simclr", "crop", "crop"]
+    with pytest.raises(ConfigError, match="simclr: augment: .*did you mean 'simclr'"):
+        make_config(SimCLR, {"augment": "simclrr"}).validate()
+
+
 @pytest.mark.slow
 def test_short_pretraining_beats_random_init_on_few_shot(tmp_path):
     from harness.run import run_cell

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import ConfigError
+from harness.augment import resolve_policy
+from harness.errors import ConfigError, UnknownPluginError
 from harness.geometry import EuclideanGeometry
 from harness.method import Batch, Method, TrainState
 from harness.plugins.methods.moco import EMBEDDINGS
@@ -125,6 +126,9 @@ class SimCLR(Method):
         momentum: float = 0.9  # run.py --momentum
         warmup: float = 0.01  # fraction of training: 10 warm-up epochs of the README's 1,000
         embedding: str = "backbone"  # backbone | projection
+        # the two views' augmentation policy (harness list augmentations): the paper's (§3, App. A:
+        # crop 8-100% + resize, flip, colour distortion, blur)
+        augment: str = "simclr"
 
         def validate(self) -> None:
             if self.dim < 1:
@@ -139,6 +143,10 @@ class SimCLR(Method):
                 raise ConfigError(f"simclr: momentum must be in [0, 1), got {self.momentum}")
             if not 0 <= self.warmup < 1:
                 raise ConfigError(f"simclr: warmup (a fraction of training) must be in [0, 1), got {self.warmup}")
+            try:
+                resolve_policy(self.augment)
+            except UnknownPluginError as e:
+                raise ConfigError(f"simclr: augment: {e}") from e
             if self.embedding not in EMBEDDINGS:
                 raise ConfigError(f"simclr: embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
 
@@ -153,7 +161,7 @@ class SimCLR(Method):
         return F.normalize(self.proj(features), dim=-1)
 
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
-        x1, x2 = batch.view("simclr"), batch.view("simclr")
+        x1, x2 = batch.view(self.cfg.augment), batch.view(self.cfg.augment)
         z = self.proj(self.backbone(torch.cat([x1, x2])))  # one BN batch of 2N views (the code's global BN)
         return nt_xent(z[: len(x1)], z[len(x1):], tau=self.cfg.tau)
 
