@@ -81,36 +81,39 @@ def test_controls_every_head_learns_the_tree_before_the_geometries_are_compared(
     batch 128 none learned it)."""
     rows = _rows("few_shot", "controls")
     tree = {k: v for k, v in rows.items() if k[0] == "synthetic_tree"}
-    assert len(tree) == 10 and all(len(rs) == 3 for rs in tree.values())
+    assert len(tree) == 10 and all(len(rs) == 5 for rs in tree.values())
     for key, rs in tree.items():
         assert all(r["config"]["train"]["epochs"] == 40 for r in rs)
         assert _mean(rs, "acc_1shot") > 0.35, key
 
 
 def _tree_head(task, method, dim, clip_r=None, mlr_lr_scale=None):
-    """The 3 seeds of one head of the tree control (synthetic_tree) at embedding dimension ``dim``."""
+    """The 5 seeds of one head of the tree control (synthetic_tree) at embedding dimension ``dim``, by seed."""
     found = [rs for (dataset, m, _), rs in _rows(task, "controls").items()
              if dataset == "synthetic_tree" and m == method and rs[0]["config"]["method"]["dim"] == dim
              and (clip_r is None or rs[0]["config"]["method"]["clip_r"] == clip_r)
              and (mlr_lr_scale is None or rs[0]["config"]["method"].get("mlr_lr_scale", 1.0) == mlr_lr_scale)]
-    assert len(found) == 1 and len(found[0]) == 3, (task, method, dim, clip_r, mlr_lr_scale)
-    return found[0]
+    assert len(found) == 1 and len(found[0]) == 5, (task, method, dim, clip_r, mlr_lr_scale)
+    return sorted(found[0], key=lambda r: r["cell"]["seed"])
 
 
 def test_controls_tree_direction_shows_once_the_ball_parameters_learn_fast_enough():
-    """At hyptorch's one learning rate the clipped Poincaré head fits the tree's training set about half as
-    well as the Euclidean head at dimension 2 and trails it on few-shot; with the MLR's class points and
-    normals at 10× the rate its training top-1 roughly doubles, and its mean few-shot accuracy and CPCC
-    are at or above the Euclidean head's at dimension 2 and 8 (within the 3-seed intervals)."""
+    """At hyptorch's one learning rate the clipped Poincaré head fits the tree's training set about a third
+    as well as the Euclidean head at dimension 2 and trails it on few-shot; with the MLR's class points and
+    normals at 10× the rate its training top-1 roughly triples, its CPCC beats the Euclidean head's on
+    every seed (paired over the 5 seeds) at dimension 2 and 8, and its mean few-shot accuracy is ahead."""
     def top1(rs):
         return sum(r["training"]["train_top1"] for r in rs) / len(rs)
 
     base = _tree_head("few_shot", "poincare_mlr", 2, clip_r=1.0, mlr_lr_scale=1.0)
     fast = _tree_head("few_shot", "poincare_mlr", 2, clip_r=1.0, mlr_lr_scale=10.0)
     euclid = _tree_head("few_shot", "euclidean_ce", 2)
-    assert top1(base) < 0.6 * top1(euclid) and top1(fast) > 1.8 * top1(base)
-    assert _mean(base, "acc_1shot") < _mean(euclid, "acc_1shot")
+    assert top1(base) < 0.5 * top1(euclid) and top1(fast) > 2.5 * top1(base)
+    assert _mean(base, "acc_1shot") < _mean(euclid, "acc_1shot") - 0.05
     for dim in (2, 8):
-        for task, metric in (("few_shot", "acc_1shot"), ("hierarchy", "cpcc")):
-            fast = _tree_head(task, "poincare_mlr", dim, clip_r=1.0, mlr_lr_scale=10.0)
-            assert _mean(fast, metric) >= _mean(_tree_head(task, "euclidean_ce", dim), metric), (dim, metric)
+        fast = _tree_head("hierarchy", "poincare_mlr", dim, clip_r=1.0, mlr_lr_scale=10.0)
+        euclid = _tree_head("hierarchy", "euclidean_ce", dim)
+        assert [r["cell"]["seed"] for r in fast] == [r["cell"]["seed"] for r in euclid]
+        assert all(f["metrics"]["cpcc"]["value"] > e["metrics"]["cpcc"]["value"] for f, e in zip(fast, euclid)), dim
+        fast = _tree_head("few_shot", "poincare_mlr", dim, clip_r=1.0, mlr_lr_scale=10.0)
+        assert _mean(fast, "acc_1shot") > _mean(_tree_head("few_shot", "euclidean_ce", dim), "acc_1shot"), dim
