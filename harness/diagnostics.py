@@ -92,7 +92,9 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
     x = _as_float64(values, what)
     if x.size == 0:
         return f"{what}: there are no values"
-    k = distinct_values(x)
+    cells = rounded(x)
+    distinct, counts = np.unique(cells, return_counts=True)
+    k = distinct.size
     if k == 1:
         return (f"{what} is constant ({x[0]:.9g} for all {x.size}, up to a relative {REL_TOL:g}): "
                 "the metric would measure ties, not the model")
@@ -101,10 +103,9 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
         return (f"{what} takes only {k} distinct values among {x.size} (in [{lo:.9g}, {hi:.9g}], rounded at a "
                 f"relative {REL_TOL:g}); fewer than {min_distinct} is treated as constant")
     if min_distinct > 2:
-        cells, counts = np.unique(rounded(x), return_counts=True)
         top = int(counts.argmax())
         if counts[top] > MAX_TIED_FRACTION * x.size:
-            value = float(x[rounded(x) == cells[top]][0])
+            value = float(x[cells == distinct[top]][0])
             return (f"{what}: {counts[top]} of {x.size} values are one value ({value:.9g}, up to a relative "
                     f"{REL_TOL:g}); more than {MAX_TIED_FRACTION:.0%} tied is treated as constant")
     return None

@@ -287,13 +287,8 @@ class HCM(_HCMTraining, PoincareMLR):
         name: str = "hcm"
 
         def validate(self) -> None:
-            if not (math.isfinite(self.c) and self.c > 0):
-                raise ConfigError(f"hcm: c must be > 0 (the ball has curvature −c, radius 1/√c), got {self.c}")
-            if self.dim < 1 or self.clip_r < 0:
-                raise ConfigError(f"hcm: dim must be >= 1 and clip_r >= 0 (0 disables clipping), "
-                                  f"got dim={self.dim}, clip_r={self.clip_r}")
             HCMSettings.validate(self)
-            PoincareMLR.Config.validate(self)
+            PoincareMLR.Config.validate(self)  # the head's checks, its messages named by ``name`` (hcm)
 
     def __init__(self, cfg: Config, backbone: nn.Module, info: Any) -> None:
         super().__init__(cfg, backbone, info)

@@ -63,16 +63,16 @@ class PoincareMLR(Method):
 
         def validate(self) -> None:
             if self.dim < 1:
-                raise ConfigError(f"poincare_mlr: dim must be >= 1, got {self.dim}")
+                raise ConfigError(f"{self.name}: dim must be >= 1, got {self.dim}")
             if not (math.isfinite(self.c) and self.c > 0):
-                raise ConfigError(f"poincare_mlr: c must be > 0 (ball radius 1/sqrt(c)), got {self.c}")
+                raise ConfigError(f"{self.name}: c must be > 0 (ball radius 1/sqrt(c)), got {self.c}")
             if not (math.isfinite(self.clip_r) and self.clip_r >= 0):
-                raise ConfigError(f"poincare_mlr: clip_r must be >= 0 (0 disables clipping), got {self.clip_r}")
+                raise ConfigError(f"{self.name}: clip_r must be >= 0 (0 disables clipping), got {self.clip_r}")
             if not (math.isfinite(self.mlr_lr_scale) and self.mlr_lr_scale > 0):
-                raise ConfigError(f"poincare_mlr: mlr_lr_scale must be > 0 (the MLR's lr = train.lr × it), "
+                raise ConfigError(f"{self.name}: mlr_lr_scale must be > 0 (the MLR's lr = train.lr × it), "
                                   f"got {self.mlr_lr_scale}")
             if not 0 <= self.proj_eps < 1:
-                raise ConfigError(f"poincare_mlr: proj_eps must lie in [0, 1) (0 = the dtype's margin), "
+                raise ConfigError(f"{self.name}: proj_eps must lie in [0, 1) (0 = the dtype's margin), "
                                   f"got {self.proj_eps}")
 
     def __init__(self, cfg: Config, backbone: nn.Module, info) -> None:
@@ -94,12 +94,10 @@ class PoincareMLR(Method):
         ``train.lr × mlr_lr_scale`` when the scale is not 1 (else None: one group, hyptorch's)."""
         if self.cfg.mlr_lr_scale == 1:
             return None
-        mlr = {id(p) for p in self.mlr.parameters()}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in mlr]
-        groups = [{"params": rest},
-                  {"params": [p for p in self.mlr.parameters() if p.requires_grad],
-                   "lr": train.lr * self.cfg.mlr_lr_scale}]
-        return make_optimizer(groups, train)
+        mlr = [p for p in self.mlr.parameters() if p.requires_grad]
+        ids = {id(p) for p in mlr}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return make_optimizer([{"params": rest}, {"params": mlr, "lr": train.lr * self.cfg.mlr_lr_scale}], train)
 
     def loss(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings), batch.labels)
