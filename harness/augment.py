@@ -196,3 +196,14 @@ def resolve_policy(name: str) -> Policy:
     from harness.registry import get_registry
 
     return get_registry().load("augmentation", name)
+
+
+def check_policy(key: str, name: str) -> None:
+    """A :class:`~harness.errors.ConfigError` naming the config ``key`` when ``name`` is not a
+    registered augmentation policy (did-you-mean and the choices), so a typo fails before any work."""
+    from harness.errors import ConfigError, UnknownPluginError
+
+    try:
+        resolve_policy(name)
+    except UnknownPluginError as e:
+        raise ConfigError(f"{key}: {e}") from e

@@ -183,6 +183,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     check_device(str(config.get("device", "auto")))
     train = TrainConfig(**config["train"])
     train.validate()
+    from harness.augment import check_policy
+
+    check_policy("train.augment", train.augment)
     registry = get_registry()
     for kind in ("method", "dataset", "task"):
         node = config[kind]

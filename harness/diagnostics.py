@@ -112,7 +112,7 @@ def degenerate_reason(values: Any, what: str, *, min_distinct: int = MIN_DISTINC
 
 
 def tied_pairs_reason(positives: Any, negatives: Any, what: str) -> str | None:
-    """Why an AUROC of ``positives`` against ``negatives`` would be mostly ties, or ``None``.
+    r"""Why an AUROC of ``positives`` against ``negatives`` would be mostly ties, or ``None``.
 
     With both sides rounded on their pooled scale (:func:`rounded`), the fraction of tied
     (positive, negative) pairs is :math:`\sum_v n_+(v)\,n_-(v) / (N_+ N_-)`. The AUROC counts each tied

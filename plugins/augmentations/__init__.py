@@ -19,5 +19,7 @@ def harness_augmentations() -> list[PluginSpec]:
                    "MoCo v2's jitter, gray, blur, flip without the resized crop (HCL's box-crop views)"),
         PluginSpec("resized_crop_flip", f"{_P}:resized_crop_flip",
                    "metric-learning view: resized crop 0.16-1 + flip (Deep_Metric / UnHyperML rand-crop)"),
+        PluginSpec("colour", f"{_P}:colour",
+                   "SimCLR's colour distortion alone (jitter 0.8 p 0.8, gray p 0.2): every pixel keeps its place"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
     ]

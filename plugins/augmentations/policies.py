@@ -13,7 +13,8 @@ input size. ``simclr`` is SimCLR's
 distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
 p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
 ``supcon`` are the views of those methods' released code (see each policy).
-``resized_crop_flip`` is the training view of the deep-metric-learning benchmarks as released
+``colour`` is SimCLR's colour distortion without its crop, flip and blur (the views of the
+label-free rows on the embedded data). ``resized_crop_flip`` is the training view of the deep-metric-learning benchmarks as released
 with Deep_Metric / UnHyperML (``DataSet/CUB200.py`` ``rand-crop``: RandomResizedCrop(scale
 0.16–1, ``--ratio 0.16``) + horizontal flip).
 """
@@ -79,4 +80,15 @@ def supcon(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     RandomResizedCrop(scale 0.2–1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2."""
     x = A.hflip(A.random_resized_crop(x, gen, scale=(0.2, 1.0)), gen)
     x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    return A.random_grayscale(x, gen, p=0.2)
+
+
+
+def colour(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """SimCLR's colour distortion alone (ColorJitter(0.8, 0.8, 0.8, 0.2) with p = 0.8, grayscale
+    p = 0.2): no crop, flip or blur, so every pixel keeps its place. For data whose classes are
+    outlines and textures under random colours (the embedded ``synthetic_hierarchy``): there SimCLR's and
+    MoCo v2's full views leave the contrastive loss near log(2N − 1) and the methods at chance,
+    while the colour views alone train them (see the README's label-free rows)."""
+    x = A.color_jitter(x, gen, 0.8, 0.8, 0.8, 0.2, p=0.8)
     return A.random_grayscale(x, gen, p=0.2)

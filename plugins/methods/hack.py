@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from harness import schedules
+from harness.augment import check_policy
 from harness.errors import ConfigError
 from harness.geometry import PoincareGeometry, ToPoincare, dist, dist0, pairwise_dist
 from harness.method import Batch, Method, TrainState
@@ -143,6 +144,7 @@ class Hack(Method):
                 raise ConfigError(f"{name}: momentum must be in [0, 1), got {self.momentum}")
             if not (math.isfinite(self.augmentation_weight) and self.augmentation_weight >= 0):
                 raise ConfigError(f"{name}: augmentation_weight must be >= 0, got {self.augmentation_weight}")
+            check_policy(f"{name}: augmentation", self.augmentation)
             if self.reassign_every < 0:
                 raise ConfigError(f"{name}: reassign_every must be >= 0 (0 = never re-assign), "
                                   f"got {self.reassign_every}")

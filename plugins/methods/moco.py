@@ -5,7 +5,7 @@ and Chen et al., "Improved Baselines with Momentum Contrastive Learning" (arXiv 
 MoCo v2: MLP head, ``mocov2`` augmentation, τ = 0.2, cosine schedule). Released code:
 facebookresearch/moco, ``moco/builder.py`` and ``main_moco.py``.
 
-Two ``mocov2`` views of each image: the query ``q = normalize(g(f(x₁)))`` goes through
+Two ``mocov2`` views of each image (``augment``): the query ``q = normalize(g(f(x₁)))`` goes through
 the backbone f and the MLP head g, the key ``k₊ = normalize(g_k(f_k(x₂)))`` through their
 momentum copies (no gradient). The loss is InfoNCE (MoCo Eq. 1) over the positive key and
 the ``K`` keys of a FIFO queue of earlier batches:
@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.augment import check_policy
 from harness.errors import ConfigError
 from harness.geometry import EuclideanGeometry
 from harness.method import Batch, Method, TrainState
@@ -248,9 +249,11 @@ class MoCoV2(MomentumContrast):
         sgd_momentum: float = 0.9  # main_moco.py --momentum 0.9
         bn_split_size: int = 32  # images per BatchNorm group: 256 over 8 GPUs (MoCo v2)
         embedding: str = "backbone"  # backbone | projection (what the tasks evaluate)
+        augment: str = "mocov2"  # the two views' policy (main_moco.py --aug-plus; harness list augmentations)
 
         def validate(self) -> None:
             check_contrast_config(self)
+            check_policy(f"{self.name}: augment", self.augment)
 
     def __init__(self, cfg: Config, backbone: nn.Module, info: Any) -> None:
         super().__init__(cfg, backbone, info)
@@ -258,7 +261,7 @@ class MoCoV2(MomentumContrast):
 
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
         gen = state.generator
-        x_q, x_k = batch.view("mocov2"), batch.view("mocov2")
+        x_q, x_k = batch.view(self.cfg.augment), batch.view(self.cfg.augment)
         q = F.normalize(self.query(x_q), dim=1)
         k = F.normalize(self.key(x_k, gen), dim=1)
         self._pending = [(self.queue, k)]

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import resolve_policy
-from harness.errors import ConfigError, UnknownPluginError
+from harness.augment import check_policy
+from harness.errors import ConfigError
 from harness.geometry import EuclideanGeometry
 from harness.method import Batch, Method, TrainState
 from harness.plugins.methods.moco import EMBEDDINGS
@@ -143,10 +143,7 @@ class SimCLR(Method):
                 raise ConfigError(f"simclr: momentum must be in [0, 1), got {self.momentum}")
             if not 0 <= self.warmup < 1:
                 raise ConfigError(f"simclr: warmup (a fraction of training) must be in [0, 1), got {self.warmup}")
-            try:
-                resolve_policy(self.augment)
-            except UnknownPluginError as e:
-                raise ConfigError(f"simclr: augment: {e}") from e
+            check_policy("simclr: augment", self.augment)
             if self.embedding not in EMBEDDINGS:
                 raise ConfigError(f"simclr: embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
 

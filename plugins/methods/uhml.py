@@ -100,6 +100,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.augment import check_policy
 from harness.errors import ConfigError, HarnessError
 from harness.geometry import EuclideanGeometry, PoincareGeometry, ToPoincare
 from harness.method import Batch, Method, TrainState
@@ -262,6 +263,7 @@ class Uhml(Method):
                 raise ConfigError(f"{name}: cut must be one of {CUTS}, got {self.cut!r}")
             if self.threshold_unit not in UNITS:
                 raise ConfigError(f"{name}: threshold_unit must be one of {UNITS}, got {self.threshold_unit!r}")
+            check_policy(f"{name}: augment", self.augment)
             if self.cut == "distance":
                 t = list(self.thresholds)
                 if not t or not all(math.isfinite(v) and v > 0 for v in t) or any(a >= b for a, b in zip(t, t[1:])):
