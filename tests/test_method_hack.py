@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
-from harness.geometry import dist, dist0
+from harness.geometry import ToPoincare, dist, dist0
 from harness.plugins.methods._uniform_packing import (
     boundary_penalty,
     log_ball_volume,
     pack_particles,
     particle_radius,
     repulsion_energy,
+    uniform_ball_tangents,
 )
 from harness.plugins.methods.hack import Hack, HackPerClass, class_batches, hungarian_reassign
 from harness.registry import make_config
@@ -189,6 +190,48 @@ def test_packing_spreads_the_particles_inside_the_ball():
     assert float(dist0(packed, c=1.0).max()) < 2 * (math.tanh(15.0) - 0.1) + 0.1
 
 
+@pytest.mark.parametrize("dim, cdf", [
+    # V(ρ)/V(ρmax): 2-D disc area ∝ sinh²(ρ/2); 3-D ∫ sinh² = (sinh 2ρ − 2ρ)/4; 1-D uniform length
+    (2, lambda r, m: np.sinh(r / 2) ** 2 / np.sinh(m / 2) ** 2),
+    (3, lambda r, m: (np.sinh(2 * r) - 2 * r) / (np.sinh(2 * m) - 2 * m)),
+    (1, lambda r, m: r / m),
+])
+def test_uniform_start_follows_the_hyperbolic_volume(dim, cdf):
+    from scipy.stats import kstest
+
+    rho_max = 1.8
+    u = uniform_ball_tangents(20_000, dim=dim, rho_max=rho_max, generator=torch.Generator().manual_seed(0))
+    rho = dist0(ToPoincare(c=1.0, clip_r=15.0, riemannian=True)(u), c=1.0).double().numpy()
+    torch.testing.assert_close(torch.as_tensor(rho), 2 * u.double().norm(dim=1), rtol=1e-5, atol=1e-5)
+    assert kstest(rho, lambda r: cdf(r, rho_max)).pvalue > 0.01
+    if dim > 1:  # directions uniform: the mean unit vector is ~0
+        assert float((u / u.norm(dim=1, keepdim=True)).mean(0).norm()) < 0.03
+
+
+def test_the_default_packing_spreads_hundreds_of_particles_where_the_released_one_clumps():
+    """Released start (U(±0.01)) and step (SGD, lr 0.01): 300 particles stay within ~0.2 of the origin
+    and most nearest neighbours sit inside the repulsion clip (whose force is 0). The default uniform
+    start and Adam fill the region (its uniform median distance is 1.35) with every nearest neighbour
+    beyond 0.5·2r (a uniform draw alone leaves pairs much closer)."""
+    def pack(init, optimizer):
+        x, _ = pack_particles([300], dim=2, steps=600, lr=0.01, k=1.55, boundary_weight=100.0,
+                              boundary_margin=0.1, clip_r=15.0, repulsion_clip=0.01, init_scale=0.01,
+                              generator=torch.Generator().manual_seed(0), schedule=_cosine, init=init,
+                              optimizer=optimizer)
+        d = dist(x[:, None], x[None], c=1.0).fill_diagonal_(float("inf"))
+        return float(dist0(x, c=1.0).median()), d.min(1).values
+
+    two_r = 2 * particle_radius(300, dim=2, R=2 * math.tanh(15.0))
+    released_median, released_nn = pack("released", "sgd")
+    assert released_median < 0.25 and float((released_nn < 0.01).float().mean()) > 0.5
+    median, nn = pack("uniform", "adam")
+    assert 1.2 < median < 1.5 and float(nn.min()) > 0.5 * two_r
+
+
+def _cosine(t):
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
 def test_groups_are_packed_independently():
     both, groups = _packing([12, 20], steps=100)
     alone, _ = _packing([12], steps=100)  # the same first 12 initial vectors
@@ -309,6 +352,8 @@ def test_class_batches_cover_every_image_once_and_merge_one_image_batches():
     ({"boundary_margin": 1.0}, "boundary_margin must be in"),
     ({"clip_r": 0.0}, "clip_r must be"),
     ({"pack_steps": 0}, "pack_steps must be >= 1"),
+    ({"pack_init": "zeros"}, "pack_init must be one of released, uniform"),
+    ({"pack_optimizer": "lbfgs"}, "pack_optimizer must be one of sgd, adam"),
     ({"momentum": 1.0}, "momentum must be in"),
     ({"reassign_every": -1}, "reassign_every must be >= 0"),
     ({"boundary_weight": float("nan")}, "boundary_weight must be >= 0"),
@@ -323,6 +368,8 @@ def test_defaults_are_the_released_ones():
     cfg.validate()
     assert (cfg.dim, cfg.k, cfg.clip_r, cfg.boundary_weight, cfg.boundary_margin) == (2, 1.55, 15.0, 100.0, 0.1)
     assert (cfg.pack_steps, cfg.pack_lr, cfg.lr, cfg.momentum, cfg.init_scale) == (600, 0.01, 0.1, 0.0, 0.01)
+    # the two departures, for thousands of particles (module docstring): start and optimiser of the packing
+    assert (cfg.pack_init, cfg.pack_optimizer) == ("uniform", "adam")
     assert Hack.supervised is False and HackPerClass.supervised is True
 
 
@@ -393,7 +440,8 @@ def test_the_label_check_can_fail_per_class_hack_reads_labels(tmp_path):
 def test_a_packing_that_did_not_spread_is_reported():
     import warnings
 
-    clumped = Hack(make_config(Hack, {"pack_steps": 3}), _Identity(), _info(200, feat_dim=4))
+    clumped = Hack(make_config(Hack, {"pack_steps": 3, "pack_init": "released", "pack_optimizer": "sgd"}),
+                   _Identity(), _info(200, feat_dim=4))
     with pytest.warns(UserWarning, match="did not spread"):
         clumped.on_epoch_start(_state(0))
     spread = Hack(make_config(Hack, {}), _Identity(), _info(8, feat_dim=4))

@@ -29,6 +29,8 @@ import torch
 
 from harness.geometry import ToPoincare
 
+PACK_INITS = ("released", "uniform")
+PACK_OPTIMIZERS = ("sgd", "adam")
 #: Largest number of entries of one (rows × N) block of pair quantities (float32: 64 MiB each).
 BLOCK_ELEMENTS = 1 << 24
 
@@ -38,8 +40,9 @@ def _log_sinh(s):
     import numpy as np
 
     s = np.asarray(s, dtype=np.float64)
-    small = np.minimum(s, 20.0)  # sinh is exact there; above, sinh s = e^s (1 - e^{-2s}) / 2
-    return np.where(s < 20.0, np.log(np.sinh(small)), s + np.log1p(-np.exp(-2.0 * s)) - math.log(2.0))
+    # sinh is exact below 20; above, sinh s = e^s (1 - e^{-2s}) / 2
+    small, large = np.minimum(s, 20.0), np.maximum(s, 20.0)
+    return np.where(s < 20.0, np.log(np.sinh(small)), large + np.log1p(-np.exp(-2.0 * large)) - math.log(2.0))
 
 
 def log_ball_volume(rho: float, *, dim: int, c: float = 1.0) -> float:
@@ -243,11 +246,44 @@ def boundary_penalty(u: torch.Tensor, *, bound: float, margin: float, groups: to
     return (sums / sizes).sum()
 
 
+def uniform_ball_tangents(n: int, *, dim: int, rho_max: float, c: float = 1.0,
+                          generator: torch.Generator) -> torch.Tensor:
+    r"""``n`` tangent vectors u whose points :math:`\exp_0(u)` are uniform (hyperbolic volume) on the
+    geodesic ball of radius ``rho_max``, float32 ``(n, dim)``.
+
+    Direction uniform on the sphere (a normalised Gaussian); distance ρ from the origin by inverting
+    its distribution function :math:`F(\rho) = V_d(\rho)/V_d(\rho_{max})`, whose density is
+    proportional to :math:`\sinh^{d-1}(\sqrt c\,\rho)` (:func:`log_ball_volume`), tabulated on 4,096
+    points in log space and inverted by linear interpolation (in 2-D it equals the closed form
+    :math:`\rho = \frac{2}{\sqrt c}\operatorname{asinh}(\sqrt F\sinh(\sqrt c\,\rho_{max}/2))`). The
+    exp map of ``ToPoincare`` puts :math:`\exp_0(u)` at distance :math:`2\|u\|` (any c), so
+    :math:`\|u\| = \rho/2`.
+    """
+    import numpy as np
+
+    if n < 1 or dim < 1 or not rho_max > 0:
+        raise ValueError(f"uniform_ball_tangents: need n >= 1, dim >= 1, rho_max > 0; got {n}, {dim}, {rho_max}")
+    direction = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    grid = np.linspace(0.0, rho_max, 4096)
+    if dim == 1:
+        cdf = grid / rho_max
+    else:
+        a = math.sqrt(c) * grid
+        log_density = (dim - 1) * _log_sinh(np.maximum(a, 1e-300))
+        density = np.exp(log_density - log_density[-1])
+        cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+        cdf /= cdf[-1]
+    p = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
+    rho = torch.as_tensor(np.interp(p, cdf, grid))
+    return (direction * (rho / 2)[:, None]).float()
+
+
 def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr: float, k: float,
                    boundary_weight: float, boundary_margin: float, clip_r: float, repulsion_clip: float,
                    init_scale: float, generator: torch.Generator, device: torch.device | str = "cpu",
-                   schedule: Callable[[float], float] | None = None, c: float = 1.0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   schedule: Callable[[float], float] | None = None, c: float = 1.0, init: str = "released",
+                   optimizer: str = "sgd") -> tuple[torch.Tensor, torch.Tensor]:
     r"""Pack particles uniformly, each group on its own (HACK Sec. 4.2; released ``train_particle_simulation``).
 
     ``sizes``: the number of particles of each group (one group: all images; per class: the class
@@ -257,8 +293,13 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
     ``Euclidean_r``) and :math:`d(0, \exp_0(u)) = 2\|u\|` (any c). The particles are mapped by
     ``ToPoincare(c, clip_r, riemannian=True)`` (hyptorch's default, kept by the released call).
     Loss = ``boundary_weight`` · :func:`boundary_penalty` + :func:`repulsion_energy`; ``steps``
-    full-batch SGD steps (momentum 0) with learning rate ``lr · schedule(step / steps)``. Since groups
-    share no term, this is exactly one packing per group run side by side.
+    full-batch steps with learning rate ``lr · schedule(step / steps)``. Since groups share no term,
+    this is exactly one packing per group run side by side.
+
+    ``init``: ``released`` — tangent vectors U(±``init_scale``); ``uniform`` — a draw from the uniform
+    (volume) distribution on the region (:func:`uniform_ball_tangents`). ``optimizer``: ``sgd``
+    (released: momentum 0) or ``adam`` (torch Adam on the tangent vectors, which are Euclidean: their
+    step no longer shrinks as 1/N, the mean's weight of one particle's pairs).
 
     Returns the particles on the ball (N, dim), grouped in order (group 0 first), and their group ids.
     """
@@ -268,16 +309,24 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
     groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
     bound = math.tanh(math.sqrt(c) * clip_r)
     radius = torch.tensor([particle_radius(s, dim=dim, R=2 * bound, c=c) for s in sizes], dtype=torch.float64)
-    u = ((2 * torch.rand(sum(sizes), dim, generator=generator) - 1) * init_scale).to(device).requires_grad_(True)
+    if init == "released":
+        u = (2 * torch.rand(sum(sizes), dim, generator=generator) - 1) * init_scale
+    elif init == "uniform":
+        u = uniform_ball_tangents(sum(sizes), dim=dim, rho_max=2 * (bound - boundary_margin), c=c, generator=generator)
+    else:
+        raise ValueError(f"pack_particles: init must be one of {PACK_INITS}, got {init!r}")
+    if optimizer not in PACK_OPTIMIZERS:
+        raise ValueError(f"pack_particles: optimizer must be one of {PACK_OPTIMIZERS}, got {optimizer!r}")
+    u = u.to(device).requires_grad_(True)
     to_ball = ToPoincare(c=c, clip_r=clip_r, riemannian=True)
-    optimizer = torch.optim.SGD([u], lr=lr, momentum=0.0)
+    opt = torch.optim.Adam([u], lr=lr) if optimizer == "adam" else torch.optim.SGD([u], lr=lr, momentum=0.0)
     for step in range(steps):
-        for group in optimizer.param_groups:
+        for group in opt.param_groups:
             group["lr"] = lr * (schedule(step / steps) if schedule else 1.0)
         loss = boundary_weight * boundary_penalty(u, bound=bound, margin=boundary_margin, groups=groups) \
             + repulsion_energy(to_ball(u), radius=radius, k=k, groups=groups, clip=repulsion_clip, c=c)
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
     with torch.no_grad():
         return to_ball(u).detach(), groups
