@@ -107,12 +107,49 @@ def cmd_leaderboard(argv: list[str]) -> int:
     return 0
 
 
+HYDRA_USAGE = """usage: harness {command} [KEY=VALUE ...]{yes}
+
+{what}
+
+KEY=VALUE are Hydra overrides:
+  method=NAME backbone=NAME dataset=NAME task=NAME   a plugin of each kind (harness list KIND)
+  method.KEY=VALUE train.KEY=VALUE ...               a field of its config (e.g. method.dim=8, train.epochs=4)
+  seed=N results_dir=DIR cache_dir=DIR device=auto|cpu|cuda|cuda:N
+{sweep}
+Every name and value is checked before any work (did-you-mean on a typo). Exit status: 0 all cells ok or
+skipped, 1 a cell failed, 2 bad input."""
+
+
+def hydra_usage(command: str) -> str:
+    if command == "sweep":
+        return HYDRA_USAGE.format(
+            command="sweep", yes=" [--yes]", what="Runs a grid of cells (method × backbone × dataset × task × seed): "
+            "resumable, cached, one result JSON per cell.",
+            sweep="  grid=default|quick|unsupervised|controls|...       a named grid (plugins/conf/grid/*.yaml)\n"
+                  "  method=a,b seed=0,1,2                              comma lists are the grid's axes\n"
+                  "  launcher=gpu_pool|slurm|ray                        where cells run (see the README)\n"
+                  "  --yes                                              allow a grid above 10,000 cells\n")
+    return HYDRA_USAGE.format(command="run", yes="", what="Runs one cell: trains (or loads from the cache) "
+                              "and evaluates, and writes its result JSON.", sweep="")
+
+
 def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
+    from hydra.errors import OverrideParseException
+
     from harness.sweep import launch
 
+    command = "sweep" if multirun else "run"
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(hydra_usage(command))
+        return 0
     yes = "--yes" in argv
     argv = [a for a in argv if a != "--yes"]
-    failed = launch(argv, multirun=multirun, yes=yes)
+    try:
+        failed = launch(argv, multirun=multirun, yes=yes)
+    except OverrideParseException as exc:
+        detail = str(exc).split("\nSee https")[0].strip()
+        raise HarnessError(f"cannot read the overrides {' '.join(argv)!r}: {detail}. Each one is KEY=VALUE "
+                           f"(e.g. method=poincare_mlr seed=1); see `harness {command} --help`") from None
     if failed:
         print(f"harness {'sweep' if multirun else 'run'}: {failed} cell(s) failed (their reasons are above "
               "and in the result files)", file=sys.stderr)

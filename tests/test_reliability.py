@@ -200,6 +200,26 @@ def test_bad_values_are_one_line_errors_before_any_work(override, message, capsy
     assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("argv, message", [
+    (["foo"], "cannot read the overrides 'foo': Error parsing override 'foo'"),
+    (["method=[a"], "cannot read the overrides 'method=[a': no viable alternative at input '[a'"),
+    (["train.augment=crp"], "train.augment: unknown augmentation 'crp'; did you mean 'crop'?"),
+])
+def test_unreadable_overrides_are_one_line_errors(command, argv, message, capsys, tmp_path):
+    assert main([command, *argv, f"results_dir={tmp_path / 'res'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_help_describes_the_overrides_instead_of_parsing_them(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: harness {command} [KEY=VALUE ...]") and "method.KEY=VALUE" in out
+    assert ("grid=default" in out) == (command == "sweep")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["run", "device=cuda"]) == 2

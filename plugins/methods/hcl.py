@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import crop_resize
+from harness.augment import check_policy, crop_resize
 from harness.errors import ConfigError, Incompatible
 from harness.geometry import PoincareGeometry, ToPoincare, dist, pairwise_dist, project
 from harness.method import Batch, TrainState
@@ -157,6 +157,7 @@ def _check_hcl_config(cfg: Any) -> None:
     check_contrast_config(cfg)
     if not (math.isfinite(cfg.c) and cfg.c > 0):
         raise ConfigError(f"{cfg.name}: c (the ball's curvature is -c) must be > 0, got {cfg.c}")
+    check_policy(f"{cfg.name}: crop_augment", cfg.crop_augment)
     if not 0 < cfg.context <= 1:
         raise ConfigError(f"{cfg.name}: context (the base crop's side, a fraction of the longer image side) "
                           f"must be in (0, 1], got {cfg.context}")
@@ -202,6 +203,8 @@ class HCL(MomentumContrast):
         context: float = 0.4
         bn_split_size: int = 32  # images per BatchNorm group: 128 over 4 GPUs (the paper's runs)
         embedding: str = "backbone"  # backbone | projection (the ball points z = exp_0(g(f(x))))
+        augment: str = "mocov2"  # the two views of the base crop (the loader's MoCo v2 transform)
+        crop_augment: str = "mocov2_nocrop"  # the scene and object crops' view (the loader's `transform`)
 
         def validate(self) -> None:
             if not (math.isfinite(self.lam) and self.lam > 0):
@@ -237,14 +240,14 @@ class HCL(MomentumContrast):
         obj, base, scene = sample_crop_boxes(batch.annotations["boxes"], tuple(batch.raw.shape[-2:]), gen,
                                              context=cfg.context)
         base_u8 = box_crops(batch.raw, base)
-        x_p, x_c = batch.view_of(base_u8, "mocov2"), batch.view_of(base_u8, "mocov2")
+        x_p, x_c = batch.view_of(base_u8, cfg.augment), batch.view_of(base_u8, cfg.augment)
         q_p, q_c = F.normalize(self.query(x_p), dim=1), F.normalize(self.query(x_c), dim=1)
         k_p, k_c = F.normalize(self.key(x_p, gen), dim=1), F.normalize(self.key(x_c, gen), dim=1)
         loss = symmetric_moco_loss(q_p, q_c, k_p, k_c, self.queue_p.keys, self.queue_c.keys, tau=cfg.tau)
         self._pending = [(self.queue_p, k_p), (self.queue_c, k_c)]
         if cfg.lam > 0:
-            z_scene = self.to_ball(self.query(batch.view_of(box_crops(batch.raw, scene), "mocov2_nocrop")))
-            z_obj = self.to_ball(self.key(batch.view_of(box_crops(batch.raw, obj), "mocov2_nocrop"), gen))
+            z_scene = self.to_ball(self.query(batch.view_of(box_crops(batch.raw, scene), cfg.crop_augment)))
+            z_obj = self.to_ball(self.key(batch.view_of(box_crops(batch.raw, obj), cfg.crop_augment), gen))
             loss = loss + cfg.lam * hyperbolic_contrastive_loss(z_scene, z_obj, self.queue_hyp.keys, c=cfg.c,
                                                                 tau=cfg.tau)
             self._pending.append((self.queue_hyp, z_obj))

@@ -157,6 +157,7 @@ def check_contrast_config(cfg: Any) -> None:
                           f"got {cfg.bn_split_size}")
     if cfg.embedding not in EMBEDDINGS:
         raise ConfigError(f"{n}: embedding must be one of {', '.join(EMBEDDINGS)}, got {cfg.embedding!r}")
+    check_policy(f"{n}: augment", cfg.augment)
 
 
 class MomentumContrast(Method):
@@ -253,7 +254,6 @@ class MoCoV2(MomentumContrast):
 
         def validate(self) -> None:
             check_contrast_config(self)
-            check_policy(f"{self.name}: augment", self.augment)
 
     def __init__(self, cfg: Config, backbone: nn.Module, info: Any) -> None:
         super().__init__(cfg, backbone, info)
