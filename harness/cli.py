@@ -133,6 +133,23 @@ def hydra_usage(command: str) -> str:
                               "and evaluates, and writes its result JSON.", sweep="")
 
 
+def _unreadable_override(argv: list[str], exc: Exception) -> str:
+    """Which override Hydra's grammar rejects, and its reason on one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    def reason(e: Exception) -> str:
+        return " ".join(str(e).split("\nSee https")[0].split())
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            return f"cannot read the override {arg!r}: {reason(e)}"
+    return f"cannot read the overrides: {reason(exc)}"
+
+
 def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     from hydra.errors import OverrideParseException
 
@@ -147,9 +164,8 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     try:
         failed = launch(argv, multirun=multirun, yes=yes)
     except OverrideParseException as exc:
-        detail = str(exc).split("\nSee https")[0].strip()
-        raise HarnessError(f"cannot read the overrides {' '.join(argv)!r}: {detail}. Each one is KEY=VALUE "
-                           f"(e.g. method=poincare_mlr seed=1); see `harness {command} --help`") from None
+        raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
+                           f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
     if failed:
         print(f"harness {'sweep' if multirun else 'run'}: {failed} cell(s) failed (their reasons are above "
               "and in the result files)", file=sys.stderr)

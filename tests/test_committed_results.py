@@ -44,7 +44,9 @@ def _mean(results, metric):
 
 
 def test_every_few_shot_row_beats_chance_clearly_or_is_the_reference():
-    """Every supervised row (grids default and controls); the label-free rows are read below."""
+    """Every supervised row (grids default and controls) but ``hack_per_class``, which reads labels only
+    to pack and assign within classes: every class's particles fill the whole ball, so nothing trains it
+    to separate classes (the README reads it with the label-free rows); those are read below."""
     from harness.leaderboard import _labels_read
     from harness.stats import mean_ci95
 
@@ -52,7 +54,7 @@ def test_every_few_shot_row_beats_chance_clearly_or_is_the_reference():
     for task, metric in (("few_shot", "acc_1shot"), ("fine_from_coarse", "acc_5way_1shot")):
         for grid in ("default", "controls"):
             for (dataset, method, label), rs in _rows(task, grid).items():
-                if any(r["reference"] for r in rs) or _labels_read(rs) == "none":
+                if any(r["reference"] for r in rs) or _labels_read(rs) == "none" or method == "hack_per_class":
                     continue
                 mean, half, _ = mean_ci95([r["metrics"][metric]["value"] for r in rs])
                 chance = 1 / rs[0]["config"]["task"]["n_way"]

@@ -202,8 +202,8 @@ def test_bad_values_are_one_line_errors_before_any_work(override, message, capsy
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
 @pytest.mark.parametrize("argv, message", [
-    (["foo"], "cannot read the overrides 'foo': Error parsing override 'foo'"),
-    (["method=[a"], "cannot read the overrides 'method=[a': no viable alternative at input '[a'"),
+    (["foo"], "cannot read the override 'foo': Error parsing override 'foo' missing EQUAL at '<EOF>'"),
+    (["method=[a"], "cannot read the override 'method=[a': no viable alternative at input '[a'"),
     (["train.augment=crp"], "train.augment: unknown augmentation 'crp'; did you mean 'crop'?"),
 ])
 def test_unreadable_overrides_are_one_line_errors(command, argv, message, capsys, tmp_path):

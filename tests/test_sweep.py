@@ -248,9 +248,19 @@ def test_the_default_grid_runs_each_task_on_its_data_only():
     [jobs] = sweeper.basic.split_arguments(OverridesParser.create().parse_overrides(params), None)
     pairs = {(dict(o.split("=") for o in job)["dataset"], dict(o.split("=") for o in job)["task"]) for job in jobs}
     n_methods = len(grid.hydra.sweeper.params.method.split(","))
-    assert len(jobs) == n_methods * 3 * 8 - 2 * 3  # hcm and hcm_euclidean split classes: no re-ID
+    label_free = {"simclr_colour", "mocov2_colour", "hcl_colour", "hcl_euclidean_only_colour", "uhml", "uhml_euclidean",
+                  "hack", "hack_per_class"}
+    # every method × 3 seeds × 8 tasks; no re-ID for hcm / hcm_euclidean (they split classes) and the label-free methods
+    assert len(jobs) == n_methods * 3 * 8 - (2 + len(label_free)) * 3
     assert {t for d, t in pairs if d == "reid_synthetic"} == {"reid"}
     assert "reid" not in {t for d, t in pairs if d == "synthetic_hierarchy"}
+    # HCL and its ablation pre-train on the scenes (they need boxes), every other method on the data it is scored on
+    trained_on = {(dict(o.split("=") for o in job)["method"], dict(o.split("=") for o in job)["train_dataset"])
+                  for job in jobs}
+    assert {m for m, t in trained_on if t == "scenes"} == {"hcl_colour", "hcl_euclidean_only_colour"}
+    assert {m for m, t in trained_on if t == "null"} == set(grid.hydra.sweeper.params.method.split(",")) - {
+        "hcl_colour", "hcl_euclidean_only_colour"}
+    assert label_free < set(grid.hydra.sweeper.params.method.split(","))
 
 
 @pytest.mark.parametrize("grid", sorted(p.stem for p in (Path(__file__).parents[1] / "plugins" / "conf" / "grid").glob(
