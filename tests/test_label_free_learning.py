@@ -23,6 +23,7 @@ def _recall_at_1(tmp_path, overrides):
 @pytest.mark.parametrize("method", [
     "mocov2_colour",
     pytest.param("simclr_colour", marks=pytest.mark.slow),
+    pytest.param("uhml_released_colour", marks=pytest.mark.slow),
 ])
 def test_short_label_free_run_beats_random_init_on_retrieval(tmp_path, method):
     trained = _recall_at_1(tmp_path, [f"method={method}", "train.epochs=8"])
