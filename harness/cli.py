@@ -123,8 +123,9 @@ skipped, 1 a cell failed, 2 bad input."""
 def hydra_usage(command: str) -> str:
     if command == "sweep":
         return HYDRA_USAGE.format(
-            command="sweep", yes=" [--yes]", what="Runs a grid of cells (method × backbone × dataset × task × seed): "
-            "resumable, cached, one result JSON per cell.",
+            command="sweep", yes=" [--yes]",
+            what="Runs a grid of cells (method × backbone × dataset × task × seed): resumable, cached, one result "
+                 "JSON per cell.",
             sweep="  grid=default|quick|unsupervised|controls|...       a named grid (plugins/conf/grid/*.yaml)\n"
                   "  method=a,b seed=0,1,2                              comma lists are the grid's axes\n"
                   "  launcher=gpu_pool|slurm|ray                        where cells run (see the README)\n"
@@ -167,7 +168,7 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
         raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
                            f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
     if failed:
-        print(f"harness {'sweep' if multirun else 'run'}: {failed} cell(s) failed (their reasons are above "
+        print(f"harness {command}: {failed} cell(s) failed (their reasons are above "
               "and in the result files)", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness import schedules
 from harness.errors import ConfigError
 from harness.geometry import ToPoincare, dist, dist0
 from harness.plugins.methods._uniform_packing import (
@@ -216,7 +217,7 @@ def test_the_default_packing_spreads_hundreds_of_particles_where_the_released_on
     def pack(init, optimizer):
         x, _ = pack_particles([300], dim=2, steps=600, lr=0.01, k=1.55, boundary_weight=100.0,
                               boundary_margin=0.1, clip_r=15.0, repulsion_clip=0.01, init_scale=0.01,
-                              generator=torch.Generator().manual_seed(0), schedule=_cosine, init=init,
+                              generator=torch.Generator().manual_seed(0), schedule=schedules.cosine(), init=init,
                               optimizer=optimizer)
         d = dist(x[:, None], x[None], c=1.0).fill_diagonal_(float("inf"))
         return float(dist0(x, c=1.0).median()), d.min(1).values
@@ -226,10 +227,6 @@ def test_the_default_packing_spreads_hundreds_of_particles_where_the_released_on
     assert released_median < 0.25 and float((released_nn < 0.01).float().mean()) > 0.5
     median, nn = pack("uniform", "adam")
     assert 1.2 < median < 1.5 and float(nn.min()) > 0.5 * two_r
-
-
-def _cosine(t):
-    return 0.5 * (1 + math.cos(math.pi * t))
 
 
 def test_groups_are_packed_independently():

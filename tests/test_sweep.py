@@ -250,7 +250,8 @@ def test_the_default_grid_runs_each_task_on_its_data_only():
     n_methods = len(grid.hydra.sweeper.params.method.split(","))
     label_free = {"simclr_colour", "mocov2_colour", "hcl_colour", "hcl_euclidean_only_colour", "uhml_released_colour",
                   "uhml_euclidean_released_colour", "hack", "hack_per_class"}
-    # every method × 3 seeds × 8 tasks; no re-ID for hcm / hcm_euclidean (they split classes) and the label-free methods
+    # every method × 3 seeds × 8 tasks; no re-ID for hcm / hcm_euclidean (they split classes) nor the label-free
+    # methods
     assert len(jobs) == n_methods * 3 * 8 - (2 + len(label_free)) * 3
     assert {t for d, t in pairs if d == "reid_synthetic"} == {"reid"}
     assert "reid" not in {t for d, t in pairs if d == "synthetic_hierarchy"}

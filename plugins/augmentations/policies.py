@@ -14,9 +14,9 @@ distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
 p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
 ``supcon`` are the views of those methods' released code (see each policy).
 ``colour`` is SimCLR's colour distortion without its crop, flip and blur (the views of the
-label-free rows on the embedded data). ``resized_crop_flip`` is the training view of the deep-metric-learning benchmarks as released
-with Deep_Metric / UnHyperML (``DataSet/CUB200.py`` ``rand-crop``: RandomResizedCrop(scale
-0.16–1, ``--ratio 0.16``) + horizontal flip).
+label-free rows on the embedded data). ``resized_crop_flip`` is the training view of the
+deep-metric-learning benchmarks as released with Deep_Metric / UnHyperML (``DataSet/CUB200.py``
+``rand-crop``: RandomResizedCrop(scale 0.16–1, ``--ratio 0.16``) + horizontal flip).
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ def supcon(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     x = A.hflip(A.random_resized_crop(x, gen, scale=(0.2, 1.0)), gen)
     x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
     return A.random_grayscale(x, gen, p=0.2)
-
 
 
 def colour(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:

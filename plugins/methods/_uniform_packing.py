@@ -253,7 +253,7 @@ def uniform_ball_tangents(n: int, *, dim: int, rho_max: float, c: float = 1.0,
 
     Direction uniform on the sphere (a normalised Gaussian); distance ρ from the origin by inverting
     its distribution function :math:`F(\rho) = V_d(\rho)/V_d(\rho_{max})`, whose density is
-    proportional to :math:`\sinh^{d-1}(\sqrt c\,\rho)` (:func:`log_ball_volume`), tabulated on 4,096
+    proportional to :math:`\sinh^{d-1}(\sqrt c\,\rho)` (the integrand of :func:`log_ball_volume`), tabulated on 4,096
     points in log space and inverted by linear interpolation (in 2-D it equals the closed form
     :math:`\rho = \frac{2}{\sqrt c}\operatorname{asinh}(\sqrt F\sinh(\sqrt c\,\rho_{max}/2))`). The
     exp map of ``ToPoincare`` puts :math:`\exp_0(u)` at distance :math:`2\|u\|` (any c), so
@@ -266,14 +266,10 @@ def uniform_ball_tangents(n: int, *, dim: int, rho_max: float, c: float = 1.0,
     direction = torch.randn(n, dim, generator=generator, dtype=torch.float64)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
     grid = np.linspace(0.0, rho_max, 4096)
-    if dim == 1:
-        cdf = grid / rho_max
-    else:
-        a = math.sqrt(c) * grid
-        log_density = (dim - 1) * _log_sinh(np.maximum(a, 1e-300))
-        density = np.exp(log_density - log_density[-1])
-        cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
-        cdf /= cdf[-1]
+    log_density = (dim - 1) * _log_sinh(np.maximum(math.sqrt(c) * grid, 1e-300))  # 1-D: constant
+    density = np.exp(log_density - log_density[-1])
+    cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+    cdf /= cdf[-1]
     p = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
     rho = torch.as_tensor(np.interp(p, cdf, grid))
     return (direction * (rho / 2)[:, None]).float()
