@@ -40,7 +40,9 @@ def _variant(r: dict[str, Any]) -> str:
 def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants: the differences that are not shared by all; a
     single variant is named by its method settings that differ from the plugin's defaults (a grid-wide
-    setting such as ``train.epochs`` belongs to the provenance, not to a row)."""
+    setting such as ``train.epochs`` belongs to the provenance, not to a row). A variant without a
+    setting that others have shows its default: ``default``, or ``train_dataset=same`` for a model
+    trained on the data it is evaluated on."""
     if len(variants) < 2:
         return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.")})
                 for tag, diff in variants.items()}
@@ -48,7 +50,7 @@ def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
     varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1]
     out = {}
     for tag, diff in variants.items():
-        label = variant_label({k: diff.get(k, "default") for k in varying})
+        label = variant_label({k: diff.get(k, "same" if k == "train_dataset" else "default") for k in varying})
         out[tag] = label or tag
     return out
 

@@ -173,3 +173,11 @@ def test_a_single_variant_row_names_its_method_settings_not_grid_wide_ones():
     r["variant"] = {"tag": "abc", "diff": {"method.lr": 3e-4, "train.epochs": 40}}
     text = leaderboard.render_task("t", [r])
     assert "| hyp_vit (lr=0.0003) | b          |" in text and "epochs" not in text.split("---")[0].split("## d")[1]
+
+
+def test_a_variant_trained_on_its_own_data_is_labelled_same_next_to_a_pre_trained_one():
+    own, pre = _r("mocov2", 0, 0.4, 1.0), _r("mocov2", 0, 0.3, 1.0)
+    own["variant"] = {"tag": "v1", "diff": {"method.augment": "colour"}}
+    pre["variant"] = {"tag": "v2", "diff": {"method.augment": "colour", "train_dataset": "scenes"}}
+    text = leaderboard.render_task("t", [own, pre])
+    assert "| mocov2 (train_dataset=same)   |" in text and "| mocov2 (train_dataset=scenes) |" in text
