@@ -39,15 +39,16 @@ def _variant(r: dict[str, Any]) -> str:
 
 def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants: the differences that are not shared by all; a
-    single variant is named by its method settings that differ from the plugin's defaults (a grid-wide
-    setting such as ``train.epochs`` belongs to the provenance, not to a row). A variant without a
+    single variant is named by its method settings that differ from the plugin's defaults and the
+    dataset it was pre-trained on, if not its own (a grid-wide setting such as ``train.epochs``
+    belongs to the provenance, not to a row). A variant without a
     setting that others have shows its default: ``default``, or ``train_dataset=same`` for a model
-    trained on the data it is evaluated on."""
+    trained on the data it is evaluated on. Pre-training on another dataset is always named."""
     if len(variants) < 2:
-        return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.")})
+        return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.") or k == "train_dataset"})
                 for tag, diff in variants.items()}
     keys = sorted({k for diff in variants.values() for k in diff})
-    varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1]
+    varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1 or k == "train_dataset"]
     out = {}
     for tag, diff in variants.items():
         label = variant_label({k: diff.get(k, "same" if k == "train_dataset" else "default") for k in varying})

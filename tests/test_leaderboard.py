@@ -181,3 +181,18 @@ def test_a_variant_trained_on_its_own_data_is_labelled_same_next_to_a_pre_traine
     pre["variant"] = {"tag": "v2", "diff": {"method.augment": "colour", "train_dataset": "scenes"}}
     text = leaderboard.render_task("t", [own, pre])
     assert "| mocov2 (train_dataset=same)   |" in text and "| mocov2 (train_dataset=scenes) |" in text
+
+
+def test_a_single_variant_pre_trained_elsewhere_says_on_what():
+    r = _r("hcl", 0, 0.3, 1.0)
+    r["variant"] = {"tag": "v", "diff": {"method.lr": 0.015, "train_dataset": "scenes", "train.epochs": 8}}
+    assert "| hcl (lr=0.015, train_dataset=scenes) |" in leaderboard.render_task("t", [r])
+
+
+def test_variants_all_pre_trained_on_one_dataset_still_say_so():
+    a, b = _r("hcl", 0, 0.3, 1.0), _r("hcl", 0, 0.2, 1.0)
+    a["variant"] = {"tag": "v1", "diff": {"method.lr": 0.015, "train_dataset": "scenes"}}
+    b["variant"] = {"tag": "v2", "diff": {"train_dataset": "scenes"}}
+    text = leaderboard.render_task("t", [a, b])
+    assert "| hcl (lr=0.015, train_dataset=scenes)   |" in text
+    assert "| hcl (lr=default, train_dataset=scenes) |" in text
