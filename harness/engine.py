@@ -13,6 +13,7 @@ fraction of training done, and ``method.after_step(state)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.method import Batch, Method, TrainState
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "TrainStats", "Viewer", "autocast_dtype", "configure_device",
-           "embed_arrays", "make_optimizer", "pick_device", "train"]
+           "deterministic_on_cpu", "embed_arrays", "make_optimizer", "pick_device", "train"]
 
 
 class NonFiniteLoss(HarnessError):
@@ -167,6 +168,30 @@ def _nonfinite_parameters(method: Method) -> int:
     return sum(int((~torch.isfinite(p.detach())).any()) for p in method.parameters())
 
 
+@contextlib.contextmanager
+def deterministic_on_cpu(device: torch.device) -> Iterator[None]:
+    """PyTorch's deterministic algorithms (``warn_only``) while training on the CPU; the previous
+    setting comes back after.
+
+    By default the CPU backward of advanced indexing (``x[idx]`` with tensor indices, an
+    ``index_put`` with ``accumulate=True``) adds in the order the threads run. The exact path of
+    the Poincaré ``pairwise_dist`` goes through it, so hyperbolic ProtoNet, HCL and UHML trained
+    differently from one process to the next on 2 cores (UHML, one seed: retrieval R@1 0.165 and
+    0.202), while the methods that never take that path reproduced bit for bit. The sorted,
+    deterministic variant costs no measurable time here. On CUDA the setting stays the user's
+    (cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG``, and some kernels slow down).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarray | None,
           extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
           seed: int, progress: bool = True, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -174,8 +199,18 @@ def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarr
     """Train ``method`` (backbone + head) on ``dataset[indices]`` in place and return statistics.
 
     ``labels``: training labels (None for a label-free method); ``extra``: the per-image
-    annotations the method requires (numeric arrays become tensors, others stay lists).
+    annotations the method requires (numeric arrays become tensors, others stay lists). On the
+    CPU the run is bit-for-bit reproducible for a given thread count (:func:`deterministic_on_cpu`).
     """
+    with deterministic_on_cpu(device):
+        return _train(method, dataset=dataset, indices=indices, labels=labels, extra=extra, cfg=cfg,
+                      viewer=viewer, device=device, seed=seed, progress=progress, embed_train=embed_train)
+
+
+def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarray | None,
+           extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
+           seed: int, progress: bool, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None
+           ) -> TrainStats:
     from tqdm.auto import tqdm
 
     from harness import schedules

@@ -4,6 +4,8 @@ The label-free rows of the default grid train with the ``colour`` views (SimCLR'
 distortion alone): on the embedded hierarchy the classes are outlines and gratings under random
 colours, and the papers' crop / flip / blur views leave SimCLR and MoCo v2 at chance there
 (README, "Label-free methods"). Reduced data (30 images per class) and schedule, one seed.
+HACK is not here: no setting we found makes it beat the untrained network (README, "Label-free
+methods"); ``test_committed_results.py`` pins its committed rows at the reference's level.
 """
 
 import pytest
@@ -20,14 +22,18 @@ def _recall_at_1(tmp_path, overrides):
     return result["metrics"]["recall@1"]["value"]
 
 
-@pytest.mark.parametrize("method, epochs", [
-    ("mocov2_colour", 8),
-    pytest.param("simclr_colour", 8, marks=pytest.mark.slow),
+@pytest.mark.parametrize("overrides", [
+    pytest.param(["method=mocov2_colour", "train.epochs=8"], id="mocov2_colour"),
+    pytest.param(["method=simclr_colour", "train.epochs=8"], id="simclr_colour", marks=pytest.mark.slow),
     # UHML's pseudo-labels need the default schedule: R@1 0.050 after 8 epochs, 0.126 after 16
-    pytest.param("uhml_released_colour", 16, marks=pytest.mark.slow),
+    pytest.param(["method=uhml_released_colour", "train.epochs=16"], id="uhml_released_colour",
+                 marks=pytest.mark.slow),
+    # HCL needs boxes: it pre-trains on the generated scenes and is scored on the hierarchy
+    pytest.param(["method=hcl_colour", "train_dataset=scenes", "train.epochs=8"], id="hcl_colour",
+                 marks=pytest.mark.slow),
 ])
-def test_short_label_free_run_beats_random_init_on_retrieval(tmp_path, method, epochs):
-    trained = _recall_at_1(tmp_path, [f"method={method}", f"train.epochs={epochs}"])
+def test_short_label_free_run_beats_random_init_on_retrieval(tmp_path, overrides):
+    trained = _recall_at_1(tmp_path, overrides)
     reference = _recall_at_1(tmp_path, ["method=random_init"])
     # random_init's Recall@1 on the default data: 0.067 ± 0.016 over 3 seeds (leaderboards/retrieval.md)
     assert trained > 2 * reference, (trained, reference)
