@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.engine import deterministic_on_cpu
 from harness.errors import HarnessError
 
 
@@ -91,8 +92,9 @@ def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.d
     if done is not None:
         return done
     try:
-        return _train(spec, model, cache_file, meta_file, ckpt_file, seed, device, amp_dtype, progress, label,
-                      claim)
+        with deterministic_on_cpu(device):  # as the method's own training
+            return _train(spec, model, cache_file, meta_file, ckpt_file, seed, device, amp_dtype, progress, label,
+                          claim)
     finally:
         claim.release()
 
