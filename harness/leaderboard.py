@@ -38,12 +38,13 @@ def _variant(r: dict[str, Any]) -> str:
 
 
 def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Row labels of one (method, backbone)'s variants: the differences that are not shared by all; a
-    single variant is named by its method settings that differ from the plugin's defaults and the
-    dataset it was pre-trained on, if not its own (a grid-wide setting such as ``train.epochs``
-    belongs to the provenance, not to a row). A variant without a
-    setting that others have shows its default: ``default``, or ``train_dataset=same`` for a model
-    trained on the data it is evaluated on. Pre-training on another dataset is always named."""
+    """Row labels of one (method, backbone)'s variants.
+
+    Several variants: the settings that are not shared by all, where a variant without a setting
+    that others have shows ``default``, or ``train_dataset=same`` for a model trained on the data it
+    is evaluated on. One variant: its method settings that differ from the plugin's defaults (a
+    grid-wide setting such as ``train.epochs`` belongs to the provenance, not to a row). Either way,
+    pre-training on another dataset is always named (``train_dataset=scenes``)."""
     if len(variants) < 2:
         return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.") or k == "train_dataset"})
                 for tag, diff in variants.items()}
