@@ -1,6 +1,6 @@
 """Task ``typicality``: do typical images lie nearer the origin?
 
-HACK (Zhao et al., "Unsupervised Feature Learning with Emergent Data-Driven
+HACK (Guo et al., "Unsupervised Feature Learning with Emergent Data-Driven
 Prototypicality") finds prototypical images near the origin of the Poincaré
 ball and atypical ones near its boundary; Khrulkov et al. (CVPR 2020, Sec. 5)
 find ambiguous images near the centre, the opposite. This task measures which

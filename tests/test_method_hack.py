@@ -298,7 +298,7 @@ def test_training_step_is_the_mean_distance_to_the_assigned_particle_reassigned_
     before = method.assignment.clone()
     loss = method.training_step(batch, _state(1))
     emb = method.embed(images).detach()
-    assert float(loss) == pytest.approx(float(dist(emb, method.particles[before], c=1.0).mean()), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(dist(emb, method.particles[before], c=1.0).mean()), rel=1e-6)
     assert torch.equal(method.assignment, before)
     # Epoch index 0 (the released epoch 1): the batch's particles are re-assigned optimally first.
     loss = method.training_step(batch, _state(0))
@@ -446,3 +446,85 @@ def test_a_packing_that_did_not_spread_is_reported():
         warnings.simplefilter("error")
         spread.on_epoch_start(_state(0))
     assert float(dist0(spread.particles, c=1.0).median()) > 0.5
+
+
+def test_embeddings_stuck_on_the_boundary_are_reported():
+    import warnings
+
+    method = Hack(make_config(Hack, {"pack_steps": 50}), _Identity(), _info(8, feat_dim=4))
+    method.on_epoch_start(_state(0))
+    images = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+    batch = _batch(images, np.arange(8))
+    with torch.no_grad():  # tangent norms in the hundreds: clipped to 15, on the projection sphere
+        method.proj.weight.copy_(1e3 * torch.eye(2, 4))
+        method.proj.bias.zero_()
+        norms = method.embed(images).norm(dim=-1)
+    assert float(norms.min()) > 0.998, norms
+    method.training_step(batch, _state(0))
+    with warnings.catch_warnings():  # epoch 0 of 4 is inside the first quarter: no verdict yet
+        warnings.simplefilter("error")
+        method.on_epoch_start(_state(1))
+    method.training_step(batch, _state(1))
+    with pytest.warns(UserWarning, match="8 of the 8 embeddings of epoch 1 lie on the ball's boundary"):
+        method.on_epoch_start(_state(2))
+    with warnings.catch_warnings():  # said once
+        warnings.simplefilter("error")
+        method.training_step(batch, _state(2))
+        method.on_epoch_start(_state(3))
+    inside = Hack(make_config(Hack, {"pack_steps": 50}), _Identity(), _info(8, feat_dim=4))
+    inside.on_epoch_start(_state(0))
+    with torch.no_grad():
+        inside.proj.weight.copy_(1e-2 * torch.eye(2, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for epoch in range(1, 4):
+            inside.training_step(batch, _state(epoch))
+            inside.on_epoch_start(_state(epoch + 1))
+
+
+def _prototypicality_of_a_gaussian_cloud(reassign_every: int, seed: int, n: int = 300, epochs: int = 100):
+    """Spearman correlation between the distance to the origin and the distance to the data mean, before
+    and after training HACK's encoder (its loss, optimiser and schedule, full batch) on a 2-D Gaussian
+    cloud centred away from the origin, through a small MLP."""
+    from scipy.stats import spearmanr
+
+    from harness.method import Batch
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=gen) + torch.tensor([3.0, -2.0])
+    atypicality = (x - x.mean(0)).norm(dim=1).numpy()
+    mlp = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU())
+    cfg = make_config(Hack, {"reassign_every": reassign_every})
+    method = Hack(cfg, mlp, _info(n, feat_dim=64, epochs=epochs))
+    method.on_epoch_start(_state(0, seed=seed))
+
+    def rho() -> float:
+        with torch.no_grad():
+            return float(spearmanr(dist0(method.embed(x), c=1.0).numpy(), atypicality)[0])
+
+    before = rho()
+    opt, schedule = method.configure_optimizer(None), method.lr_schedule(None)
+    batch = Batch(images=x, raw=x, indices=torch.arange(n), viewer=lambda raw, policy: raw)
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * schedule(epoch / epochs)
+        loss = method.training_step(batch, _state(epoch, seed=seed))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, rho()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prototypicality_emerges_on_a_gaussian_cloud(seed):
+    """The paper's claim (Sec. 4, "the image similar to many training instances is best placed ... closer
+    to the origin") where it must hold: the dense centre of a Gaussian cloud lands nearest the origin.
+    Measured (seeds 0-5): untrained -0.33 to 0.21; with the first (random) assignment kept, 0.32 to
+    0.78 (a smooth encoder already puts an input similar to many at the centre of their targets); with the
+    Hungarian re-assignment, 0.81 to 0.91, above the kept assignment on every seed (by 0.10 to 0.55)."""
+    untrained, hack = _prototypicality_of_a_gaussian_cloud(2, seed)
+    _, fixed_assignment = _prototypicality_of_a_gaussian_cloud(0, seed)
+    assert untrained < 0.3
+    assert hack > 0.8
+    assert hack > fixed_assignment + 0.05

@@ -1,4 +1,4 @@
-r"""Uniformly packed particles in the Poincaré ball: HACK's first stage (Zhao et al., "Unsupervised
+r"""Uniformly packed particles in the Poincaré ball: HACK's first stage (Guo et al., "Unsupervised
 Feature Learning with Emergent Data-Driven Prototypicality", arXiv 2307.01421, Sec. 4.2).
 
 N particles start as tangent vectors :math:`u_i \sim U(\pm 0.01)^d`, live on the ball as

@@ -74,6 +74,7 @@ from harness import schedules
 from harness.augment import check_policy
 from harness.errors import ConfigError
 from harness.geometry import PoincareGeometry, ToPoincare, dist, dist0, pairwise_dist
+from harness.geometry._dtype import proj_eps
 from harness.method import Batch, Method, TrainState
 
 from ._uniform_packing import PACK_INITS, PACK_OPTIMIZERS, pack_particles
@@ -179,6 +180,8 @@ class Hack(Method):
         self.register_buffer("particles", torch.zeros(n, cfg.dim))
         self.register_buffer("assignment", torch.arange(n))
         self.register_buffer("packed", torch.tensor(False))
+        self._on_boundary = [0, 0]  # this epoch's embeddings on the ball's projection sphere, and all of them
+        self._boundary_warned = False
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.to_ball(self.proj(features))
@@ -235,10 +238,37 @@ class Hack(Method):
     def on_epoch_start(self, state: TrainState) -> None:
         if not bool(self.packed):
             self.pack(state)
+        self._check_boundary(state)
+
+    def _count_boundary(self, emb: torch.Tensor) -> None:
+        """Count the batch's embeddings on the projection sphere, norm ≥ 1 − 2·eps (c = 1)."""
+        with torch.no_grad():
+            norm = emb.detach().norm(dim=-1)
+            self._on_boundary[0] += int((norm >= 1 - 2 * proj_eps(emb.dtype)).sum())
+            self._on_boundary[1] += len(emb)
+
+    def _check_boundary(self, state: TrainState) -> None:
+        """Warn once when, past the first quarter of training, most of an epoch's embeddings sat on the
+        ball's projection sphere. There the exp map has saturated and the projection passes no gradient,
+        so the loss cannot bring them back to the particles (all within distance 2 of the origin).
+        Measured: ``hack`` at batch 1,024 on ``glyphs`` with the released lr 0.1 put them there in its
+        first epoch (loss 4.4 → 7.8) and kept them there for 200 epochs; lr 0.01 trains (loss 0.35
+        after 12 epochs)."""
+        on, seen = self._on_boundary
+        self._on_boundary = [0, 0]
+        previous = state.epoch - 1
+        if self._boundary_warned or seen == 0 or previous < state.epochs / 4 or 2 * on <= seen:
+            return
+        self._boundary_warned = True
+        warnings.warn(f"{self.cfg.name}: {on} of the {seen} embeddings of epoch {previous} lie on the ball's "
+                      "boundary (the projection sphere), far beyond the particles: the exp map has saturated "
+                      "there and the loss cannot bring them back. The step was too large for this backbone and "
+                      f"batch: lower method.lr (now {self.cfg.lr})", stacklevel=2)
 
     # -- stage 2: assignment --------------------------------------------------------------
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
         emb = self.embed(batch.view("none"))  # the released loss reads the un-augmented view f1
+        self._count_boundary(emb)
         idx = batch.indices
         targets = self.assignment[idx]
         every = self.cfg.reassign_every
