@@ -275,6 +275,14 @@ def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) 
     return {best} if not p < 0.05 else set()
 
 
+def _protocol(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """How a row's cells were evaluated beyond the grid's defaults: their ``task.*`` and ``dataset.*``
+    settings. A row is compared with the reference row evaluated the same way (e.g. the untrained
+    network on the same split), never with one evaluated on other data."""
+    diff = results[0]["variant"].get("diff", {}) if isinstance(results[0].get("variant"), dict) else {}
+    return tuple(sorted((k, repr(v)) for k, v in diff.items() if k.startswith(("task.", "dataset."))))
+
+
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
            notes: dict[str, int], strip: str, significance: bool = False, unranked: set[str] = frozenset(),
            headers: dict[str, str] | None = None, labels_read: dict | None = None) -> str:
@@ -288,7 +296,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             best[name] = max(means) if directions[name] else min(means)
     weak = {name: _lead_not_significant(groups, summary, name, directions[name]) if significance else set()
             for name in names}
-    references = {key[1]: key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
+    references = {(key[1], _protocol(rs)): key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
     labels_read = labels_read or {}
     columns = (["method", "backbone"] + (["geometry"] if with_geometry else []) + (["labels"] if labels_read else [])
@@ -310,7 +318,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             cell = _fmt(mean, half)
             if name in best and mean == best[name] and len(summary) > 1:
                 cell = f"**{cell}**" + ("†" if key in weak[name] else "")
-            ref = references.get(key[1])
+            ref = references.get((key[1], _protocol(groups[key])))
             if ref is not None and ref != key and name in summary[ref] and summary[ref][name][0] != "null":
                 ref_mean, ref_half, _ = summary[ref][name]
                 if ref_half is not None and abs(mean - ref_mean) <= ref_half:

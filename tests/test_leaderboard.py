@@ -136,6 +136,34 @@ def test_rows_within_the_reference_interval_are_marked():
     assert leaderboard.REFERENCE_FOOTNOTE in text
 
 
+def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
+    def row(method, seed, acc, split, reference=False):
+        r = _r(method, seed, acc, 1.0)
+        r["reference"] = reference
+        diff = {"task.split": split} if split else {}
+        r["variant"] = {"diff": diff, "tag": f"v{split}"}
+        return r
+
+    # the reference: 0.20 ± 0.025 on the default split, 0.60 ± 0.025 on the training split; each trained
+    # row sits inside the interval of the other split's reference and outside its own
+    results = [row("random_init", s, v, split, True) for split, base in [("", 0.19), ("train", 0.59)]
+               for s, v in enumerate([base, base + 0.01, base + 0.02])]
+    results += [row("m", s, v, split) for split, base in [("", 0.59), ("train", 0.19)]
+                for s, v in enumerate([base, base + 0.01, base + 0.02])]
+    text = leaderboard.render_task("t", results)
+    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
+           if line.startswith("| ")}
+    assert acc["m (task.split=default)"] == "**0.600 ± 0.025**"
+    assert acc["m (task.split=train)"] == "0.200 ± 0.025"
+    results[-1]["metrics"]["acc"]["value"] = 0.61  # now inside its own reference's interval (0.600 ± 0.025)
+    results[-2]["metrics"]["acc"]["value"] = 0.60
+    results[-3]["metrics"]["acc"]["value"] = 0.59
+    text = leaderboard.render_task("t", results)
+    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
+           if line.startswith("| ")}
+    assert acc["m (task.split=train)"].endswith("0.600 ± 0.025**°")  # tied for best, and marked
+
+
 def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
     def r(method, seed, delta, rel, estimator="exact"):
         out = _r(method, seed, 0, 0)

@@ -34,7 +34,10 @@ the ``transform_val`` crop); particles lr 0.01, 600 full-batch steps, cosine sch
 optimiser excepted, see below); ball
 dimension 2, c = 1. The paper trains the encoder 200 epochs with batch 1024; here ``train.epochs`` /
 ``train.batch_size`` come from the grid (set ``train.batch_size=1024`` to match; the Hungarian
-step costs O(B³) per batch). ``train.lr`` / ``train.optimizer`` / ``train.schedule`` are not used.
+step costs O(B³) per batch; ``grid=hack_prototypicality`` runs the paper's per-class protocol). With
+all images in one packing (``hack``), a batch of 1,024 and the released lr 0.1 can throw every
+embedding onto the ball's boundary, where no gradient reaches it; a warning says so (lower
+``method.lr``). ``train.lr`` / ``train.optimizer`` / ``train.schedule`` are not used.
 
 Not in the indexed release (``pmath.Eculidean_to_Hyperbolic``, ``h_area``, ``area_to_r``): the radius
 R of the region the particles share. Read as a Poincaré norm, ``Euclidean_r = tanh 15`` is at
