@@ -37,22 +37,43 @@ def _variant(r: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in r["config"].items() if k != "seed"})[:6]
 
 
-def _labels(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _config_value(config: dict[str, Any] | None, key: str) -> Any:
+    """The value of a dotted ``key`` (``task.split``) in a result's config, or None."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None
+            ) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants.
 
     Several variants: the settings that are not shared by all, where a variant without a setting
-    that others have shows ``default``, or ``train_dataset=same`` for a model trained on the data it
-    is evaluated on. One variant: its method settings that differ from the plugin's defaults (a
+    that others have shows ``default`` (a method's or the training's default), the value it was
+    evaluated with for a ``task.*`` / ``dataset.*`` setting (read from ``configs[tag]``:
+    ``task.split=test``, not ``default``), or ``train_dataset=same`` for a model trained on the data
+    it is evaluated on. One variant: its method settings that differ from the plugin's defaults (a
     grid-wide setting such as ``train.epochs`` belongs to the provenance, not to a row). Either way,
     pre-training on another dataset is always named (``train_dataset=scenes``)."""
     if len(variants) < 2:
         return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.") or k == "train_dataset"})
                 for tag, diff in variants.items()}
+    configs = configs or {}
     keys = sorted({k for diff in variants.values() for k in diff})
     varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1 or k == "train_dataset"]
+
+    def missing(tag: str, key: str) -> Any:
+        if key == "train_dataset":
+            return "same"
+        value = _config_value(configs.get(tag), key) if key.startswith(("task.", "dataset.")) else None
+        return "default" if value is None else value
+
     out = {}
     for tag, diff in variants.items():
-        label = variant_label({k: diff.get(k, "same" if k == "train_dataset" else "default") for k in varying})
+        label = variant_label({k: diff[k] if k in diff else missing(tag, k) for k in varying})
         out[tag] = label or tag
     return out
 
@@ -128,10 +149,13 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
     unranked = dict(task_cls.UNRANKED)
     details = [r.get("details") or {} for r in ok]
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    configs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in ok:
         diff = r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
-        diffs[(r["cell"]["method"], r["cell"]["backbone"])][_variant(r)] = diff
-    labels = {pair: _labels(v) for pair, v in diffs.items()}
+        pair = (r["cell"]["method"], r["cell"]["backbone"])
+        diffs[pair][_variant(r)] = diff
+        configs[pair][_variant(r)] = r.get("config")
+    labels = {pair: _labels(v, configs[pair]) for pair, v in diffs.items()}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
         pair = (r["cell"]["method"], r["cell"]["backbone"])

@@ -142,6 +142,7 @@ def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
         r["reference"] = reference
         diff = {"task.split": split} if split else {}
         r["variant"] = {"diff": diff, "tag": f"v{split}"}
+        r["config"]["task"] = {"name": "t", "split": split or "test"}  # the default split, not in the diff
         return r
 
     # the reference: 0.20 ± 0.025 on the default split, 0.60 ± 0.025 on the training split; each trained
@@ -153,7 +154,7 @@ def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
     text = leaderboard.render_task("t", results)
     acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
            if line.startswith("| ")}
-    assert acc["m (task.split=default)"] == "**0.600 ± 0.025**"
+    assert acc["m (task.split=test)"] == "**0.600 ± 0.025**"  # a task setting shows its value, not "default"
     assert acc["m (task.split=train)"] == "0.200 ± 0.025"
     results[-1]["metrics"]["acc"]["value"] = 0.61  # now inside its own reference's interval (0.600 ± 0.025)
     results[-2]["metrics"]["acc"]["value"] = 0.60
