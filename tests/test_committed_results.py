@@ -150,3 +150,20 @@ def test_controls_tree_direction_shows_once_the_ball_parameters_learn_fast_enoug
         assert all(f["metrics"]["cpcc"]["value"] > e["metrics"]["cpcc"]["value"] for f, e in zip(fast, euclid)), dim
         fast = _tree_head("few_shot", "poincare_mlr", dim, clip_r=1.0, mlr_lr_scale=10.0)
         assert _mean(fast, "acc_1shot") > _mean(_tree_head("few_shot", "euclidean_ce", dim), "acc_1shot"), dim
+
+
+def test_hack_at_the_paper_protocol_moves_typicality_off_the_reference_but_not_reliably_positive():
+    """The README's reading of ``grid=hack_prototypicality`` (per-class HACK, batch 1,024, 200 epochs, on
+    glyphs with classes of 200 drawings; the training drawings): the untrained network puts typical
+    drawings farther out (its whole interval below 0); HACK's mean lies above that interval, and its own
+    interval reaches below 0 (one seed of three is negative)."""
+    from harness.stats import mean_ci95
+
+    rows = {method: rs for (dataset, method, label), rs in _rows("typicality", "hack_prototypicality").items()
+            if "split=train" in label}
+    assert set(rows) == {"hack_per_class", "random_init"} and all(len(rs) == 3 for rs in rows.values())
+    ref_mean, ref_half, _ = mean_ci95([r["metrics"]["spearman_per_class"]["value"] for r in rows["random_init"]])
+    mean, half, _ = mean_ci95([r["metrics"]["spearman_per_class"]["value"] for r in rows["hack_per_class"]])
+    assert ref_mean + ref_half < 0
+    assert mean > ref_mean + ref_half
+    assert mean - half < 0
