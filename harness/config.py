@@ -284,6 +284,16 @@ def _dataset_class(name: str) -> type:
     return get_registry().load("dataset", name)
 
 
+def dotted_value(config: Any, key: str, missing: Any = None) -> Any:
+    """The value at a dotted ``key`` (``task.split``) of a nested config dict, or ``missing``."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
 def variant_label(diff: dict[str, Any]) -> str:
     """``c=0.5, train.epochs=2``: a variant's differences as a row label (``method.`` is dropped)."""
     def fmt(v: Any) -> str:

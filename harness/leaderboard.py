@@ -18,7 +18,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.config import variant_label
+from harness.config import dotted_value, variant_label
 from harness.errors import HarnessError
 from harness.results import config_hash, iter_results
 from harness.stats import mean_ci95
@@ -35,16 +35,6 @@ def _variant(r: dict[str, Any]) -> str:
     if isinstance(r.get("variant"), dict):
         return str(r["variant"].get("tag", ""))
     return config_hash({k: v for k, v in r["config"].items() if k != "seed"})[:6]
-
-
-def _config_value(config: dict[str, Any] | None, key: str) -> Any:
-    """The value of a dotted ``key`` (``task.split``) in a result's config, or None."""
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None
@@ -68,7 +58,7 @@ def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, An
     def missing(tag: str, key: str) -> Any:
         if key == "train_dataset":
             return "same"
-        value = _config_value(configs.get(tag), key) if key.startswith(("task.", "dataset.")) else None
+        value = dotted_value(configs.get(tag), key) if key.startswith(("task.", "dataset.")) else None
         return "default" if value is None else value
 
     out = {}

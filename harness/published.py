@@ -34,6 +34,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.config import dotted_value
 from harness.errors import HarnessError
 from harness.stats import mean_ci95
 
@@ -95,21 +96,12 @@ def check_published(data: Any, where: str = "published data") -> dict[str, Any]:
     return data
 
 
-def _config_value(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 _MISSING = object()
 
 
 def matches(result: dict[str, Any], match: dict[str, Any]) -> bool:
     """Whether a result's config has every ``dotted key: value`` of ``match``."""
-    return all(_config_value(result.get("config", {}), k) == v for k, v in match.items())
+    return all(dotted_value(result.get("config", {}), k, _MISSING) == v for k, v in match.items())
 
 
 def mark(ours: float, published: float, ci95: float | None, *, tolerance: float = NO_CI_TOLERANCE) -> str:
