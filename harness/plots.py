@@ -1,4 +1,5 @@
-"""PNG figures where a picture says more than a table (score and norm histograms, Poincaré disks, CMC curves)."""
+"""PNG figures where a picture says more than a table (score and norm histograms, Poincaré disks, CMC curves,
+scatter plots)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,24 @@ def save_disk(path: Path, embeddings: np.ndarray, labels: np.ndarray, *, geometr
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or ("Poincaré disk" if poincare else "PCA"), fontsize=9)
+    return _save(fig, path, dpi=100)
+
+
+def save_scatter(path: Path, x: np.ndarray, y: np.ndarray, *, xlabel: str, ylabel: str, title: str = "",
+                 groups: np.ndarray | None = None) -> Path:
+    """``y`` against ``x``, one point per item, coloured by ``groups`` when given; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    colours = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    ax.scatter(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), c=colours, cmap="tab20", s=4,
+               alpha=0.7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
     return _save(fig, path, dpi=100)
 
 

@@ -25,7 +25,9 @@ ranks classes against each other: a class the model places farther out
 (e.g. one it is surer of) shifts every image of that class, whatever their
 typicality. A correlation whose side is degenerate (every embedding on one
 sphere; :func:`harness.diagnostics.degenerate_reason`) is ``null`` with the
-reason. Datasets without ``typicality`` are skipped.
+reason. Datasets without ``typicality`` are skipped. With ``plots=true`` the
+cell draws the distance to the origin against the atypicality
+(``dist0_vs_atypicality.png``, one colour per class).
 """
 
 from __future__ import annotations
@@ -85,4 +87,13 @@ class Typicality(Task):
         value, reason = correlation_or_reason(radius, atypicality, method="spearman",
                                               x_what="the distance to the origin", y_what="the atypicality")
         out["spearman_pooled"] = self.metric("spearman_pooled", value, reason=reason, n=len(idx))
+        if ctx.artifacts_dir is not None:
+            from harness.plots import save_scatter
+
+            pooled = "null" if value is None else f"{value:.3f}"
+            png = save_scatter(ctx.artifacts_dir / "dist0_vs_atypicality.png", atypicality, radius,
+                               xlabel="atypicality (1 − typicality)", ylabel="distance to the origin",
+                               groups=labels, title=f"{ctx.dataset.name}, {self.cfg.split} split: pooled Spearman "
+                                                    f"{pooled} (n = {len(idx)})")
+            ctx.details["scatter"] = png.name
         return out

@@ -79,3 +79,35 @@ def test_protocol_and_registration() -> None:
     no_typ = ArrayDataset({"label": np.zeros(6, int)}, {"train": np.arange(3), "test": np.arange(3, 6)})
     with pytest.raises(Incompatible, match="typicality"):
         task.protocol(no_typ)
+
+
+def test_scatter_plot_draws_the_distance_to_the_origin_against_atypicality(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    import harness.plots
+
+    ds, rng = toy()
+    emb = torch.tensor(rng.normal(size=(len(ds), 3)))
+    drawn = []
+    real = harness.plots.save_scatter
+    monkeypatch.setattr(harness.plots, "save_scatter", lambda path, x, y, **kw: drawn.append((x, y, kw)) or
+                        real(path, x, y, **kw))
+    ctx = EvalContext(dataset=ds, protocol=Typicality().protocol(ds), method=FakeMethod(euclidean()),
+                      embed_fn=lambda idx: Embedded(emb[idx], emb[idx], None), seed=0, device=torch.device("cpu"),
+                      artifacts_dir=tmp_path)
+    res = Typicality().evaluate(ctx)
+    png = tmp_path / ctx.details["scatter"]
+    assert png.name == "dist0_vs_atypicality.png"
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+        image.verify()
+    [(x, y, kw)] = drawn
+    test = ds.splits["test"]
+    np.testing.assert_allclose(x, 1 - ds.annotations["typicality"][test].astype(np.float64))
+    np.testing.assert_allclose(y, emb[test].norm(dim=-1).numpy())
+    np.testing.assert_array_equal(kw["groups"], ds.annotations["label"][test])
+    assert f"{res['spearman_pooled'].value:.3f}" in kw["title"]
+    # no artifacts folder, no figure
+    plain = context(ds, emb, euclidean())
+    Typicality().evaluate(plain)
+    assert "scatter" not in plain.details
