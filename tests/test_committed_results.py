@@ -167,3 +167,17 @@ def test_hack_at_the_paper_protocol_moves_typicality_off_the_reference_but_not_r
     assert ref_mean + ref_half < 0
     assert mean > ref_mean + ref_half
     assert mean - half < 0
+
+
+def test_every_default_row_links_its_pictures():
+    """Issue "Methods II": the PNG of each method's embeddings in the Poincaré disk is linked from the
+    leaderboard (seed 0 of every hierarchy row), and so is its distance to the origin against atypicality
+    (every typicality row). A regenerated grid without ``plots=true`` would drop them."""
+    for task, png in (("hierarchy", "embeddings_disk.png"), ("typicality", "dist0_vs_atypicality.png")):
+        rows = _rows(task, "default")
+        assert len(rows) >= 19, task
+        for key, rs in rows.items():
+            [seed0] = [r for r in rs if r["cell"]["seed"] == 0]
+            figures = [f for f in seed0.get("figures", []) if f.endswith("/" + png)]
+            assert len(figures) == 1 and (ROOT / "results" / figures[0]).is_file(), (task, key)
+            assert f"(../results/{figures[0]})" in (ROOT / "leaderboards" / f"{task}.md").read_text(), (task, key)
