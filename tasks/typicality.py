@@ -93,7 +93,7 @@ class Typicality(Task):
             pooled = "null" if value is None else f"{value:.3f}"
             png = save_scatter(ctx.artifacts_dir / "dist0_vs_atypicality.png", atypicality, radius,
                                xlabel="atypicality (1 − typicality)", ylabel="distance to the origin",
-                               groups=labels, title=f"{ctx.dataset.name}, {self.cfg.split} split: pooled Spearman "
+                               groups=labels, title=f"{ctx.dataset.name}, {self.cfg.split} split\npooled Spearman "
                                                     f"{pooled} (n = {len(idx)})")
             ctx.details["scatter"] = png.name
         return out
