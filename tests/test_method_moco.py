@@ -209,10 +209,12 @@ def _cell(overrides, tmp_path):
 
 @pytest.mark.slow
 def test_short_pretraining_beats_random_init_on_few_shot(tmp_path):
-    """mocov2, 20 epochs (~450 steps, ~40 CPU-s) on synthetic_hierarchy with 30 images per class:
-    measured 5-shot 0.276 vs random_init 0.230 (1-shot 0.232 vs 0.213), 600 episodes each."""
+    """mocov2 with the colour views (``mocov2_colour``: the paper's crop / flip / blur views leave it near
+    chance on the embedded data, README "Label-free methods"; 5-shot 0.245 against 0.231 here), 20 epochs
+    of 64 on synthetic_hierarchy with 30 images per class: measured 5-shot 0.500 vs random_init 0.231
+    (1-shot 0.374 vs 0.212), 600 episodes each."""
     data = ["task=few_shot", "dataset.images_per_class=30"]
-    trained = _cell(["method=mocov2", *data, "train.epochs=20", "train.batch_size=64"], tmp_path)
+    trained = _cell(["method=mocov2_colour", *data, "train.epochs=20", "train.batch_size=64"], tmp_path)
     reference = _cell(["method=random_init", *data], tmp_path)
     five = trained["metrics"]["acc_5shot"]["value"], reference["metrics"]["acc_5shot"]["value"]
-    assert five[0] > five[1] + 0.025, five
+    assert five[0] > five[1] + 0.1, five

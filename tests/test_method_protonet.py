@@ -297,15 +297,16 @@ def _few_shot(overrides, tmp_path):
     return {k: v["value"] for k, v in result["metrics"].items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["hyperbolic_protonet", "fixed_radius_protonet", "protonet"])
 def test_short_episodic_training_beats_random_init(method, tmp_path):
     # 6 training classes of 16 images: 5-way episodes of 1 + 15 (the default 20-way 5-shot shrinks
-    # to fit, with a warning); 80 episodes
+    # to fit, with a warning); 480 episodes, a few seconds. Measured (seeds 0 / 1), 1-shot: random_init
+    # 0.195 / 0.200; protonet 0.312 / 0.276, hyperbolic 0.452 / 0.388, fixed radius 0.330 / 0.425
+    # (5-shot 0.21 against 0.34-0.53). At the earlier 80 episodes protonet stayed at 0.198.
     reference = _few_shot(["method=random_init", "train.epochs=1"], tmp_path / "ref")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         trained = _few_shot([f"method={method}", "method.train_way=5", "method.shot=1",
-                             "method.episodes_per_epoch=40", "train.epochs=2"], tmp_path / method)
+                             "method.episodes_per_epoch=40", "train.epochs=12"], tmp_path / method)
     assert trained["acc_1shot"] > reference["acc_1shot"] + 0.05, (trained, reference)
     assert trained["acc_5shot"] > reference["acc_5shot"] + 0.08, (trained, reference)
