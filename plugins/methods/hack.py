@@ -183,7 +183,9 @@ class Hack(Method):
         self.register_buffer("particles", torch.zeros(n, cfg.dim))
         self.register_buffer("assignment", torch.arange(n))
         self.register_buffer("packed", torch.tensor(False))
-        self._on_boundary = [0, 0]  # this epoch's embeddings on the ball's projection sphere, and all of them
+        # this epoch's embeddings on the ball's projection sphere (a tensor: no device sync per step), and all
+        self._on_boundary: torch.Tensor | int = 0
+        self._seen = 0
         self._boundary_warned = False
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
@@ -247,8 +249,8 @@ class Hack(Method):
         """Count the batch's embeddings on the projection sphere, norm ≥ 1 − 2·eps (c = 1)."""
         with torch.no_grad():
             norm = emb.detach().norm(dim=-1)
-            self._on_boundary[0] += int((norm >= 1 - 2 * proj_eps(emb.dtype)).sum())
-            self._on_boundary[1] += len(emb)
+            self._on_boundary = self._on_boundary + (norm >= 1 - 2 * proj_eps(emb.dtype)).sum()
+            self._seen += len(emb)
 
     def _check_boundary(self, state: TrainState) -> None:
         """Warn once when, past the first quarter of training, most of an epoch's embeddings sat on the
@@ -257,8 +259,8 @@ class Hack(Method):
         Measured: ``hack`` at batch 1,024 on ``glyphs`` with the released lr 0.1 put them there in its
         first epoch (loss 4.4 → 7.8) and kept them there for 200 epochs; lr 0.01 trains (loss 0.35
         after 12 epochs)."""
-        on, seen = self._on_boundary
-        self._on_boundary = [0, 0]
+        on, seen = int(self._on_boundary), self._seen
+        self._on_boundary, self._seen = 0, 0
         previous = state.epoch - 1
         if self._boundary_warned or seen == 0 or previous < state.epochs / 4 or 2 * on <= seen:
             return
