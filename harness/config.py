@@ -117,6 +117,9 @@ class HarnessConfig:
     force: bool = False  # re-evaluate cells whose result exists (the cached model is reused)
     retrain: bool = False  # train the model again even if the cache holds it
     plots: bool = False  # tasks write PNGs beside the result
+    #: Cells write each evaluation split's indices, embeddings and distance to the origin beside the result
+    #: (``seed<N>_embeddings.npz``): HACK's per-image prototypicality, or any method's embeddings.
+    save_embeddings: bool = False
     rerun_failed: bool = True  # a re-run retries failed cells (ok and skipped cells are kept)
     grid_name: str = "single"  # set by `harness sweep`; recorded in results and leaderboards
     leaderboard_dir: Optional[str] = "${results_dir}/leaderboards"  # written at the end of a sweep
@@ -127,7 +130,7 @@ class HarnessConfig:
 
 #: Config keys that change where or how a cell runs but not what it computes.
 RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "retrain", "rerun_failed", "grid_name",
-                  "plots", "leaderboard_dir", "allow_large_grid", "sweep_id")
+                  "plots", "save_embeddings", "leaderboard_dir", "allow_large_grid", "sweep_id")
 #: ``train.*`` keys that do not change what is computed.
 RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size")
 

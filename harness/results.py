@@ -25,6 +25,8 @@ Schema (``schema_version`` 2), top-level keys and their types:
 ``device``          str: e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``
 ``timings``         dict: ``{train_s, eval_s, total_s, train_cached, finetune_s?}``
 ``figures``         list of PNG paths relative to the results folder (cells run with ``plots=true``)
+``embeddings_file`` str: the cell's ``.npz`` of embeddings relative to the results folder (``save_embeddings=true``):
+                    per evaluation split ``<split>_indices``, ``<split>_embeddings``, ``<split>_dist0``
 ``nonfinite``       list of dotted paths whose NaN/inf value was stored as null (absent when none)
 ``traceback_file``  str: path of the saved traceback (failed cells only)
 """
@@ -52,7 +54,7 @@ OPTIONAL: dict[str, tuple[type, ...]] = {
     "reason": (str, type(None)), "details": (dict,), "protocol": (dict,), "grid": (str,),
     "model_key": (str, type(None)), "device": (str,), "traceback_file": (str,), "variant": (dict,),
     "training": (dict,), "nonfinite": (list,), "geometry": (dict,), "figures": (list,),
-    "reference": (bool,),
+    "reference": (bool,), "embeddings_file": (str,),
 }
 CELL_KEYS = ("method", "backbone", "dataset", "task", "seed")
 
@@ -90,13 +92,18 @@ def _chmod_umask(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never a torn one; the file gets
+    """Write ``text`` (UTF-8) as :func:`atomic_write_bytes` does."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a torn one; the file gets
     the user's umask (``mkstemp`` would leave it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         _chmod_umask(Path(tmp))

@@ -33,7 +33,7 @@ from harness.config import TrainConfig, validate, variant_of
 from harness.data import ImageDataset, hash_indices, save_tensors
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.registry import create, get_registry, make_config
-from harness.results import atomic_write_text, config_hash, read_result, result_path, write_result
+from harness.results import atomic_write_bytes, atomic_write_text, config_hash, read_result, result_path, write_result
 from harness.task import Embedded, EvalContext, Protocol
 
 _DATASETS: OrderedDict[str, ImageDataset] = OrderedDict()
@@ -344,6 +344,25 @@ def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: I
     return spec.model, stats
 
 
+def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
+    """Write every evaluation split's ``<split>_indices`` (positions in the dataset), ``<split>_embeddings``
+    and ``<split>_dist0`` (the geometry's distance to the origin: HACK's prototypicality) to one ``.npz``,
+    atomically."""
+    import io
+
+    arrays: dict[str, np.ndarray] = {}
+    for split, idx in protocol.eval.items():
+        emb = ctx.embed(idx).embeddings
+        with torch.no_grad():
+            arrays[f"{split}_dist0"] = ctx.geometry.dist0(emb).detach().cpu().numpy()
+        arrays[f"{split}_indices"] = np.asarray(idx)
+        arrays[f"{split}_embeddings"] = emb.detach().cpu().numpy()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     """Run one cell from a resolved config dict and return its result (also written to disk).
 
@@ -420,10 +439,13 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         timings["eval_s"] = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
         result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details
+        root = Path(config["results_dir"]).expanduser().resolve()
         if ctx.artifacts_dir is not None and ctx.artifacts_dir.is_dir():
-            root = Path(config["results_dir"]).expanduser().resolve()
             result["figures"] = sorted(p.resolve().relative_to(root).as_posix()
                                        for p in ctx.artifacts_dir.glob("*.png"))
+        if config.get("save_embeddings"):
+            saved = _save_embeddings(path.with_name(f"{path.stem}_embeddings.npz"), ctx, protocol)
+            result["embeddings_file"] = saved.resolve().relative_to(root).as_posix()
         result["status"] = "ok"
     except Incompatible as exc:
         result.update(status="skipped", reason=str(exc))

@@ -351,3 +351,27 @@ def test_the_provenance_names_command_line_axes(tmp_path):
     assert grids == {"default + command-line axes method"}
     assert "grid: default + command-line axes method" in (res / "leaderboards" / "few_shot.md").read_text()
     shutil.rmtree(res)
+
+
+def test_save_embeddings_writes_each_split_and_its_distance_to_the_origin(tmp_path):
+    import numpy as np
+
+    from harness.geometry import dist0
+    from harness.results import config_hash
+
+    result = _run(tmp_path, "method=poincare_mlr", "task=retrieval", "save_embeddings=true")
+    assert result["status"] == "ok", result["reason"]
+    path = tmp_path / "res" / result["embeddings_file"]
+    assert path.name == "seed0_embeddings.npz"
+    with np.load(path) as saved:
+        [split] = result["protocol"]["eval_sizes"]
+        assert sorted(saved.files) == sorted(f"{split}_{k}" for k in ("dist0", "embeddings", "indices"))
+        emb = saved[f"{split}_embeddings"]
+        assert len(emb) == len(saved[f"{split}_indices"]) == result["protocol"]["eval_sizes"][split]
+        np.testing.assert_allclose(saved[f"{split}_dist0"],
+                                   dist0(torch.as_tensor(emb), c=result["geometry"]["c"]).numpy(), rtol=1e-5)
+        assert len(np.unique(saved[f"{split}_indices"])) == len(emb)
+    assert not list(path.parent.glob(".*.tmp"))  # written atomically, no leftovers
+    # a run-local key: the same cell, variant and hash as without it
+    assert config_hash(_compose(tmp_path, "method=poincare_mlr", "task=retrieval", "save_embeddings=true")) == \
+        config_hash(_compose(tmp_path, "method=poincare_mlr", "task=retrieval"))

@@ -19,7 +19,8 @@ Guo et al., "Unsupervised Feature Learning with Emergent Data-Driven Prototypica
    counting from 0). The first assignment is a random permutation.
 
 Prototypicality is the distance to the origin, :math:`d_{\mathbb D}(0, f(x))`: small = typical
-(Sec. 4.4); the geometry's ``dist0`` reads it.
+(Sec. 4.4); the geometry's ``dist0`` reads it, and a cell run with ``save_embeddings=true`` writes it
+for every evaluated image (``<split>_dist0``).
 
 ``hack`` is the paper's unsupervised setting: one packing for all training images, no labels
 read. The released experiments run HACK on each class separately (one model per class, N = the
