@@ -115,6 +115,7 @@ KEY=VALUE are Hydra overrides:
   method=NAME backbone=NAME dataset=NAME task=NAME   a plugin of each kind (harness list KIND)
   method.KEY=VALUE train.KEY=VALUE ...               a field of its config (e.g. method.dim=8, train.epochs=4)
   seed=N results_dir=DIR cache_dir=DIR device=auto|cpu|cuda|cuda:N
+  plots=true save_embeddings=true                    PNGs / the embeddings (.npz) beside each result
 {sweep}
 Every name and value is checked before any work (did-you-mean on a typo). Exit status: 0 all cells ok or
 skipped, 1 a cell failed, 2 bad input."""
