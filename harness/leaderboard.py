@@ -37,6 +37,11 @@ def _variant(r: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in r["config"].items() if k != "seed"})[:6]
 
 
+def _diff(r: dict[str, Any]) -> dict[str, Any]:
+    """A cell's settings that differ from the defaults (older results without them: their config hash)."""
+    return r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
+
+
 def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None
             ) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants.
@@ -141,9 +146,8 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     configs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in ok:
-        diff = r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
         pair = (r["cell"]["method"], r["cell"]["backbone"])
-        diffs[pair][_variant(r)] = diff
+        diffs[pair][_variant(r)] = _diff(r)
         configs[pair][_variant(r)] = r.get("config")
     labels = {pair: _labels(v, configs[pair]) for pair, v in diffs.items()}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -293,8 +297,7 @@ def _protocol(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
     """How a row's cells were evaluated beyond the grid's defaults: their ``task.*`` and ``dataset.*``
     settings. A row is compared with the reference row evaluated the same way (e.g. the untrained
     network on the same split), never with one evaluated on other data."""
-    diff = results[0]["variant"].get("diff", {}) if isinstance(results[0].get("variant"), dict) else {}
-    return tuple(sorted((k, repr(v)) for k, v in diff.items() if k.startswith(("task.", "dataset."))))
+    return tuple(sorted((k, repr(v)) for k, v in _diff(results[0]).items() if k.startswith(("task.", "dataset."))))
 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
@@ -310,7 +313,8 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             best[name] = max(means) if directions[name] else min(means)
     weak = {name: _lead_not_significant(groups, summary, name, directions[name]) if significance else set()
             for name in names}
-    references = {(key[1], _protocol(rs)): key for key, rs in groups.items() if any(r.get("reference") for r in rs)}
+    references = {(key[1], _protocol(rs)): key for key, rs in groups.items()
+                  if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
     labels_read = labels_read or {}
     columns = (["method", "backbone"] + (["geometry"] if with_geometry else []) + (["labels"] if labels_read else [])
