@@ -354,10 +354,37 @@ def test_class_batches_cover_every_image_once_and_merge_one_image_batches():
     ({"momentum": 1.0}, "momentum must be in"),
     ({"reassign_every": -1}, "reassign_every must be >= 0"),
     ({"boundary_weight": float("nan")}, "boundary_weight must be >= 0"),
+    ({"embedding": "ball"}, "embedding must be one of backbone, projection"),
 ])
 def test_invalid_configs_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         make_config(Hack, override).validate()
+
+
+def test_backbone_embedding_changes_what_is_evaluated_not_what_is_trained():
+    """``embedding=backbone``: the tasks read the backbone features in Euclidean geometry; the loss
+    still reads the ball points, so the same seed takes the same steps."""
+    from harness.geometry import EuclideanGeometry, PoincareGeometry
+
+    n = 6
+    images = torch.randn(n, 4, generator=torch.Generator().manual_seed(2))
+    trained = {}
+    for embedding in ("projection", "backbone"):
+        torch.manual_seed(0)
+        method = Hack(make_config(Hack, {"pack_steps": 20, "embedding": embedding}), _Identity(), _info(n, feat_dim=4))
+        method.on_epoch_start(_state(0))
+        opt = method.configure_optimizer(None)
+        for epoch in range(3):
+            opt.zero_grad()
+            method.training_step(_batch(images, np.arange(n)), _state(epoch)).backward()
+            opt.step()
+        trained[embedding] = method
+    proj, back = trained["projection"], trained["backbone"]
+    for (name, a), b in zip(proj.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert isinstance(proj.geometry, PoincareGeometry) and isinstance(back.geometry, EuclideanGeometry)
+    assert torch.equal(back.embed(images), images)  # _Identity: the features are the images
+    assert torch.allclose(proj.embed(images), ToPoincare(c=1.0, clip_r=15.0)(proj.proj(images)))
 
 
 def test_defaults_are_the_released_ones():
@@ -367,6 +394,7 @@ def test_defaults_are_the_released_ones():
     assert (cfg.pack_steps, cfg.pack_lr, cfg.lr, cfg.momentum, cfg.init_scale) == (600, 0.01, 0.1, 0.0, 0.01)
     # the two departures, for thousands of particles (module docstring): start and optimiser of the packing
     assert (cfg.pack_init, cfg.pack_optimizer) == ("uniform", "adam")
+    assert cfg.embedding == "projection"  # the paper's output: the ball, whose radius is the prototypicality
     assert Hack.supervised is False and HackPerClass.supervised is True
 
 

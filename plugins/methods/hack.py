@@ -22,6 +22,11 @@ Prototypicality is the distance to the origin, :math:`d_{\mathbb D}(0, f(x))`: s
 (Sec. 4.4); the geometry's ``dist0`` reads it, and a cell run with ``save_embeddings=true`` writes it
 for every evaluated image (``<split>_dist0``).
 
+The tasks evaluate the ball points by default (``embedding=projection``, the paper's output);
+``embedding=backbone`` evaluates the backbone's pooled features in Euclidean geometry instead, as the
+other self-supervised methods do by default (``method=hack_backbone``). The loss reads the ball points
+either way, so training is the same.
+
 ``hack`` is the paper's unsupervised setting: one packing for all training images, no labels
 read. The released experiments run HACK on each class separately (one model per class, N = the
 class size; the paper lists joint training as future work): ``hack_per_class`` packs each class
@@ -77,9 +82,10 @@ from torch import nn
 from harness import schedules
 from harness.augment import check_policy
 from harness.errors import ConfigError
-from harness.geometry import PoincareGeometry, ToPoincare, dist, dist0, pairwise_dist
+from harness.geometry import EuclideanGeometry, PoincareGeometry, ToPoincare, dist, dist0, pairwise_dist
 from harness.geometry._dtype import proj_eps
 from harness.method import Batch, Method, TrainState
+from harness.plugins.methods.moco import EMBEDDINGS
 
 from ._uniform_packing import PACK_INITS, PACK_OPTIMIZERS, pack_particles
 
@@ -138,6 +144,10 @@ class Hack(Method):
         #: distance between the embeddings of two augmented views (``augmentation`` policy) of each image.
         augmentation_weight: float = 0.0
         augmentation: str = "crop_flip"  # released MNIST views: RandomResizedCrop + horizontal flip
+        #: What the tasks evaluate: "projection" — the ball points f(x) (the paper's output, whose
+        #: distance to the origin is the prototypicality); "backbone" — the pooled features before the
+        #: linear map to the ball, as the other self-supervised methods' default (Euclidean geometry)
+        embedding: str = "projection"
 
         def validate(self) -> None:
             name = self.name or "hack"
@@ -167,6 +177,9 @@ class Hack(Method):
             if not (math.isfinite(self.augmentation_weight) and self.augmentation_weight >= 0):
                 raise ConfigError(f"{name}: augmentation_weight must be >= 0, got {self.augmentation_weight}")
             check_policy(f"{name}: augmentation", self.augmentation)
+            if self.embedding not in EMBEDDINGS:
+                raise ConfigError(f"{name}: embedding must be one of {', '.join(EMBEDDINGS)}, "
+                                  f"got {self.embedding!r}")
             if self.reassign_every < 0:
                 raise ConfigError(f"{name}: reassign_every must be >= 0 (0 = never re-assign), "
                                   f"got {self.reassign_every}")
@@ -175,7 +188,7 @@ class Hack(Method):
         super().__init__(cfg, backbone, info)
         if info.num_train < 1:
             raise ConfigError(f"{cfg.name}: needs training images to pack particles for (num_train = 0)")
-        self.geometry = PoincareGeometry(c=C)
+        self.geometry = PoincareGeometry(c=C) if cfg.embedding == "projection" else EuclideanGeometry()
         self.proj = nn.Linear(info.feat_dim, cfg.dim)
         # hyptorch's ToPoincare (riemannian=True by default, kept by the released Projection_Head)
         self.to_ball = ToPoincare(c=C, clip_r=cfg.clip_r, riemannian=True)
@@ -189,7 +202,13 @@ class Hack(Method):
         self._seen = 0
         self._boundary_warned = False
 
+    def ball(self, images: torch.Tensor) -> torch.Tensor:
+        """The images' points on the ball, f(x) = exp_0(W · backbone(x)) (what the loss reads)."""
+        return self.to_ball(self.proj(self.features(images)))
+
     def head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.cfg.embedding == "backbone":
+            return features
         return self.to_ball(self.proj(features))
 
     # -- stage 1: packing, once ---------------------------------------------------------
@@ -273,7 +292,7 @@ class Hack(Method):
 
     # -- stage 2: assignment --------------------------------------------------------------
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
-        emb = self.embed(batch.view("none"))  # the released loss reads the un-augmented view f1
+        emb = self.ball(batch.view("none"))  # the released loss reads the un-augmented view f1
         self._count_boundary(emb)
         idx = batch.indices
         targets = self.assignment[idx]
@@ -286,7 +305,7 @@ class Hack(Method):
             self.assignment[idx] = targets
         loss = dist(emb, self.particles[targets], c=C).mean()
         if self.cfg.augmentation_weight:
-            views = self.embed(torch.cat([batch.view(self.cfg.augmentation), batch.view(self.cfg.augmentation)]))
+            views = self.ball(torch.cat([batch.view(self.cfg.augmentation), batch.view(self.cfg.augmentation)]))
             first, second = views.chunk(2)
             loss = loss + self.cfg.augmentation_weight * dist(first, second, c=C).mean()
         return loss
