@@ -49,9 +49,21 @@ class FinetuneContext:
     """What ``Task.finetune`` receives: the trained method (shared: never modify it) and the cell's facts."""
 
     def __init__(self, *, dataset: Any, protocol: Any, seed: int, device: torch.device, cfg: Any,
-                 amp_dtype: torch.dtype | None, method: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+                 amp_dtype: torch.dtype | None, method: Any, mean: tuple[float, ...], std: tuple[float, ...],
+                 input_size: tuple[int, int] | None = None, embed_fn: Callable[[np.ndarray], Any] | None = None
+                 ) -> None:
         self.dataset, self.protocol, self.seed, self.device, self.cfg = dataset, protocol, seed, device, cfg
         self.amp_dtype, self.method, self.mean, self.std = amp_dtype, method, tuple(mean), tuple(std)
+        #: (H, W) the backbone sees (the dataset's images are resized to it)
+        self.input_size = tuple(input_size) if input_size is not None else tuple(dataset.info.image_size)
+        self._embed_fn = embed_fn
+
+    def embed(self, indices: np.ndarray) -> Any:
+        """The trained method's :class:`harness.task.Embedded` of the images at ``indices`` (as
+        :meth:`harness.task.EvalContext.embed`: cached, shared with the evaluation)."""
+        if self._embed_fn is None:
+            raise HarnessError("this fine-tuning context was built without the method's embeddings (embed_fn)")
+        return self._embed_fn(np.asarray(indices, dtype=np.int64))
 
     def backbone_copy(self) -> nn.Module:
         """A deep copy of the trained backbone (its weights as the model cache holds them)."""

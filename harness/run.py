@@ -330,7 +330,9 @@ def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: I
 
     amp = engine.autocast_dtype(device, config["train"]["amp"])
     ctx = FinetuneContext(dataset=dataset, protocol=protocol, seed=int(config["seed"]), device=device,
-                          cfg=task.cfg, amp_dtype=amp, method=model.method, mean=model.mean, std=model.std)
+                          cfg=task.cfg, amp_dtype=amp, method=model.method, mean=model.mean, std=model.std,
+                          input_size=model.viewer.size,
+                          embed_fn=model.embedder(dataset, device, TrainConfig(**config["train"])))
     spec = task.finetune(ctx)
     if spec is None:
         return None, None

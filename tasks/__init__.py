@@ -26,6 +26,9 @@ def harness_tasks() -> list[PluginSpec]:
                    "label-tree fidelity: CPCC, top-1 with mistake severity, radius-angle Spearman"),
         PluginSpec("typicality", f"{_T}.typicality:Typicality",
                    "do typical images lie nearer the origin: Spearman of dist0 with annotated atypicality"),
+        PluginSpec("instance_selection", f"{_T}.instance_selection:InstanceSelection",
+                   "HACK's sample complexity: classifiers trained from scratch on the most typical / atypical "
+                   "fraction of each class (by dist0) against a random one"),
     ]
 
 

@@ -12,7 +12,8 @@ each eval image is predicted independently, and with equal class counts the cond
 exactly the chance value whatever the predicted-class frequencies.
 
 ``delta`` has no chance value (δ is a geometric property of the point set, not a score against labels)
-and is not tested here.
+and is not tested here. ``instance_selection`` trains classifiers; that random embeddings select a random
+subset (so its gains are 0 in expectation) is tested in ``test_task_instance_selection.py``.
 """
 
 from __future__ import annotations
