@@ -185,3 +185,38 @@ def test_every_default_row_links_its_pictures():
             figures = [f for f in seed0.get("figures", []) if f.endswith("/" + png)]
             assert len(figures) == 1 and (ROOT / "results" / figures[0]).is_file(), (task, key)
             assert f"(../results/{figures[0]})" in (ROOT / "leaderboards" / f"{task}.md").read_text(), (task, key)
+
+
+def test_instance_selection_reads_as_the_readme_says():
+    """grid=instance_selection (HACK's sample-complexity protocol): at a seed every method's random learner
+    is the same one; the halves of hyperbolic ProtoNet and MoCo v2 farthest from the origin train better
+    classifiers than a random half and the nearest halves much worse ones, though they are no less typical
+    by the generator's nuisance strength; HACK's own ranking shows no gain at either fraction."""
+    from collections import defaultdict
+
+    from harness.stats import mean_ci95
+
+    rows = {method: rs for (_, method, _), rs in _rows("instance_selection", "instance_selection").items()}
+    assert set(rows) == {"hack", "hack_per_class", "random_init", "hyperbolic_protonet", "mocov2"}
+    random_learner = defaultdict(set)
+    for results in rows.values():
+        assert len(results) == 3
+        for r in results:
+            random_learner[r["cell"]["seed"]].add(tuple(r["metrics"][f"acc/random/{f}"]["value"] for f in ("10%", "50%")))
+    assert len(random_learner) == 3 and all(len(v) == 1 for v in random_learner.values()), random_learner
+
+    def interval(method, metric):
+        mean, half, _ = mean_ci95([r["metrics"][metric]["value"] for r in rows[method]])
+        return mean - half, mean, mean + half
+
+    for method in ("hyperbolic_protonet", "mocov2"):
+        assert interval(method, "gain/atypical/50%")[1] > 0.03, method
+        assert interval(method, "gain/typical/50%")[1] < -0.15, method
+        for r in rows[method]:
+            typ = r["details"]["subset_mean_typicality"]
+            assert abs(typ["typical/50%"] - typ["all"]) < 0.015 and abs(typ["atypical/50%"] - typ["all"]) < 0.015
+    assert interval("hyperbolic_protonet", "gain/atypical/50%")[0] > 0
+    for method in ("hack", "hack_per_class"):
+        for fraction in ("10%", "50%"):
+            low, _, high = interval(method, f"gain/atypical/{fraction}")
+            assert low < 0 < high, (method, fraction)
