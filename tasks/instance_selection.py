@@ -227,6 +227,11 @@ class InstanceSelection(Task):
             return None  # evaluate() reports every metric null with the reason
         classes = np.unique(ctx.dataset.annotations["label"][ctx.protocol.train])
         subsets = self.subsets(ctx, radius)
+        small = min(len(s) for s in subsets)
+        if small < 2:
+            raise ConfigError(f"instance_selection: a subset of {small} image cannot train a learner (BatchNorm needs "
+                              f"2 per batch); raise task.fractions (now {list(self.cfg.fractions)}) or use more "
+                              "training images")
         targets = [np.searchsorted(classes, ctx.dataset.annotations["label"][s]) for s in subsets]
         model = Learners(ctx.method.backbone, ctx.method.info.feat_dim, len(classes), len(subsets), ctx.seed)
         # One layout whatever the method's (a method's backbone is channels-last only when trained): float
