@@ -113,9 +113,9 @@ def test_a_constant_distance_to_the_origin_gives_null_metrics_with_the_reason():
 def test_a_one_image_subset_is_refused_with_the_fix():
     from harness.registry import make_config
 
-    ds = ArrayDataset({"label": np.zeros(4, dtype=np.int64)}, {"train": np.arange(3), "test": np.arange(3, 4)})
-    task = InstanceSelection(make_config(InstanceSelection, {"fractions": [0.1]}))
-    emb = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    ds = ArrayDataset({"label": np.zeros(12, dtype=np.int64)}, {"train": np.arange(10), "test": np.arange(10, 12)})
+    task = InstanceSelection(make_config(InstanceSelection, {"fractions": [0.1]}))  # one class: 1 of 10 images
+    emb = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
     ctx = EvalContext(dataset=ds, protocol=task.protocol(ds), method=FakeMethod(euclidean()),
                       embed_fn=lambda idx: Embedded(emb[idx], emb[idx], None), seed=0, device=torch.device("cpu"))
     with pytest.raises(ConfigError, match="raise task.fractions"):
