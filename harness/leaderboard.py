@@ -141,7 +141,6 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
     from harness.task import Task
 
     task_cls = (_plugin_class("task", results[0]["cell"]["task"]) if results else None) or Task
-    unranked = dict(task_cls.UNRANKED)
     details = [r.get("details") or {} for r in ok]
     diffs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     configs: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -159,6 +158,7 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         for name, m in r["metrics"].items():
             directions.setdefault(name, bool(m["higher_is_better"]))
     metrics = sorted(directions)
+    unranked = {name: reason for name in metrics if (reason := task_cls.unranked_reason(name))}
     geometry = {key: _geometry(rs) for key, rs in groups.items()}
     labels_read = {key: _labels_read(rs) for key, rs in groups.items()}
     if len(set(labels_read.values())) < 2:

@@ -155,7 +155,7 @@ class Task:
     ``requires``: annotations the dataset must have (else the cell is skipped);
     ``METRICS``: metric name → higher is better (for the leaderboard arrows);
     ``UNRANKED``: metric name → why it is never bolded as best (values not comparable
-    across rows); ``metric_header(name, details)``: a column's header given the results'
+    across rows; ``unranked_reason(name)`` for names that depend on the config); ``metric_header(name, details)``: a column's header given the results'
     details (e.g. ``delta_rel [exact]``). Bump ``VERSION`` whenever the protocol or a
     metric changes.
     """
@@ -168,6 +168,12 @@ class Task:
     #: Metrics shown but never bolded as "best", with the reason (a footnote): values that are not
     #: comparable across rows, e.g. in each geometry's own units.
     UNRANKED: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def unranked_reason(cls, name: str) -> str | None:
+        """Why the leaderboard never bolds metric ``name`` as best (None: it is ranked); by default
+        ``UNRANKED``'s entry. Override for metric names that depend on the task's config."""
+        return cls.UNRANKED.get(name)
 
     @classmethod
     def metric_header(cls, name: str, details: list[dict[str, Any]]) -> str:

@@ -151,6 +151,13 @@ class InstanceSelection(Task):
                   "subset's, paired per image (HACK's claim: atypical > 0); 0 in expectation on random "
                   "embeddings; null when the distances to the origin are degenerate")
 
+    @classmethod
+    def unranked_reason(cls, name: str) -> str | None:
+        if name.startswith("acc/random/"):
+            return ("at a seed the random subset's learner is the same for every method (the reference the gains "
+                    "are taken against)")
+        return super().unranked_reason(name)
+
     @dataclass
     class Config:
         name: str = "instance_selection"

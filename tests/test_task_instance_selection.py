@@ -122,6 +122,24 @@ def test_a_one_image_subset_is_refused_with_the_fix():
         task.finetune(ctx)
 
 
+def test_the_shared_random_learner_is_never_ranked_and_the_gains_are():
+    from harness.leaderboard import render_task
+
+    assert "same for every method" in InstanceSelection.unranked_reason("acc/random/10%")
+    assert InstanceSelection.unranked_reason("gain/atypical/10%") is None
+    assert InstanceSelection.unranked_reason("acc/atypical/50%") is None
+    rows = [{"status": "ok", "cell": {"task": "instance_selection", "dataset": "d", "method": m, "backbone": "b",
+                                      "seed": 0, "variant": "", "train_dataset": None},
+             "config": {"method": {"name": m}, "seed": 0}, "config_hash": "h", "geometry": {"name": "euclidean"},
+             "grid": "g", "variant": {"tag": "", "diff": {}}, "details": {},
+             "metrics": {"acc/random/10%": {"value": 0.5, "higher_is_better": True},
+                         "gain/atypical/10%": {"value": v, "higher_is_better": True}}}
+            for m, v in (("a", 0.1), ("b", 0.2))]
+    text = render_task("instance_selection", rows)
+    assert "**0.500" not in text and "**0.200" in text
+    assert "Not ranked (acc/random/10%)" in text
+
+
 @pytest.mark.parametrize("override,match", [
     ({"fractions": [0.0]}, "fractions must be distinct numbers in"),
     ({"fractions": [0.1, 0.1]}, "fractions must be distinct"),
