@@ -324,15 +324,15 @@ def check_writable(results_dir: str | Path) -> None:
 
 
 def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
-              device: torch.device, progress: bool) -> tuple[Any, dict[str, Any] | None]:
-    """Run the task's fine-tuning stage if it has one; return (the fine-tuned model, its stats)."""
+              device: torch.device, progress: bool, embed_fn: Any) -> tuple[Any, dict[str, Any] | None]:
+    """Run the task's fine-tuning stage if it has one; return (the fine-tuned model, its stats).
+    ``embed_fn``: the model's embeddings, the same cached function the evaluation reads."""
     from harness.finetune import FinetuneContext, run_finetune
 
     amp = engine.autocast_dtype(device, config["train"]["amp"])
     ctx = FinetuneContext(dataset=dataset, protocol=protocol, seed=int(config["seed"]), device=device,
                           cfg=task.cfg, amp_dtype=amp, method=model.method, mean=model.mean, std=model.std,
-                          input_size=model.viewer.size,
-                          embed_fn=model.embedder(dataset, device, TrainConfig(**config["train"])))
+                          input_size=model.viewer.size, embed_fn=embed_fn)
     spec = task.finetune(ctx)
     if spec is None:
         return None, None
@@ -419,15 +419,15 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         result["reference"] = not type(model.method).TRAINS  # an untrained reference row (random_init)
         result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",
                                                               "train_top1_kind", "steps", "images_per_s")}
-        finetuned, ft_stats = _finetune(task, model, config, dataset, protocol, device, progress)
+        embed_fn = model.embedder(dataset, device, TrainConfig(**config["train"]))
+        finetuned, ft_stats = _finetune(task, model, config, dataset, protocol, device, progress, embed_fn)
         if ft_stats is not None:
             timings.update(finetune_s=ft_stats["seconds"], finetune_cached=ft_stats["cached"])
             result["training"]["finetune"] = {k: ft_stats.get(k) for k in ("iterations", "final_loss",
                                                                           "resumed_from")}
-        tcfg = TrainConfig(**config["train"])
         t_eval = time.perf_counter()
         ctx = EvalContext(dataset=dataset, protocol=protocol, method=model.method,
-                          embed_fn=model.embedder(dataset, device, tcfg), seed=int(config["seed"]),
+                          embed_fn=embed_fn, seed=int(config["seed"]),
                           device=device, artifacts_dir=path.with_name(f"{path.stem}_plots")
                           if config.get("plots") else None, finetuned=finetuned)
         metrics = task.evaluate(ctx)

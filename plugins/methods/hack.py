@@ -204,12 +204,13 @@ class Hack(Method):
 
     def ball(self, images: torch.Tensor) -> torch.Tensor:
         """The images' points on the ball, f(x) = exp_0(W · backbone(x)) (what the loss reads)."""
-        return self.to_ball(self.proj(self.features(images)))
+        return self._to_ball(self.features(images))
+
+    def _to_ball(self, features: torch.Tensor) -> torch.Tensor:
+        return self.to_ball(self.proj(features))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        if self.cfg.embedding == "backbone":
-            return features
-        return self.to_ball(self.proj(features))
+        return features if self.cfg.embedding == "backbone" else self._to_ball(features)
 
     # -- stage 1: packing, once ---------------------------------------------------------
     def _groups(self, state: TrainState) -> np.ndarray:
