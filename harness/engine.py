@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from harness.config import TrainConfig
 from harness.errors import ConfigError, HarnessError
 from harness.method import Batch, Method, TrainState
+from harness.progress import Progress
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "TrainStats", "Viewer", "autocast_dtype", "configure_device",
            "deterministic_on_cpu", "embed_arrays", "make_optimizer", "pick_device", "train"]
@@ -211,8 +212,6 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
            extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
            seed: int, progress: bool, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None
            ) -> TrainStats:
-    from tqdm.auto import tqdm
-
     from harness import schedules
 
     rng = np.random.default_rng(seed)
@@ -237,7 +236,7 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
 
     step, seen, last_loss, start = 0, 0, float("nan"), time.perf_counter()
     epoch_loss: list[float] = []
-    bar = tqdm(total=None, disable=not progress, leave=False, unit="step", desc="train")
+    bar = Progress(f"train {getattr(method.cfg, 'name', None) or type(method).__name__}", None, bar=progress)
     for epoch in range(cfg.epochs):
         state = TrainState(epoch=epoch, epochs=cfg.epochs, step=step, device=device, rng=rng,
                            embed_train=embed_train or (lambda: (_ for _ in ()).throw(
@@ -251,7 +250,7 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
         if not plan:
             raise HarnessError(f"{type(method).__name__} planned no batches for epoch {epoch}")
         if bar.total is None:
-            bar.total = len(plan) * cfg.epochs
+            bar.set_total(len(plan) * cfg.epochs)
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=[indices[b].tolist() for b in plan], collate_fn=_collate,
             num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
@@ -295,8 +294,7 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
             losses.append(last_loss)
             state.loss = last_loss
             method.after_step(state)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{last_loss:.4f}", refresh=False)
+            bar.update(1, epoch=epoch, loss=last_loss)
         epoch_loss.append(float(np.mean(losses)))
     bar.close()
     method.eval()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch import nn
 
 from harness.engine import deterministic_on_cpu
 from harness.errors import HarnessError
+from harness.progress import Progress
 
 
 @dataclass
@@ -70,12 +70,6 @@ class FinetuneContext:
         return copy.deepcopy(self.method.backbone).to(self.device)
 
 
-def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
-    m, s = divmod(seconds, 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.device,
                  amp_dtype: torch.dtype | None, retrain: bool = False, progress: bool = True,
                  label: str = "finetune") -> dict[str, Any]:
@@ -114,8 +108,6 @@ def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.d
 def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, ckpt_file: Path, seed: int,
            device: torch.device, amp_dtype: torch.dtype | None, progress: bool, label: str,
            claim: Any) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     from harness.data import save_tensors
     from harness.results import atomic_write_text
 
@@ -134,8 +126,7 @@ def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, 
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     params = [p for g in opt.param_groups for p in g["params"]]
     total = spec.iterations
-    bar = tqdm(total=total, initial=start_it, disable=not progress, leave=False, unit="it", desc=label)
-    report_every = max(1, total // 10)
+    bar = Progress(label, total, bar=progress, initial=start_it, unit="it")
     t0 = time.perf_counter()
     loss_value = float("nan")
     model.train()
@@ -158,13 +149,8 @@ def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, 
         scaler.step(opt)
         scaler.update()
         loss_value = float(loss.detach())
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        bar.update(1, loss=loss_value)
         done_now = it + 1
-        if not progress and (done_now % report_every == 0 or done_now == total):
-            rate = (done_now - start_it) / max(time.perf_counter() - t0, 1e-9)
-            print(f"  {label} {done_now}/{total} it, {rate:.2f} it/s, ETA {_fmt_s((total - done_now) / rate)}",
-                  file=sys.stderr, flush=True)
         if done_now % spec.checkpoint_every == 0 and done_now < total:
             save_tensors({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                           "optimizer": opt.state_dict(), "iteration": torch.tensor(done_now)}, ckpt_file)

@@ -27,18 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import LARGE_GRID, BackboneConfig, check_name
 from harness.errors import ConfigError, UnknownPluginError
+from harness.progress import format_seconds
 from harness.registry import get_registry
 from harness.specs import KINDS
 
 #: Cells that failed in the last ``launch`` of this process (the CLI's exit status).
 LAST_SWEEP: dict[str, int] = {}
-
-
-def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def _value(metric: dict[str, Any]) -> str:
@@ -137,7 +131,7 @@ class GridProgress:
         if self.total is not None:
             left = max(self.total - self.done, 0)
             per_cell = (elapsed / self.done) if running else (self.ran_seconds / self.ran if self.ran else None)
-            eta = _fmt_s(left * per_cell) if per_cell else "?"
+            eta = format_seconds(left * per_cell) if per_cell else "?"
             pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
         else:
             eta, pos = "?", f"[{self.done}]"
@@ -145,7 +139,7 @@ class GridProgress:
             line = f"{status} {name}  {took:.1f}s"
         else:
             counts = f" | running {running}, failed {self.counts.get('failed', 0)}" if running is not None else ""
-            line = f"{pos} {status:<7} {name}  {took:.1f}s{counts} | elapsed {_fmt_s(elapsed)} | ETA {eta}"
+            line = f"{pos} {status:<7} {name}  {took:.1f}s{counts} | elapsed {format_seconds(elapsed)} | ETA {eta}"
         if result.get("status") in ("failed", "skipped", "claimed") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
         elif single:  # `harness run`: show what the cell measured
@@ -178,7 +172,7 @@ class SweepProgress(Callback):
         LAST_SWEEP.clear()
         LAST_SWEEP.update(counts)
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no cell reported back"
-        print(f"harness sweep: finished in {_fmt_s(time.perf_counter() - self.grid.start)} ({summary})",
+        print(f"harness sweep: finished in {format_seconds(time.perf_counter() - self.grid.start)} ({summary})",
               flush=True)
         out = config.get("leaderboard_dir")
         if out:

@@ -127,7 +127,7 @@ def _run(tmp_path, *overrides):
     return run_cell(config, progress=False)
 
 
-def test_the_engine_calls_every_hook_in_order_with_the_methods_optimiser_and_schedule(tmp_path):
+def test_the_engine_calls_every_hook_in_order_with_the_methods_optimiser_and_schedule(tmp_path, capsys):
     from harness.plugins.methods import euclidean_ce  # noqa: F401 - registry warm
 
     CALLS.clear()
@@ -160,6 +160,9 @@ def test_the_engine_calls_every_hook_in_order_with_the_methods_optimiser_and_sch
     assert [c[1] for c in CALLS if c[0] == "after"] == [0, 1, 2, 3] and all(c[2] for c in CALLS if c[0] == "after")
     assert torch.equal(frozen_before["m"].frozen.weight.detach().cpu(), frozen_before["w"])  # frozen: unchanged
     assert result["training"]["steps"] == 4
+    # without a terminal, training reports each tenth (here each of its 4 steps) on stderr
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  train toy_hooks")]
+    assert [line.split()[2] for line in lines] == ["1/4", "2/4", "3/4", "4/4"] and "loss" in lines[-1]
 
 
 def test_a_label_free_method_is_trained_once_for_tasks_with_different_label_fields(tmp_path):

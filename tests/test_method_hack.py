@@ -462,13 +462,16 @@ def test_the_label_check_can_fail_per_class_hack_reads_labels(tmp_path):
     assert not torch.equal(per_class["particles"], per_class_garbage["particles"])
 
 
-def test_a_packing_that_did_not_spread_is_reported():
+def test_a_packing_that_did_not_spread_is_reported(capsys):
     import warnings
 
     clumped = Hack(make_config(Hack, {"pack_steps": 3, "pack_init": "released", "pack_optimizer": "sgd"}),
                    _Identity(), _info(200, feat_dim=4))
     with pytest.warns(UserWarning, match="did not spread"):
         clumped.on_epoch_start(_state(0))
+    # the packing (minutes for N = 10,000) reports its steps; without a terminal, a line per tenth
+    lines = [line for line in capsys.readouterr().err.splitlines() if "hack packing" in line]
+    assert [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"] and "energy" in lines[-1]
     spread = Hack(make_config(Hack, {}), _Identity(), _info(8, feat_dim=4))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 
 from harness.geometry import ToPoincare
+from harness.progress import Progress
 
 PACK_INITS = ("released", "uniform")
 PACK_OPTIMIZERS = ("sgd", "adam")
@@ -279,7 +280,7 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
                    boundary_weight: float, boundary_margin: float, clip_r: float, repulsion_clip: float,
                    init_scale: float, generator: torch.Generator, device: torch.device | str = "cpu",
                    schedule: Callable[[float], float] | None = None, c: float = 1.0, init: str = "released",
-                   optimizer: str = "sgd") -> tuple[torch.Tensor, torch.Tensor]:
+                   optimizer: str = "sgd", progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Pack particles uniformly, each group on its own (HACK Sec. 4.2; released ``train_particle_simulation``).
 
     ``sizes``: the number of particles of each group (one group: all images; per class: the class
@@ -296,6 +297,9 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
     (volume) distribution on the region (:func:`uniform_ball_tangents`). ``optimizer``: ``sgd``
     (released: momentum 0) or ``adam`` (torch Adam on the tangent vectors, which are Euclidean: their
     step no longer shrinks as 1/N, the mean's weight of one particle's pairs).
+
+    ``progress``: a label under which the steps are reported (:class:`harness.progress.Progress`; the
+    packing of N = 10,000 takes minutes), or None for silence.
 
     Returns the particles on the ball (N, dim), grouped in order (group 0 first), and their group ids.
     """
@@ -316,6 +320,7 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
     u = u.to(device).requires_grad_(True)
     to_ball = ToPoincare(c=c, clip_r=clip_r, riemannian=True)
     opt = torch.optim.Adam([u], lr=lr) if optimizer == "adam" else torch.optim.SGD([u], lr=lr, momentum=0.0)
+    bar = Progress(progress, steps) if progress else None
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * (schedule(step / steps) if schedule else 1.0)
@@ -324,5 +329,9 @@ def pack_particles(sizes: list[int] | torch.Tensor, *, dim: int, steps: int, lr:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if bar is not None:
+            bar.update(1, energy=float(loss.detach()))
+    if bar is not None:
+        bar.close()
     with torch.no_grad():
         return to_ball(u).detach(), groups

@@ -232,7 +232,8 @@ class Hack(Method):
             sizes, dim=cfg.dim, steps=cfg.pack_steps, lr=cfg.pack_lr, k=cfg.k, boundary_weight=cfg.boundary_weight,
             boundary_margin=cfg.boundary_margin, clip_r=cfg.clip_r, repulsion_clip=cfg.repulsion_clip,
             init_scale=cfg.init_scale, generator=state.generator, device=state.device,
-            schedule=schedules.cosine(), c=C, init=cfg.pack_init, optimizer=cfg.pack_optimizer)
+            schedule=schedules.cosine(), c=C, init=cfg.pack_init, optimizer=cfg.pack_optimizer,
+            progress=f"{cfg.name} packing")
         # The packing returns group 0's particles first: give particle slot j of class g to the
         # j-th image of class g (in split order), then assign images to their class's slots at random.
         slots = np.argsort(groups, kind="stable")  # images sorted by group: slot s belongs to image slots[s]'s group
