@@ -1,0 +1,107 @@
+"""Claims (lock files) between processes and hosts: when a claim holds, when it is taken over, and the
+waiting helpers. The same-host dead-pid case is in test_reliability.py (a cell's claim)."""
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from harness import claims
+from harness.claims import Claim, claim_or_wait
+
+
+def _write_owner(path, **owner):
+    path.write_text(json.dumps({"host": "another-host", "pid": 12345, "job": "", "since": 0, **owner}))
+
+
+def _age(path, seconds):
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_claim_is_exclusive_until_released(tmp_path):
+    first, second = Claim(tmp_path / "a.claim"), Claim(tmp_path / "a.claim")
+    assert first.acquire() and not second.acquire()
+    owner = second.owner()
+    assert owner["pid"] == os.getpid() and owner["host"]
+    first.release()
+    assert not (tmp_path / "a.claim").exists() and second.acquire()
+    second.release()
+
+
+def test_another_hosts_claim_holds_while_touched_and_is_taken_over_when_silent(tmp_path):
+    path = tmp_path / "a.claim"
+    _write_owner(path)
+    claim = Claim(path, stale_after=300)
+    assert not claim.acquire()  # touched just now: its owner may be alive on that host
+    _age(path, 301)
+    assert claim.acquire() and claim.owner()["pid"] == os.getpid()
+    claim.release()
+
+
+def test_a_half_written_claim_holds_for_a_minute_then_is_taken_over(tmp_path):
+    path = tmp_path / "a.claim"
+    path.write_text('{"host": "ano')  # its owner is still writing it
+    claim = Claim(path)
+    assert not claim.acquire()
+    _age(path, 61)
+    assert claim.acquire()
+    claim.release()
+
+
+def test_a_claim_of_our_own_requeued_slurm_job_is_taken_over(tmp_path, monkeypatch):
+    path = tmp_path / "a.claim"
+    _write_owner(path, job="4242")  # fresh, on another host: it would hold for anyone else
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    assert not Claim(path).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, requeued after a preemption
+    claim = Claim(path)
+    assert claim.acquire() and claim.owner()["job"] == "4242"
+    claim.release()
+
+
+def test_a_held_claim_is_touched_by_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(claims, "HEARTBEAT", 0.05)
+    claim = Claim(tmp_path / "a.claim")
+    assert claim.acquire()
+    _age(claim.path, 1000)
+    deadline = time.time() + 5
+    while time.time() - claim.path.stat().st_mtime > 100 and time.time() < deadline:
+        time.sleep(0.05)
+    assert time.time() - claim.path.stat().st_mtime < 100  # another host would not take it over
+    claim.release()
+
+
+def test_wait_times_out_naming_the_owner_or_returns_when_the_work_is_done(tmp_path):
+    holder = Claim(tmp_path / "a.claim")
+    assert holder.acquire()
+    with pytest.raises(TimeoutError, match=f"still claimed by .*'pid': {os.getpid()}"):
+        Claim(tmp_path / "a.claim").wait(poll=0.01, timeout=0.05)
+    assert Claim(tmp_path / "a.claim").wait(poll=0.01, done=lambda: True) is False
+    holder.release()
+    waiter = Claim(tmp_path / "a.claim")
+    assert waiter.wait(poll=0.01, timeout=1) is True and waiter.held
+    waiter.release()
+
+
+def test_claim_or_wait_hands_back_the_work_of_the_owner_it_waited_for(tmp_path):
+    path, result = tmp_path / "model.claim", tmp_path / "model.pt"
+
+    def ready():
+        return result.read_text() if result.exists() else None
+
+    owner, value = claim_or_wait(path, ready, poll=0.01)
+    assert owner is not None and owner.held and value is None  # nothing there: the work is ours
+
+    def finish():
+        time.sleep(0.1)
+        result.write_text("weights")
+        owner.release()
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    second, value = claim_or_wait(path, ready, poll=0.01)  # blocks until the owner is done
+    worker.join()
+    assert second is None and value == "weights" and not path.exists()
