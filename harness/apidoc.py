@@ -28,6 +28,7 @@ MODULES: dict[str, list[str]] = {
     "harness.schedules": ["constant", "cosine", "step", "with_warmup"],
     "harness.augment": ["random_crop", "hflip", "random_resized_crop", "crop_resize", "color_jitter",
                         "random_grayscale", "gaussian_blur", "resolve_policy", "check_policy"],
+    "harness.progress": ["Progress", "format_seconds"],
     "harness.errors": ["ConfigError", "Incompatible", "DatasetNotFoundError", "UnknownPluginError"],
 }
 OUT = Path(__file__).resolve().parents[1] / "docs" / "api.md"
