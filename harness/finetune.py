@@ -88,6 +88,7 @@ def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.d
             return None
         try:
             model.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            model.eval()  # as a model fine-tuned now is returned
             return {**json.loads(meta_file.read_text()), "cached": True}
         except Exception:  # noqa: BLE001 - a truncated or foreign file: fine-tune again
             cache_file.unlink(missing_ok=True)
