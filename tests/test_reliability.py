@@ -51,6 +51,25 @@ def test_config_variants_keep_their_own_result_resume_per_variant_and_get_named_
     assert "| poincare_mlr (c=0.5) " in board and "| poincare_mlr (c=default) " in board
 
 
+def test_a_result_from_another_config_or_a_torn_file_is_run_again_not_kept(tmp_path):
+    from harness.results import config_hash, result_path
+    from harness.run import cell_of
+
+    first = _run(tmp_path, "method=poincare_mlr")
+    path = result_path(tmp_path / "res", cell_of(_compose(tmp_path, "method=poincare_mlr")))
+    assert first["status"] == "ok" and path.exists()
+    stored = json.loads(path.read_text())
+    stored["config_hash"] = "0" * len(stored["config_hash"])  # written under other defaults (an older version)
+    path.write_text(json.dumps(stored))
+    again = _run(tmp_path, "method=poincare_mlr")
+    assert again["status"] == "ok" and not again.get("_resumed")
+    assert json.loads(path.read_text())["config_hash"] == config_hash(_compose(tmp_path, "method=poincare_mlr"))
+    path.write_text(path.read_text()[:50])  # a copy cut short
+    third = _run(tmp_path, "method=poincare_mlr")
+    assert third["status"] == "ok" and not third.get("_resumed")
+    assert _run(tmp_path, "method=poincare_mlr").get("_resumed")  # and now it is kept
+
+
 def test_the_default_config_keeps_the_plain_layout():
     from harness.run import cell_of
     from harness.sweep import compose
