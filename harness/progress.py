@@ -12,6 +12,9 @@ import time
 from typing import Any
 
 
+_now = time.perf_counter
+
+
 def format_seconds(seconds: float) -> str:
     """``3h02m05s``, ``2m05s`` or ``5s``."""
     seconds = int(round(seconds))
@@ -33,7 +36,7 @@ class Progress:
         self.label, self.unit = label, unit
         self.done = self.start = initial
         self.total: int | None = None
-        self._t0 = time.perf_counter()
+        self._t0 = 0.0
         self._bar = None
         self._next = 1  # the next line is printed at ceil(next·total/10) steps done, next = 1..10
         if bar is None:
@@ -45,6 +48,8 @@ class Progress:
         self.set_total(total)
 
     def set_total(self, total: int | None) -> None:
+        if self.done == self.start:  # the rate counts from here: not the set-up before the first step
+            self._t0 = _now()
         self.total = total
         if self._bar is not None:
             self._bar.total = total
@@ -70,7 +75,7 @@ class Progress:
             return
         if not self._passed():
             return
-        rate = (self.done - self.start) / max(time.perf_counter() - self._t0, 1e-9)
+        rate = (self.done - self.start) / max(_now() - self._t0, 1e-9)
         eta = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
         extra = "".join(f", {k} {v}" for k, v in shown.items())
         print(f"  {self.label} {self.done}/{self.total} {self.unit}s, {rate:.2f} {self.unit}/s, ETA {eta}{extra}",

@@ -62,3 +62,12 @@ def test_a_bar_prints_no_lines(capsys):
         progress.update(loss=1.0)
     progress.close()
     assert "x 10/10 steps" not in capsys.readouterr().err
+
+
+def test_the_rate_counts_from_when_the_total_is_known(capsys, monkeypatch):
+    clock = iter([0.0, 100.0, 101.0])  # created at 0 s; 100 s of set-up (HACK's packing); one step of 1 s
+    monkeypatch.setattr("harness.progress._now", lambda: next(clock))
+    progress = Progress("x", None, bar=False)
+    progress.set_total(2)
+    progress.update()
+    assert "1/2 steps, 1.00 step/s, ETA 1s" in capsys.readouterr().err
