@@ -139,7 +139,8 @@ class TrainingData:
         missing = sorted(set(requires) - set(dataset.provides))
         if missing:
             raise Incompatible(f"the method needs annotation(s) {missing}, which dataset '{dataset.name}' "
-                               "(its training data) does not have")
+                               "(its training data) does not have; pre-train it on a dataset that has them "
+                               "with train_dataset=NAME (for boxes: the embedded scenes, or coco, voc2007)")
         if label_field is not None and label_field not in dataset.annotations:
             raise Incompatible(f"the task trains on '{label_field}', which dataset '{dataset.name}' does not have")
         self.extra = {k: dataset.annotations[k][self.indices] for k in sorted(requires)}

@@ -70,6 +70,15 @@ def test_a_result_from_another_config_or_a_torn_file_is_run_again_not_kept(tmp_p
     assert _run(tmp_path, "method=poincare_mlr").get("_resumed")  # and now it is kept
 
 
+def test_a_method_whose_annotations_the_data_lacks_is_skipped_with_the_fix(tmp_path):
+    result = _run(tmp_path, "method=hcl")  # HCL needs boxes; the hierarchy has none
+    assert result["status"] == "skipped"
+    assert result["reason"] == ("the method needs annotation(s) ['boxes'], which dataset 'synthetic_hierarchy' "
+                                "(its training data) does not have; pre-train it on a dataset that has them with "
+                                "train_dataset=NAME (for boxes: the embedded scenes, or coco, voc2007)")
+    assert not list((tmp_path / "cache").rglob("models/*.pt"))  # nothing was trained
+
+
 def test_the_default_config_keeps_the_plain_layout():
     from harness.run import cell_of
     from harness.sweep import compose
