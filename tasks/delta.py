@@ -57,28 +57,28 @@ class Delta(Task):
         n_bases: int = DEFAULT_N_BASES
         features: bool = True
 
-    def _check_config(self) -> None:
-        cfg = self.cfg
-        if int(cfg.max_points) < 4:
-            raise ConfigError(f"delta: max_points must be at least 4, got {cfg.max_points}")
-        allowed = [e for e in ESTIMATORS if e != "base"]
-        if cfg.estimator not in allowed:
-            raise ConfigError(f"delta: unknown estimator {cfg.estimator!r}; choose one of {', '.join(allowed)}")
-        if cfg.estimator == "exact" and int(cfg.max_points) > EXACT_MAX_N:
-            raise ConfigError(f"delta: the exact estimator is limited to {EXACT_MAX_N} points; "
-                              f"lower max_points (now {cfg.max_points}) or use estimator=bracket")
-        if int(cfg.n_bases) < 1:
-            raise ConfigError(f"delta: n_bases must be at least 1, got {cfg.n_bases}")
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            if int(self.max_points) < 4:
+                raise ConfigError(f"delta: max_points must be at least 4, got {self.max_points}")
+            allowed = [e for e in ESTIMATORS if e != "base"]
+            if self.estimator not in allowed:
+                raise ConfigError(f"delta: unknown estimator {self.estimator!r}; "
+                                  f"choose one of {', '.join(allowed)}")
+            if self.estimator == "exact" and int(self.max_points) > EXACT_MAX_N:
+                raise ConfigError(f"delta: the exact estimator is limited to {EXACT_MAX_N} points; "
+                                  f"lower max_points (now {self.max_points}) or use estimator=bracket")
+            if int(self.n_bases) < 1:
+                raise ConfigError(f"delta: n_bases must be at least 1, got {self.n_bases}")
 
     def protocol(self, dataset: Any) -> Protocol:
-        self._check_config()
+        self.cfg.validate()
         split = "test" if "test" in dataset.splits else "novel"
         return Protocol(train=dataset.split("train"), train_label="label",
                         eval={"test": dataset.split(split)},
                         description=f"δ-hyperbolicity of the '{split}' split (≤ {self.cfg.max_points} points)")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
-        self._check_config()
+        self.cfg.validate()
         idx = np.asarray(ctx.protocol.eval["test"], dtype=np.int64)
         if len(idx) < 4:
             raise Incompatible(f"task '{self.name}': the evaluation split has {len(idx)} images; δ needs 4")

@@ -118,13 +118,16 @@ class FewShot(Task):
         episodes: int = 600
         split: str = "novel"
 
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            _check_episode_config(self.name, self.n_way, list(self.shots), self.n_query, self.episodes)
+
     #: The annotation the model trains on (the fine label here; subclasses change it).
     TRAIN_LABEL = "label"
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
         cfg = self.cfg
-        _check_episode_config(self.name, cfg.n_way, list(cfg.shots), cfg.n_query, cfg.episodes)
+        cfg.validate()
         idx = dataset.split(cfg.split)
         _check_enough_classes(self.name, dataset, cfg.split, dataset.annotations["label"][idx],
                               cfg.n_way, min(int(k) for k in cfg.shots) + cfg.n_query)

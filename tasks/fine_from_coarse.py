@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from harness.task import EvalContext, MetricValue
 from harness.tasks._tree import fine_to_coarse
-from harness.tasks.few_shot import FewShot, episodic_metrics
+from harness.tasks.few_shot import FewShot, _check_episode_config, episodic_metrics
 
 
 class FineFromCoarse(FewShot):
@@ -58,6 +58,9 @@ class FineFromCoarse(FewShot):
         n_query: int = 15
         episodes: int = 600
         split: str = "test"
+
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            _check_episode_config(self.name, self.n_way, list(self.shots), self.n_query, self.episodes)
 
     TRAIN_LABEL = "coarse_label"
 

@@ -173,23 +173,26 @@ class InstanceSelection(Task):
         augment: str = "crop"  # as train.augment
         eval_batch_size: int = 512
 
-    def _check_config(self) -> None:
-        from harness.augment import check_policy
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            from harness.augment import check_policy
 
-        c = self.cfg
-        fractions = [float(f) for f in c.fractions]
-        if not fractions or any(not (0 < f <= 1) for f in fractions) or len(set(fractions)) != len(fractions):
-            raise ConfigError(f"instance_selection: fractions must be distinct numbers in (0, 1], got {list(c.fractions)}")
-        if c.iterations < 1 or c.batch_size < 2 or c.eval_batch_size < 1:
-            raise ConfigError("instance_selection: iterations >= 1, batch_size >= 2 (BatchNorm) and eval_batch_size >= 1 "
-                              f"are needed, got {c.iterations}, {c.batch_size}, {c.eval_batch_size}")
-        if not (math.isfinite(c.lr) and c.lr > 0) or not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
-            raise ConfigError(f"instance_selection: lr must be > 0 and weight_decay >= 0, got {c.lr}, {c.weight_decay}")
-        check_policy("task.augment", c.augment)
+            fractions = [float(f) for f in self.fractions]
+            if not fractions or any(not (0 < f <= 1) for f in fractions) or len(set(fractions)) != len(fractions):
+                raise ConfigError("instance_selection: fractions must be distinct numbers in (0, 1], "
+                                  f"got {list(self.fractions)}")
+            if self.iterations < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
+                raise ConfigError("instance_selection: iterations >= 1, batch_size >= 2 (BatchNorm) and "
+                                  f"eval_batch_size >= 1 are needed, got {self.iterations}, {self.batch_size}, "
+                                  f"{self.eval_batch_size}")
+            if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay)
+                    and self.weight_decay >= 0):
+                raise ConfigError(f"instance_selection: lr must be > 0 and weight_decay >= 0, got {self.lr}, "
+                                  f"{self.weight_decay}")
+            check_policy("task.augment", self.augment)
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
-        self._check_config()
+        self.cfg.validate()
         if self.cfg.split not in dataset.splits:
             raise ConfigError(f"instance_selection: dataset '{dataset.name}' has no split '{self.cfg.split}' "
                               f"(it has {', '.join(sorted(dataset.splits))}); set task.split")
@@ -228,7 +231,7 @@ class InstanceSelection(Task):
         from harness.engine import Viewer
         from harness.finetune import Finetune
 
-        self._check_config()
+        self.cfg.validate()
         radius, reason = self.ranking(ctx)
         if reason is not None:
             return None  # evaluate() reports every metric null with the reason

@@ -211,18 +211,18 @@ class OOD(Task):
         far: list[str] = field(default_factory=lambda: ["glyphs"])
         max_far_images: int = 2000
 
-    def _check_config(self) -> None:
-        bad_s = [s for s in self.cfg.scores if s not in SCORES]
-        bad_m = [m for m in self.cfg.metrics if m not in OOD_METRICS]
-        if bad_s or bad_m or not self.cfg.scores or not self.cfg.metrics:
-            raise ConfigError(f"ood: unknown or empty scores {bad_s or self.cfg.scores} / metrics "
-                              f"{bad_m or self.cfg.metrics}; scores are {list(SCORES)}, metrics {list(OOD_METRICS)}")
-        if self.cfg.max_far_images < 1:
-            raise ConfigError(f"ood: max_far_images must be >= 1, got {self.cfg.max_far_images}")
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            bad_s = [s for s in self.scores if s not in SCORES]
+            bad_m = [m for m in self.metrics if m not in OOD_METRICS]
+            if bad_s or bad_m or not self.scores or not self.metrics:
+                raise ConfigError(f"ood: unknown or empty scores {bad_s or self.scores} / metrics "
+                                  f"{bad_m or self.metrics}; scores are {list(SCORES)}, metrics {list(OOD_METRICS)}")
+            if self.max_far_images < 1:
+                raise ConfigError(f"ood: max_far_images must be >= 1, got {self.max_far_images}")
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
-        self._check_config()
+        self.cfg.validate()
         ev = {"id": dataset.split("test")}
         if self.cfg.near and "novel" in dataset.splits and len(dataset.splits["novel"]):
             ev["near"] = dataset.split("novel")
@@ -266,7 +266,7 @@ class OOD(Task):
         return out
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
-        self._check_config()
+        self.cfg.validate()
         cfg = self.cfg
         geo = ctx.geometry
         ev = ctx.protocol.eval

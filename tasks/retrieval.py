@@ -218,12 +218,15 @@ class Retrieval(Task):
         nmi: bool = True
         kmeans_iters: int = 100
 
+        def validate(self) -> None:  # before any work (harness.config.validate)
+            bad = [k for k in self.ks if f"recall@{k}" not in Retrieval.METRICS]
+            if bad or not self.ks:
+                raise ConfigError(f"retrieval: ks {bad or '[]'} are not supported; choose from 1, 2, 4, 8, 16, 32")
+
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
         cfg = self.cfg
-        bad = [k for k in cfg.ks if f"recall@{k}" not in self.METRICS]
-        if bad:
-            raise ConfigError(f"retrieval: ks {bad} are not supported; choose from 1, 2, 4, 8, 16, 32")
+        cfg.validate()
         idx = dataset.split(cfg.split)
         if len(idx) <= max(cfg.ks):
             raise Incompatible(f"split '{cfg.split}' of dataset '{dataset.name}' has {len(idx)} images; "

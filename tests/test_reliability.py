@@ -212,6 +212,24 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
 
 
 # -- every bad input gets a clear answer before work is spent ---------------------------------------------
+@pytest.mark.parametrize("overrides, message", [
+    (["task.n_way=1"], "few_shot: n_way must be at least 2, got 1"),
+    (["task=fine_from_coarse", "task.shots=[]"], "fine_from_coarse: shots must be a non-empty list"),
+    (["task=retrieval", "task.ks=[3]"], "retrieval: ks [3] are not supported; choose from 1, 2, 4, 8, 16, 32"),
+    (["task=ood", "task.scores=[msp,energie]"], "ood: unknown or empty scores ['energie']"),
+    (["task=delta", "task.max_points=3"], "delta: max_points must be at least 4, got 3"),
+    (["task=instance_selection", "task.fractions=[0.5,0.5]"], "fractions must be distinct numbers in (0, 1]"),
+    (["task=detection", "task.detector=yolo"], "task.detector must be one of"),
+])
+def test_bad_task_values_are_refused_before_any_work(overrides, message, capsys, tmp_path):
+    """A task's Config.validate runs with the method's, before the data is loaded: a sweep with a bad
+    task value stops at once instead of recording every cell as failed."""
+    assert main(["sweep", *overrides, "seed=0,1", f"results_dir={tmp_path / 'res'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
+
+
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     ("device=foo", "device must be auto, cpu, cuda or cuda:N; got 'foo'"),
