@@ -4,8 +4,9 @@ In-distribution (ID) = the dataset's ``test`` split (model trained on
 ``train``); OOD sets: ``near`` = the dataset's ``novel`` classes (when it has
 that split), far = other datasets named in ``far`` (built from the registry,
 conformed to the ID images' channels and size, subsampled to
-``max_far_images``). A far dataset that is not installed or whose files are
-missing is skipped with a note in ``details``.
+``max_far_images``). A far dataset whose files are missing (or whose plugin
+fails to load) is skipped with a note in ``details``; a name no plugin has is
+an error before any work.
 
 Scores (higher = more in-distribution, for every score):
 
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 
 from harness.diagnostics import collapsed_reason, degenerate_reason, tied_pairs_reason
-from harness.errors import ConfigError, HarnessError, Incompatible
+from harness.errors import ConfigError, HarnessError, Incompatible, UnknownPluginError
 from harness.task import EvalContext, MetricValue, Protocol, Task
 
 #: metric -> higher is better
@@ -219,6 +220,12 @@ class OOD(Task):
                                   f"{bad_m or self.metrics}; scores are {list(SCORES)}, metrics {list(OOD_METRICS)}")
             if self.max_far_images < 1:
                 raise ConfigError(f"ood: max_far_images must be >= 1, got {self.max_far_images}")
+            from harness.registry import get_registry
+
+            known = get_registry().specs("dataset")
+            for name in self.far:  # a typo is an error; a known dataset without its files is skipped
+                if name not in known:
+                    raise UnknownPluginError("dataset", name, known, hint="(task.far names far OOD datasets)")
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)

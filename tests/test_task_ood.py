@@ -104,7 +104,7 @@ def toy(n_train=60, n_test=60, n_novel=40, seed=0):
 
 def test_ood_task_near_and_far(tmp_path) -> None:
     ds, emb, logits = toy()
-    task = OOD(OOD.Config(far=["digits", "no_such_dataset"], max_far_images=50,
+    task = OOD(OOD.Config(far=["digits", "cub200"], max_far_images=50,
                           metrics=["auroc", "fpr95_ood_positive", "fpr95_id_positive", "aupr_in"]))
     ctx, seen = make_ctx(task, ds, emb, logits, image_embed=lambda im: torch.full((len(im), 4), 0.01),
                          artifacts=tmp_path)
@@ -119,7 +119,7 @@ def test_ood_task_near_and_far(tmp_path) -> None:
     assert res["id_top1"].value == 1.0 and res["id_top1"].n == 60
     assert "classifier" in ctx.details["id_top1/predictor"] and ctx.details["id_top1/chance"] == pytest.approx(1 / 3)
     assert all(shape[1:] == (3, 8, 8) for shape in seen)  # conformed to the ID images
-    assert "no_such_dataset" in ctx.details["far_skipped"]
+    assert "DatasetNotFoundError" in ctx.details["far_skipped"]["cub200"]  # known, but its files are not here
     assert ctx.details["far/digits/num_images"] == 50
     assert (tmp_path / "ood_scores.png").exists()
     # dist0 against the sklearn reference on the same scores
