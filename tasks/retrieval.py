@@ -222,6 +222,8 @@ class Retrieval(Task):
             bad = [k for k in self.ks if f"recall@{k}" not in Retrieval.METRICS]
             if bad or not self.ks:
                 raise ConfigError(f"retrieval: ks {bad or '[]'} are not supported; choose from 1, 2, 4, 8, 16, 32")
+            if self.kmeans_iters < 1:
+                raise ConfigError(f"retrieval: kmeans_iters must be >= 1 (the NMI's k-means), got {self.kmeans_iters}")
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)

@@ -216,6 +216,7 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     (["task.n_way=1"], "few_shot: n_way must be at least 2, got 1"),
     (["task=fine_from_coarse", "task.shots=[]"], "fine_from_coarse: shots must be a non-empty list"),
     (["task=retrieval", "task.ks=[3]"], "retrieval: ks [3] are not supported; choose from 1, 2, 4, 8, 16, 32"),
+    (["task=retrieval", "task.kmeans_iters=0"], "retrieval: kmeans_iters must be >= 1 (the NMI's k-means), got 0"),
     (["task=ood", "task.scores=[msp,energie]"], "ood: unknown or empty scores ['energie']"),
     (["task=ood", "task.far=[glyphz]"], "unknown dataset 'glyphz'; did you mean 'glyphs'?"),
     (["task=delta", "task.max_points=3"], "delta: max_points must be at least 4, got 3"),
