@@ -187,6 +187,9 @@ class Task:
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
+        check = getattr(self.cfg, "validate", None)
+        if callable(check):  # a task's Config.validate() checks its values (the run also does, before any work)
+            check()
 
     @property
     def name(self) -> str:

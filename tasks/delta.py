@@ -71,14 +71,12 @@ class Delta(Task):
                 raise ConfigError(f"delta: n_bases must be at least 1, got {self.n_bases}")
 
     def protocol(self, dataset: Any) -> Protocol:
-        self.cfg.validate()
         split = "test" if "test" in dataset.splits else "novel"
         return Protocol(train=dataset.split("train"), train_label="label",
                         eval={"test": dataset.split(split)},
                         description=f"δ-hyperbolicity of the '{split}' split (≤ {self.cfg.max_points} points)")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
-        self.cfg.validate()
         idx = np.asarray(ctx.protocol.eval["test"], dtype=np.int64)
         if len(idx) < 4:
             raise Incompatible(f"task '{self.name}': the evaluation split has {len(idx)} images; δ needs 4")

@@ -306,7 +306,6 @@ class Detection(Task):
     # -- protocol ---------------------------------------------------------------------------------------------
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
-        self.cfg.validate()
         if self.cfg.detector == "mask_rcnn" and not dataset.instance_masks:
             raise Incompatible(f"detector=mask_rcnn needs instance masks, which dataset '{dataset.name}' does not "
                                "have; use detector=faster_rcnn")
@@ -359,7 +358,6 @@ class Detection(Task):
         """The detector on a copy of the trained backbone, with its batches, loss, SGD and schedule."""
         from harness.finetune import Finetune
 
-        self.cfg.validate()
         c = self.cfg
         model = self.build_model(ctx.backbone_copy(), self._num_classes(ctx.dataset), ctx.mean, ctx.std)
         return Finetune(model=model, batch=self.batches(ctx.dataset, ctx.protocol.train), loss=detection_loss,

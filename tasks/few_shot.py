@@ -127,7 +127,6 @@ class FewShot(Task):
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
         cfg = self.cfg
-        cfg.validate()
         idx = dataset.split(cfg.split)
         _check_enough_classes(self.name, dataset, cfg.split, dataset.annotations["label"][idx],
                               cfg.n_way, min(int(k) for k in cfg.shots) + cfg.n_query)

@@ -192,7 +192,6 @@ class InstanceSelection(Task):
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
-        self.cfg.validate()
         if self.cfg.split not in dataset.splits:
             raise ConfigError(f"instance_selection: dataset '{dataset.name}' has no split '{self.cfg.split}' "
                               f"(it has {', '.join(sorted(dataset.splits))}); set task.split")
@@ -231,7 +230,6 @@ class InstanceSelection(Task):
         from harness.engine import Viewer
         from harness.finetune import Finetune
 
-        self.cfg.validate()
         radius, reason = self.ranking(ctx)
         if reason is not None:
             return None  # evaluate() reports every metric null with the reason

@@ -229,7 +229,6 @@ class OOD(Task):
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
-        self.cfg.validate()
         ev = {"id": dataset.split("test")}
         if self.cfg.near and "novel" in dataset.splits and len(dataset.splits["novel"]):
             ev["near"] = dataset.split("novel")
@@ -273,7 +272,6 @@ class OOD(Task):
         return out
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:
-        self.cfg.validate()
         cfg = self.cfg
         geo = ctx.geometry
         ev = ctx.protocol.eval

@@ -228,7 +228,6 @@ class Retrieval(Task):
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
         cfg = self.cfg
-        cfg.validate()
         idx = dataset.split(cfg.split)
         if len(idx) <= max(cfg.ks):
             raise Incompatible(f"split '{cfg.split}' of dataset '{dataset.name}' has {len(idx)} images; "

@@ -153,9 +153,8 @@ def test_bad_config_is_named(override, match):
     from harness.registry import make_config
 
     ds = ArrayDataset({"label": np.arange(4)}, {"train": np.arange(2), "test": np.arange(2, 4)})
-    task = InstanceSelection(make_config(InstanceSelection, override))
-    with pytest.raises(ConfigError, match=match):
-        task.protocol(ds)
+    with pytest.raises(ConfigError, match=match):  # values when the task is built, the split at protocol()
+        InstanceSelection(make_config(InstanceSelection, override)).protocol(ds)
 
 
 TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_coarse=2",
