@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from harness.errors import ConfigError
@@ -155,6 +157,44 @@ def check_device(spec: str) -> None:
         raise ConfigError(f"device={spec}: there are {torch.cuda.device_count()} CUDA device(s)")
 
 
+def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
+    """``224`` → ``(224, 224)``; ``[256, 128]`` → ``(256, 128)`` (height, width)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        hw = (int(value), int(value))
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        hw = (int(value[0]), int(value[1]))
+    else:
+        raise ConfigError(f"{key} must be an int or [height, width], got {value!r}")
+    if min(hw) < 1:
+        raise ConfigError(f"{key} must be positive, got {value!r}")
+    return hw
+
+
+def check_dataset_config(cfg: Any) -> None:
+    """Check a dataset config before any work, with a :class:`~harness.errors.ConfigError` naming the key.
+
+    First the fields datasets share by convention, where the config has them: ``image_size`` (an int
+    or [H, W], positive), ``test_fraction`` in [0, 1), ``seed`` and ``workers`` >= 0, ``novel_classes``
+    distinct class ids >= 0 (their upper bound is the dataset's class count, checked when it loads);
+    then the plugin's own ``Config.validate()``. The run calls it for the cell's dataset and
+    ``train_dataset``, and :class:`ImageDataset` when it is built."""
+    name = getattr(cfg, "name", "") or "dataset"
+    if hasattr(cfg, "image_size"):
+        image_hw(cfg.image_size, key=f"{name}: image_size")
+    fraction = getattr(cfg, "test_fraction", 0.0)
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"{name}: test_fraction must be in [0, 1), got {fraction}")
+    for key in ("seed", "workers"):
+        if getattr(cfg, key, 0) < 0:
+            raise ConfigError(f"{name}: {key} must be >= 0, got {getattr(cfg, key)}")
+    novel = list(getattr(cfg, "novel_classes", []) or [])
+    if any(int(c) < 0 for c in novel) or len(set(novel)) < len(novel):
+        raise ConfigError(f"{name}: novel_classes must be distinct class ids >= 0, got {novel}")
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+
+
 def plugin_defaults(cls: type) -> dict[str, Any]:
     """The defaults of a plugin class's ``Config`` dataclass as plain values."""
     out = {}
@@ -181,8 +221,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     """
     from harness.registry import get_registry, make_config
 
-    if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
-        raise ConfigError(f"seed must be an integer, got {config.get('seed')!r}")
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     check_device(str(config.get("device", "auto")))
     train = TrainConfig(**config["train"])
     train.validate()
@@ -195,9 +236,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         check_name(kind, node.get("name"))
         cls = registry.load(kind, node["name"])
         cfg = make_config(cls, node)
-        check = getattr(cfg, "validate", None)
-        if callable(check):
-            check()
+        if kind == "dataset":
+            check_dataset_config(cfg)
+        elif callable(getattr(cfg, "validate", None)):
+            cfg.validate()
         config[kind] = json_ready(dataclasses.asdict(cfg))
     config["backbone"] = backbone_node(config["backbone"])
     if config.get("train_dataset") is not None:
@@ -214,7 +256,10 @@ def backbone_node(node: dict[str, Any]) -> dict[str, Any]:
     class _Backbone:  # make_config reads the schema from a class's nested Config
         Config = BackboneConfig
 
-    return json_ready(dataclasses.asdict(make_config(_Backbone, dict(node))))
+    cfg = make_config(_Backbone, dict(node))
+    if cfg.img_size is not None:
+        image_hw(cfg.img_size, key="backbone.img_size")
+    return json_ready(dataclasses.asdict(cfg))
 
 
 def dataset_node(value: Any) -> dict[str, Any]:
@@ -224,7 +269,9 @@ def dataset_node(value: Any) -> dict[str, Any]:
     node = {"name": value} if isinstance(value, str) else dict(value)
     check_name("train_dataset", node.get("name"))
     cls = get_registry().load("dataset", node["name"])
-    return json_ready(dataclasses.asdict(make_config(cls, node)))
+    cfg = make_config(cls, node)
+    check_dataset_config(cfg)
+    return json_ready(dataclasses.asdict(cfg))
 
 
 def json_ready(value: Any) -> Any:

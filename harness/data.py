@@ -43,6 +43,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.config import check_dataset_config
+
 ANNOTATIONS: dict[str, str] = {
     "label": "fine class id",
     "coarse_label": "coarse (parent) class id",
@@ -90,6 +92,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
+        check_dataset_config(self.cfg)
         self.annotations: dict[str, np.ndarray] = {}
         self.splits: dict[str, np.ndarray] = {}
         self.info = DatasetInfo(image_size=(0, 0), channels=3)

@@ -311,17 +311,17 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return prev
 
 
-def check_writable(results_dir: str | Path) -> None:
-    """Fail before any work if ``results_dir`` cannot take result files."""
-    root = Path(results_dir).expanduser()
+def check_writable(directory: str | Path, key: str = "results_dir") -> None:
+    """Fail before any work if ``directory`` (the config's ``key``: results_dir, cache_dir) cannot take files."""
+    root = Path(directory).expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"results_dir '{root}' is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
-                          "choose another one with results_dir=PATH") from exc
+        raise ConfigError(f"{key} '{root}' is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
+                          f"choose another one with {key}=PATH") from exc
 
 
 def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
@@ -381,6 +381,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         prev["_resumed"] = True
         return prev
     check_writable(config["results_dir"])
+    check_writable(config["cache_dir"], "cache_dir")
     claim = Claim(path.with_suffix(".claim"))
     if not claim.acquire():
         return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {claim.owner()}",

@@ -512,6 +512,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     else:
         base = compose(overrides)
     check_writable(base["results_dir"])
+    check_writable(base["cache_dir"], "cache_dir")
     if multirun:
         grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
         cli_axes = sorted(_axes([o for o in overrides if not o.startswith("grid=")], [])[0])

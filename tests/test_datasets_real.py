@@ -50,7 +50,7 @@ def test_resolve_root_uses_harness_data(monkeypatch, tmp_path):
 
 
 def test_image_hw():
-    from harness.plugins.datasets._folder import image_hw
+    from harness.config import image_hw
 
     assert image_hw(32) == (32, 32) and image_hw([256, 128]) == (256, 128) and image_hw((5, 7)) == (5, 7)
     for bad in ([1, 2, 3], "32", 0, True):

@@ -222,10 +222,23 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     (["task=delta", "task.max_points=3"], "delta: max_points must be at least 4, got 3"),
     (["task=instance_selection", "task.fractions=[0.5,0.5]"], "fractions must be distinct numbers in (0, 1]"),
     (["task=detection", "task.detector=yolo"], "task.detector must be one of"),
+    # dataset values: the shared fields (harness.config.check_dataset_config), then the dataset's own
+    (["dataset.n_coarse=-2"], "synthetic_hierarchy: n_coarse and images_per_class must be >= 1, got -2"),
+    (["dataset.novel_per_coarse=8"], "synthetic_hierarchy needs 0 < novel_per_coarse < fine_per_coarse"),
+    (["dataset.test_fraction=1.5"], "synthetic_hierarchy: test_fraction must be in [0, 1), got 1.5"),
+    (["dataset=glyphs", "dataset.n_scripts=99"], "glyphs: n_scripts must be in 1..19, got 99"),
+    (["dataset=digits", "dataset.image_size=[3]"], "digits: image_size must be an int or [height, width]"),
+    (["dataset=digits", "dataset.novel_classes=[1,1]"], "digits: novel_classes must be distinct class ids"),
+    (["dataset=cub200", "dataset.protocol=retreival"], "cub200: protocol must be one of"),
+    (["dataset=coco", "dataset.train_set=", "dataset.test_set="], "coco: train_set and test_set are both empty"),
+    (["dataset=reid_synthetic", "task=reid", "dataset.min_cameras=1"], "reid_synthetic: need 2 <= min_cameras"),
+    (["train_dataset={name:scenes,n_images:0}"], "scenes: n_images must be >= 1, got 0"),
+    (["dataset=synthetic_tree", "dataset.image_size=4"], "synthetic_tree: images_per_class must be >= 1 and "
+                                                         "image_size >= 8"),
 ])
-def test_bad_task_values_are_refused_before_any_work(overrides, message, capsys, tmp_path):
-    """A task's Config.validate runs with the method's, before the data is loaded: a sweep with a bad
-    task value stops at once instead of recording every cell as failed."""
+def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, message, capsys, tmp_path):
+    """A task's and a dataset's Config.validate run with the method's, before the data is loaded or
+    generated: a sweep with a bad value stops at once instead of recording every cell as failed."""
     assert main(["sweep", *overrides, "seed=0,1", f"results_dir={tmp_path / 'res'}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -240,6 +253,9 @@ def test_bad_task_values_are_refused_before_any_work(overrides, message, capsys,
     ("method.dim=abc", "method.dim: Value 'abc' of type 'str' could not be converted to Integer"),
     ("train.epochs=x", "train.epochs: Value 'x' of type 'str' could not be converted to Integer"),
     ("method.no_such_key=3", "Could not override 'method.no_such_key'"),
+    ("seed=-1", "seed must be an integer >= 0, got -1"),
+    ("backbone.img_size=[0,0]", "backbone.img_size must be positive, got [0, 0]"),
+    ("backbone.img_size=[32]", "backbone.img_size must be an int or [height, width], got [32]"),
 ])
 def test_bad_values_are_one_line_errors_before_any_work(override, message, capsys, tmp_path):
     assert main(["run", override, f"results_dir={tmp_path / 'res'}"]) == 2
@@ -280,6 +296,16 @@ def test_an_unwritable_results_dir_is_found_before_training(tmp_path, capsys):
     assert main(["run", *TINY, f"results_dir={blocker / 'res'}", f"cache_dir={tmp_path / 'cache'}"]) == 2
     assert f"results_dir '{blocker / 'res'}' is not writable" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "models").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_unwritable_cache_dir_is_found_before_training(command, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cells = ["seed=0,1"] if command == "sweep" else TINY  # the sweep: the default grid
+    assert main([command, *cells, f"results_dir={tmp_path / 'res'}", f"cache_dir={blocker / 'cache'}"]) == 2
+    assert f"cache_dir '{blocker / 'cache'}' is not writable" in capsys.readouterr().err
+    assert not list((tmp_path / "res").rglob("seed*.json"))
 
 
 def test_a_grid_above_the_limit_asks_for_yes(capsys):

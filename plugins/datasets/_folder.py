@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.config import image_hw
 from harness.data import DatasetInfo, ImageDataset, cached_tensors
 from harness.errors import ConfigError, DatasetNotFoundError
 
@@ -94,19 +95,6 @@ def find_root(cfg: Any, expected: Sequence[str], *, source: str,
 def named_sets(cfg: Any) -> dict[str, str]:
     """``{"train": cfg.train_set, "test": cfg.test_set}`` without the ones set to "" (left out)."""
     return {split: s for split, s in (("train", cfg.train_set), ("test", cfg.test_set)) if s}
-
-
-def image_hw(value: Any, *, key: str = "image_size") -> tuple[int, int]:
-    """``224`` → ``(224, 224)``; ``[256, 128]`` → ``(256, 128)`` (height, width)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        hw = (int(value), int(value))
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        hw = (int(value[0]), int(value[1]))
-    else:
-        raise ConfigError(f"{key} must be an int or [height, width], got {value!r}")
-    if min(hw) < 1:
-        raise ConfigError(f"{key} must be positive, got {value!r}")
-    return hw
 
 
 def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:

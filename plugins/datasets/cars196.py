@@ -47,10 +47,12 @@ class Cars196(FileImageDataset):
         preload: bool = False
         workers: int = 4
 
+        def validate(self) -> None:
+            check_protocol(self.name, self.protocol)
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        check_protocol(c.name, c.protocol)
         root = find_root(c, ["cars_annos.mat", "car_ims"],
                          source="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
         rel, label, test, names = read_cars_annos(root / "cars_annos.mat")

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.config import image_hw
 from harness.errors import ConfigError
 from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, image_hw,
-                                              named_sets)
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
 
 
 class Coco(FileImageDataset):
@@ -48,12 +48,14 @@ class Coco(FileImageDataset):
         preload: bool = False
         workers: int = 4
 
+        def validate(self) -> None:
+            if not named_sets(self):
+                raise ConfigError("coco: train_set and test_set are both empty; name at least one (e.g. val2017)")
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
         sets = named_sets(c)
-        if not sets:
-            raise ConfigError("coco: train_set and test_set are both empty; name at least one (e.g. val2017)")
         root = find_root(c, [p for s in sets.values() for p in (f"annotations/instances_{s}.json", s)],
                          source="https://cocodataset.org/#download (images + annotations_trainval)")
         size = image_hw(c.image_size)

@@ -49,10 +49,12 @@ class Cub200(FileImageDataset):
         preload: bool = False
         workers: int = 4
 
+        def validate(self) -> None:
+            check_protocol(self.name, self.protocol)
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        check_protocol(c.name, c.protocol)
         root = find_root(c, self.FILES, source="https://www.vision.caltech.edu/datasets/cub_200_2011/")
         paths = {int(i): p for i, p in read_table(root / "images.txt", 2)}
         labels = {int(i): int(k) - 1 for i, k in read_table(root / "image_class_labels.txt", 2)}

@@ -159,10 +159,26 @@ class Glyphs(ImageDataset):
         noise: float = 0.06  # pixel noise std, in [0, 1] intensity units
         seed: int = 0
 
+        def validate(self) -> None:
+            scripts = available_scripts()
+            if not 1 <= self.n_scripts <= len(scripts):
+                raise ConfigError(f"glyphs: n_scripts must be in 1..{len(scripts)}, got {self.n_scripts}")
+            fewest = min(len(cps) for _, cps in scripts[: self.n_scripts])
+            if not 1 <= self.characters_per_script <= fewest:
+                raise ConfigError(f"glyphs: characters_per_script must be in 1..{fewest} for {self.n_scripts} scripts "
+                                  f"(the smallest of them has {fewest}), got {self.characters_per_script}")
+            if not 0 <= self.novel_per_script < self.characters_per_script:
+                raise ConfigError("glyphs: need 0 <= novel_per_script < characters_per_script, got "
+                                  f"{self.novel_per_script} and {self.characters_per_script}")
+            if not 0 <= self.test_per_character < self.samples_per_character:
+                raise ConfigError("glyphs: need 0 <= test_per_character < samples_per_character, got "
+                                  f"{self.test_per_character} and {self.samples_per_character}")
+            if self.image_size < 8:
+                raise ConfigError(f"glyphs: image_size must be at least 8, got {self.image_size}")
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        self._check()
         scripts = available_scripts()[: c.n_scripts]
         chars = [cps[: c.characters_per_script] for _, cps in scripts]
         data = cached_tensors("datasets", f"glyphs-{self.fingerprint()}", lambda: self._generate(chars))
@@ -178,24 +194,6 @@ class Glyphs(ImageDataset):
             coarse_names=[name for name, _ in scripts],
             license="generated (MIT, part of the harness); DejaVu fonts: Bitstream Vera license",
             citation="Omniglot protocol: B. M. Lake et al., Science 2015.")
-
-    def _check(self) -> None:
-        c = self.cfg
-        scripts = available_scripts()
-        if not 1 <= c.n_scripts <= len(scripts):
-            raise ConfigError(f"glyphs: n_scripts must be in 1..{len(scripts)}, got {c.n_scripts}")
-        fewest = min(len(cps) for _, cps in scripts[: c.n_scripts])
-        if not 1 <= c.characters_per_script <= fewest:
-            raise ConfigError(f"glyphs: characters_per_script must be in 1..{fewest} for {c.n_scripts} scripts "
-                              f"(the smallest of them has {fewest}), got {c.characters_per_script}")
-        if not 0 <= c.novel_per_script < c.characters_per_script:
-            raise ConfigError("glyphs: need 0 <= novel_per_script < characters_per_script, got "
-                              f"{c.novel_per_script} and {c.characters_per_script}")
-        if not 0 <= c.test_per_character < c.samples_per_character:
-            raise ConfigError("glyphs: need 0 <= test_per_character < samples_per_character, got "
-                              f"{c.test_per_character} and {c.samples_per_character}")
-        if c.image_size < 8:
-            raise ConfigError(f"glyphs: image_size must be at least 8, got {c.image_size}")
 
     def _make_splits(self, label: np.ndarray) -> dict[str, np.ndarray]:
         c = self.cfg

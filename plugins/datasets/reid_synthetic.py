@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.config import image_hw
 from harness.data import DatasetInfo, ImageDataset, cached_tensors
 from harness.errors import ConfigError
-from harness.plugins.datasets._folder import image_hw
 from harness.plugins.datasets._render import gaussian_blur, hsv_to_rgb, smooth_field, to_uint8, uniform
 
 _SKIN = torch.tensor([[0.96, 0.80, 0.69], [0.88, 0.67, 0.52], [0.76, 0.54, 0.38], [0.55, 0.37, 0.25],
@@ -71,21 +71,23 @@ class ReidSynthetic(ImageDataset):
         image_size: tuple[int, int] = (32, 16)  # (H, W), Market's 2:1 aspect
         seed: int = 0
 
+        def validate(self) -> None:
+            if not 2 <= self.min_cameras <= self.n_cameras:
+                raise ConfigError(f"reid_synthetic: need 2 <= min_cameras <= n_cameras (a query needs a match in "
+                                  f"another camera), got {self.min_cameras} and {self.n_cameras}")
+            if self.train_identities < 1 or self.test_identities < 1 or self.n_distractors < 0:
+                raise ConfigError("reid_synthetic: train_identities and test_identities must be >= 1 and "
+                                  "n_distractors >= 0")
+            if self.images_per_camera < 2:
+                raise ConfigError("reid_synthetic: images_per_camera must be >= 2 (one per camera is the query, "
+                                  f"the others are its gallery matches), got {self.images_per_camera}")
+            if min(image_hw(self.image_size)) < 8:
+                raise ConfigError(f"reid_synthetic: image_size must be at least 8×8, got {self.image_size}")
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
         self._hw = image_hw(c.image_size)
-        if not 2 <= c.min_cameras <= c.n_cameras:
-            raise ConfigError(f"reid_synthetic: need 2 <= min_cameras <= n_cameras (a query needs a match in "
-                              f"another camera), got {c.min_cameras} and {c.n_cameras}")
-        if c.train_identities < 1 or c.test_identities < 1 or c.n_distractors < 0:
-            raise ConfigError("reid_synthetic: train_identities and test_identities must be >= 1 and "
-                              "n_distractors >= 0")
-        if c.images_per_camera < 2:
-            raise ConfigError("reid_synthetic: images_per_camera must be >= 2 (one per camera is the query, "
-                              f"the others are its gallery matches), got {c.images_per_camera}")
-        if min(self._hw) < 8:
-            raise ConfigError(f"reid_synthetic: image_size must be at least 8×8, got {c.image_size}")
         data = cached_tensors("datasets", f"reid_synthetic-{self.fingerprint()}", self._generate)
         self._images = data["images"]
         pid, camid = data["pid"].numpy(), data["camid"].numpy()

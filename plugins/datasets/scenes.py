@@ -132,18 +132,26 @@ class Scenes(ImageDataset):
         noise: float = 0.04
         seed: int = 0
 
+        def validate(self) -> None:
+            if self.n_images < 1:
+                raise ConfigError(f"scenes: n_images must be >= 1, got {self.n_images}")
+            if not 1 <= self.n_scene_types <= len(BACKGROUNDS):
+                raise ConfigError(f"scenes: n_scene_types must be in 1..{len(BACKGROUNDS)}, got {self.n_scene_types}")
+            if not 1 <= self.min_objects <= self.max_objects:
+                raise ConfigError(f"scenes: need 1 <= min_objects <= max_objects, got {self.min_objects}, "
+                                  f"{self.max_objects}")
+            if not 0 < self.min_radius <= self.max_radius <= 0.3:
+                raise ConfigError(f"scenes: need 0 < min_radius <= max_radius <= 0.3, got {self.min_radius}, "
+                                  f"{self.max_radius}")
+            if self.min_radius * self.image_size < 2.5:
+                raise ConfigError(f"scenes: sprites of radius {self.min_radius * self.image_size:.1f} px are too "
+                                  "small to tell apart; raise min_radius or image_size")
+            if not (math.isfinite(self.noise) and self.noise >= 0):
+                raise ConfigError(f"scenes: noise must be a finite number >= 0, got {self.noise}")
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        if not 1 <= c.n_scene_types <= len(BACKGROUNDS):
-            raise ConfigError(f"scenes: n_scene_types must be in 1..{len(BACKGROUNDS)}, got {c.n_scene_types}")
-        if not 1 <= c.min_objects <= c.max_objects:
-            raise ConfigError(f"scenes: need 1 <= min_objects <= max_objects, got {c.min_objects}, {c.max_objects}")
-        if not 0 < c.min_radius <= c.max_radius <= 0.3:
-            raise ConfigError(f"scenes: need 0 < min_radius <= max_radius <= 0.3, got {c.min_radius}, {c.max_radius}")
-        if c.min_radius * c.image_size < 2.5:
-            raise ConfigError(f"scenes: sprites of radius {c.min_radius * c.image_size:.1f} px are too small to "
-                              "tell apart; raise min_radius or image_size")
         data = cached_tensors("datasets", f"scenes-{self.fingerprint()}", self._generate)
         self._images = data["images"]
         label = data["label"].numpy()

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from harness.data import DatasetInfo, ImageDataset, cached_tensors
+from harness.errors import ConfigError
 
 _HARMONICS = (2, 3, 4, 5, 6)
 
@@ -64,12 +65,23 @@ class SyntheticHierarchy(ImageDataset):
         rotation: float = 30.0  # maximum rotation of the shape, degrees either way
         seed: int = 0
 
+        def validate(self) -> None:
+            if self.n_coarse < 1 or self.images_per_class < 1:
+                raise ConfigError(f"synthetic_hierarchy: n_coarse and images_per_class must be >= 1, got "
+                                  f"{self.n_coarse} and {self.images_per_class}")
+            if not 0 < self.novel_per_coarse < self.fine_per_coarse:
+                raise ConfigError("synthetic_hierarchy needs 0 < novel_per_coarse < fine_per_coarse "
+                                  f"(got {self.novel_per_coarse} and {self.fine_per_coarse})")
+            if self.image_size < 8:
+                raise ConfigError(f"synthetic_hierarchy: image_size must be at least 8, got {self.image_size}")
+            for key in ("fine_spread", "noise", "rotation"):
+                if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                    raise ConfigError(f"synthetic_hierarchy: {key} must be a finite number >= 0, got "
+                                      f"{getattr(self, key)}")
+
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        if not 0 < c.novel_per_coarse < c.fine_per_coarse:
-            raise ValueError("synthetic_hierarchy needs 0 < novel_per_coarse < fine_per_coarse "
-                             f"(got {c.novel_per_coarse} and {c.fine_per_coarse})")
         data = cached_tensors("datasets", f"synthetic_hierarchy-{self.fingerprint()}", self._generate)
         self._images = data["images"]
         label, coarse = data["label"].numpy(), data["coarse_label"].numpy()

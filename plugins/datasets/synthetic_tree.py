@@ -59,11 +59,16 @@ class SyntheticTree(ImageDataset):
                                   f"{self.novel_per_parent}")
             if not 0 < self.spread <= 1:
                 raise ConfigError(f"synthetic_tree: spread must be in (0, 1], got {self.spread}")
+            if self.images_per_class < 1 or self.image_size < 8:
+                raise ConfigError(f"synthetic_tree: images_per_class must be >= 1 and image_size >= 8, got "
+                                  f"{self.images_per_class} and {self.image_size}")
+            if not (self.noise >= 0 and self.rotation >= 0):
+                raise ConfigError(f"synthetic_tree: noise and rotation must be >= 0, got {self.noise} and "
+                                  f"{self.rotation}")
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
         c = self.cfg
-        c.validate()
         data = cached_tensors("datasets", f"synthetic_tree-{self.fingerprint()}", self._generate)
         self._images = data["images"]
         label = data["label"].numpy()

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.config import image_hw
 from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, image_hw,
-                                              named_sets)
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
