@@ -78,6 +78,9 @@ class TrainConfig:
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"train.{key} must be a finite number >= 0, got {value}")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
+                              f"({self.epochs}): the learning rate would never finish warming up")
         if self.lr == 0:
             raise ConfigError("train.lr must be > 0 (a model that does not learn is the random_init reference)")
         if self.num_workers < 0 or self.step_epochs < 0:

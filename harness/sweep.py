@@ -14,6 +14,7 @@ the progress line and the exit status cover cells run in other processes.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import json
 import sys
@@ -453,7 +454,7 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
     return out
 
 
-def check_requirements(configs: list[dict[str, Any]]) -> None:
+def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> None:
     """Before any cell runs: every dataset read from a local root is there, and every checkpoint path
     named by ``backbone.pretrained`` is a file. One :class:`ConfigError` lists everything missing, with
     what each needs and where to get it (the dataset loaders' own messages)."""
@@ -476,12 +477,14 @@ def check_requirements(configs: list[dict[str, Any]]) -> None:
                 problems[key] = str(exc)
         pretrained = config["backbone"].get("pretrained")
         if pretrained and pretrained not in sources and not Path(str(pretrained)).expanduser().is_file():
+            close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)
             problems[f"pretrained:{pretrained}"] = (
                 f"backbone.pretrained={pretrained} is neither a weight source ({', '.join(sorted(sources))}) "
-                "nor a checkpoint file: give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
-                "on the command line (the grid's header says which weights)")
+                "nor a checkpoint file" + (f" (did you mean '{close[0]}'?)" if close else "")
+                + ": give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
+                "on the command line (a paper grid's header says which weights)")
     if problems:
-        raise ConfigError(f"this grid cannot start: {len(problems)} requirement(s) missing (nothing ran):\n\n"
+        raise ConfigError(f"this {what} cannot start: {len(problems)} requirement(s) missing (nothing ran):\n\n"
                           + "\n\n".join(problems.values()))
 
 
@@ -511,6 +514,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
         base = configs[0]
     else:
         base = compose(overrides)
+        check_requirements([base], "run")
     check_writable(base["results_dir"])
     check_writable(base["cache_dir"], "cache_dir")
     if multirun:

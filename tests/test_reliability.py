@@ -256,6 +256,10 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("seed=-1", "seed must be an integer >= 0, got -1"),
     ("backbone.img_size=[0,0]", "backbone.img_size must be positive, got [0, 0]"),
     ("backbone.img_size=[32]", "backbone.img_size must be an int or [height, width], got [32]"),
+    ("train.warmup_epochs=16", "train.warmup_epochs (16.0) must be less than train.epochs (16)"),
+    ("backbone.pretrained=imagenet_ofline", "is neither a weight source (checkpoint, imagenet_offline) nor a "
+                                           "checkpoint file (did you mean 'imagenet_offline'?)"),
+    ("backbone.pretrained=/no/such/weights.pth", "backbone.pretrained=/no/such/weights.pth is neither a weight"),
 ])
 def test_bad_values_are_one_line_errors_before_any_work(override, message, capsys, tmp_path):
     assert main(["run", override, f"results_dir={tmp_path / 'res'}"]) == 2
@@ -296,6 +300,15 @@ def test_an_unwritable_results_dir_is_found_before_training(tmp_path, capsys):
     assert main(["run", *TINY, f"results_dir={blocker / 'res'}", f"cache_dir={tmp_path / 'cache'}"]) == 2
     assert f"results_dir '{blocker / 'res'}' is not writable" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "models").exists()  # nothing was trained
+
+
+def test_a_run_on_a_dataset_whose_files_are_missing_is_refused_with_where_they_go(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data"))
+    assert main(["run", "dataset=mnist", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]) == 2
+    err = capsys.readouterr().err
+    assert "this run cannot start: 1 requirement(s) missing (nothing ran)" in err
+    assert "train-images-idx3-ubyte" in err and str(tmp_path / "no-data") in err and "Traceback" not in err
+    assert not list((tmp_path / "res").rglob("seed*.json"))
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
