@@ -60,6 +60,9 @@ def cmd_list(argv: list[str]) -> int:
         print(f"{kind if kind == 'weights' else kind + 's'}:")
         if rows:
             print(tabulate(rows, headers=["name", "distribution", "summary"], tablefmt="simple"))
+        elif kind != "backbone":
+            print(f"  (none matches {args.pattern!r}; `harness list {kind if kind == 'weights' else kind + 's'}` "
+                  "shows them all)")
         if kind == "backbone" and args.pattern != "*":
             import timm
 
@@ -116,7 +119,7 @@ KEY=VALUE are Hydra overrides:
   method.KEY=VALUE train.KEY=VALUE ...               a field of its config (e.g. method.dim=8, train.epochs=4)
   seed=N results_dir=DIR cache_dir=DIR device=auto|cpu|cuda|cuda:N
   plots=true save_embeddings=true                    PNGs / the embeddings (.npz) beside each result
-{sweep}
+{sweep}{cfg}
 Every name and value is checked before any work (did-you-mean on a typo). Exit status: 0 all cells ok or
 skipped, 1 a cell failed, 2 bad input."""
 
@@ -130,9 +133,11 @@ def hydra_usage(command: str) -> str:
             sweep="  grid=default|quick|unsupervised|controls|...       a named grid (plugins/conf/grid/*.yaml)\n"
                   "  method=a,b seed=0,1,2                              comma lists are the grid's axes\n"
                   "  launcher=gpu_pool|slurm|ray                        where cells run (see the README)\n"
-                  "  --yes                                              allow a grid above 10,000 cells\n")
+                  "  --yes                                              allow a grid above 10,000 cells\n", cfg="")
     return HYDRA_USAGE.format(command="run", yes="", what="Runs one cell: trains (or loads from the cache) "
-                              "and evaluates, and writes its result JSON.", sweep="")
+                              "and evaluates, and writes its result JSON.", sweep="",
+                              cfg="  --cfg                                              print the cell's config (every key) and "
+                                  "stop\n")
 
 
 def _unreadable_override(argv: list[str], exc: Exception) -> str:
@@ -161,6 +166,8 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(hydra_usage(command))
         return 0
+    if "--cfg" in argv and not multirun:
+        return _print_cell_config([a for a in argv if a not in ("--cfg", "job")])
     yes = "--yes" in argv
     argv = [a for a in argv if a != "--yes"]
     try:
@@ -172,6 +179,23 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
         print(f"harness {command}: {failed} cell(s) failed (their reasons are above "
               "and in the result files)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_cell_config(argv: list[str]) -> int:
+    """``harness run [KEY=VALUE ...] --cfg``: the cell's composed, checked config with every key, as YAML;
+    nothing runs (Hydra's ``--cfg job``; ``job`` is accepted)."""
+    from hydra.errors import OverrideParseException
+    from omegaconf import OmegaConf
+
+    from harness.sweep import compose
+
+    try:
+        config = compose(argv)
+    except OverrideParseException as exc:
+        raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
+                           "method=poincare_mlr seed=1); see `harness run --help`") from None
+    print(OmegaConf.to_yaml(OmegaConf.create(config)), end="")
     return 0
 
 

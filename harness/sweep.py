@@ -393,7 +393,7 @@ def _format_compose_error(exc: BaseException) -> str:
                 f"path); add {key or 'KEY'}=... on the command line (the grid's setting file says what)")
     if "To append to your config use" in str(exc) or type(cause).__name__ == "ConfigAttributeError":
         return f"{str(exc).splitlines()[0]} (that key is not in the schema: check its spelling; " \
-               "`harness run --cfg job` prints every key)"
+               "`harness run --cfg` prints every key)"
     return f"{key}: {first}" if key else first
 
 

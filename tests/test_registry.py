@@ -113,3 +113,10 @@ def test_list_unknown_kind_is_a_clear_error(capsys):
 
     assert main(["list", "metods"]) == 2
     assert "did you mean 'methods'?" in capsys.readouterr().err
+
+
+def test_list_with_a_pattern_that_matches_nothing_says_so(capsys):
+    from harness.cli import main
+
+    assert main(["list", "methods", "zz*"]) == 0
+    assert "methods:\n  (none matches 'zz*'; `harness list methods` shows them all)" in capsys.readouterr().out

@@ -280,6 +280,20 @@ def test_unreadable_overrides_are_one_line_errors(command, argv, message, capsys
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("job", [[], ["job"]])
+def test_run_cfg_prints_every_key_of_the_cell_and_runs_nothing(job, capsys, tmp_path):
+    """The hint of an unknown key points here: `harness run --cfg` (Hydra's `--cfg job`)."""
+    import yaml
+
+    assert main(["run", "method=hack", "method.dim=3", "--cfg", *job, f"results_dir={tmp_path / 'res'}"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["method"]["dim"] == 3 and config["method"]["k"] == 1.55  # set, and a default
+    assert config["dataset"]["n_coarse"] == 12 and config["train"]["epochs"] == 16
+    assert config["results_dir"] == str(tmp_path / "res") and not (tmp_path / "res").exists()
+    assert main(["run", "method.dimm=3", "--cfg"]) == 2
+    assert "`harness run --cfg` prints every key" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_help_describes_the_overrides_instead_of_parsing_them(command, capsys):
     assert main([command, "--help"]) == 0
