@@ -8,8 +8,11 @@ Plugins add subcommands through the ``harness_commands`` hook.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -171,15 +174,43 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     yes = "--yes" in argv
     argv = [a for a in argv if a != "--yes"]
     try:
-        failed = launch(argv, multirun=multirun, yes=yes)
+        with _terminate_as_interrupt():
+            failed = launch(argv, multirun=multirun, yes=yes)
     except OverrideParseException as exc:
         raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
                            f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
+    except KeyboardInterrupt:
+        print(f"harness {command}: interrupted. Finished cells are kept; a cell that was running wrote no "
+              "result and released its claim. Run the same command again to go on (finished cells are "
+              "skipped, trained models come from the cache)", file=sys.stderr)
+        return 130
     if failed:
         print(f"harness {command}: {failed} cell(s) failed (their reasons are above "
               "and in the result files)", file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a SLURM time limit or pre-emption) ends the command as Ctrl-C does: the running
+    cell's ``finally`` blocks release its claim and remove temporary files, instead of the process dying
+    with a claim that other workers must wait out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_cell_config(argv: list[str]) -> int:

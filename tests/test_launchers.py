@@ -139,3 +139,88 @@ def test_a_sweep_through_the_ray_launcher_runs_every_cell_and_resumes(tmp_path):
     assert "(2 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
     again = _harness(args, tmp_path)
     assert again.returncode == 0 and "(2 kept)" in again.stdout, again.stdout + again.stderr
+
+
+SLEEPER = """
+import os
+import time
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from harness import PluginSpec, hookimpl
+from harness.geometry import EuclideanGeometry
+from harness.method import Method
+
+
+class Sleeper(Method):
+    '''Cross-entropy at 0.2 s a step; once training runs, $MARK_DIR/<pid> holds its OMP_NUM_THREADS.'''
+
+    @dataclass
+    class Config:
+        name: str = "sleeper"
+
+    def __init__(self, cfg, backbone, info):
+        super().__init__(cfg, backbone, info)
+        self.geometry = EuclideanGeometry()
+        self.fc = nn.Linear(info.feat_dim, info.num_classes)
+
+    def loss(self, emb, batch):
+        mark = os.path.join(os.environ["MARK_DIR"], str(os.getpid()))
+        if not os.path.exists(mark):
+            with open(mark + ".tmp", "w") as f:
+                f.write(os.environ.get("OMP_NUM_THREADS", ""))
+            os.replace(mark + ".tmp", mark)
+        time.sleep(0.2)
+        return F.cross_entropy(self.fc(emb), batch.labels)
+
+
+@hookimpl
+def harness_methods():
+    return [PluginSpec("sleeper", "sleeper_mod:Sleeper", "slow cross-entropy")]
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.parametrize("command, workers", [("run", 0), ("sweep", 2)])
+def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(command, workers, tmp_path):
+    """A SLURM time limit or `kill` ends `harness run` / a gpu_pool sweep as Ctrl-C does (exit 130): the
+    running cells release their claims and write no result, and the workers stop."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    site, marks, res = tmp_path / "site", tmp_path / "marks", tmp_path / "res"
+    site.mkdir()
+    marks.mkdir()
+    fake_dist(site, "sleeper_dist", "sleeper_mod", SLEEPER)
+    cells = ["grid=smoke", "seed=0,1", "launcher=gpu_pool", f"hydra.launcher.n_workers={workers}"] if workers else []
+    args = [command, "method=sleeper", "task=few_shot", *TINY, "train.epochs=50", *cells, f"results_dir={res}"]
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(site), "MARK_DIR": str(marks)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(marks.glob("[0-9]*[0-9]"))) < max(1, workers) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    if len(list(marks.glob("[0-9]*[0-9]"))) < max(1, workers):
+        proc.kill()
+        raise AssertionError("training never started: " + "".join(proc.communicate()))
+    assert list(res.rglob("*.claim"))
+    if workers:  # each worker gets its share of the cores
+        assert {p.read_text() for p in marks.glob("[0-9]*[0-9]")} == {str(max(1, (os.cpu_count() or 1) // workers))}
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"harness {command}: interrupted. Finished cells are kept" in err
+    time.sleep(1)
+    assert not list(res.rglob("*.claim")) and not list(res.rglob("seed*.json"))
+    assert not any(_alive(int(p.name)) for p in marks.glob("[0-9]*[0-9]"))

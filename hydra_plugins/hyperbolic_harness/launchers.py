@@ -20,9 +20,10 @@ file system every node sees.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -127,26 +128,31 @@ class GpuPoolLauncher(Launcher):
         progress = GridProgress(len(overrides))
         singleton_state = Singleton.get_state()
         poll = float(self.params.get("poll_s", 0.5))
-        while queue or ready or running:
-            while free and (ready or queue):
-                i = ready.pop(0) if ready else queue.pop(0)
-                slot = free.pop(0)
-                gpu = slots[slot]
-                executor.update_parameters(timeout_min=int(self.params.get("timeout_min", 1440)),
-                                           gpus_per_node=1 if on_gpus else 0,
-                                           visible_gpus=[gpu] if on_gpus else (),
-                                           setup=[f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"])
-                running[i] = (slot, executor.submit(self, overrides[i], initial_job_idx + i, singleton_state))
-            time.sleep(poll)
-            for i, (slot, job) in list(running.items()):
-                if not job.done():
-                    continue
-                del running[i]
-                free.append(slot)
-                free.sort()
-                returns[i] = self._collect(job, overrides[i])
-                ready.extend(followers_of.pop(i, []))
-                progress.job_done(returns[i], running=len(running))
+        try:
+            while queue or ready or running:
+                while free and (ready or queue):
+                    i = ready.pop(0) if ready else queue.pop(0)
+                    slot = free.pop(0)
+                    gpu = slots[slot]
+                    executor.update_parameters(timeout_min=int(self.params.get("timeout_min", 1440)),
+                                               gpus_per_node=1 if on_gpus else 0,
+                                               visible_gpus=[gpu] if on_gpus else ())
+                    with _environment(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)):
+                        running[i] = (slot, executor.submit(self, overrides[i], initial_job_idx + i, singleton_state))
+                time.sleep(poll)
+                for i, (slot, job) in list(running.items()):
+                    if not job.done():
+                        continue
+                    del running[i]
+                    free.append(slot)
+                    free.sort()
+                    returns[i] = self._collect(job, overrides[i])
+                    ready.extend(followers_of.pop(i, []))
+                    progress.job_done(returns[i], running=len(running))
+        except BaseException:  # Ctrl-C or SIGTERM (harness.cli): stop the workers; their cells release claims
+            for _, job in running.values():
+                job.cancel(check=False)
+            raise
         return [returns[i] for i in range(len(overrides))]
 
     def _collect(self, job: Any, overrides: list[str]) -> JobReturn:
@@ -158,6 +164,23 @@ class GpuPoolLauncher(Launcher):
             result = _write_failed(self.hydra_context, self.config, overrides, reason)
             # COMPLETED with a failed result: Hydra's sweeper re-raises a FAILED job's exception and stops
             return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=result)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables while a worker is started (it copies this process's environment). Not
+    submitit's ``setup`` lines: they start the worker through a shell, which does not pass on the SIGINT
+    that cancels it, so a cancelled worker ran on."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _write_failed(hydra_context: Any, config: DictConfig, overrides: list[str], reason: str) -> dict[str, Any]:
