@@ -68,6 +68,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     num_workers: int = 0  # DataLoader workers for datasets read from disk
     embed_batch_size: int = 512
+    #: epochs between training checkpoints beside the model cache (a killed training resumes there); 0: none
+    checkpoint_every: int = 1
 
     def validate(self) -> None:
         positive_int = ("epochs", "batch_size", "embed_batch_size")
@@ -83,8 +85,8 @@ class TrainConfig:
                               f"({self.epochs}): the learning rate would never finish warming up")
         if self.lr == 0:
             raise ConfigError("train.lr must be > 0 (a model that does not learn is the random_init reference)")
-        if self.num_workers < 0 or self.step_epochs < 0:
-            raise ConfigError("train.num_workers and train.step_epochs must be >= 0")
+        if self.num_workers < 0 or self.step_epochs < 0 or self.checkpoint_every < 0:
+            raise ConfigError("train.num_workers, train.step_epochs and train.checkpoint_every must be >= 0")
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.amp", self.amp, ("auto", "off"))
@@ -137,7 +139,7 @@ class HarnessConfig:
 RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "retrain", "rerun_failed", "grid_name",
                   "plots", "save_embeddings", "leaderboard_dir", "allow_large_grid", "sweep_id")
 #: ``train.*`` keys that do not change what is computed.
-RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size")
+RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size", "checkpoint_every")
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -14,10 +14,13 @@ fraction of training done, and ``method.after_step(state)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,22 +199,95 @@ def deterministic_on_cpu(device: torch.device) -> Iterator[None]:
 def train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarray | None,
           extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
           seed: int, progress: bool = True, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-          | None = None) -> TrainStats:
+          | None = None, checkpoint: Path | None = None, on_checkpoint: Callable[[], None] | None = None
+          ) -> TrainStats:
     """Train ``method`` (backbone + head) on ``dataset[indices]`` in place and return statistics.
 
     ``labels``: training labels (None for a label-free method); ``extra``: the per-image
     annotations the method requires (numeric arrays become tensors, others stay lists). On the
     CPU the run is bit-for-bit reproducible for a given thread count (:func:`deterministic_on_cpu`).
+
+    ``checkpoint``: a file written every ``cfg.checkpoint_every`` epochs (:class:`TrainCheckpoint`); when it
+    exists, training resumes after its epoch and ends as an uninterrupted run would (bit for bit on the
+    CPU). ``on_checkpoint`` is called after each write (the caller refreshes its claim). The caller
+    removes the file once the trained model is stored.
     """
     with deterministic_on_cpu(device):
         return _train(method, dataset=dataset, indices=indices, labels=labels, extra=extra, cfg=cfg,
-                      viewer=viewer, device=device, seed=seed, progress=progress, embed_train=embed_train)
+                      viewer=viewer, device=device, seed=seed, progress=progress, embed_train=embed_train,
+                      checkpoint=checkpoint, on_checkpoint=on_checkpoint)
+
+
+@dataclass
+class TrainCheckpoint:
+    """What an epoch boundary of :func:`train` needs to go on as if never stopped: every parameter and
+    buffer of the method (non-persistent buffers too: training-only state such as HCM's pseudo-labels),
+    the optimiser and grad-scaler states, every random stream (the batch plan's numpy generator, the
+    method's and the views' torch generators, torch's global CPU and CUDA states), and the record so far."""
+
+    epoch: int  # epochs done
+    step: int
+    seen: int
+    seconds: float
+    epoch_loss: list[float]
+    tensors: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: str  # json of the numpy generator's bit_generator.state
+    generators: dict[str, torch.Tensor]
+
+    @staticmethod
+    def _tensors(method: Method) -> dict[str, torch.Tensor]:
+        out = {f"param:{k}": v.detach().cpu().clone() for k, v in method.named_parameters()}
+        out.update({f"buffer:{k}": v.detach().cpu().clone() for k, v in method.named_buffers()})
+        return out
+
+    def save(self, path: Path) -> None:
+        from harness.data import save_tensors
+
+        save_tensors({"epoch": self.epoch, "step": self.step, "seen": self.seen, "seconds": self.seconds,
+                      "epoch_loss": list(self.epoch_loss), "tensors": self.tensors, "optimizer": self.optimizer,
+                      "scaler": self.scaler, "rng": self.rng, "generators": self.generators}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainCheckpoint | None:
+        """The checkpoint at ``path``, or None when there is none or it is torn (training starts over)."""
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        except Exception:  # noqa: BLE001 - torn or foreign: start over
+            return None
+
+    def restore(self, method: Method) -> None:
+        params, buffers = dict(method.named_parameters()), dict(method.named_buffers())
+        expected = {f"param:{k}" for k in params} | {f"buffer:{k}" for k in buffers}
+        if set(self.tensors) != expected:
+            raise HarnessError("the training checkpoint does not match the method's parameters and buffers")
+        with torch.no_grad():
+            for key, value in self.tensors.items():
+                kind, name = key.split(":", 1)
+                (params if kind == "param" else buffers)[name].copy_(value)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)``, keeping plain-number state entries plain: torch turns them
+    into float32 tensors, and geoopt's Riemannian Adam then computes its bias correction from a float32
+    ``step`` instead of an int, which changes the weights in the last bits."""
+    optimizer.load_state_dict(saved)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in saved["param_groups"] for i in group["params"]]
+    for param, i in zip(params, ids, strict=True):
+        for key, value in saved["state"].get(i, {}).items():
+            if isinstance(value, (int, float)):
+                optimizer.state[param][key] = value
 
 
 def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndarray | None,
            extra: dict[str, Any], cfg: TrainConfig, viewer: Viewer, device: torch.device,
-           seed: int, progress: bool, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None
-           ) -> TrainStats:
+           seed: int, progress: bool, embed_train: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None,
+           checkpoint: Path | None = None, on_checkpoint: Callable[[], None] | None = None) -> TrainStats:
     from harness import schedules
 
     rng = np.random.default_rng(seed)
@@ -234,10 +310,34 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
     def view(raw: torch.Tensor, policy: str) -> torch.Tensor:
         return viewer(raw, policy)
 
-    step, seen, last_loss, start = 0, 0, float("nan"), time.perf_counter()
+    def generators() -> dict[str, torch.Tensor]:
+        out = {"method": method_gen.get_state(), "torch": torch.get_rng_state()}
+        if viewer.generator is not None:
+            out["views"] = viewer.generator.get_state()
+        if device.type == "cuda":
+            out["cuda"] = torch.cuda.get_rng_state(device)
+        return out
+
+    step, seen, last_loss, start, before = 0, 0, float("nan"), time.perf_counter(), 0.0
     epoch_loss: list[float] = []
-    bar = Progress(f"train {getattr(method.cfg, 'name', None) or type(method).__name__}", None, bar=progress)
-    for epoch in range(cfg.epochs):
+    first_epoch = 0
+    resumed = TrainCheckpoint.load(checkpoint) if checkpoint is not None else None
+    if resumed is not None and resumed.epoch < cfg.epochs:
+        resumed.restore(method)
+        load_optimizer_state(optimizer, resumed.optimizer)
+        scaler.load_state_dict(resumed.scaler)
+        rng.bit_generator.state = json.loads(resumed.rng)
+        method_gen.set_state(resumed.generators["method"])
+        torch.set_rng_state(resumed.generators["torch"])
+        if viewer.generator is not None and "views" in resumed.generators:
+            viewer.generator.set_state(resumed.generators["views"])
+        if device.type == "cuda" and "cuda" in resumed.generators:
+            torch.cuda.set_rng_state(resumed.generators["cuda"], device)
+        first_epoch, step, seen, before = resumed.epoch, resumed.step, resumed.seen, resumed.seconds
+        epoch_loss = list(resumed.epoch_loss)
+    bar = Progress(f"train {getattr(method.cfg, 'name', None) or type(method).__name__}", None, bar=progress,
+                   initial=step)
+    for epoch in range(first_epoch, cfg.epochs):
         state = TrainState(epoch=epoch, epochs=cfg.epochs, step=step, device=device, rng=rng,
                            embed_train=embed_train or (lambda: (_ for _ in ()).throw(
                                HarnessError("embed_train is not available here"))),
@@ -296,9 +396,18 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
             method.after_step(state)
             bar.update(1, epoch=epoch, loss=last_loss)
         epoch_loss.append(float(np.mean(losses)))
+        done = epoch + 1
+        if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
+                and done < cfg.epochs:
+            TrainCheckpoint(epoch=done, step=step, seen=seen, seconds=before + time.perf_counter() - start,
+                            epoch_loss=epoch_loss, tensors=TrainCheckpoint._tensors(method),
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                            rng=json.dumps(rng.bit_generator.state), generators=generators()).save(checkpoint)
+            if on_checkpoint is not None:
+                on_checkpoint()
     bar.close()
     method.eval()
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
     return TrainStats(steps=step, seconds=seconds, images_per_s=seen / max(seconds, 1e-9),
                       final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
                       epoch_loss=epoch_loss)

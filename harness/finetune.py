@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.engine import deterministic_on_cpu
+from harness.engine import deterministic_on_cpu, load_optimizer_state
 from harness.errors import HarnessError
 from harness.progress import Progress
 
@@ -120,7 +120,7 @@ def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, 
         try:
             state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            load_optimizer_state(opt, state["optimizer"])
             start_it = int(state["iteration"])
         except Exception:  # noqa: BLE001 - a torn checkpoint: start over
             start_it = 0

@@ -271,14 +271,18 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     was_cached = meta is not None
     if claim is not None:
         try:
+            ckpt_file = cache_file.with_suffix(".ckpt.pt")
+            if config.get("retrain"):
+                ckpt_file.unlink(missing_ok=True)
             stats = engine.train(method, dataset=source, indices=data.indices, labels=labels, extra=data.extra,
                                  cfg=tcfg, viewer=viewer, device=device, seed=seed, progress=progress,
-                                 embed_train=embed_train_now)
+                                 embed_train=embed_train_now, checkpoint=ckpt_file, on_checkpoint=claim.refresh)
             meta = asdict(stats)
             top1, kind = _train_top1(model, data, embed_train)
             meta.update(train_top1=top1, train_top1_kind=kind)
             save_tensors({k: v.detach().cpu() for k, v in method.state_dict().items()}, cache_file)
             atomic_write_text(meta_file, json.dumps(meta, allow_nan=True))
+            ckpt_file.unlink(missing_ok=True)
         finally:
             claim.release()
     method.to(device).eval()
