@@ -9,48 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.results import iter_results
-from tests.test_sweep import TINY, _harness, fake_dist
+from tests.test_sweep import TINY, _harness, fake_dist, method_plugin
 
-KILLER = """
-import os
-import signal
-from dataclasses import dataclass
-
-import torch.nn.functional as F
-from torch import nn
-
-from harness import PluginSpec, hookimpl
-from harness.geometry import EuclideanGeometry
-from harness.method import Method
-
-
-class Killer(Method):
-    '''Cross-entropy; with $KILL_MARKER present, the process of seed 2 dies by SIGKILL mid-training.'''
-
-    @dataclass
-    class Config:
-        name: str = "killer"
-
-    def __init__(self, cfg, backbone, info):
-        super().__init__(cfg, backbone, info)
-        self.geometry = EuclideanGeometry()
-        self.fc = nn.Linear(info.feat_dim, info.num_classes)
-
-    def loss(self, emb, batch):
-        if os.path.exists(os.environ.get("KILL_MARKER", "/nonexistent")) and torch_seed() == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return F.cross_entropy(self.fc(emb), batch.labels)
-
-
-def torch_seed():
-    import torch
-    return torch.initial_seed()
-
-
-@hookimpl
-def harness_methods():
-    return [PluginSpec("killer", "killer_mod:Killer", "dies by SIGKILL for seed 2")]
-"""
+KILLER = method_plugin("killer", "dies by SIGKILL for seed 2 while $KILL_MARKER exists", """
+if os.path.exists(os.environ.get("KILL_MARKER", "/nonexistent")) and torch.initial_seed() == 2:
+    os.kill(os.getpid(), signal.SIGKILL)
+""", imports="import os\nimport signal\n\nimport torch")
 
 
 def test_gpu_pool_on_cpu_workers_survives_a_killed_worker_and_a_rerun_completes_it(tmp_path):
@@ -141,45 +105,14 @@ def test_a_sweep_through_the_ray_launcher_runs_every_cell_and_resumes(tmp_path):
     assert again.returncode == 0 and "(2 kept)" in again.stdout, again.stdout + again.stderr
 
 
-SLEEPER = """
-import os
-import time
-from dataclasses import dataclass
-
-import torch.nn.functional as F
-from torch import nn
-
-from harness import PluginSpec, hookimpl
-from harness.geometry import EuclideanGeometry
-from harness.method import Method
-
-
-class Sleeper(Method):
-    '''Cross-entropy at 0.2 s a step; once training runs, $MARK_DIR/<pid> holds its OMP_NUM_THREADS.'''
-
-    @dataclass
-    class Config:
-        name: str = "sleeper"
-
-    def __init__(self, cfg, backbone, info):
-        super().__init__(cfg, backbone, info)
-        self.geometry = EuclideanGeometry()
-        self.fc = nn.Linear(info.feat_dim, info.num_classes)
-
-    def loss(self, emb, batch):
-        mark = os.path.join(os.environ["MARK_DIR"], str(os.getpid()))
-        if not os.path.exists(mark):
-            with open(mark + ".tmp", "w") as f:
-                f.write(os.environ.get("OMP_NUM_THREADS", ""))
-            os.replace(mark + ".tmp", mark)
-        time.sleep(0.2)
-        return F.cross_entropy(self.fc(emb), batch.labels)
-
-
-@hookimpl
-def harness_methods():
-    return [PluginSpec("sleeper", "sleeper_mod:Sleeper", "slow cross-entropy")]
-"""
+SLEEPER = method_plugin("sleeper", "0.2 s a step; once it trains, $MARK_DIR/<pid> holds its OMP_NUM_THREADS", """
+mark = os.path.join(os.environ["MARK_DIR"], str(os.getpid()))
+if not os.path.exists(mark):
+    with open(mark + ".tmp", "w") as f:
+        f.write(os.environ.get("OMP_NUM_THREADS", ""))
+    os.replace(mark + ".tmp", mark)
+time.sleep(0.2)
+""", imports="import os\nimport time")
 
 
 def _alive(pid: int) -> bool:

@@ -45,18 +45,26 @@ def test_sweep_runs_grid_writes_results_and_leaderboards_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("seed*.json")} == mtimes
 
 
-CRASHY = """
+def method_plugin(name: str, summary: str, before_loss: str = "", imports: str = "") -> str:
+    """Source of a plugin module ``{name}_mod`` with one method ``name``: a linear classifier on the
+    backbone whose ``loss(emb, batch)`` first runs ``before_loss`` (code at the method body's indent)."""
+    body = "\n".join(f"        {line}" for line in before_loss.strip().splitlines())
+    cls = name.capitalize()
+    return f"""{imports}
 from dataclasses import dataclass
+
+import torch.nn.functional as F
 from torch import nn
+
 from harness import PluginSpec, hookimpl
 from harness.geometry import EuclideanGeometry
 from harness.method import Method
 
 
-class Crashy(Method):
+class {cls}(Method):
     @dataclass
     class Config:
-        name: str = "crashy"
+        name: str = "{name}"
 
     def __init__(self, cfg, backbone, info):
         super().__init__(cfg, backbone, info)
@@ -64,13 +72,17 @@ class Crashy(Method):
         self.fc = nn.Linear(info.feat_dim, info.num_classes)
 
     def loss(self, emb, batch):
-        raise RuntimeError("boom")
+{body}
+        return F.cross_entropy(self.fc(emb), batch.labels)
 
 
 @hookimpl
 def harness_methods():
-    return [PluginSpec("crashy", "crashy_mod:Crashy", "raises in training")]
+    return [PluginSpec("{name}", "{name}_mod:{cls}", {summary!r})]
 """
+
+
+CRASHY = method_plugin("crashy", "raises in training", 'raise RuntimeError("boom")')
 
 
 def fake_dist(root, dist, module, source):
