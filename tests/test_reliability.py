@@ -254,6 +254,8 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("train.epochs=x", "train.epochs: Value 'x' of type 'str' could not be converted to Integer"),
     ("method.no_such_key=3", "Could not override 'method.no_such_key'"),
     ("seed=-1", "seed must be an integer >= 0, got -1"),
+    ("method.dim=-1", "euclidean_ce: dim must be >= 0 (0 keeps the backbone features), got -1"),
+    ("method.label_smoothing=1.5", "euclidean_ce: label_smoothing must be in [0, 1), got 1.5"),
     ("backbone.img_size=[0,0]", "backbone.img_size must be positive, got [0, 0]"),
     ("backbone.img_size=[32]", "backbone.img_size must be an int or [height, width], got [32]"),
     ("train.warmup_epochs=16", "train.warmup_epochs (16.0) must be less than train.epochs (16)"),

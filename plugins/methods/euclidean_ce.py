@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.errors import ConfigError
 from harness.geometry import EuclideanGeometry
 from harness.method import Batch, Method
 
@@ -26,6 +27,13 @@ class EuclideanCE(Method):
         name: str = "euclidean_ce"
         dim: int = 64  # embedding dimension; 0 keeps the backbone features as they are
         label_smoothing: float = 0.0
+
+        def validate(self) -> None:
+            name = self.name or "euclidean_ce"
+            if self.dim < 0:
+                raise ConfigError(f"{name}: dim must be >= 0 (0 keeps the backbone features), got {self.dim}")
+            if not 0 <= self.label_smoothing < 1:
+                raise ConfigError(f"{name}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def __init__(self, cfg: Config, backbone: nn.Module, info) -> None:
         super().__init__(cfg, backbone, info)
