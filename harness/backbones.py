@@ -13,6 +13,8 @@ stem for the CIFAR one (:func:`use_small_input_stem`); ``kwargs`` go to
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 from typing import Any
 
@@ -159,6 +161,30 @@ def to_small_input_stem(model: nn.Module) -> nn.Module:
         info["reduction"] = max(1, info["reduction"] // (2 if info["module"] == "act1" else 4))
     model.small_input_stem = True
     return model
+
+
+@functools.lru_cache(maxsize=64)
+def _refused_kwargs(name: str, kwargs: str) -> str | None:
+    """Why timm refuses ``json.loads(kwargs)`` for model ``name`` (None: it takes them), found by building
+    the model on the meta device (no memory, no weights)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            timm.create_model(resolve_backbone(name), pretrained=False, num_classes=0, **json.loads(kwargs))
+    except TypeError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - anything else (a shape the meta device cannot do) shows when it is built
+        return None
+    return None
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """A :class:`ConfigError` before any work when ``backbone.kwargs`` has a keyword the timm model does not take."""
+    reason = _refused_kwargs(name, json.dumps(kwargs, sort_keys=True))
+    if reason:
+        raise ConfigError(f"backbone.kwargs {kwargs} are not all accepted by timm's {name}: {reason}; "
+                          "see the model's arguments in timm (e.g. drop_rate, drop_path_rate)")
 
 
 def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:

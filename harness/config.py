@@ -264,6 +264,10 @@ def backbone_node(node: dict[str, Any]) -> dict[str, Any]:
     cfg = make_config(_Backbone, dict(node))
     if cfg.img_size is not None:
         image_hw(cfg.img_size, key="backbone.img_size")
+    if cfg.kwargs:
+        from harness.backbones import check_kwargs
+
+        check_kwargs(cfg.name, dict(cfg.kwargs))
     return json_ready(dataclasses.asdict(cfg))
 
 

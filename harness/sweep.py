@@ -264,6 +264,19 @@ def _store_schemas(searchpath: list[str], extra_backbones: set[str]) -> None:
     register_schemas(ConfigStore.instance(), nodes)
 
 
+#: Config keys that hold a free-form mapping: Hydra's struct mode refuses a new key in them unless the
+#: override is forced (``++``), which the user should not have to know.
+OPEN_MAPPINGS = ("backbone.kwargs",)
+
+
+def _open_mapping_override(override: str) -> str:
+    """``backbone.kwargs={drop_rate: 0.1}`` or ``backbone.kwargs.drop_rate=0.1`` → the forced ``++`` form."""
+    key = override.split("=", 1)[0]
+    if any(key == k or key.startswith(k + ".") for k in OPEN_MAPPINGS):
+        return "++" + override
+    return override
+
+
 def prepare(overrides: list[str]) -> list[str]:
     """Validate plugin names in ``overrides`` and the grid (safe names, did-you-mean), register the typed
     config nodes, and add the plugins' search path."""
@@ -277,7 +290,7 @@ def prepare(overrides: list[str]) -> list[str]:
     # an editable install hides the modules from Hydra's package scan: register the classes by hand
     Plugins.instance().register(GpuPoolLauncher)
     Plugins.instance().register(HarnessSweeper)
-    overrides = [_launcher_override(o) for o in overrides]
+    overrides = [_open_mapping_override(_launcher_override(o)) for o in overrides]
     registry = get_registry()
     searchpath = registry.config_searchpath()
     timm_backbones: set[str] = set()

@@ -256,6 +256,8 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("seed=-1", "seed must be an integer >= 0, got -1"),
     ("method.dim=-1", "euclidean_ce: dim must be >= 0 (0 keeps the backbone features), got -1"),
     ("method.label_smoothing=1.5", "euclidean_ce: label_smoothing must be in [0, 1), got 1.5"),
+    ("backbone.kwargs.bogus=1", "backbone.kwargs {'bogus': 1} are not all accepted by timm's conv4_32: "
+                                "Conv4.__init__() got an unexpected keyword argument 'bogus'"),
     ("backbone.img_size=[0,0]", "backbone.img_size must be positive, got [0, 0]"),
     ("backbone.img_size=[32]", "backbone.img_size must be an int or [height, width], got [32]"),
     ("train.warmup_epochs=16", "train.warmup_epochs (16.0) must be less than train.epochs (16)"),
@@ -294,6 +296,15 @@ def test_run_cfg_prints_every_key_of_the_cell_and_runs_nothing(job, capsys, tmp_
     assert config["results_dir"] == str(tmp_path / "res") and not (tmp_path / "res").exists()
     assert main(["run", "method.dimm=3", "--cfg"]) == 2
     assert "`harness run --cfg` prints every key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override", ["backbone.kwargs={drop_rate: 0.1}", "backbone.kwargs.drop_rate=0.1"])
+def test_backbone_kwargs_are_set_without_hydras_plus_syntax(override):
+    """backbone.kwargs is a free-form mapping: Hydra's struct mode refused a new key in it
+    ("Could not override 'backbone.kwargs'") unless written as ++backbone.kwargs."""
+    from harness.sweep import compose
+
+    assert compose(["backbone=resnet18", override])["backbone"]["kwargs"] == {"drop_rate": 0.1}
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
