@@ -506,6 +506,10 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     number of failed cells."""
     import hydra
 
+    launcher = next((o for o in overrides if o.startswith(("launcher=", "hydra/launcher="))), None)
+    if launcher and not multirun:
+        raise ConfigError(f"{launcher} applies to `harness sweep`; `harness run` runs its one cell in this process. "
+                          f"Use `harness sweep {launcher} ...` (e.g. with seed=0 for one cell)")
     overrides = [_launcher_override(o) for o in overrides]
     explicit_grid = any(a.startswith("grid=") for a in overrides)
     if multirun and not explicit_grid:

@@ -256,6 +256,7 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("seed=-1", "seed must be an integer >= 0, got -1"),
     ("method.dim=-1", "euclidean_ce: dim must be >= 0 (0 keeps the backbone features), got -1"),
     ("method.label_smoothing=1.5", "euclidean_ce: label_smoothing must be in [0, 1), got 1.5"),
+    ("launcher=slurm", "launcher=slurm applies to `harness sweep`; `harness run` runs its one cell in this process"),
     ("backbone.kwargs.bogus=1", "backbone.kwargs {'bogus': 1} are not all accepted by timm's conv4_32: "
                                 "Conv4.__init__() got an unexpected keyword argument 'bogus'"),
     ("backbone.img_size=[0,0]", "backbone.img_size must be positive, got [0, 0]"),
