@@ -169,7 +169,9 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(hydra_usage(command))
         return 0
-    if "--cfg" in argv and not multirun:
+    if "--cfg" in argv:
+        if multirun:
+            raise HarnessError("--cfg prints one cell's config: use `harness run KEY=VALUE ... --cfg`")
         return _print_cell_config([a for a in argv if a not in ("--cfg", "job")])
     yes = "--yes" in argv
     argv = [a for a in argv if a != "--yes"]

@@ -230,6 +230,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     check_device(str(config.get("device", "auto")))
+    for key in ("results_dir", "cache_dir"):
+        if key in config and not str(config[key] or "").strip():
+            raise ConfigError(f"{key} is empty; give a folder ({key}=PATH): an empty one would be the current "
+                              "folder")
     train = TrainConfig(**config["train"])
     train.validate()
     from harness.augment import check_policy

@@ -285,6 +285,14 @@ def test_unreadable_overrides_are_one_line_errors(command, argv, message, capsys
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("key", ["results_dir", "cache_dir"])
+def test_an_empty_results_or_cache_dir_is_refused_not_read_as_the_current_folder(key, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", f"{key}="]) == 2
+    assert f"{key} is empty; give a folder ({key}=PATH)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("job", [[], ["job"]])
 def test_run_cfg_prints_every_key_of_the_cell_and_runs_nothing(job, capsys, tmp_path):
     """The hint of an unknown key points here: `harness run --cfg` (Hydra's `--cfg job`)."""
@@ -297,6 +305,8 @@ def test_run_cfg_prints_every_key_of_the_cell_and_runs_nothing(job, capsys, tmp_
     assert config["results_dir"] == str(tmp_path / "res") and not (tmp_path / "res").exists()
     assert main(["run", "method.dimm=3", "--cfg"]) == 2
     assert "`harness run --cfg` prints every key" in capsys.readouterr().err
+    assert main(["sweep", "--cfg"]) == 2
+    assert "--cfg prints one cell's config: use `harness run KEY=VALUE ... --cfg`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("override", ["backbone.kwargs={drop_rate: 0.1}", "backbone.kwargs.drop_rate=0.1"])
