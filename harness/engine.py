@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,6 +167,7 @@ class TrainStats:
     images_per_s: float
     final_loss: float
     epoch_loss: list[float] = field(default_factory=list)  # mean loss of each epoch
+    resumed_from_epoch: int = 0  # epochs a training checkpoint had done (0: trained from the start)
 
 
 def _nonfinite_parameters(method: Method) -> int:
@@ -335,8 +337,11 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
             torch.cuda.set_rng_state(resumed.generators["cuda"], device)
         first_epoch, step, seen, before = resumed.epoch, resumed.step, resumed.seen, resumed.seconds
         epoch_loss = list(resumed.epoch_loss)
-    bar = Progress(f"train {getattr(method.cfg, 'name', None) or type(method).__name__}", None, bar=progress,
-                   initial=step)
+    label = f"train {getattr(method.cfg, 'name', None) or type(method).__name__}"
+    if first_epoch:
+        print(f"  {label}: resumed from its checkpoint after epoch {first_epoch} of {cfg.epochs} ({checkpoint})",
+              file=sys.stderr)
+    bar = Progress(label, None, bar=progress, initial=step)
     for epoch in range(first_epoch, cfg.epochs):
         state = TrainState(epoch=epoch, epochs=cfg.epochs, step=step, device=device, rng=rng,
                            embed_train=embed_train or (lambda: (_ for _ in ()).throw(
@@ -410,7 +415,7 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
     seconds = before + time.perf_counter() - start
     return TrainStats(steps=step, seconds=seconds, images_per_s=seen / max(seconds, 1e-9),
                       final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
-                      epoch_loss=epoch_loss)
+                      epoch_loss=epoch_loss, resumed_from_epoch=first_epoch)
 
 
 @torch.no_grad()

@@ -3,6 +3,8 @@ training killed after a checkpoint resumes there and ends with the weights, buff
 of an uninterrupted run, bit for bit on the CPU (random streams, optimiser moments, queues, HACK's
 particles and HCM's non-persistent pseudo-labels included)."""
 
+import json
+
 import pytest
 import torch
 
@@ -41,7 +43,7 @@ def _model(tmp_path, tag):
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
-def test_a_killed_training_resumes_at_its_checkpoint_and_ends_bit_identical(method, tmp_path, monkeypatch):
+def test_a_killed_training_resumes_at_its_checkpoint_and_ends_bit_identical(method, tmp_path, monkeypatch, capsys):
     straight = run_cell(_config(tmp_path, "straight", method), progress=False)
     assert straight["status"] == "ok", straight.get("reason")
     assert not list((tmp_path / "straight" / "cache" / "models").glob("*.ckpt.pt"))  # removed once stored
@@ -64,6 +66,9 @@ def test_a_killed_training_resumes_at_its_checkpoint_and_ends_bit_identical(meth
     monkeypatch.setattr(Progress, "update", update)
     resumed = run_cell(_config(tmp_path, "killed", method), progress=False)
     assert resumed["status"] == "ok", resumed.get("reason")
+    assert "resumed from its checkpoint after epoch 3 of 4" in capsys.readouterr().err
+    (meta,) = (tmp_path / "killed" / "cache" / "models").glob("*[0-9a-f].json")
+    assert json.loads(meta.read_text())["resumed_from_epoch"] == 3
     assert resumed["training"]["epoch_loss"] == straight["training"]["epoch_loss"]
     assert resumed["training"]["steps"] == straight["training"]["steps"]
     assert resumed["metrics"] == straight["metrics"]
