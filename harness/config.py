@@ -180,7 +180,8 @@ def check_dataset_config(cfg: Any) -> None:
 
     First the fields datasets share by convention, where the config has them: ``image_size`` (an int
     or [H, W], positive), ``test_fraction`` in [0, 1), ``seed`` and ``workers`` >= 0, ``novel_classes``
-    distinct class ids >= 0 (their upper bound is the dataset's class count, checked when it loads);
+    distinct class ids >= 0, below the class count where the ``Config`` declares it (a ``NUM_CLASSES``
+    class variable; otherwise when the data loads) and not all of them;
     then the plugin's own ``Config.validate()``. The run calls it for the cell's dataset and
     ``train_dataset``, and :class:`ImageDataset` when it is built."""
     name = getattr(cfg, "name", "") or "dataset"
@@ -195,6 +196,13 @@ def check_dataset_config(cfg: Any) -> None:
     novel = list(getattr(cfg, "novel_classes", []) or [])
     if any(int(c) < 0 for c in novel) or len(set(novel)) < len(novel):
         raise ConfigError(f"{name}: novel_classes must be distinct class ids >= 0, got {novel}")
+    n_classes = getattr(type(cfg), "NUM_CLASSES", None)  # a ClassVar: the class count, known before loading
+    if novel and isinstance(n_classes, int) and n_classes > 0:
+        if max(novel) >= n_classes:
+            raise ConfigError(f"{name}: novel_classes {[c for c in novel if c >= n_classes]} out of range: classes "
+                              f"are 0..{n_classes - 1}")
+        if len(novel) >= n_classes:
+            raise ConfigError(f"{name}: novel_classes may not hold every class (nothing would be left to train on)")
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()

@@ -229,6 +229,8 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     (["dataset=glyphs", "dataset.n_scripts=99"], "glyphs: n_scripts must be in 1..19, got 99"),
     (["dataset=digits", "dataset.image_size=[3]"], "digits: image_size must be an int or [height, width]"),
     (["dataset=digits", "dataset.novel_classes=[1,1]"], "digits: novel_classes must be distinct class ids"),
+    (["dataset=digits", "dataset.novel_classes=[3,10]"], "digits: novel_classes [10] out of range: classes are 0..9"),
+    (["dataset=digits", "dataset.novel_classes=[0,1,2,3,4,5,6,7,8,9]"], "digits: novel_classes may not hold every"),
     (["dataset=cub200", "dataset.protocol=retreival"], "cub200: protocol must be one of"),
     (["dataset=coco", "dataset.train_set=", "dataset.test_set="], "coco: train_set and test_set are both empty"),
     (["dataset=reid_synthetic", "task=reid", "dataset.min_cameras=1"], "reid_synthetic: need 2 <= min_cameras"),

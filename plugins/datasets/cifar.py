@@ -81,6 +81,7 @@ class Cifar10(_CifarBatches):
         root: str = "~/data/cifar-10-batches-py"
         image_size: Any = 32  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 10  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
@@ -106,6 +107,7 @@ class Cifar100(_CifarBatches):
         root: str = "~/data/cifar-100-python"
         image_size: Any = 32  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 100  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ class Digits(ArrayImageDataset):
         test_fraction: float = 0.2
         seed: int = 0
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 10  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)

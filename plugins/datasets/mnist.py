@@ -10,7 +10,7 @@ protocols); it is empty by default.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,7 @@ class Mnist(_IdxDataset):
         root: str = "~/data/MNIST"
         image_size: Any = 28  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 10  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
@@ -119,6 +120,7 @@ class FashionMnist(_IdxDataset):
         root: str = "/usr/share/datasets/fashion-mnist"
         image_size: Any = 28  # an int or [H, W]
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 10  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
@@ -148,6 +150,7 @@ class MnistMlxtend(ArrayImageDataset):
         test_fraction: float = 0.2
         seed: int = 0
         novel_classes: list[int] = field(default_factory=list)
+        NUM_CLASSES: ClassVar[int] = 10  # novel_classes are checked against it before any work
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
