@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import BackboneConfig
+from harness.config import BackboneConfig, image_hw
 from harness.errors import ConfigError, UnknownPluginError
 from harness.registry import get_registry
 
@@ -48,20 +48,27 @@ def resolve_backbone(name: str) -> str:
                              hint="any timm model name works too: harness list backbones 'resnet*'")
 
 
-def load_weights(model: nn.Module, timm_name: str, pretrained: str) -> None:
-    """Fill ``model`` from the weight source named ``pretrained`` (hook ``harness_weight_sources``), or
-    from a checkpoint file through the source named ``checkpoint``."""
+def weight_source(pretrained: str) -> str | None:
+    """The weight source that serves ``backbone.pretrained``: the source of that name (hook
+    ``harness_weight_sources``), ``checkpoint`` for the path of an existing file, or None."""
     from pathlib import Path
 
     sources = get_registry().specs("weights")
     if pretrained in sources:
-        loader = sources[pretrained].load()
-    elif Path(pretrained).expanduser().is_file() and "checkpoint" in sources:
-        loader = sources["checkpoint"].load()
-    else:
+        return pretrained
+    if Path(pretrained).expanduser().is_file() and "checkpoint" in sources:
+        return "checkpoint"
+    return None
+
+
+def load_weights(model: nn.Module, timm_name: str, pretrained: str) -> None:
+    """Fill ``model`` from the weight source that serves ``pretrained`` (:func:`weight_source`)."""
+    sources = get_registry().specs("weights")
+    source = weight_source(pretrained)
+    if source is None:
         raise UnknownPluginError("weight source", pretrained, [s for s in sources if s != "checkpoint"],
                                  hint="or the path of an existing checkpoint file (harness list weights)")
-    loader(model, timm_name, pretrained)
+    sources[source].load()(model, timm_name, pretrained)
 
 
 def input_size(cfg: Any, dataset_size: tuple[int, int]) -> tuple[int, int]:
@@ -69,10 +76,7 @@ def input_size(cfg: Any, dataset_size: tuple[int, int]) -> tuple[int, int]:
     size = cfg.get("img_size") if hasattr(cfg, "get") else None
     if size is None:
         return tuple(dataset_size)
-    size = [size, size] if isinstance(size, int) else list(size)
-    if len(size) != 2 or min(size) < 1:
-        raise ConfigError(f"backbone.img_size must be null, an int or [H, W], got {size}")
-    return int(size[0]), int(size[1])
+    return image_hw(size, key="backbone.img_size")
 
 
 def _stem_conv(model: nn.Module) -> nn.Conv2d | None:

@@ -60,12 +60,12 @@ def cmd_list(argv: list[str]) -> int:
     kinds = [_kind(args.kind)] if args.kind else list(ALL_KINDS)
     for kind in kinds:
         rows = [[s.name, s.dist, s.summary] for s in registry.list(kind, args.pattern)]
-        print(f"{kind if kind == 'weights' else kind + 's'}:")
+        title = kind if kind == "weights" else kind + "s"
+        print(f"{title}:")
         if rows:
             print(tabulate(rows, headers=["name", "distribution", "summary"], tablefmt="simple"))
         elif kind != "backbone":
-            print(f"  (none matches {args.pattern!r}; `harness list {kind if kind == 'weights' else kind + 's'}` "
-                  "shows them all)")
+            print(f"  (none matches {args.pattern!r}; `harness list {title}` shows them all)")
         if kind == "backbone" and args.pattern != "*":
             import timm
 
@@ -169,13 +169,13 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(hydra_usage(command))
         return 0
-    if "--cfg" in argv:
-        if multirun:
-            raise HarnessError("--cfg prints one cell's config: use `harness run KEY=VALUE ... --cfg`")
-        return _print_cell_config([a for a in argv if a not in ("--cfg", "job")])
+    if "--cfg" in argv and multirun:
+        raise HarnessError("--cfg prints one cell's config: use `harness run KEY=VALUE ... --cfg`")
     yes = "--yes" in argv
     argv = [a for a in argv if a != "--yes"]
     try:
+        if "--cfg" in argv:
+            return _print_cell_config([a for a in argv if a not in ("--cfg", "job")])
         with _terminate_as_interrupt():
             failed = launch(argv, multirun=multirun, yes=yes)
     except OverrideParseException as exc:
@@ -218,17 +218,11 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _print_cell_config(argv: list[str]) -> int:
     """``harness run [KEY=VALUE ...] --cfg``: the cell's composed, checked config with every key, as YAML;
     nothing runs (Hydra's ``--cfg job``; ``job`` is accepted)."""
-    from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
 
     from harness.sweep import compose
 
-    try:
-        config = compose(argv)
-    except OverrideParseException as exc:
-        raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
-                           "method=poincare_mlr seed=1); see `harness run --help`") from None
-    print(OmegaConf.to_yaml(OmegaConf.create(config)), end="")
+    print(OmegaConf.to_yaml(OmegaConf.create(compose(argv))), end="")
     return 0
 
 

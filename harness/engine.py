@@ -239,7 +239,8 @@ class TrainCheckpoint:
     generators: dict[str, torch.Tensor]
 
     @staticmethod
-    def _tensors(method: Method) -> dict[str, torch.Tensor]:
+    def tensors_of(method: Method) -> dict[str, torch.Tensor]:
+        """Copies of every parameter and buffer of ``method``, keyed ``param:NAME`` / ``buffer:NAME``."""
         out = {f"param:{k}": v.detach().cpu().clone() for k, v in method.named_parameters()}
         out.update({f"buffer:{k}": v.detach().cpu().clone() for k, v in method.named_buffers()})
         return out
@@ -405,7 +406,7 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
         if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done < cfg.epochs:
             TrainCheckpoint(epoch=done, step=step, seen=seen, seconds=before + time.perf_counter() - start,
-                            epoch_loss=epoch_loss, tensors=TrainCheckpoint._tensors(method),
+                            epoch_loss=epoch_loss, tensors=TrainCheckpoint.tensors_of(method),
                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                             rng=json.dumps(rng.bit_generator.state), generators=generators()).save(checkpoint)
             if on_checkpoint is not None:

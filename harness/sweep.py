@@ -471,6 +471,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     """Before any cell runs: every dataset read from a local root is there, and every checkpoint path
     named by ``backbone.pretrained`` is a file. One :class:`ConfigError` lists everything missing, with
     what each needs and where to get it (the dataset loaders' own messages)."""
+    from harness.backbones import weight_source
     from harness.errors import DatasetNotFoundError
     from harness.registry import get_registry
     from harness.run import load_dataset
@@ -489,7 +490,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
             except DatasetNotFoundError as exc:
                 problems[key] = str(exc)
         pretrained = config["backbone"].get("pretrained")
-        if pretrained and pretrained not in sources and not Path(str(pretrained)).expanduser().is_file():
+        if pretrained and weight_source(str(pretrained)) is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)
             problems[f"pretrained:{pretrained}"] = (
                 f"backbone.pretrained={pretrained} is neither a weight source ({', '.join(sorted(sources))}) "
