@@ -260,7 +260,9 @@ class TrainCheckpoint:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
-        except Exception:  # noqa: BLE001 - torn or foreign: start over
+        except Exception as exc:  # noqa: BLE001 - torn or foreign: start over
+            print(f"  the training checkpoint {path} could not be read ({type(exc).__name__}): training starts "
+                  "from the first epoch", file=sys.stderr)
             return None
 
     def restore(self, method: Method) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 import traceback
 from collections import OrderedDict
@@ -250,7 +251,10 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
         try:
             method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
             return json.loads(meta_file.read_text())
-        except Exception:  # noqa: BLE001 - truncated, foreign or stale: train it again
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign or stale: train it again
+            print(f"  the cached model {cache_file} could not be read ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}): training it again",
+                  file=sys.stderr)
             cache_file.unlink(missing_ok=True)
             meta_file.unlink(missing_ok=True)
             return None

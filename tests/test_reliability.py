@@ -153,15 +153,17 @@ def test_bad_result_files_never_break_a_leaderboard(tmp_path):
     assert "| 0.600 ± 1.271 " in rendered["t.md"]  # the two good files still render
 
 
-def test_a_corrupt_model_cache_is_trained_again(tmp_path):
+def test_a_corrupt_model_cache_is_trained_again(tmp_path, capsys):
     import harness.run
 
     first = _run(tmp_path, "task=few_shot")
     model_file = tmp_path / "cache" / "models" / f"{first['model_key']}.pt"
     model_file.write_bytes(model_file.read_bytes()[:100])  # truncated
     harness.run._MODELS.clear()
+    capsys.readouterr()
     again = _run(tmp_path, "task=few_shot", "force=true")
     assert again["status"] == "ok" and not again["timings"]["train_cached"]
+    assert f"the cached model {model_file} could not be read" in capsys.readouterr().err
     assert again["metrics"] == first["metrics"]  # deterministic retraining
 
 

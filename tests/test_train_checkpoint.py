@@ -79,7 +79,7 @@ def test_a_killed_training_resumes_at_its_checkpoint_and_ends_bit_identical(meth
     assert not list((tmp_path / "killed" / "cache" / "models").glob("*.ckpt.pt"))
 
 
-def test_a_torn_checkpoint_is_ignored_and_checkpoint_every_0_writes_none(tmp_path):
+def test_a_torn_checkpoint_is_ignored_and_checkpoint_every_0_writes_none(tmp_path, capsys):
     config = _config(tmp_path, "torn", "euclidean_ce")
     models = tmp_path / "torn" / "cache" / "models"
     models.mkdir(parents=True)
@@ -88,6 +88,8 @@ def test_a_torn_checkpoint_is_ignored_and_checkpoint_every_0_writes_none(tmp_pat
     (model_file,) = (tmp_path / "every0" / "cache" / "models").glob("*[0-9a-f].pt")
     (models / model_file.name).with_suffix(".ckpt.pt").write_bytes(b"torn")
     harness.run._MODELS.clear()
+    capsys.readouterr()
     again = run_cell(config, progress=False)
     assert again["status"] == "ok" and again["training"]["epoch_loss"] == first["training"]["epoch_loss"]
+    assert "could not be read (" in (err := capsys.readouterr().err) and "training starts from the first epoch" in err
     assert not list(models.glob("*.ckpt.pt"))
