@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -215,14 +216,13 @@ def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tens
     fingerprint) so generation runs once per config. Stored with ``torch.save``
     and read back with ``weights_only=True`` (tensors only, no arbitrary pickles).
     """
-    import os
-
     path = cache_root() / kind / f"{key}.pt"
     if path.exists():
         try:
             return torch.load(path, weights_only=True)
-        except Exception:  # a truncated or foreign file: rebuild it
-            pass
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: rebuild it
+            print(f"  the cached {kind} entry {path} could not be read ({type(exc).__name__}): building it again",
+                  file=sys.stderr)
     tensors = build()
     save_tensors(tensors, path)
     return tensors

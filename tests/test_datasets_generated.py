@@ -77,6 +77,19 @@ def test_generation_is_deterministic_and_cached(name, monkeypatch, tmp_path):
     assert not torch.equal(d.load_images(common), a.load_images(common))
 
 
+def test_a_truncated_dataset_cache_is_built_again_and_named(monkeypatch, tmp_path, capsys):
+    _fresh(monkeypatch, tmp_path, "a")
+    a = create("dataset", "synthetic_hierarchy", **SMALL["synthetic_hierarchy"])
+    path = tmp_path / "a" / "datasets" / f"synthetic_hierarchy-{a.fingerprint()}.pt"
+    path.write_bytes(path.read_bytes()[:200])
+    capsys.readouterr()
+    b = create("dataset", "synthetic_hierarchy", **SMALL["synthetic_hierarchy"])
+    assert f"the cached datasets entry {path} could not be read" in capsys.readouterr().err
+    everything = np.arange(len(a))
+    assert torch.equal(a.load_images(everything), b.load_images(everything))
+    assert len(torch.load(path, weights_only=True)) > 0  # rewritten whole
+
+
 # -- glyphs ---------------------------------------------------------------------------------
 def test_glyphs_small_structure():
     cfg = SMALL["glyphs"]
