@@ -76,8 +76,9 @@ def _clustering_space(x: torch.Tensor, distance: Any) -> torch.Tensor:
 
 
 def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, seed: int = 0) -> torch.Tensor:
-    """Cluster ids ``(n,)``: k-means++ seeding (Arthur & Vassilvitskii 2007, scikit-learn's
-    default) then Lloyd iterations until the assignment stops changing or ``iters`` is
+    """Cluster ids ``(n,)``: k-means++ seeding (Arthur & Vassilvitskii 2007: one D²-weighted draw
+    per centre; scikit-learn's default, "greedy" k-means++, keeps the best of 2 + ⌊ln k⌋ draws) then
+    Lloyd iterations until the assignment stops changing or ``iters`` is
     reached; an empty cluster keeps its previous centroid. Computed in float64."""
     n = len(x)
     if not 1 <= k <= n:
