@@ -88,12 +88,16 @@ class ReidMetrics:
             self.backend == "auto" and isinstance(distmat, torch.Tensor) and distmat.device.type != "cpu")
         if use_torch:
             d = torch.as_tensor(distmat)
-            if not bool(torch.isfinite(d).all()):
-                raise ValueError("distmat contains NaN or inf (check the embeddings)")
+            finite = bool(torch.isfinite(d).all())
+        else:
+            d = distmat.detach().cpu().numpy() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
+            finite = bool(np.isfinite(d).all())
+        if not finite:  # any entry: a NaN ranks arbitrarily, whichever backend and query it falls on
+            raise ValueError("distmat contains NaN or inf (check the embeddings)")
+        if use_torch:
             stats = query_stats_torch(d, *(torch.as_tensor(a, device=d.device) for a in
                                            (q_pids, self.g_pids, q_camids, self.g_camids)))
         else:
-            d = distmat.detach().cpu().numpy() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
             stats = query_stats_numba(d, q_pids, self.g_pids, q_camids, self.g_camids)
         self._stats.append(stats)
 

@@ -100,6 +100,12 @@ def test_bad_input_is_an_error() -> None:
         for backend in ("numba", "torch"):
             with pytest.raises(ValueError, match="NaN or inf"):
                 evaluate_reid(bad, qp, gp, qc, gc, backend=backend)
+    # a query without a true match is skipped by both backends, and its NaN is still an error in both
+    lone = d.copy()
+    lone[np.flatnonzero(~np.isin(qp + 1000, gp))[0]] = np.nan
+    for backend in ("numba", "torch"):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            evaluate_reid(lone, qp + 1000, gp, qc, gc, backend=backend)
     with pytest.raises(ValueError, match="none of the 5 query identities"):
         evaluate_reid(d, qp + 1000, gp, qc, gc)
 
