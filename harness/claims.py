@@ -5,8 +5,13 @@ host, pid, batch-job id and start time. It is released by deleting it. While it
 is held, a daemon thread touches it every :data:`HEARTBEAT` seconds. A claim is
 *stale* when its owner cannot still hold it: on the same host, its pid is gone;
 on another host (a shared file system), its file has not been touched for
-``stale_after`` seconds; or it was taken by the same SLURM job, now requeued
-after a preemption. A stale claim is taken over. Two sweeps on one ``results_dir`` claim each cell before
+``stale_after`` seconds; or it was taken by an earlier run of the same SLURM job,
+now requeued after a preemption (a lower ``SLURM_RESTART_COUNT``; processes of one
+run of a job, such as ``gpu_pool`` workers inside one allocation, are told apart by
+host and pid like any others). A stale claim is taken over: it is first moved
+aside, and kept only if it is still the file judged stale, so two processes that
+both judged it stale cannot both take it. A claim is released only by its owner
+(a token in the file): a process whose claim was taken over deletes nothing. Two sweeps on one ``results_dir`` claim each cell before
 running it, so the second skips cells the first is running; two jobs that need
 one model claim the model's cache entry, so the second waits for the first's
 model instead of training its own.
@@ -19,6 +24,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,14 @@ HEARTBEAT = 30.0
 
 def _batch_job() -> str:
     return os.environ.get("SLURM_JOB_ID", "")
+
+
+def _restart_count() -> int:
+    """How often SLURM requeued this job (``SLURM_RESTART_COUNT``, 0 outside SLURM or on the first run)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -50,6 +64,7 @@ class Claim:
         self.stale_after = stale_after
         self.held = False
         self._stop: threading.Event | None = None
+        self._token = uuid.uuid4().hex
 
     def owner(self) -> dict[str, Any] | None:
         """The current owner's record, or None if unclaimed (or unreadable: being written)."""
@@ -65,8 +80,8 @@ class Claim:
                 return time.time() - self.path.stat().st_mtime > 60
             except OSError:
                 return True
-        if owner.get("job") and owner.get("job") == _batch_job():
-            return True  # our own batch job, requeued after a preemption
+        if owner.get("job") and owner.get("job") == _batch_job() and int(owner.get("restart", 0)) < _restart_count():
+            return True  # an earlier run of our own batch job, requeued after a preemption
         if owner.get("host") == socket.gethostname():
             return not _pid_alive(int(owner.get("pid", -1)))
         try:
@@ -81,18 +96,40 @@ class Claim:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
+                try:
+                    judged = self.path.read_bytes()
+                except OSError:
+                    continue  # released meanwhile
                 if not self.is_stale():
                     return False
-                self.path.unlink(missing_ok=True)  # stale: take it over
+                self._discard(judged)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "job": _batch_job(),
-                           "since": time.time()}, fh)
+                           "restart": _restart_count(), "since": time.time(), "token": self._token}, fh)
             self.held = True
             self._stop = threading.Event()
             threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
             return True
         return False
+
+    def _discard(self, judged: bytes) -> None:
+        """Remove the stale claim file (whose content was ``judged``). It is moved aside first (an
+        atomic rename): if what was moved is not that claim (every claim's record holds its own token),
+        another process took the stale claim over meanwhile, and its fresh claim is put back."""
+        aside = self.path.with_name(f"{self.path.name}.{self._token}.stale")
+        try:
+            os.rename(self.path, aside)
+        except OSError:
+            return  # gone already
+        try:
+            if aside.read_bytes() != judged:
+                try:
+                    os.link(aside, self.path)  # put the fresh claim back, unless a newer one is there
+                except OSError:
+                    pass
+        finally:
+            aside.unlink(missing_ok=True)
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT):
@@ -122,7 +159,9 @@ class Claim:
         if self.held:
             if self._stop is not None:
                 self._stop.set()
-            self.path.unlink(missing_ok=True)
+            owner = self.owner()
+            if owner is not None and owner.get("token") == self._token:  # not taken over meanwhile
+                self.path.unlink(missing_ok=True)
             self.held = False
 
     def __enter__(self) -> Claim:

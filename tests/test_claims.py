@@ -53,13 +53,57 @@ def test_a_half_written_claim_holds_for_a_minute_then_is_taken_over(tmp_path):
 
 def test_a_claim_of_our_own_requeued_slurm_job_is_taken_over(tmp_path, monkeypatch):
     path = tmp_path / "a.claim"
-    _write_owner(path, job="4242")  # fresh, on another host: it would hold for anyone else
+    _write_owner(path, job="4242", restart=0)  # fresh, on another host: it would hold for anyone else
     monkeypatch.setenv("SLURM_JOB_ID", "4243")
     assert not Claim(path).acquire()
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, requeued after a preemption
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert not Claim(path).acquire()  # the same run of the job: another live process of the allocation
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job, requeued after a preemption
     claim = Claim(path)
-    assert claim.acquire() and claim.owner()["job"] == "4242"
+    assert claim.acquire() and claim.owner()["job"] == "4242" and claim.owner()["restart"] == 1
     claim.release()
+
+
+def test_processes_of_one_slurm_allocation_do_not_take_each_others_claims(tmp_path, monkeypatch):
+    # e.g. gpu_pool workers inside one sbatch job: one SLURM_JOB_ID, live pids on one host
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    first = Claim(tmp_path / "a.claim")
+    assert first.acquire()
+    assert not Claim(tmp_path / "a.claim").acquire()
+    first.release()
+    assert not (tmp_path / "a.claim").exists()
+
+
+def test_a_taken_over_claim_is_not_released_by_its_former_owner(tmp_path):
+    path = tmp_path / "a.claim"
+    former = Claim(path, stale_after=300)
+    assert former.acquire()
+    former._stop.set()  # its heartbeat stopped (a hung owner on another host, say)
+    path.write_text(json.dumps({**former.owner(), "host": "another-host"}))
+    _age(path, 301)
+    successor = Claim(path, stale_after=300)
+    assert successor.acquire()
+    former.release()  # must not delete the successor's claim
+    assert path.exists() and successor.owner()["token"] == successor._token
+    assert not Claim(path).acquire()
+    successor.release()
+    assert not path.exists()
+
+
+def test_a_stale_claim_taken_over_meanwhile_is_put_back(tmp_path):
+    # two processes judged the same file stale; the first took it over before the second moved it
+    path = tmp_path / "a.claim"
+    _write_owner(path)
+    judged = path.read_bytes()
+    path.unlink()
+    winner = Claim(path)
+    assert winner.acquire()
+    late = Claim(path)
+    late._discard(judged)
+    assert path.exists() and winner.owner()["token"] == winner._token
+    assert not list(tmp_path.glob("*.stale"))
+    winner.release()
 
 
 def test_a_held_claim_is_touched_by_its_heartbeat(tmp_path, monkeypatch):
