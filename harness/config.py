@@ -142,6 +142,27 @@ RUN_LOCAL_KEYS = ("results_dir", "cache_dir", "device", "force", "retrain", "rer
 RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size", "checkpoint_every")
 
 
+def computed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as far as it decides what a cell computes (what its hash and variant tag read):
+    without :data:`RUN_LOCAL_KEYS` and ``train``'s :data:`RUN_LOCAL_TRAIN_KEYS`, and with the
+    ``READ_OPTIONS`` of the dataset and ``train_dataset`` (``preload``, ``workers``) at their defaults,
+    so that results stored before an option was declared one keep their hash."""
+    core = {k: v for k, v in config.items() if k not in RUN_LOCAL_KEYS}
+    if isinstance(core.get("train"), dict):
+        core["train"] = {k: v for k, v in core["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
+    for node in ("dataset", "train_dataset"):
+        data = core.get(node)
+        if not isinstance(data, dict) or not data.get("name"):
+            continue
+        try:
+            cls = _dataset_class(data["name"])
+        except Exception:  # noqa: BLE001 - a stored result of a plugin not installed here: as stored
+            continue
+        defaults = plugin_defaults(cls)
+        core[node] = {k: (defaults[k] if k in cls.READ_OPTIONS and k in defaults else v) for k, v in data.items()}
+    return core
+
+
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
@@ -332,11 +353,10 @@ def variant_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     import json
 
     skip = set(RUN_LOCAL_KEYS) | {"seed"}
-    mine = _flatten({k: v for k, v in json_ready(config).items() if k not in skip and k != "train_dataset"})
+    config = computed_config(json_ready(config))
+    mine = _flatten({k: v for k, v in config.items() if k not in skip and k != "train_dataset"})
     base = _flatten({k: v for k, v in default_config(config).items() if k not in skip and k != "train_dataset"})
-    diff = {k: v for k, v in sorted(mine.items())
-            if not k.endswith(".name") and k not in {f"train.{t}" for t in RUN_LOCAL_TRAIN_KEYS}
-            and base.get(k, object()) != v}
+    diff = {k: v for k, v in sorted(mine.items()) if not k.endswith(".name") and base.get(k, object()) != v}
     train_ds = config.get("train_dataset")
     if train_ds is not None:
         diff["train_dataset"] = train_ds["name"]

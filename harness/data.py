@@ -84,6 +84,9 @@ class ImageDataset(torch.utils.data.Dataset):
     VERSION: ClassVar[str] = "1"
     #: The dataset gives per-object masks (``image_list_targets(..., masks=True)``).
     instance_masks: ClassVar[bool] = False
+    #: Config keys that change how the data is read, not what it is (``preload``, ``workers``): left
+    #: out of the fingerprint, the result's config hash and its variant tag.
+    READ_OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     @dataclass
     class Config:
@@ -164,6 +167,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def fingerprint(self) -> str:
         """A stable hash of what determines the data: class, version and config."""
         cfg = dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
+        for key in self.READ_OPTIONS:
+            cfg.pop(key, None)
         blob = json.dumps([type(self).__qualname__, self.VERSION, cfg], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.config import RUN_LOCAL_KEYS, RUN_LOCAL_TRAIN_KEYS
+from harness.config import computed_config
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "skipped")
@@ -64,10 +64,9 @@ class ResultSchemaError(ValueError):
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """sha256 of the config with run-local keys removed (key order does not matter)."""
-    core = {k: v for k, v in config.items() if k not in RUN_LOCAL_KEYS}
-    if isinstance(core.get("train"), dict):  # loader workers do not change what is computed
-        core["train"] = {k: v for k, v in core["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
+    """sha256 of :func:`harness.config.computed_config` (run-local keys and the dataset's read options
+    aside; key order does not matter)."""
+    core = computed_config(config)
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -90,3 +90,18 @@ def test_the_api_reference_is_current():
     from harness.apidoc import main
 
     assert main(["--check"]) == 0, "regenerate: python -m harness.apidoc"
+
+
+@pytest.mark.parametrize("read_option", ["dataset.workers=8", "dataset.preload=true", "train.num_workers=3"])
+def test_options_that_change_how_data_is_read_leave_the_hash_and_the_variant_alone(read_option):
+    from harness.config import variant_of
+    from harness.results import config_hash
+
+    base = compose(["dataset=cub200", "task=retrieval"])
+    other = compose(["dataset=cub200", "task=retrieval", read_option])
+    assert other != base
+    assert config_hash(other) == config_hash(base) and variant_of(other) == ("", {})
+    # what the data is, by contrast, is part of both
+    changed = compose(["dataset=cub200", "task=retrieval", "dataset.image_size=64"])
+    assert config_hash(changed) != config_hash(base)
+    assert variant_of(changed)[1] == {"dataset.image_size": 64}

@@ -144,7 +144,6 @@ class FileImageDataset(ImageDataset):
     boxes gives them in those pixels through :meth:`_set_own_targets`.
     """
 
-    #: Config keys that change how the data is read, not what it is (left out of the fingerprint).
     READ_OPTIONS: ClassVar[tuple[str, ...]] = ("preload", "workers")
 
     def _set_contents(self, files: Sequence[Path], *, splits: dict[str, np.ndarray],
