@@ -261,7 +261,8 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
 
 
 REFERENCE_FOOTNOTE = ("° within the 95% interval of the reference row (the untrained network, e.g. "
-                      "random_init, on the same backbone): no learning signal shown on that metric.")
+                      "random_init, on the same backbone and weights, evaluated the same way): no learning signal "
+                      "shown on that metric.")
 SIGNIFICANCE_FOOTNOTE = ("† the best value's lead over the runner-up is not significant: two-sided paired "
                          "t-test over the seeds both rows ran (scipy.stats.ttest_rel), p ≥ 0.05, or fewer than "
                          "2 shared seeds.")
@@ -294,10 +295,12 @@ def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) 
 
 
 def _protocol(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
-    """How a row's cells were evaluated beyond the grid's defaults: their ``task.*`` and ``dataset.*``
-    settings. A row is compared with the reference row evaluated the same way (e.g. the untrained
-    network on the same split), never with one evaluated on other data."""
-    return tuple(sorted((k, repr(v)) for k, v in _diff(results[0]).items() if k.startswith(("task.", "dataset."))))
+    """How a row's cells were evaluated beyond the grid's defaults: their ``task.*``, ``dataset.*`` and
+    ``backbone.*`` settings. A row is compared with the reference row evaluated the same way (e.g. the
+    untrained network on the same split, with the same pretrained weights and input size), never with
+    one evaluated on other data or another network."""
+    return tuple(sorted((k, repr(v)) for k, v in _diff(results[0]).items()
+                        if k.startswith(("task.", "dataset.", "backbone."))))
 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,

@@ -165,6 +165,27 @@ def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
     assert acc["m (task.split=train)"].endswith("0.600 ± 0.025**°")  # tied for best, and marked
 
 
+def test_a_row_is_compared_with_the_reference_on_the_same_weights():
+    def row(method, seed, acc, weights, reference=False):
+        r = _r(method, seed, acc, 1.0)
+        r["reference"] = reference
+        diff = {"backbone.pretrained": weights} if weights else {}
+        r["variant"] = {"diff": diff, "tag": f"v{weights}"}
+        return r
+
+    # the untrained network: 0.20 ± 0.025 from scratch, 0.60 ± 0.025 with pretrained weights; a row is
+    # read against the reference with its own weights (the pretrained reference comes last)
+    results = [row("m", s, v, "") for s, v in enumerate([0.20, 0.21, 0.22])]
+    results += [row("m", s, v, "imagenet") for s, v in enumerate([0.80, 0.81, 0.82])]
+    results += [row("random_init", s, v, weights, True) for weights, base in [("", 0.19), ("imagenet", 0.59)]
+                for s, v in enumerate([base, base + 0.01, base + 0.02])]
+    text = leaderboard.render_task("t", results)
+    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
+           if line.startswith("| ")}
+    assert acc["m (backbone.pretrained=default)"] == "0.210 ± 0.025°"  # no better than the untrained network
+    assert acc["m (backbone.pretrained=imagenet)"] == "**0.810 ± 0.025**"
+
+
 def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
     def r(method, seed, delta, rel, estimator="exact"):
         out = _r(method, seed, 0, 0)
