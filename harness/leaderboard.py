@@ -351,13 +351,37 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
     return tabulate(rows, headers=columns, tablefmt="github", disable_numparse=True)
 
 
+def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every valid result under ``results_dir`` (:func:`~harness.results.iter_results`), except seeds
+    computed under another config than the newest file of their folder (a folder is one row's cell:
+    task, dataset, method, backbone, variant). A variant tag names the settings that differ from the
+    defaults in force when it ran, so a seed left from a sweep under older defaults lands in the same
+    folder as the seeds run since; it is left out with a warning naming it, not pooled into the row."""
+    import warnings
+
+    by_folder: dict[Path, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for path, r in iter_results(results_dir):
+        by_folder[path.parent].append((path, r))
+    out = []
+    for entries in by_folder.values():
+        computed = {path: config_hash({k: v for k, v in r["config"].items() if k != "seed"}) for path, r in entries}
+        newest = max(entries, key=lambda e: (e[0].stat().st_mtime, e[0].name))[0]
+        for path, r in entries:
+            if computed[path] == computed[newest]:
+                out.append(r)
+            else:
+                warnings.warn(f"leaving out {path}: computed under another config than {newest.name} beside it "
+                              "(older defaults?); re-run the sweep to redo it, or delete it", stacklevel=2)
+    return out
+
+
 def render_all(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, str]:
     """``{file name: markdown}`` for every task with results under ``results_dir`` (figures linked
     relative to ``out_dir`` when given)."""
     import os
 
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for _, r in iter_results(results_dir):
+    for r in current_results(results_dir):
         by_task[r["cell"]["task"]].append(r)
     root = None if out_dir is None else Path(os.path.relpath(Path(results_dir).resolve(),
                                                              Path(out_dir).resolve())).as_posix()
@@ -377,7 +401,7 @@ README_END = "<!-- leaderboards:end -->"
 def render_readme_section(results_dir: str | Path) -> str:
     """The README's view of every leaderboard: the tables only, between the two markers."""
     by_task: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for _, r in iter_results(results_dir):
+    for r in current_results(results_dir):
         by_task[r["cell"]["task"]][r["cell"]["dataset"]].append(r)
     lines = [README_START, ""]
     for task, datasets in sorted(by_task.items()):

@@ -118,6 +118,27 @@ def test_readme_section_is_replaced_and_checked(tmp_path, capsys):
     assert "README.md" in capsys.readouterr().err
 
 
+def test_a_seed_computed_under_older_defaults_is_left_out_of_its_row(tmp_path):
+    import os
+    import warnings
+
+    def seed(s, acc, epochs):
+        r = _r("a", s, acc, 1.0)
+        r["config"]["train"] = {"epochs": epochs}
+        return r
+
+    # seeds 0-1 ran under the current defaults (16 epochs); seed 2 is left from a sweep under 8 epochs,
+    # when the same settings made the same (empty) variant tag
+    res = _write(tmp_path, [seed(0, 0.5, 16), seed(1, 0.7, 16), seed(2, 0.1, 8)])
+    stale = next(res.rglob("seed2.json"))
+    os.utime(stale, (0, 0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = leaderboard.render_all(res)["t.md"]
+    assert "| 0.600 ± 1.271 |" in text and "| 2   |" in text  # seeds 0 and 1 only
+    assert any(f"leaving out {stale}" in str(w.message) for w in caught)
+
+
 def test_rows_within_the_reference_interval_are_marked():
     def row(method, seed, acc, reference=False):
         r = _r(method, seed, acc, 1.0)
