@@ -342,7 +342,9 @@ def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: I
     ctx = FinetuneContext(dataset=dataset, protocol=protocol, seed=int(config["seed"]), device=device,
                           cfg=task.cfg, amp_dtype=amp, method=model.method, mean=model.mean, std=model.std,
                           input_size=model.viewer.size, embed_fn=embed_fn)
-    spec = task.finetune(ctx)
+    with torch.random.fork_rng(devices=[]):  # the head's initialisation: the seed's, whatever ran before
+        torch.manual_seed(int(config["seed"]))
+        spec = task.finetune(ctx)
     if spec is None:
         return None, None
     material = {"model": model.key, "task": config["task"], "task_class": type(task).__qualname__,

@@ -106,3 +106,28 @@ def test_the_batches_depend_only_on_the_seed_and_the_iteration(tmp_path):
     spec.batch = lambda i, rng: seen.append(rng.standard_normal()) or original(i, np.random.default_rng([3, i]))
     _run(spec, tmp_path / "m.pt")
     assert seen == [np.random.default_rng([3, i]).standard_normal() for i in range(3)]
+
+
+def test_the_fine_tuned_model_is_initialised_from_the_seed_whatever_ran_before(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.run import _finetune
+
+    heads = []
+
+    class Task:
+        cfg, name, VERSION = None, "t", "1"
+
+        def finetune(self, ctx):
+            heads.append(nn.Linear(4, 2).weight.detach().clone())  # a new head, from the global stream
+            return None
+
+    model = SimpleNamespace(method=None, mean=(0.5,), std=(0.5,), viewer=SimpleNamespace(size=(8, 8)), key="k")
+    config = {"train": {"amp": "off"}, "seed": 3, "task": {"name": "t"}, "cache_dir": str(tmp_path)}
+    for before in (0, 1):  # e.g. a model trained in this process, or one read from the cache
+        torch.manual_seed(before)
+        torch.rand(before * 7 + 1)
+        state = torch.get_rng_state()
+        _finetune(Task(), model, config, None, None, torch.device("cpu"), False, None)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is left as it was
+    assert torch.equal(heads[0], heads[1])
