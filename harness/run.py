@@ -397,6 +397,10 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {claim.owner()}",
                 "timings": {}, "_claimed": True}
     try:
+        prev = finished(path, config)  # another process may have finished it between our check and our claim
+        if prev is not None:
+            prev["_resumed"] = True
+            return prev
         return _run_claimed(config, cell, path, progress)
     finally:
         claim.release()

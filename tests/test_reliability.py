@@ -213,6 +213,27 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     assert not path.with_suffix(".claim").exists()
 
 
+def test_a_cell_finished_elsewhere_while_we_claimed_it_is_not_run_again(tmp_path, monkeypatch):
+    import harness.run
+    from harness.run import run_cell
+
+    config = _compose(tmp_path, "task=few_shot")
+    first = run_cell(config, progress=False)
+    real, calls = harness.run.finished, []
+
+    def finished(path, cfg):  # the first look comes before the other process wrote its result
+        calls.append(path)
+        return None if len(calls) == 1 else real(path, cfg)
+
+    def boom(*_a, **_k):
+        raise AssertionError("ran a cell that was finished")
+
+    monkeypatch.setattr(harness.run, "finished", finished)
+    monkeypatch.setattr(harness.run, "_run_claimed", boom)
+    again = run_cell(config, progress=False)
+    assert again["_resumed"] and again["metrics"] == first["metrics"] and len(calls) == 2
+
+
 # -- every bad input gets a clear answer before work is spent ---------------------------------------------
 @pytest.mark.parametrize("overrides, message", [
     (["task.n_way=1"], "few_shot: n_way must be at least 2, got 1"),
