@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 from typing import Any
@@ -59,6 +60,29 @@ def weight_source(pretrained: str) -> str | None:
     if Path(pretrained).expanduser().is_file() and "checkpoint" in sources:
         return "checkpoint"
     return None
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def weights_digest(pretrained: Any) -> str | None:
+    """sha256 of the checkpoint file ``backbone.pretrained`` names (None for a named weight source or
+    none): a file replaced at the same path gives another model key, and its finished cells run again.
+    Remembered per (path, size, mtime), so a sweep reads each file once."""
+    from pathlib import Path
+
+    if not pretrained or weight_source(str(pretrained)) != "checkpoint":
+        return None
+    path = Path(str(pretrained)).expanduser().resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def load_weights(model: nn.Module, timm_name: str, pretrained: str) -> None:

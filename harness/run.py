@@ -182,6 +182,7 @@ def model_key(config: dict[str, Any], method_cls: type, data: TrainingData) -> s
     import geoopt
     import timm
 
+    from harness.backbones import weights_digest
     from harness.config import RUN_LOCAL_TRAIN_KEYS
 
     train = {k: v for k, v in config["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
@@ -191,6 +192,9 @@ def model_key(config: dict[str, Any], method_cls: type, data: TrainingData) -> s
         "seed": config["seed"], "train": train,
         "versions": [harness.__version__, torch.__version__, timm.__version__, geoopt.__version__],
     }
+    digest = weights_digest(config["backbone"].get("pretrained"))
+    if digest is not None:  # a checkpoint file: its bytes, not only its path
+        material["weights_sha256"] = digest
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -314,6 +318,14 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if prev.get("config_hash") != config_hash(config):
         return None  # the config changed since
+    from harness.backbones import weights_digest
+
+    try:
+        digest = weights_digest(config["backbone"].get("pretrained"))
+    except OSError:
+        digest = None  # unreadable now: the run says so
+    if digest is not None and (prev.get("protocol") or {}).get("weights_sha256") != digest:
+        return None  # the checkpoint file at backbone.pretrained was replaced since
     if prev["status"] == "failed" and config.get("rerun_failed", True):
         return None
     return prev
@@ -431,6 +443,10 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
                               "eval_sizes": {k: int(len(v)) for k, v in sorted(protocol.eval.items())}}
         model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
         result["model_key"], timings["train_s"] = model.key, float(model.stats.get("seconds", 0.0))
+        from harness.backbones import weights_digest
+
+        if (digest := weights_digest(config["backbone"].get("pretrained"))) is not None:
+            result["protocol"]["weights_sha256"] = digest
         result["geometry"] = model.method.geometry.to_json()
         result["reference"] = not type(model.method).TRAINS  # an untrained reference row (random_init)
         result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",

@@ -234,6 +234,36 @@ def test_a_cell_finished_elsewhere_while_we_claimed_it_is_not_run_again(tmp_path
     assert again["_resumed"] and again["metrics"] == first["metrics"] and len(calls) == 2
 
 
+def test_a_checkpoint_replaced_at_the_same_path_runs_its_cells_again(tmp_path):
+    import dataclasses
+
+    import torch
+
+    import harness.run
+    from harness.backbones import build_backbone
+    from harness.config import BackboneConfig
+    from harness.run import run_cell
+
+    path = tmp_path / "weights.pt"
+
+    def save(seed):
+        torch.manual_seed(seed)
+        model, _ = build_backbone(dataclasses.asdict(BackboneConfig(name="conv4_32")), in_chans=3, img_size=(32, 32))
+        torch.save(model.state_dict(), path)
+
+    save(0)
+    config = _compose(tmp_path, "task=retrieval", "method=random_init", f"backbone.pretrained={path}")
+    first = run_cell(config, progress=False)
+    assert first["status"] == "ok" and len(first["protocol"]["weights_sha256"]) == 64
+    assert run_cell(config, progress=False).get("_resumed")  # the same file: finished
+    save(1)  # other weights, same path
+    harness.run._MODELS.clear()
+    again = run_cell(config, progress=False)
+    assert not again.get("_resumed") and again["model_key"] != first["model_key"]
+    assert again["protocol"]["weights_sha256"] != first["protocol"]["weights_sha256"]
+    assert again["metrics"] != first["metrics"]
+
+
 # -- every bad input gets a clear answer before work is spent ---------------------------------------------
 @pytest.mark.parametrize("overrides, message", [
     (["task.n_way=1"], "few_shot: n_way must be at least 2, got 1"),
