@@ -89,29 +89,32 @@ def check_finite_embeddings(emb: torch.Tensor, what: str = "embeddings") -> None
 
 
 class TrainedModel:
-    """A trained method with its viewer (preprocessing) and an embedding cache."""
+    """A trained method with its viewer (preprocessing) and an embedding cache. ``trained_on``: the
+    fingerprint of the dataset it trained on; on any other dataset its logits (over that dataset's
+    classes) are withheld (``Embedded.logits`` is None), so no task reads them as this one's classes."""
 
     def __init__(self, method: Any, viewer: engine.Viewer, key: str, stats: dict[str, Any],
-                 mean: tuple, std: tuple) -> None:
+                 mean: tuple, std: tuple, trained_on: str | None = None) -> None:
         self.method, self.viewer, self.key, self.stats = method, viewer, key, stats
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.trained_on = mean, std, trained_on
         self._embedded: dict[str, Embedded] = {}
 
     def embedder(self, dataset: ImageDataset, device: torch.device, tcfg: TrainConfig):
         amp = engine.autocast_dtype(device, tcfg.amp)
+        own_classes = self.trained_on is None or self.trained_on == dataset.fingerprint()
+
+        def embedded(e: torch.Tensor, f: torch.Tensor, lg: torch.Tensor | None) -> Embedded:
+            check_finite_embeddings(e)
+            return Embedded(e, f, lg if own_classes else None)
 
         def embed(what: np.ndarray | torch.Tensor) -> Embedded:
             if isinstance(what, torch.Tensor):  # outside images: not cached
-                e, f, lg = engine.embed_arrays(self.method, dataset, None, self.viewer, device, amp,
-                                               tcfg.embed_batch_size, images=what)
-                check_finite_embeddings(e)
-                return Embedded(e, f, lg)
+                return embedded(*engine.embed_arrays(self.method, dataset, None, self.viewer, device, amp,
+                                                     tcfg.embed_batch_size, images=what))
             key = f"{dataset.fingerprint()}:{hash_indices(what)}"
             if key not in self._embedded:
-                e, f, lg = engine.embed_arrays(self.method, dataset, what, self.viewer, device, amp,
-                                               tcfg.embed_batch_size, tcfg.num_workers)
-                check_finite_embeddings(e)
-                self._embedded[key] = Embedded(e, f, lg)
+                self._embedded[key] = embedded(*engine.embed_arrays(self.method, dataset, what, self.viewer, device,
+                                                                    amp, tcfg.embed_batch_size, tcfg.num_workers))
             return self._embedded[key]
 
         return embed
@@ -243,7 +246,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     method = method_cls(make_config(method_cls, config["method"]), backbone, info)
     mean, std = _norm_stats(source, backbone, bool(config["backbone"].get("pretrained")))
     viewer = engine.Viewer(mean, std, size, device, generator=torch.Generator().manual_seed(seed))
-    model = TrainedModel(method, viewer, key, {}, mean, std)
+    model = TrainedModel(method, viewer, key, {}, mean, std, trained_on=source.fingerprint())
     embed_train = model.embedder(source, device, tcfg)
 
     cache_file = Path(config["cache_dir"]).expanduser() / "models" / f"{key}.pt"

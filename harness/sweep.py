@@ -405,6 +405,9 @@ def _format_compose_error(exc: BaseException) -> str:
         return (f"{key or first}: this setting needs a value that only you can give (e.g. a checkpoint "
                 f"path); add {key or 'KEY'}=... on the command line (the grid's setting file says what)")
     if "To append to your config use" in str(exc) or type(cause).__name__ == "ConfigAttributeError":
+        if str(key or "").startswith("train_dataset."):
+            return (f"{str(exc).splitlines()[0]} (train_dataset takes its dataset's options in one mapping: "
+                    "train_dataset='{name: scenes, n_images: 800}')")
         return f"{str(exc).splitlines()[0]} (that key is not in the schema: check its spelling; " \
                "`harness run --cfg` prints every key)"
     return f"{key}: {first}" if key else first

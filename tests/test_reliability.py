@@ -264,6 +264,24 @@ def test_a_checkpoint_replaced_at_the_same_path_runs_its_cells_again(tmp_path):
     assert again["metrics"] != first["metrics"]
 
 
+def test_a_classifier_trained_on_another_dataset_is_not_read_as_this_ones(tmp_path):
+    from harness.run import run_cell
+
+    # the same generator with another seed: 6 training classes both, but other images for each id
+    other = ("train_dataset={name: synthetic_hierarchy, seed: 1, n_coarse: 3, fine_per_coarse: 4, "
+             "novel_per_coarse: 2, images_per_class: 24, image_size: 16}")
+    own = run_cell(_compose(tmp_path, "task=hierarchy", "method=euclidean_ce"), progress=False)
+    assert own["details"]["top1/predictor"].startswith("the method's classifier")
+    moved = run_cell(_compose(tmp_path, "task=hierarchy", "method=euclidean_ce", other), progress=False)
+    assert moved["status"] == "ok"
+    assert moved["details"]["top1/predictor"].startswith("nearest class prototype")
+
+
+def test_a_train_dataset_option_alone_says_how_to_give_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"train_dataset takes its dataset's options in one mapping"):
+        _compose(tmp_path, "train_dataset=scenes", "train_dataset.n_images=800")
+
+
 # -- every bad input gets a clear answer before work is spent ---------------------------------------------
 @pytest.mark.parametrize("overrides, message", [
     (["task.n_way=1"], "few_shot: n_way must be at least 2, got 1"),
