@@ -123,6 +123,9 @@ class ImageDataset(torch.utils.data.Dataset):
         area in pixels — its mask's where the dataset has masks, as COCO's
         ``area`` field, else the box's); with ``masks=True`` also ``masks``
         (bool (k, H_i, W_i), one per box row), for datasets with ``instance_masks``.
+        An optional ``ignore`` (bool (k,)) marks objects the benchmark's evaluation ignores
+        (COCO's crowd regions, VOC's difficult objects): detection training leaves them out and
+        its evaluation neither rewards nor penalises detections on them (COCO's ``iscrowd``).
         Default: the ``boxes`` annotation (the images are the fixed-size ones).
         """
         from harness.errors import Incompatible

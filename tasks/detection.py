@@ -15,7 +15,10 @@ in those pixels (``dataset.image_list_targets``); the detector resizes them
 ``batch_size`` images drawn without replacement by the core's per-iteration
 generator, each flipped horizontally with probability ½ (``flip``), the
 ``min_size`` of a multi-scale list drawn by the same generator. Images without
-objects are kept as negatives (torchvision's R-CNNs take empty targets).
+objects are kept as negatives (torchvision's R-CNNs take empty targets); objects
+the dataset flags ``ignore`` (COCO crowd regions, VOC difficult objects) are left
+out of training and scored as COCOeval's ``iscrowd`` regions (neither hits nor
+false positives).
 Boxes more than 1 px outside their image, boxes of zero width or height and
 class ids outside the dataset's box classes are errors naming the image; boxes
 within 1 px of the border are clipped to it (as Detectron2 does).
@@ -117,11 +120,13 @@ class DetectionBatches:
         out_images, targets = [], []
         for i, image, t, flip in zip(idx, images, found, flips):
             hw = (int(image.shape[-2]), int(image.shape[-1]))
-            b = check_boxes(t["boxes"], hw, self.num_classes, f"training image {int(i)}")
+            keep = ~np.asarray(t.get("ignore", np.zeros(len(t["boxes"]), dtype=bool)), dtype=bool)
+            b = check_boxes(np.asarray(t["boxes"]).reshape(-1, 5)[keep], hw, self.num_classes,
+                            f"training image {int(i)}")  # crowd / difficult objects are not trained on
             x = to_float_image(image)
             target = {"boxes": torch.from_numpy(b[:, :4].copy()), "labels": torch.from_numpy(b[:, 4]).long() + 1}
             if self.masks:
-                target["masks"] = torch.as_tensor(t["masks"]).to(torch.uint8)
+                target["masks"] = torch.as_tensor(t["masks"])[torch.from_numpy(keep)].to(torch.uint8)
             if flip:
                 x = x.flip(-1)
                 boxes = target["boxes"]
@@ -153,14 +158,18 @@ def detection_ground_truth(image_ids: list[int], sizes: list[tuple[int, int]], t
                            class_names: list[str], *, masks: bool = False) -> dict:
     """The COCO ground-truth dict of images ``image_ids`` of ``sizes`` (h, w) and their ``targets``
     (``image_list_targets``): category id = class + 1, ``area`` from the target, ``segmentation``
-    the mask's RLE when ``masks``."""
+    the mask's RLE when ``masks``, ``iscrowd`` = the target's ``ignore`` (COCOeval's one way to
+    ignore an object: a detection matched to it is neither a hit nor a false positive; for VOC's
+    difficult objects it matches by intersection over the detection's area, not IoU)."""
     images, annotations = [], []
     for image_id, (h, w), t in zip(image_ids, sizes, targets):
         images.append({"id": int(image_id), "width": int(w), "height": int(h)})
         rles = _encode_masks(t["masks"]) if masks else None
-        for k, (x1, y1, x2, y2, cls) in enumerate(np.asarray(t["boxes"], dtype=np.float64).reshape(-1, 5)):
+        boxes = np.asarray(t["boxes"], dtype=np.float64).reshape(-1, 5)
+        ignore = np.asarray(t.get("ignore", np.zeros(len(boxes), dtype=bool)), dtype=bool)
+        for k, (x1, y1, x2, y2, cls) in enumerate(boxes):
             ann = {"id": len(annotations) + 1, "image_id": int(image_id), "category_id": int(cls) + 1,
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(t["area"][k]), "iscrowd": 0}
+                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(t["area"][k]), "iscrowd": int(ignore[k])}
             if rles is not None:
                 ann["segmentation"] = rles[k]
             annotations.append(ann)

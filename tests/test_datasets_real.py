@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import pickle
 from pathlib import Path
 
@@ -450,17 +451,29 @@ def test_coco(tmp_path):
     for im, v in (("000007.jpg", 70), ("000003.jpg", 30), ("000009.jpg", 90)):
         _img(root / "val2017" / im, v, size=(40, 20))
     ds = create("dataset", "coco", root=str(root), train_set="", image_size=16)
-    # images by id: 3, 7 (9 has no boxes: dropped); categories by id: person 0, car 1
-    assert _values(ds) == [30, 70]
-    assert list(ds.split("test")) == [0, 1] and "train" not in ds.splits
+    # images by id: 3, 7, 9 (the test set keeps 9, without boxes: COCO scores every val image);
+    # categories by id: person 0, car 1
+    assert _values(ds) == [30, 70, 90]
+    assert list(ds.split("test")) == [0, 1, 2] and "train" not in ds.splits
     sx, sy = 16 / 40, 16 / 20
     assert np.allclose(ds.annotations["boxes"][0], [[2 * sx, 4 * sy, 10 * sx, 10 * sy, 0]])
     assert np.allclose(ds.annotations["boxes"][1], [[10 * sx, 5 * sy, 30 * sx, 15 * sy, 1], [0, 0, 5 * sx, 5 * sy, 0]])
-    assert list(ds.annotations["label"]) == [0, 1]  # largest box: person; car
+    assert len(ds.annotations["boxes"][2]) == 0
+    assert list(ds.annotations["label"]) == [0, 1, -1]  # largest box: person; car; none
     assert ds.info.class_names == ["person", "car"] and ds.info.coarse_names == ["person", "vehicle"]
-    assert list(ds.annotations["coarse_label"]) == [0, 1]
-    keep = create("dataset", "coco", root=str(root), train_set="", image_size=16, skip_empty=False)
-    assert len(keep) == 3 and len(keep.annotations["boxes"][2]) == 0 and keep.annotations["label"][2] == -1
+    assert list(ds.annotations["coarse_label"]) == [0, 1, -1]
+    # detection targets at the image's own size: the crowd region comes along, flagged ignore
+    targets = ds.image_list_targets([1, 2])
+    assert np.allclose(targets[0]["boxes"], [[10, 5, 30, 15, 1], [0, 0, 5, 5, 0], [0, 0, 40, 20, 0]])
+    assert list(targets[0]["ignore"]) == [False, False, True] and list(targets[0]["area"]) == [150, 25, 800]
+    assert len(targets[1]["boxes"]) == 0 and len(targets[1]["ignore"]) == 0
+    # as a training set, images without a (non-crowd) box are dropped (torchvision's / Detectron2's filter)
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+    shutil.copytree(root / "val2017", root / "train2017")
+    both = create("dataset", "coco", root=str(root), image_size=16)
+    assert list(both.split("train")) == [0, 1] and list(both.split("test")) == [2, 3, 4]
+    keep = create("dataset", "coco", root=str(root), image_size=16, skip_empty=False)
+    assert len(keep.split("train")) == 3 and keep.annotations["label"][2] == -1
     with pytest.raises(ConfigError, match="both empty"):
         create("dataset", "coco", root=str(root), train_set="", test_set="")
 
@@ -493,6 +506,11 @@ def test_voc2007(tmp_path):
     assert np.allclose(ds.annotations["boxes"][2], [[10 * sx, 20 * sy, 50 * sx, 40 * sy, car]])
     assert list(ds.annotations["label"]) == [chair, dog, car]  # the all-difficult image keeps its dog label
     assert list(ds.annotations["coarse_label"]) == [3, 1, 2]  # indoor, animal, vehicle
+    # detection targets keep the difficult objects, flagged ignore (VOC's evaluation ignores them)
+    targets = ds.image_list_targets([0, 1, 2])
+    assert np.allclose(targets[0]["boxes"], [[0, 0, 10, 20, chair], [4, 4, 45, 35, person]])
+    assert [list(t["ignore"]) for t in targets] == [[False, True], [True], [False]]
     hard = create("dataset", "voc2007", root=str(root), image_size=[20, 25], use_difficult=True)
     assert np.allclose(hard.annotations["boxes"][0][:, 4], [chair, person])
     assert list(hard.annotations["label"]) == [person, dog, car]
+    assert not any(t["ignore"].any() for t in hard.image_list_targets([0, 1, 2]))

@@ -58,14 +58,16 @@ def test_coco_images_at_their_own_size_with_boxes_in_their_pixels(coco_root):
     # the fixed-size path is unchanged: 16² images, boxes scaled to them
     assert tuple(ds.load_images([0, 1]).shape) == (2, 3, 16, 16)
     assert np.allclose(ds.annotations["boxes"][0], [[2 * 16 / 30, 4 * 16 / 50, 10 * 16 / 30, 10 * 16 / 50, 0]])
-    # own size: image id 3 (30 wide, 50 high) first, then id 7 (40 × 20); crowd dropped; classes by id
+    # own size: image id 3 (30 wide, 50 high) first, then id 7 (40 × 20); the crowd region flagged
+    # ignore; classes by id
     images = ds.load_image_list([0, 1])
     assert [tuple(x.shape) for x in images] == [(3, 50, 30), (3, 20, 40)]
     assert images[0].dtype == torch.uint8 and abs(int(images[1].float().mean()) - 70) <= 2
     t = ds.image_list_targets([0, 1])
-    assert t[0]["boxes"].tolist() == [[2, 4, 10, 10, 0]]
-    assert t[1]["boxes"].tolist() == [[10, 5, 30, 15, 1], [0, 0, 5, 5, 0]]
-    assert t[1]["area"].tolist() == [200.0, 12.5]  # COCO's own area field, not the box's
+    assert t[0]["boxes"].tolist() == [[2, 4, 10, 10, 0]] and t[0]["ignore"].tolist() == [False]
+    assert t[1]["boxes"].tolist() == [[10, 5, 30, 15, 1], [0, 0, 5, 5, 0], [0, 0, 40, 20, 0]]
+    assert t[1]["ignore"].tolist() == [False, False, True]
+    assert t[1]["area"].tolist() == [200.0, 12.5, 800.0]  # COCO's own area field, not the box's
     assert ds.instance_masks
 
 
@@ -73,7 +75,8 @@ def test_coco_masks_from_rle_and_polygons(coco_root):
     root, data = coco_root
     ds = create("dataset", "coco", root=str(root), train_set="", image_size=16)
     t = ds.image_list_targets([0, 1], masks=True)
-    assert t[0]["masks"].shape == (1, 50, 30) and t[1]["masks"].shape == (2, 20, 40)
+    assert t[0]["masks"].shape == (1, 50, 30) and t[1]["masks"].shape == (3, 20, 40)
+    assert t[1]["masks"][2].all()  # the crowd region's polygon covers its whole image
     expected_blob = np.zeros((20, 40), bool)
     expected_blob[5:15, 10:30] = True
     assert np.array_equal(t[1]["masks"][0].numpy(), expected_blob)  # the RLE, decoded

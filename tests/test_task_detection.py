@@ -174,6 +174,42 @@ def test_batches_are_deterministic_and_flips_move_boxes_with_pixels(scenes):
     assert found_flip
 
 
+def test_ignored_objects_are_not_trained_on(scenes):
+    # a dataset whose first object of each image is flagged ignore (COCO crowd, VOC difficult)
+    def targets(idx, masks=False):
+        out = scenes.image_list_targets(idx, masks=masks)
+        return [{**t, "ignore": np.arange(len(t["boxes"])) == 0} for t in out]
+
+    flagged = SimpleNamespace(**{k: getattr(scenes, k) for k in ("name", "object_names", "load_image_list",
+                                                                  "annotations")}, image_list_targets=targets)
+    task = Detection(Detection.Config(detector="mask_rcnn", batch_size=4, flip=False))
+    plain, ignored = task.batches(scenes, scenes.split("train")), task.batches(flagged, scenes.split("train"))
+    a, b = plain(0, np.random.default_rng(0)), ignored(0, np.random.default_rng(0))
+    for full, kept in zip(a.targets, b.targets):
+        assert torch.equal(kept["boxes"], full["boxes"][1:]) and torch.equal(kept["labels"], full["labels"][1:])
+        assert torch.equal(kept["masks"], full["masks"][1:])
+
+
+def test_a_detection_on_an_ignored_object_is_neither_a_hit_nor_a_false_positive():
+    boxes = np.array([[10, 10, 30, 30, 0], [50, 50, 90, 90, 0]], np.float32)
+    area = np.array([400.0, 1600.0])
+
+    def gt(ignore):
+        return detection_ground_truth([1], [(100, 100)], [{"boxes": boxes, "area": area, "ignore": ignore}], ["a"])
+
+    def det(box, score):
+        return {"image_id": 1, "category_id": 1, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                "score": score}
+
+    on_ignored_first = [det(boxes[1], 0.9), det(boxes[0], 0.8)]
+    assert gt([False, True])["annotations"][1]["iscrowd"] == 1
+    assert coco_box_ap(gt([False, True]), on_ignored_first)["AP"] == 1.0
+    assert coco_box_ap(gt([False, True]), [det(boxes[0], 0.8)])["AP"] == 1.0  # missing it is no miss either
+    # the object dropped instead (the old treatment): the same detection is a false positive ranked first
+    dropped = detection_ground_truth([1], [(100, 100)], [{"boxes": boxes[:1], "area": area[:1]}], ["a"])
+    assert coco_box_ap(dropped, on_ignored_first)["AP"] == pytest.approx(0.5, abs=1e-12)
+
+
 def test_check_boxes_errors_and_clipping():
     ok = check_boxes(np.array([[-0.5, 0, 10, 64.5, 2]]), (64, 64), 3, "image 0")
     assert ok.tolist() == [[0, 0, 10, 64, 2]]

@@ -162,6 +162,7 @@ class FileImageDataset(ImageDataset):
         self._own_boxes: np.ndarray | None = None
         self._own_areas: list[np.ndarray] | None = None
         self._segmentations: list[list[Any]] | None = None
+        self._ignore: list[np.ndarray] | None = None
         if getattr(self.cfg, "preload", False):
             self.preload()
 
@@ -211,16 +212,18 @@ class FileImageDataset(ImageDataset):
     # -- images at their own size (detection) ---------------------------------------------
     def _set_own_targets(self, boxes: Sequence[np.ndarray], *, sizes: Sequence[tuple[int, int]],
                          areas: Sequence[np.ndarray] | None = None,
-                         segmentations: Sequence[list[Any]] | None = None) -> None:
+                         segmentations: Sequence[list[Any]] | None = None,
+                         ignore: Sequence[np.ndarray] | None = None) -> None:
         """Per image, its boxes (``x1 y1 x2 y2 class``) in the file's own pixels, its (height, width)
-        as the annotation file gives it, optionally each object's area and its COCO
-        ``segmentation`` (polygons or RLE), one per box row."""
+        as the annotation file gives it, optionally each object's area, its COCO
+        ``segmentation`` (polygons or RLE) and whether the evaluation ignores it, one per box row."""
         from harness.plugins.datasets._boxes import object_array
 
         self._own_boxes = object_array(boxes)
         self._own_hw = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
         self._own_areas = None if areas is None else [np.asarray(a, dtype=np.float64) for a in areas]
         self._segmentations = None if segmentations is None else [list(s) for s in segmentations]
+        self._ignore = None if ignore is None else [np.asarray(g, dtype=bool).reshape(-1) for g in ignore]
 
     @property
     def instance_masks(self) -> bool:  # type: ignore[override]
@@ -249,7 +252,9 @@ class FileImageDataset(ImageDataset):
             b = self._own_boxes[i]
             area = (self._own_areas[i] if self._own_areas is not None
                     else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float64))
-            target: dict[str, Any] = {"boxes": b, "area": area}
+            target: dict[str, Any] = {"boxes": b, "area": area,
+                                      "ignore": (self._ignore[i] if self._ignore is not None
+                                                 else np.zeros(len(b), dtype=bool))}
             if masks:
                 assert self._segmentations is not None
                 h, w = (int(v) for v in self._own_hw[i])

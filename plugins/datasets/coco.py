@@ -7,14 +7,19 @@
 ``train`` = ``train_set`` (train2017), ``test`` = ``test_set`` (val2017: COCO's
 held-out set with public annotations); either may be "" to leave it out.
 Images are resized to ``image_size`` and ``boxes`` scaled with them (see
-:mod:`._boxes`); crowd boxes are dropped, category ids are renumbered
+:mod:`._boxes`); crowd boxes are left out of ``boxes``, category ids are renumbered
 contiguously (0..79 in id order). ``label`` is the class of the largest box
-(an image-level label for linear probes), ``coarse_label`` its COCO
-supercategory. Images without boxes are dropped when ``skip_empty``.
+(an image-level label for linear probes; −1 for an image without one), ``coarse_label``
+its COCO supercategory (−1 likewise). With ``skip_empty``, training images without a
+(non-crowd) box are dropped, as torchvision's and Detectron2's COCO training do; the
+test set keeps every image, as COCO's evaluation scores all of val2017 (detections on
+an image without objects are false positives).
 
 For detection, ``load_image_list`` gives each image at its own size and
 ``image_list_targets`` its boxes in those pixels, with COCO's ``area`` and
-masks rasterised from the ``segmentation`` polygons / RLE.
+masks rasterised from the ``segmentation`` polygons / RLE; crowd regions come with
+them, flagged ``ignore``: training leaves them out, the evaluation ignores
+detections on them (COCO's ``iscrowd``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileIm
 class Coco(FileImageDataset):
     """MS-COCO instances (boxes of 80 categories)."""
 
-    VERSION = "1"
+    VERSION = "2"  # 2: the test set keeps images without objects; crowd regions come as ignored targets
 
     @dataclass
     class Config:
@@ -44,7 +49,7 @@ class Coco(FileImageDataset):
         train_set: str = "train2017"
         test_set: str = "val2017"
         image_size: Any = 256  # an int or [H, W]
-        skip_empty: bool = True
+        skip_empty: bool = True  # drop training images without a (non-crowd) box (the test set keeps all)
         preload: bool = False
         workers: int = 4
 
@@ -60,7 +65,7 @@ class Coco(FileImageDataset):
                          source="https://cocodataset.org/#download (images + annotations_trainval)")
         size = image_hw(c.image_size)
         files, rows, splits = [], [], {}
-        own_rows, own_hw, areas, segms = [], [], [], []
+        own_rows, own_hw, areas, segms, ignore = [], [], [], [], []
         categories: list[dict] | None = None
         for split, s in sets.items():
             data = json.loads((root / "annotations" / f"instances_{s}.json").read_text())
@@ -69,36 +74,36 @@ class Coco(FileImageDataset):
             cat_index = {d["id"]: k for k, d in enumerate(categories)}
             per_image: dict[int, list] = {}
             for a in data["annotations"]:
-                if a.get("iscrowd", 0):
-                    continue
                 x, y, w, h = a["bbox"]
                 per_image.setdefault(a["image_id"], []).append(
-                    ([x, y, x + w, y + h, cat_index[a["category_id"]]], a.get("area", w * h), a.get("segmentation")))
+                    ([x, y, x + w, y + h, cat_index[a["category_id"]]], a.get("area", w * h), a.get("segmentation"),
+                     bool(a.get("iscrowd", 0))))
             start = len(files)
             for im in sorted(data["images"], key=lambda d: d["id"]):
                 objects = per_image.get(im["id"], [])
                 found = np.asarray([o[0] for o in objects], dtype=np.float32).reshape(-1, 5)
-                if c.skip_empty and len(found) == 0:
+                crowd = np.asarray([o[3] for o in objects], dtype=bool)
+                if c.skip_empty and split == "train" and not (~crowd).any():
                     continue
                 files.append(root / s / im["file_name"])
-                rows.append(scale_boxes(found, (im["width"], im["height"]), size))
+                rows.append(scale_boxes(found[~crowd], (im["width"], im["height"]), size))
                 own_rows.append(found)
                 own_hw.append((im["height"], im["width"]))
                 areas.append(np.asarray([o[1] for o in objects], dtype=np.float64))
                 segms.append([o[2] for o in objects])
+                ignore.append(crowd)
             splits[split] = np.arange(start, len(files))
         assert categories is not None
         supers = sorted({d["supercategory"] for d in categories})
         super_of = np.array([supers.index(d["supercategory"]) for d in categories], dtype=np.int64)
         boxes = object_array(rows)
         label = np.array([largest_box_label(b) for b in boxes], dtype=np.int64)
-        annotations = {"label": label, "boxes": boxes}
-        if (label >= 0).all():
-            annotations["coarse_label"] = super_of[label]
+        annotations = {"label": label, "boxes": boxes, "coarse_label": np.where(label >= 0, super_of[label], -1)}
         self._set_contents(
             files, splits=splits, annotations=annotations, class_names=[d["name"] for d in categories],
             coarse_names=supers, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="annotations CC BY 4.0; images under their Flickr terms",
             citation="T.-Y. Lin et al. Microsoft COCO: common objects in context. ECCV 2014.")
         has_masks = all(g is not None for per in segms for g in per)
-        self._set_own_targets(own_rows, sizes=own_hw, areas=areas, segmentations=segms if has_masks else None)
+        self._set_own_targets(own_rows, sizes=own_hw, areas=areas, segmentations=segms if has_masks else None,
+                              ignore=ignore)

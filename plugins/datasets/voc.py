@@ -10,11 +10,14 @@ it out). Boxes become pixel-edge coordinates as in Detectron2's
 ``pascal_voc.py`` (``x1 = xmin − 1``, ``y1 = ymin − 1``, ``x2 = xmax``,
 ``y2 = ymax``) and are scaled with the resized image (``load_image_list`` /
 ``image_list_targets`` give the images at their own size with the unscaled
-boxes, for detection); ``difficult`` objects are
-dropped unless ``use_difficult``. ``label`` is the class of the largest box (of
-the difficult ones where an image has nothing else);
-``coarse_label`` its group in the VOC challenge's own grouping (person,
-animal, vehicle, indoor).
+boxes, for detection); ``difficult`` objects are left out of ``boxes`` unless
+``use_difficult``, and come with the detection targets flagged ``ignore``: the
+VOC evaluation ignores them, so detections on them are neither hits nor false
+positives, and detection training leaves them out (Detectron2 trains on them:
+``use_difficult=true`` makes them ordinary objects everywhere). ``label`` is the
+class of the largest box (of the difficult ones where an image has nothing else;
+−1 for an image without objects); ``coarse_label`` its group in the VOC
+challenge's own grouping (person, animal, vehicle, indoor).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def parse_voc_xml(path: Path) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
 class Voc2007(FileImageDataset):
     """PASCAL VOC 2007: 9,963 images with boxes of 20 classes."""
 
-    VERSION = "1"
+    VERSION = "2"  # 2: difficult objects come with the detection targets, flagged ignore
 
     @dataclass
     class Config:
@@ -83,27 +86,31 @@ class Voc2007(FileImageDataset):
                          source="http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval + VOCtest tars)")
         size = image_hw(c.image_size)
         files, rows, labels, splits = [], [], [], {}
-        own_rows, own_hw = [], []
+        own_rows, own_hw, ignore = [], [], []
         for split, s in sets.items():
             ids = [line.strip() for line in (root / "ImageSets/Main" / f"{s}.txt").read_text().splitlines()
                    if line.strip()]
             start = len(files)
             for image_id in ids:
                 wh, found, difficult = parse_voc_xml(root / "Annotations" / f"{image_id}.xml")
-                kept = found if c.use_difficult else found[~difficult]
+                if c.use_difficult:
+                    difficult = np.zeros_like(difficult)
+                kept = found[~difficult]
                 files.append(root / "JPEGImages" / f"{image_id}.jpg")
                 rows.append(scale_boxes(kept, wh, size))
-                own_rows.append(kept)
+                own_rows.append(found)
                 own_hw.append((wh[1], wh[0]))
+                ignore.append(difficult)
                 # an image whose objects are all difficult still gets a label (from its difficult boxes)
                 labels.append(largest_box_label(kept if len(kept) else found))
             splits[split] = np.arange(start, len(files))
         boxes = object_array(rows)
         label = np.array(labels, dtype=np.int64)
         self._set_contents(
-            files, splits=splits, annotations={"label": label, "boxes": boxes, "coarse_label": VOC_COARSE[label]},
+            files, splits=splits, annotations={"label": label, "boxes": boxes,
+                                               "coarse_label": np.where(label >= 0, VOC_COARSE[label], -1)},
             class_names=list(VOC_CLASSES), coarse_names=list(VOC_GROUPS), mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="images under Flickr terms; research use",
             citation="M. Everingham, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman. The PASCAL "
                      "Visual Object Classes (VOC) challenge. IJCV 88(2), 2010.")
-        self._set_own_targets(own_rows, sizes=own_hw)
+        self._set_own_targets(own_rows, sizes=own_hw, ignore=ignore)
