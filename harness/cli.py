@@ -187,8 +187,8 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
               "skipped, trained models come from the cache)", file=sys.stderr)
         return 130
     if failed:
-        print(f"harness {command}: {failed} cell(s) failed (their reasons are above "
-              "and in the result files)", file=sys.stderr)
+        print(f"harness {command}: {failed} cell(s) failed (their reasons are above, and in the result "
+              "files of the cells whose config passed its checks)", file=sys.stderr)
         return 1
     return 0
 

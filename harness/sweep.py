@@ -376,10 +376,27 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
     try:
         result = run_cell(config, progress=sys.stderr.isatty())
     except Exception as exc:  # noqa: BLE001 - a config error of this cell: report it, the sweep goes on
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": {}, "timings": {}}
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": _cell_guess(config),
+                  "timings": {}}
     _LAST_RUN["failed"] = int(result.get("status") == "failed")
     report_status(config, result)
     return result
+
+
+def _cell_guess(config: dict[str, Any]) -> dict[str, Any]:
+    """The cell of a config that failed its checks: its identity where it can be read, else the plugin
+    names, the seed and the job's number (a failed cell's status file must not take another's name)."""
+    from harness.run import cell_of
+
+    try:
+        return cell_of(config)
+    except Exception:  # noqa: BLE001 - the config is what failed: name what can be named
+        from hydra.core.hydra_config import HydraConfig
+
+        names = {k: config[k].get("name", "?") if isinstance(config.get(k), dict) else "?"
+                 for k in ("method", "backbone", "dataset", "task")}
+        job = HydraConfig.get().job.num if HydraConfig.initialized() else "?"
+        return {**names, "seed": config.get("seed", "?"), "variant": f"job{job}"}
 
 
 def report_status(config: dict[str, Any], result: dict[str, Any]) -> None:

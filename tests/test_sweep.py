@@ -111,6 +111,20 @@ def test_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path):
     assert "1 cell(s) failed" in proc.stderr
 
 
+def test_cells_whose_combined_settings_fail_their_checks_are_each_counted(tmp_path):
+    # warmup_epochs=2 with epochs=1 is refused by the cell's own checks, after the sweep started
+    args = ["sweep", "launcher=gpu_pool", "method=random_init", "task=retrieval", "dataset=synthetic_hierarchy",
+            "backbone=conv4_32", "train_dataset=null", "seed=0", "train.epochs=5,1", "train.warmup_epochs=0,2,3",
+            *TINY[:5],
+            f"results_dir={tmp_path / 'res'}", "leaderboard_dir=null"]
+    proc = _harness(args, tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "(2 failed, 4 ok)" in proc.stdout and "2 cell(s) failed" in proc.stderr
+    failed = [line for line in proc.stdout.splitlines() if " failed  " in line]
+    assert len(failed) == 2 and all("random_init/conv4_32/v" in line for line in failed)  # each named
+    assert len({line.split()[2] for line in failed}) == 2
+
+
 def test_nan_loss_fails_the_cell_with_its_step(tmp_path, monkeypatch):
     import torch
 
