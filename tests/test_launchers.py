@@ -157,3 +157,18 @@ def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(comm
     time.sleep(1)
     assert not list(res.rglob("*.claim")) and not list(res.rglob("seed*.json"))
     assert not any(_alive(int(p.name)) for p in marks.glob("[0-9]*[0-9]"))
+
+
+def test_gpu_pool_gives_each_job_one_of_the_gpus_this_process_was_given(monkeypatch):
+    from harness.errors import ConfigError
+    from hydra_plugins.hyperbolic_harness.launchers import physical_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert physical_gpus([0, 1]) == [0, 1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # e.g. a SLURM allocation: cuda:0 is GPU 2
+    assert physical_gpus([0, 1]) == [2, 3] and physical_gpus([1]) == [3]
+    with pytest.raises(ConfigError, match="GPU 2 is not visible here"):
+        physical_gpus([2])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f6c2a1e")
+    with pytest.raises(ConfigError, match="set CUDA_VISIBLE_DEVICES to GPU numbers"):
+        physical_gpus([0])

@@ -35,10 +35,33 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
+def physical_gpus(indices: list[int]) -> list[int]:
+    """The ids a job's ``CUDA_VISIBLE_DEVICES`` must name for this process's devices ``cuda:N``: N itself,
+    or the N-th entry of this process's own ``CUDA_VISIBLE_DEVICES`` (a SLURM allocation, a shared box),
+    so each job gets one of the GPUs this process was given and no other."""
+    from harness.errors import ConfigError
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return indices
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    out = []
+    for g in indices:
+        if not 0 <= g < len(entries):
+            raise ConfigError(f"launcher=gpu_pool: GPU {g} is not visible here (CUDA_VISIBLE_DEVICES={visible!r} "
+                              f"shows {len(entries)}); hydra.launcher.gpus counts from 0 over the visible GPUs")
+        if not entries[g].isdigit():
+            raise ConfigError(f"launcher=gpu_pool: CUDA_VISIBLE_DEVICES={visible!r} names GPU {g} as "
+                              f"{entries[g]!r}; the jobs' GPUs are passed on by number: set CUDA_VISIBLE_DEVICES "
+                              "to GPU numbers (nvidia-smi -L lists them)")
+        out.append(int(entries[g]))
+    return out
+
+
 @dataclass
 class GpuPoolConf:
     _target_: str = "hydra_plugins.hyperbolic_harness.launchers.GpuPoolLauncher"
-    gpus: Optional[list[int]] = None  # GPU ids to use; null: every visible GPU
+    gpus: Optional[list[int]] = None  # GPU indices as this process sees them (cuda:N); null: every visible GPU
     n_workers: int = 2  # without GPUs: cells run at once as local processes
     timeout_min: int = 24 * 60  # per cell
     poll_s: float = 0.5
@@ -101,7 +124,7 @@ class GpuPoolLauncher(Launcher):
 
             gpus = list(range(torch.cuda.device_count()))
         if gpus:
-            return [int(g) for g in gpus], True
+            return physical_gpus([int(g) for g in gpus]), True
         return [None] * max(1, int(self.params.get("n_workers", 2))), False
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
