@@ -20,6 +20,7 @@ import json
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,18 @@ def _value(metric: dict[str, Any]) -> str:
     return f"{metric['value']:.4f}" + (f" ± {ci:.4f}" if ci is not None else "")
 
 
+def _plain(value: Any) -> str:
+    """A config value as the override grammar writes it: ``null``, ``true``/``false``, else ``str``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def check_exclude_rules(rules: Any) -> list[dict[str, list[str]]]:
-    """``hydra.sweeper.exclude`` as a list of ``{axis: [values]}`` (see the ``harness`` sweeper)."""
+    """``hydra.sweeper.exclude`` as a list of ``{axis: [values]}`` (see the ``harness`` sweeper); values
+    as the override grammar writes them (``null``, ``true``), a leading ``!`` negating."""
     if rules is None:
         return []
     if OmegaConf.is_config(rules):
@@ -52,7 +63,7 @@ def check_exclude_rules(rules: Any) -> list[dict[str, list[str]]]:
     if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
         raise ConfigError("hydra.sweeper.exclude must be a list of non-empty mappings {axis: value or [values]}, "
                           f"e.g. [{{dataset: reid_synthetic, task: '!reid'}}]; got {rules!r}")
-    return [{str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in r.items()} for r in rules]
+    return [{str(k): [_plain(x) for x in (v if isinstance(v, list) else [v])] for k, v in r.items()} for r in rules]
 
 
 def _matches(value: str | None, allowed: list[str]) -> bool:
@@ -64,13 +75,35 @@ def _matches(value: str | None, allowed: list[str]) -> bool:
     return value in allowed
 
 
-def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> list[list[str]]:
-    """The jobs (override lists ``key=value``) that match no exclude rule."""
-    def excluded(job: list[str]) -> bool:
-        values = dict(o.split("=", 1) for o in job if "=" in o)
-        return any(all(_matches(values.get(k), v) for k, v in rule.items()) for rule in rules)
+def _override_value(override: str, parser: Any) -> tuple[str, str] | None:
+    """``(key, value)`` of one override as Hydra reads it: ``+``/``++`` prefixes off the key, quotes off
+    a string, ``null`` / booleans in the grammar's spelling."""
+    try:
+        (ov,) = parser.parse_overrides([override])
+        return ov.key_or_group, _plain(ov.value())
+    except Exception:  # noqa: BLE001 - not one plain override: compare it as written
+        if "=" not in override:
+            return None
+        key, value = override.split("=", 1)
+        return key.lstrip("+~"), value
 
-    return [job for job in jobs if not excluded(job)]
+
+def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> list[list[str]]:
+    """The jobs (override lists ``key=value``) that match no exclude rule. A rule key that no job has
+    (a misspelt axis) is named in a warning: such a rule never drops anything."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = {o: _override_value(o, parser) for o in {o for job in jobs for o in job}}
+    values = [dict(kv for o in job if (kv := parsed[o]) is not None) for job in jobs]
+    keys = set().union(*values) if values else set()
+    for rule in rules:
+        unknown = sorted(k for k in rule if k not in keys)
+        if unknown and jobs:
+            warnings.warn(f"hydra.sweeper.exclude rule {rule} names {unknown}, which no cell of this sweep sets "
+                          f"(its keys: {', '.join(sorted(keys))}): the rule drops nothing", stacklevel=2)
+    return [job for job, v in zip(jobs, values)
+            if not any(all(_matches(v.get(k), allowed) for k, allowed in rule.items()) for rule in rules)]
 
 
 def _sweep_params(config: DictConfig | dict[str, Any], task_overrides: list[str]) -> list[list[str]]:

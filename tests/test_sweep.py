@@ -254,9 +254,24 @@ def test_exclude_rules_drop_cells_like_a_ci_matrix():
                                           ["dataset=reid", "task=reid", "seed=0"]]
     # a list of values matches any of them; a rule naming an axis the job lacks never matches
     assert len(drop_excluded(jobs, check_exclude_rules([{"task": ["ood", "reid"]}]))) == 2
-    assert drop_excluded(jobs, check_exclude_rules([{"backbone": "x"}])) == jobs
+    with pytest.warns(UserWarning, match=r"names \['backbone'\], which no cell of this sweep sets"):
+        assert drop_excluded(jobs, check_exclude_rules([{"backbone": "x"}])) == jobs
     with pytest.raises(Exception, match="hydra.sweeper.exclude must be a list of non-empty mappings"):
         check_exclude_rules({"dataset": "reid"})
+
+
+def test_exclude_rules_read_values_as_hydra_does():
+    from harness.sweep import check_exclude_rules, drop_excluded
+
+    jobs = [["train_dataset=null", "task=reid"], ["train_dataset=scenes", "task=reid"],
+            ["++dataset=d2", "task='reid'"], ["dataset=d2", "task=few_shot"], ["plots=true", "task=ood"]]
+    # YAML's null (unquoted) and "null" (quoted) both match the override null
+    for null in (None, "null"):
+        assert drop_excluded(jobs, check_exclude_rules([{"train_dataset": null}])) == jobs[1:]
+    # a forced key (++) and a quoted value are the key and the value Hydra reads
+    assert drop_excluded(jobs, check_exclude_rules([{"dataset": "d2", "task": "!reid"}])) == jobs[:3] + jobs[4:]
+    assert drop_excluded(jobs, check_exclude_rules([{"dataset": "d2", "task": "reid"}])) == jobs[:2] + jobs[3:]
+    assert drop_excluded(jobs, check_exclude_rules([{"plots": True}])) == jobs[:4]  # YAML's true
 
 
 def test_the_default_grid_runs_each_task_on_its_data_only():
