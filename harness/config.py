@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -263,6 +264,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         if key in config and not str(config[key] or "").strip():
             raise ConfigError(f"{key} is empty; give a folder ({key}=PATH): an empty one would be the current "
                               "folder")
+    for key in ("results_dir", "cache_dir", "leaderboard_dir"):  # '~/r' (quoted, so no shell expanded it)
+        if isinstance(config.get(key), str):
+            config[key] = os.path.expanduser(config[key])
     train = TrainConfig(**config["train"])
     train.validate()
     from harness.augment import check_policy

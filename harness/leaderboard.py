@@ -452,9 +452,10 @@ def write_all(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Render and write every leaderboard; return the written paths."""
     from harness.results import atomic_write_text
 
+    results_dir, out_dir = Path(results_dir).expanduser(), Path(out_dir).expanduser()
     written = []
     for name, text in render_all(results_dir, out_dir).items():
-        path = Path(out_dir) / name
+        path = out_dir / name
         atomic_write_text(path, text)
         written.append(path)
     return written

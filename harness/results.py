@@ -81,7 +81,7 @@ def result_path(results_dir: str | Path, cell: dict[str, Any]) -> Path:
     variant = str(cell.get("variant") or "")
     if variant:
         parts.append(check_name("variant", variant))
-    return Path(results_dir).joinpath(*parts) / f"seed{int(cell['seed'])}.json"
+    return Path(results_dir).expanduser().joinpath(*parts) / f"seed{int(cell['seed'])}.json"
 
 
 def _chmod_umask(path: Path) -> None:
@@ -204,7 +204,7 @@ def iter_results(results_dir: str | Path, *, strict: bool = False) -> list[tuple
     import warnings
 
     out = []
-    root = Path(results_dir)
+    root = Path(results_dir).expanduser()
     for path in sorted(root.rglob("*.json")):
         rel = path.relative_to(root).parts
         if any(part.startswith(".") for part in rel) or not path.name.startswith("seed"):

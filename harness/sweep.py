@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import json
+import os
 import sys
 import time
 import uuid
@@ -35,6 +36,11 @@ from harness.specs import KINDS
 
 #: Cells that failed in the last ``launch`` of this process (the CLI's exit status).
 LAST_SWEEP: dict[str, int] = {}
+
+# ``${harness_expanduser:${results_dir}}``: Hydra's own files (hydra.sweep.dir) follow a results_dir given
+# as '~/r' (quoted, so no shell expanded it) to where the cells write, not to a folder named '~'
+if not OmegaConf.has_resolver("harness_expanduser"):
+    OmegaConf.register_new_resolver("harness_expanduser", lambda path: os.path.expanduser(str(path)))
 
 
 def _value(metric: dict[str, Any]) -> str:

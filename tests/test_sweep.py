@@ -125,6 +125,17 @@ def test_cells_whose_combined_settings_fail_their_checks_are_each_counted(tmp_pa
     assert len({line.split()[2] for line in failed}) == 2
 
 
+def test_a_results_dir_under_home_is_one_folder(tmp_path):
+    # quoted, so no shell expands it: the cells, the leaderboard and Hydra's own files all go to $HOME/r
+    args = ["sweep", "method=random_init", "task=retrieval", "dataset=synthetic_hierarchy", "backbone=conv4_32",
+            "train_dataset=null", "seed=0", *TINY[:5], "results_dir='~/r'"]
+    proc = _harness(args, tmp_path, env_extra={"HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    home = tmp_path / "home" / "r"
+    assert len(list(home.rglob("seed0.json"))) == 1 and (home / "leaderboards" / "retrieval.md").is_file()
+    assert (home / ".sweep" / "hydra" / "multirun.yaml").is_file() and not (tmp_path / "~").exists()
+
+
 def test_nan_loss_fails_the_cell_with_its_step(tmp_path, monkeypatch):
     import torch
 
