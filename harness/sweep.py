@@ -170,7 +170,9 @@ class GridProgress:
         elapsed = time.perf_counter() - self.start
         if self.total is not None:
             left = max(self.total - self.done, 0)
-            per_cell = (elapsed / self.done) if running else (self.ran_seconds / self.ran if self.ran else None)
+            # a parallel launcher (it reports running, 0 included): wall time per finished cell
+            per_cell = (elapsed / self.done) if running is not None else (
+                self.ran_seconds / self.ran if self.ran else None)
             eta = format_seconds(left * per_cell) if per_cell else "?"
             pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
         else:
@@ -332,6 +334,7 @@ def prepare(overrides: list[str]) -> list[str]:
     overrides = [_open_mapping_override(_launcher_override(o)) for o in overrides]
     registry = get_registry()
     searchpath = registry.config_searchpath()
+    overrides = [_expand_glob(o, searchpath) for o in overrides]
     timm_backbones: set[str] = set()
     grid_params = [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items()]
     for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides
@@ -354,6 +357,47 @@ def prepare(overrides: list[str]) -> list[str]:
     _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
+
+
+def _group_options(searchpath: list[str], kind: str) -> list[str]:
+    """Every name ``kind=NAME`` accepts: the registered plugins, the group's config files and, for
+    backbones, every timm model."""
+    names = set(get_registry().specs(kind))
+    for entry in searchpath:
+        try:
+            folder = (importlib.resources.files(entry[len("pkg://"):]) if entry.startswith("pkg://")
+                      else Path(entry.removeprefix("file://"))) / kind
+            names |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")}
+        except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+            continue
+    if kind == "backbone":
+        import timm
+
+        names |= set(timm.list_models())
+    return sorted(names)
+
+
+def _expand_glob(override: str, searchpath: list[str]) -> str:
+    """``method=glob(h*,exclude=hack*)`` → ``method=hcl,hcm,…``: Hydra lists a group's options only through
+    its config loader, which a sweep's overrides are checked without; the plugin kinds are expanded here
+    from what they accept, and a glob on any other key says to list the values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    try:
+        (ov,) = OverridesParser.create().parse_overrides([override])
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, with its grammar
+        return override
+    if ov.value_type != ValueType.GLOB_CHOICE_SWEEP:
+        return override
+    key = ov.key_or_group
+    if key not in KINDS:
+        raise ConfigError(f"{override}: glob() expands plugin names ({', '.join(KINDS)}); for {key} list the "
+                          f"values instead ({key}=a,b,c)")
+    matched = ov.value().filter(_group_options(searchpath, key))
+    if not matched:
+        raise ConfigError(f"{override} matches no {key}; `harness list {key}s` lists them")
+    return f"{override.split('=', 1)[0]}={','.join(matched)}"
 
 
 def _appended_choices(searchpath: list[str], overrides: list[str]) -> list[str]:
@@ -570,20 +614,24 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     if launcher and not multirun:
         raise ConfigError(f"{launcher} applies to `harness sweep`; `harness run` runs its one cell in this process. "
                           f"Use `harness sweep {launcher} ...` (e.g. with seed=0 for one cell)")
-    overrides = [_launcher_override(o) for o in overrides]
+    searchpath = get_registry().config_searchpath()
+    overrides = [_expand_glob(_launcher_override(o), searchpath) for o in overrides]
     explicit_grid = any(a.startswith("grid=") for a in overrides)
     if multirun and not explicit_grid:
         overrides = ["grid=default", *overrides]
     args = prepare(overrides)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from harness.run import check_writable
 
-    searchpath = get_registry().config_searchpath()
     if multirun:
         axes, singles = _axes(overrides, searchpath)
         n = 1
         for values in axes.values():
             n *= len(values)
-        if n > LARGE_GRID and not (yes or "allow_large_grid=true" in singles):
+        parser = OverridesParser.create()
+        allowed = ("allow_large_grid", "true") in [_override_value(o, parser) for o in singles]
+        if n > LARGE_GRID and not (yes or allowed):
             raise ConfigError(f"this grid has {n:,} cells (more than {LARGE_GRID:,}); add --yes or "
                               "allow_large_grid=true to run it")
         configs = _compose_axes(overrides, axes, singles)  # types and values of every axis, before anything runs

@@ -432,10 +432,17 @@ def test_an_unwritable_cache_dir_is_found_before_training(command, tmp_path, cap
     assert not list((tmp_path / "res").rglob("seed*.json"))
 
 
-def test_a_grid_above_the_limit_asks_for_yes(capsys):
-    assert main(["sweep", "grid=smoke", "task=few_shot", "method=euclidean_ce", "seed=range(0,10001)"]) == 2
+def test_a_grid_above_the_limit_asks_for_yes(tmp_path, capsys):
+    grid = ["sweep", "grid=smoke", "task=few_shot", "method=euclidean_ce", "seed=range(0,10001)"]
+    assert main(grid) == 2
     assert "this grid has 10,001 cells (more than 10,000); add --yes or allow_large_grid=true" \
         in capsys.readouterr().err
+    blocker = tmp_path / "a_file"  # stops the sweep at the next check, before any cell runs
+    blocker.write_text("")
+    for spelling in ("True",):  # as Hydra reads the value (the check matched the text "true" only)
+        assert main([*grid, f"allow_large_grid={spelling}", f"cache_dir={blocker / 'c'}"]) == 2
+        err = capsys.readouterr().err
+        assert "is not writable" in err and "this grid has" not in err
 
 
 def test_leaderboard_on_a_missing_or_empty_folder_says_so(tmp_path, capsys):

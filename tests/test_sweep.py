@@ -125,6 +125,40 @@ def test_cells_whose_combined_settings_fail_their_checks_are_each_counted(tmp_pa
     assert len({line.split()[2] for line in failed}) == 2
 
 
+def test_glob_expands_plugin_names_and_is_refused_elsewhere():
+    from harness.errors import ConfigError
+    from harness.registry import get_registry
+    from harness.sweep import _expand_glob
+
+    searchpath = get_registry().config_searchpath()
+    assert _expand_glob("method=glob(random*)", searchpath) == "method=random_init"
+    assert _expand_glob("task=glob([ret*,del*])", searchpath) == "task=delta,retrieval"
+    assert _expand_glob("method=glob(hyp*,exclude=*scratch)", searchpath).split("=")[1].split(",") == [
+        "hyp_vit", "hyp_vit_cub", "hyp_vit_dino", "hyp_vit_sphere", "hyperbolic_protonet",
+        "hyperbolic_protonet_cub_1shot", "hyperbolic_protonet_cub_5shot", "hyperbolic_protonet_mini_1shot",
+        "hyperbolic_protonet_mini_5shot"]
+    assert _expand_glob("seed=0,1", searchpath) == "seed=0,1"
+    with pytest.raises(ConfigError, match=r"glob\(\) expands plugin names .* for seed list the values"):
+        _expand_glob("seed=glob(*)", searchpath)
+    with pytest.raises(ConfigError, match="matches no method"):
+        _expand_glob("method=glob(zz*)", searchpath)
+
+
+def test_a_parallel_sweeps_eta_is_wall_time_per_cell_to_its_last_cell(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from harness import sweep
+
+    clock = iter([0.0, 100.0])
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    grid = sweep.GridProgress(4)  # 4 cells of 100 s each on 2 workers: 2 done after 100 s
+    cell = {"task": "t", "dataset": "d", "method": "m", "backbone": "b", "seed": 0}
+    done = SimpleNamespace(return_value={"status": "ok", "cell": cell, "timings": {"total_s": 100.0}})
+    grid.done = 1
+    grid.job_done(done, running=0)  # the other worker is idle now
+    assert capsys.readouterr().out.rstrip().endswith("ETA 1m40s")  # 2 left × 50 s of wall time per cell
+
+
 def test_a_results_dir_under_home_is_one_folder(tmp_path):
     # quoted, so no shell expands it: the cells, the leaderboard and Hydra's own files all go to $HOME/r
     args = ["sweep", "method=random_init", "task=retrieval", "dataset=synthetic_hierarchy", "backbone=conv4_32",
