@@ -331,6 +331,10 @@ def prepare(overrides: list[str]) -> list[str]:
     # an editable install hides the modules from Hydra's package scan: register the classes by hand
     Plugins.instance().register(GpuPoolLauncher)
     Plugins.instance().register(HarnessSweeper)
+    from hydra_plugins.hyperbolic_harness import launchers
+
+    if hasattr(launchers, "HarnessSlurmLauncher"):  # with the `slurm` extra
+        Plugins.instance().register(launchers.HarnessSlurmLauncher)
     overrides = [_open_mapping_override(_launcher_override(o)) for o in overrides]
     registry = get_registry()
     searchpath = registry.config_searchpath()

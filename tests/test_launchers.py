@@ -69,6 +69,24 @@ def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path
     assert again.returncode == 0 and "(4 kept)" in again.stdout, again.stdout + again.stderr
 
 
+def test_a_slurm_job_that_dies_is_a_failed_cell_and_the_sweep_finishes(tmp_path, fake_slurm):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_dist(site, "killer_dist", "killer_mod", KILLER)
+    marker = tmp_path / "kill"
+    marker.write_text("")
+    res = tmp_path / "res"
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=killer", "seed=1,2", "launcher=slurm",
+            "hydra.launcher.gpus_per_node=0", "hydra.launcher.max_num_timeout=0", *TINY, f"results_dir={res}"]
+    env = {**fake_slurm, "PYTHONPATH": str(site), "KILL_MARKER": str(marker)}
+    proc = _harness(args, tmp_path, env_extra=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = {r["cell"]["seed"]: r for _, r in iter_results(res)}
+    assert results[1]["status"] == "ok" and results[2]["status"] == "failed"
+    assert "the job's process died" in results[2]["reason"]
+    assert "(1 failed, 1 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
+
+
 def test_launcher_shortcuts_name_their_extra_when_it_is_missing(monkeypatch):
     import importlib.util
 

@@ -14,8 +14,9 @@ finished cell with the counts done / running / failed and the ETA.
 
 ``slurm`` is hydra-submitit-launcher's SLURM launcher with the harness's
 defaults (one GPU per cell, requeue on preemption, job arrays of at most
-``array_parallelism`` cells at once); results and the model cache must be on a
-file system every node sees.
+``array_parallelism`` cells at once), and a job that dies written as a failed
+cell, as ``gpu_pool`` does; results and the model cache must be on a file
+system every node sees.
 """
 
 from __future__ import annotations
@@ -72,9 +73,32 @@ ConfigStore.instance().store(group="hydra/launcher", name="gpu_pool", node=GpuPo
 
 try:  # the SLURM launcher needs the `slurm` extra (hydra-submitit-launcher)
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    class HarnessSlurmLauncher(SlurmLauncher):
+        """hydra-submitit-launcher's SLURM launcher, except that a job that dies (out of memory, out of
+        requeues after timeouts, a node failure) is written as a ``failed`` result for its cell and the
+        sweep goes on to its summary and leaderboards; the stock launcher re-raised the first such
+        job's error from ``results()`` and the sweep stopped there."""
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            import submitit
+
+            launcher, submit_array = self, submitit.AutoExecutor.map_array
+
+            def map_array(executor: Any, fn: Any, *iterables: Any) -> list[Any]:
+                jobs = submit_array(executor, fn, *iterables)
+                return [_SurvivingJob(launcher, job, list(o)) for job, o in zip(jobs, iterables[0])]
+
+            submitit.AutoExecutor.map_array = map_array  # type: ignore[method-assign]
+            try:
+                return super().launch(job_overrides, initial_job_idx)
+            finally:
+                submitit.AutoExecutor.map_array = submit_array  # type: ignore[method-assign]
 
     @dataclass
     class HarnessSlurmConf(SlurmQueueConf):
+        _target_: str = "hydra_plugins.hyperbolic_harness.launchers.HarnessSlurmLauncher"
         submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
         timeout_min: int = 60  # per cell
         gpus_per_node: Optional[int] = 1
@@ -86,6 +110,27 @@ try:  # the SLURM launcher needs the `slurm` extra (hydra-submitit-launcher)
                                  provider="hyperbolic-harness")
 except ImportError:  # pragma: no cover - without the extra, `launcher=slurm` says what to install
     pass
+
+
+class _SurvivingJob:
+    """A submitted job whose ``results()`` turns the job's death into a failed result for its cell."""
+
+    def __init__(self, launcher: Any, job: Any, overrides: list[str]) -> None:
+        self.launcher, self.job, self.overrides = launcher, job, overrides
+
+    def results(self) -> list[JobReturn]:
+        try:
+            return self.job.results()
+        except Exception as exc:  # noqa: BLE001 - the job died: record its cell as failed
+            return [_died(self.launcher.hydra_context, self.launcher.config, self.overrides, exc)]
+
+
+def _died(hydra_context: Any, config: DictConfig, overrides: list[str], exc: BaseException) -> JobReturn:
+    """The return of a job whose process died: a failed result written for its cell. COMPLETED, because
+    Hydra's sweeper re-raises a FAILED job's exception and stops the sweep."""
+    reason = f"the job's process died ({type(exc).__name__}): " + " ".join(str(exc).split())[:400]
+    result = _write_failed(hydra_context, config, overrides, reason)
+    return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=result)
 
 
 def _group_key(overrides: Sequence[str]) -> tuple[str, ...]:
@@ -183,10 +228,7 @@ class GpuPoolLauncher(Launcher):
         try:
             return job.result()
         except Exception as exc:  # noqa: BLE001 - the process died: record the cell as failed
-            reason = f"the job's process died ({type(exc).__name__}): " + " ".join(str(exc).split())[:400]
-            result = _write_failed(self.hydra_context, self.config, overrides, reason)
-            # COMPLETED with a failed result: Hydra's sweeper re-raises a FAILED job's exception and stops
-            return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=result)
+            return _died(self.hydra_context, self.config, overrides, exc)
 
 
 @contextlib.contextmanager
