@@ -230,9 +230,10 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     method_cls = get_registry().load("method", config["method"]["name"])
     data = training_data(config, dataset, protocol, method_cls)
     key = model_key(config, method_cls, data)
-    if key in _MODELS and not config.get("retrain"):
-        _MODELS.move_to_end(key)
-        return _MODELS[key], True
+    held = f"{key}@{device}"  # a model in memory serves cells on its own device only
+    if held in _MODELS and not config.get("retrain"):
+        _MODELS.move_to_end(held)
+        return _MODELS[held], True
 
     tcfg = TrainConfig(**config["train"])
     seed = int(config["seed"])
@@ -276,7 +277,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
         model.stats = {"seconds": 0.0, "steps": 0, "final_loss": None, "epoch_loss": [], "images_per_s": None,
                        "train_top1": None, "train_top1_kind": "not trained"}
         method.to(device).eval()
-        return _remember(_MODELS, key, model, _KEEP_MODELS), False
+        return _remember(_MODELS, held, model, _KEEP_MODELS), False
 
     claim, meta = claim_or_wait(cache_file.with_suffix(".lock"), cached)
     was_cached = meta is not None
@@ -299,7 +300,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     method.to(device).eval()
     engine.configure_device(method, device, tcfg, viewer)
     model.stats = meta
-    return _remember(_MODELS, key, model, _KEEP_MODELS), was_cached
+    return _remember(_MODELS, held, model, _KEEP_MODELS), was_cached
 
 
 def cell_of(config: dict[str, Any]) -> dict[str, Any]:

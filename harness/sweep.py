@@ -457,8 +457,10 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
 
     config = OmegaConf.to_container(cfg, resolve=True)
     gpus = torch.cuda.device_count()
-    if config.get("device", "auto") == "auto" and gpus > 1:
-        # Parallel launchers run several cells at once: spread them over the GPUs.
+    parallel = HydraConfig.get().runtime.choices.get("hydra/launcher") not in (None, "basic")
+    if config.get("device", "auto") == "auto" and gpus > 1 and parallel:
+        # Parallel launchers that leave a job every GPU (Ray, joblib) run several cells at once: spread them
+        # over the GPUs. The basic launcher runs one cell at a time, on cuda:0 as `device=auto` says.
         config["device"] = f"cuda:{HydraConfig.get().job.num % gpus}"
     try:
         result = run_cell(config, progress=sys.stderr.isatty())
