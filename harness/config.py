@@ -77,6 +77,9 @@ class TrainConfig:
         for key in positive_int:
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise ConfigError("train.batch_size must be at least 2: a batch of one image breaks BatchNorm in "
+                              "training mode and leaves a pairwise or contrastive loss no pair")
         for key in ("lr", "weight_decay", "momentum", "grad_clip", "warmup_epochs", "step_gamma"):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:

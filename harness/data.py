@@ -195,7 +195,7 @@ def conform_images(images: torch.Tensor, *, channels: int, size: tuple[int, int]
         if images.shape[1] == 1 and channels == 3:
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] == 3 and channels == 1:
-            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            w = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
             images = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
         else:
             raise ValueError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")

@@ -402,3 +402,15 @@ def test_synthetic_typicality_tracks_the_pixel_noise(monkeypatch, tmp_path):
     assert rho < -0.25, rho
     # the clean images carry no noise component: typicality differs from the noisy set's
     assert not np.allclose(clean.annotations["typicality"], t)
+
+
+def test_conform_images_to_grayscale_stays_on_the_images_device():
+    from harness.data import conform_images
+
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    gray = conform_images(x, channels=1, size=(8, 8))
+    luma = (x.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)).sum(1, True)
+    assert torch.equal(gray, luma.round().to(torch.uint8))  # ITU-R 601 luma
+    # another device (meta stands in for CUDA here): the luma weights follow the images
+    moved = conform_images(x.to("meta"), channels=1, size=(8, 8))
+    assert moved.device.type == "meta" and tuple(moved.shape) == (2, 1, 8, 8)

@@ -323,6 +323,7 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("device=foo", "device must be auto, cpu, cuda or cuda:N; got 'foo'"),
     ("train.epochs=0", "train.epochs must be at least 1, got 0"),
     ("train.batch_size=-1", "train.batch_size must be at least 1, got -1"),
+    ("train.batch_size=1", "train.batch_size must be at least 2: a batch of one image breaks BatchNorm"),
     ("method.dim=abc", "method.dim: Value 'abc' of type 'str' could not be converted to Integer"),
     ("train.epochs=x", "train.epochs: Value 'x' of type 'str' could not be converted to Integer"),
     ("method.no_such_key=3", "Could not override 'method.no_such_key'"),
