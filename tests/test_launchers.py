@@ -17,17 +17,24 @@ if os.path.exists(os.environ.get("KILL_MARKER", "/nonexistent")) and torch.initi
 """, imports="import os\nimport signal\n\nimport torch")
 
 
-def test_gpu_pool_on_cpu_workers_survives_a_killed_worker_and_a_rerun_completes_it(tmp_path):
+def _killer_sweep(tmp_path, seeds, launcher_args, env=None):
+    """A sweep of the ``killer`` method (seed 2 dies by SIGKILL while the marker exists): its args, the
+    environment, the marker, the results folder and the finished process."""
     site = tmp_path / "site"
-    site.mkdir()
+    site.mkdir(exist_ok=True)
     fake_dist(site, "killer_dist", "killer_mod", KILLER)
     marker = tmp_path / "kill"
     marker.write_text("")
     res = tmp_path / "res"
-    args = ["sweep", "grid=smoke", "task=few_shot", "method=killer", "seed=0,1,2,3,4,5", "launcher=gpu_pool",
-            "hydra.launcher.n_workers=2", *TINY, f"results_dir={res}"]
-    env = {"PYTHONPATH": str(site), "KILL_MARKER": str(marker)}
-    proc = _harness(args, tmp_path, env_extra=env)
+    args = ["sweep", "grid=smoke", "task=few_shot", "method=killer", f"seed={seeds}", *launcher_args, *TINY,
+            f"results_dir={res}"]
+    env = {**(env or {}), "PYTHONPATH": str(site), "KILL_MARKER": str(marker)}
+    return args, env, marker, res, _harness(args, tmp_path, env_extra=env)
+
+
+def test_gpu_pool_on_cpu_workers_survives_a_killed_worker_and_a_rerun_completes_it(tmp_path):
+    args, env, marker, res, proc = _killer_sweep(tmp_path, "0,1,2,3,4,5",
+                                                 ["launcher=gpu_pool", "hydra.launcher.n_workers=2"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     results = {r["cell"]["seed"]: r for _, r in iter_results(res)}
     assert sorted(results) == [0, 1, 2, 3, 4, 5]
@@ -70,16 +77,8 @@ def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path
 
 
 def test_a_slurm_job_that_dies_is_a_failed_cell_and_the_sweep_finishes(tmp_path, fake_slurm):
-    site = tmp_path / "site"
-    site.mkdir()
-    fake_dist(site, "killer_dist", "killer_mod", KILLER)
-    marker = tmp_path / "kill"
-    marker.write_text("")
-    res = tmp_path / "res"
-    args = ["sweep", "grid=smoke", "task=few_shot", "method=killer", "seed=1,2", "launcher=slurm",
-            "hydra.launcher.gpus_per_node=0", "hydra.launcher.max_num_timeout=0", *TINY, f"results_dir={res}"]
-    env = {**fake_slurm, "PYTHONPATH": str(site), "KILL_MARKER": str(marker)}
-    proc = _harness(args, tmp_path, env_extra=env)
+    *_, res, proc = _killer_sweep(tmp_path, "1,2", ["launcher=slurm", "hydra.launcher.gpus_per_node=0",
+                                                    "hydra.launcher.max_num_timeout=0"], env=fake_slurm)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     results = {r["cell"]["seed"]: r for _, r in iter_results(res)}
     assert results[1]["status"] == "ok" and results[2]["status"] == "failed"

@@ -50,6 +50,12 @@ Protocol (t): acc over 10 episodes
 """
 
 
+def _column(text: str, index: int) -> dict[str, str]:
+    """A rendered table's column ``index`` (1 = the row label), by row label."""
+    return {line.split("|")[1].strip(): line.split("|")[index].strip() for line in text.splitlines()
+            if line.startswith("| ")}
+
+
 def _write(tmp_path, results):
     for r in results:
         write_result(result_path(tmp_path / "res", r["cell"]), r)
@@ -150,21 +156,25 @@ def test_rows_within_the_reference_interval_are_marked():
     results += [row("near", s, v) for s, v in enumerate([0.20, 0.21, 0.22])]
     results += [row("far", s, v) for s, v in enumerate([0.60, 0.62, 0.61])]
     text = leaderboard.render_task("t", results)
-    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
-           if line.startswith("| ")}
+    acc = _column(text, 3)
     assert acc["near"] == "0.210 ± 0.025°" and acc["far"] == "**0.610 ± 0.025**" and acc["random_init"] == \
         "0.200 ± 0.025"
     assert leaderboard.REFERENCE_FOOTNOTE in text
 
 
+def _variant_row(method, seed, acc, diff, reference=False, **config):
+    """A result of a variant (settings ``diff`` away from the defaults), ``config`` added to its config."""
+    r = _r(method, seed, acc, 1.0)
+    r["reference"] = reference
+    r["variant"] = {"diff": diff, "tag": "v" + "".join(str(v) for v in diff.values())}
+    r["config"].update(config)
+    return r
+
+
 def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
-    def row(method, seed, acc, split, reference=False):
-        r = _r(method, seed, acc, 1.0)
-        r["reference"] = reference
-        diff = {"task.split": split} if split else {}
-        r["variant"] = {"diff": diff, "tag": f"v{split}"}
-        r["config"]["task"] = {"name": "t", "split": split or "test"}  # the default split, not in the diff
-        return r
+    def row(method, seed, acc, split, reference=False):  # the default split is in the config, not the diff
+        return _variant_row(method, seed, acc, {"task.split": split} if split else {}, reference,
+                            task={"name": "t", "split": split or "test"})
 
     # the reference: 0.20 ± 0.025 on the default split, 0.60 ± 0.025 on the training split; each trained
     # row sits inside the interval of the other split's reference and outside its own
@@ -173,26 +183,20 @@ def test_a_row_is_compared_with_the_reference_evaluated_the_same_way():
     results += [row("m", s, v, split) for split, base in [("", 0.59), ("train", 0.19)]
                 for s, v in enumerate([base, base + 0.01, base + 0.02])]
     text = leaderboard.render_task("t", results)
-    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
-           if line.startswith("| ")}
+    acc = _column(text, 3)
     assert acc["m (task.split=test)"] == "**0.600 ± 0.025**"  # a task setting shows its value, not "default"
     assert acc["m (task.split=train)"] == "0.200 ± 0.025"
     results[-1]["metrics"]["acc"]["value"] = 0.61  # now inside its own reference's interval (0.600 ± 0.025)
     results[-2]["metrics"]["acc"]["value"] = 0.60
     results[-3]["metrics"]["acc"]["value"] = 0.59
     text = leaderboard.render_task("t", results)
-    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
-           if line.startswith("| ")}
+    acc = _column(text, 3)
     assert acc["m (task.split=train)"].endswith("0.600 ± 0.025**°")  # tied for best, and marked
 
 
 def test_a_row_is_compared_with_the_reference_on_the_same_weights():
     def row(method, seed, acc, weights, reference=False):
-        r = _r(method, seed, acc, 1.0)
-        r["reference"] = reference
-        diff = {"backbone.pretrained": weights} if weights else {}
-        r["variant"] = {"diff": diff, "tag": f"v{weights}"}
-        return r
+        return _variant_row(method, seed, acc, {"backbone.pretrained": weights} if weights else {}, reference)
 
     # the untrained network: 0.20 ± 0.025 from scratch, 0.60 ± 0.025 with pretrained weights; a row is
     # read against the reference with its own weights (the pretrained reference comes last)
@@ -201,8 +205,7 @@ def test_a_row_is_compared_with_the_reference_on_the_same_weights():
     results += [row("random_init", s, v, weights, True) for weights, base in [("", 0.19), ("imagenet", 0.59)]
                 for s, v in enumerate([base, base + 0.01, base + 0.02])]
     text = leaderboard.render_task("t", results)
-    acc = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines()
-           if line.startswith("| ")}
+    acc = _column(text, 3)
     assert acc["m (backbone.pretrained=default)"] == "0.210 ± 0.025°"  # no better than the untrained network
     assert acc["m (backbone.pretrained=imagenet)"] == "**0.810 ± 0.025**"
 
