@@ -168,12 +168,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.load_images(np.asarray(indices))
 
     def fingerprint(self) -> str:
-        """A stable hash of what determines the data: class, version and config."""
-        cfg = dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
-        for key in self.READ_OPTIONS:
-            cfg.pop(key, None)
-        blob = json.dumps([type(self).__qualname__, self.VERSION, cfg], sort_keys=True, default=str)
+        """A stable hash of what determines the data: class, version and :meth:`fingerprint_config`."""
+        blob = json.dumps([type(self).__qualname__, self.VERSION, self.fingerprint_config()], sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def fingerprint_config(self) -> dict[str, Any]:
+        """The config as far as it determines the data: without the ``READ_OPTIONS``."""
+        cfg = dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
+        return {k: v for k, v in cfg.items() if k not in self.READ_OPTIONS}
 
     def split(self, name: str) -> np.ndarray:
         """Indices of a canonical split; an unknown name lists the splits there are."""

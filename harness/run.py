@@ -29,6 +29,7 @@ import torch
 
 import harness
 from harness import engine
+from harness.backbones import weights_digest
 from harness.claims import Claim, claim_or_wait
 from harness.config import TrainConfig, validate, variant_of
 from harness.data import ImageDataset, hash_indices, save_tensors
@@ -185,7 +186,6 @@ def model_key(config: dict[str, Any], method_cls: type, data: TrainingData) -> s
     import geoopt
     import timm
 
-    from harness.backbones import weights_digest
     from harness.config import RUN_LOCAL_TRAIN_KEYS
 
     train = {k: v for k, v in config["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
@@ -322,8 +322,6 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if prev.get("config_hash") != config_hash(config):
         return None  # the config changed since
-    from harness.backbones import weights_digest
-
     try:
         digest = weights_digest(config["backbone"].get("pretrained"))
     except OSError:
@@ -332,6 +330,14 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         return None  # the checkpoint file at backbone.pretrained was replaced since
     if prev["status"] == "failed" and config.get("rerun_failed", True):
         return None
+    return prev
+
+
+def _kept(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished result at ``path`` (:func:`finished`), marked as kept, or None."""
+    prev = finished(path, config)
+    if prev is not None:
+        prev["_resumed"] = True
     return prev
 
 
@@ -402,9 +408,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     config = validate(config)
     cell = cell_of(config)
     path = result_path(config["results_dir"], cell)
-    prev = finished(path, config)
-    if prev is not None:
-        prev["_resumed"] = True
+    if (prev := _kept(path, config)) is not None:
         return prev
     check_writable(config["results_dir"])
     check_writable(config["cache_dir"], "cache_dir")
@@ -413,9 +417,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {claim.owner()}",
                 "timings": {}, "_claimed": True}
     try:
-        prev = finished(path, config)  # another process may have finished it between our check and our claim
-        if prev is not None:
-            prev["_resumed"] = True
+        if (prev := _kept(path, config)) is not None:  # finished elsewhere between our check and our claim
             return prev
         return _run_claimed(config, cell, path, progress)
     finally:
@@ -447,8 +449,6 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
                               "eval_sizes": {k: int(len(v)) for k, v in sorted(protocol.eval.items())}}
         model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
         result["model_key"], timings["train_s"] = model.key, float(model.stats.get("seconds", 0.0))
-        from harness.backbones import weights_digest
-
         if (digest := weights_digest(config["backbone"].get("pretrained"))) is not None:
             result["protocol"]["weights_sha256"] = digest
         result["geometry"] = model.method.geometry.to_json()

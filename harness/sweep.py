@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,19 +238,23 @@ def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
     return counts
 
 
-def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
-    """The config file ``<group>/<name>.yaml`` on the plugins' search path, or None."""
+def _group_folders(searchpath: list[str], group: str) -> Iterator[Any]:
+    """The folder ``<group>/`` under each entry of the plugins' search path (``pkg://`` or a path) that
+    can be resolved, in search-path order (it need not exist)."""
     for entry in searchpath:
         if entry.startswith("pkg://"):
             try:
-                path = importlib.resources.files(entry[len("pkg://"):]) / group / f"{name}.yaml"
+                yield importlib.resources.files(entry[len("pkg://"):]) / group
             except ModuleNotFoundError:
                 continue
         else:
-            path = Path(entry.removeprefix("file://")) / group / f"{name}.yaml"
-        if path.is_file():
-            return path
-    return None
+            yield Path(entry.removeprefix("file://")) / group
+
+
+def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
+    """The config file ``<group>/<name>.yaml`` on the plugins' search path, or None."""
+    return next((path for folder in _group_folders(searchpath, group)
+                 if (path := folder / f"{name}.yaml").is_file()), None)
 
 
 def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
@@ -367,13 +372,9 @@ def _group_options(searchpath: list[str], kind: str) -> list[str]:
     """Every name ``kind=NAME`` accepts: the registered plugins, the group's config files and, for
     backbones, every timm model."""
     names = set(get_registry().specs(kind))
-    for entry in searchpath:
-        try:
-            folder = (importlib.resources.files(entry[len("pkg://"):]) if entry.startswith("pkg://")
-                      else Path(entry.removeprefix("file://"))) / kind
+    for folder in _group_folders(searchpath, kind):
+        if folder.is_dir():
             names |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")}
-        except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-            continue
     if kind == "backbone":
         import timm
 
@@ -388,6 +389,8 @@ def _expand_glob(override: str, searchpath: list[str]) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
+    if "glob(" not in override:
+        return override
     try:
         (ov,) = OverridesParser.create().parse_overrides([override])
     except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, with its grammar

@@ -85,6 +85,13 @@ def check_boxes(boxes: np.ndarray, hw: tuple[int, int], num_classes: int, where:
     return b
 
 
+def ignored(target: dict[str, Any]) -> np.ndarray:
+    """Which of a target's objects the evaluation ignores: its optional ``ignore`` flags (COCO crowd,
+    VOC difficult; see ``ImageDataset.image_list_targets``), none where the dataset gives none."""
+    n = len(np.asarray(target["boxes"]).reshape(-1, 5))
+    return np.asarray(target.get("ignore", np.zeros(n, dtype=bool)), dtype=bool).reshape(n)
+
+
 def to_float_image(image: torch.Tensor) -> torch.Tensor:
     """uint8 (C, H, W) → float32 in [0, 1] (the detector normalises with the backbone's mean / std)."""
     return image.float().div_(255.0)
@@ -120,7 +127,7 @@ class DetectionBatches:
         out_images, targets = [], []
         for i, image, t, flip in zip(idx, images, found, flips):
             hw = (int(image.shape[-2]), int(image.shape[-1]))
-            keep = ~np.asarray(t.get("ignore", np.zeros(len(t["boxes"]), dtype=bool)), dtype=bool)
+            keep = ~ignored(t)
             b = check_boxes(np.asarray(t["boxes"]).reshape(-1, 5)[keep], hw, self.num_classes,
                             f"training image {int(i)}")  # crowd / difficult objects are not trained on
             x = to_float_image(image)
@@ -166,7 +173,7 @@ def detection_ground_truth(image_ids: list[int], sizes: list[tuple[int, int]], t
         images.append({"id": int(image_id), "width": int(w), "height": int(h)})
         rles = _encode_masks(t["masks"]) if masks else None
         boxes = np.asarray(t["boxes"], dtype=np.float64).reshape(-1, 5)
-        ignore = np.asarray(t.get("ignore", np.zeros(len(boxes), dtype=bool)), dtype=bool)
+        ignore = ignored(t)
         for k, (x1, y1, x2, y2, cls) in enumerate(boxes):
             ann = {"id": len(annotations) + 1, "image_id": int(image_id), "category_id": int(cls) + 1,
                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(t["area"][k]), "iscrowd": int(ignore[k])}

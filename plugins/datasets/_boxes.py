@@ -42,6 +42,11 @@ def largest_box_label(boxes: np.ndarray) -> int:
     return int(boxes[int(np.argmax(area)), 4])
 
 
+def group_labels(label: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+    """Each image's ``group_of[label]`` (its coarse class), −1 where ``label`` is −1 (no box)."""
+    return np.where(label >= 0, group_of[np.maximum(label, 0)], -1)
+
+
 def to_coco_dict(boxes: np.ndarray, *, image_size: tuple[int, int], class_names: Sequence[str],
                  indices: np.ndarray | None = None, supercategories: Sequence[str] | None = None,
                  file_name: str = "{:06d}.png") -> dict:

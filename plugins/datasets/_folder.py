@@ -20,9 +20,6 @@ read the tensor instead of the files.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -166,14 +163,11 @@ class FileImageDataset(ImageDataset):
         if getattr(self.cfg, "preload", False):
             self.preload()
 
-    def fingerprint(self) -> str:
-        cfg = dataclasses.asdict(self.cfg)
-        for key in self.READ_OPTIONS:
-            cfg.pop(key, None)
-        if "root" in cfg:
+    def fingerprint_config(self) -> dict[str, Any]:
+        cfg = super().fingerprint_config()
+        if "root" in cfg:  # where the files are, not how the path was spelt
             cfg["root"] = str(resolve_root(cfg["root"]))
-        blob = json.dumps([type(self).__qualname__, self.VERSION, cfg], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return cfg
 
     def preload(self) -> torch.Tensor:
         """Decode every image once into a cached uint8 tensor; later reads index it."""
@@ -252,9 +246,9 @@ class FileImageDataset(ImageDataset):
             b = self._own_boxes[i]
             area = (self._own_areas[i] if self._own_areas is not None
                     else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float64))
-            target: dict[str, Any] = {"boxes": b, "area": area,
-                                      "ignore": (self._ignore[i] if self._ignore is not None
-                                                 else np.zeros(len(b), dtype=bool))}
+            target: dict[str, Any] = {"boxes": b, "area": area}
+            if self._ignore is not None:
+                target["ignore"] = self._ignore[i]
             if masks:
                 assert self._segmentations is not None
                 h, w = (int(v) for v in self._own_hw[i])

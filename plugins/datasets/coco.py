@@ -33,7 +33,7 @@ import numpy as np
 
 from harness.config import image_hw
 from harness.errors import ConfigError
-from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
+from harness.plugins.datasets._boxes import group_labels, largest_box_label, object_array, scale_boxes
 from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
 
 
@@ -98,7 +98,7 @@ class Coco(FileImageDataset):
         super_of = np.array([supers.index(d["supercategory"]) for d in categories], dtype=np.int64)
         boxes = object_array(rows)
         label = np.array([largest_box_label(b) for b in boxes], dtype=np.int64)
-        annotations = {"label": label, "boxes": boxes, "coarse_label": np.where(label >= 0, super_of[label], -1)}
+        annotations = {"label": label, "boxes": boxes, "coarse_label": group_labels(label, super_of)}
         self._set_contents(
             files, splits=splits, annotations=annotations, class_names=[d["name"] for d in categories],
             coarse_names=supers, mean=IMAGENET_MEAN, std=IMAGENET_STD,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import image_hw
-from harness.plugins.datasets._boxes import largest_box_label, object_array, scale_boxes
+from harness.plugins.datasets._boxes import group_labels, largest_box_label, object_array, scale_boxes
 from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -108,7 +108,7 @@ class Voc2007(FileImageDataset):
         label = np.array(labels, dtype=np.int64)
         self._set_contents(
             files, splits=splits, annotations={"label": label, "boxes": boxes,
-                                               "coarse_label": np.where(label >= 0, VOC_COARSE[label], -1)},
+                                               "coarse_label": group_labels(label, VOC_COARSE)},
             class_names=list(VOC_CLASSES), coarse_names=list(VOC_GROUPS), mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="images under Flickr terms; research use",
             citation="M. Everingham, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman. The PASCAL "
