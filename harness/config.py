@@ -131,7 +131,7 @@ class HarnessConfig:
     #: Cells write each evaluation split's indices, embeddings and distance to the origin beside the result
     #: (``seed<N>_embeddings.npz``): HACK's per-image prototypicality, or any method's embeddings.
     save_embeddings: bool = False
-    rerun_failed: bool = True  # a re-run retries failed cells (ok and skipped cells are kept)
+    rerun_failed: bool = True  # a re-run retries failed cells (false: keeps them, still counted as failed)
     grid_name: str = "single"  # set by `harness sweep`; recorded in results and leaderboards
     leaderboard_dir: Optional[str] = "${results_dir}/leaderboards"  # written at the end of a sweep
     allow_large_grid: bool = False  # a grid above LARGE_GRID cells needs this (or `harness sweep --yes`)

@@ -161,7 +161,7 @@ class GridProgress:
             return
         self.done += 1
         resumed = bool(result.get("_resumed"))
-        status = "kept" if resumed else str(result.get("status", "?"))
+        status = status_word(result)
         self.counts[status] = self.counts.get(status, 0) + 1
         took = float(result.get("timings", {}).get("total_s", 0.0) or 0.0)
         if not resumed and status != "claimed":
@@ -185,9 +185,19 @@ class GridProgress:
             line = f"{pos} {status:<7} {name}  {took:.1f}s{counts} | elapsed {format_seconds(elapsed)} | ETA {eta}"
         if result.get("status") in ("failed", "skipped", "claimed") and not resumed:
             line += f"\n        {str(result.get('reason', ''))[:300]}"
+        elif status == "failed":  # kept from an earlier run (rerun_failed=false)
+            line += f"\n        kept from an earlier run (rerun_failed=false): {str(result.get('reason', ''))[:300]}"
         elif single:  # `harness run`: show what the cell measured
             line += "\n" + "\n".join(f"        {k} = {_value(m)}" for k, m in result.get("metrics", {}).items())
         print(line, flush=True)
+
+
+def status_word(result: dict[str, Any]) -> str:
+    """A cell's status in the progress line, the summary and the exit status: its result's ``status``,
+    or ``kept`` for a finished cell a re-run skipped. A failed cell kept by ``rerun_failed=false`` stays
+    ``failed``: the grid is not complete, and the sweep exits 1."""
+    status = str(result.get("status", "?"))
+    return "kept" if result.get("_resumed") and status != "failed" else status
 
 
 class SweepProgress(Callback):
@@ -498,7 +508,7 @@ def report_status(config: dict[str, Any], result: dict[str, Any]) -> None:
     if not config.get("sweep_id"):
         return
 
-    status = "kept" if result.get("_resumed") else str(result.get("status"))
+    status = status_word(result)
     name = _cell_name(result.get("cell", {})).replace("/", "__")
     atomic_write_text(status_dir(config["results_dir"], config["sweep_id"]) / f"{name}.json",
                       json.dumps({"status": status, "reason": result.get("reason")}))

@@ -109,6 +109,11 @@ def test_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path):
     assert Path(results["crashy"]["traceback_file"]).read_text().startswith("Traceback")
     assert "(1 failed, 1 ok)" in proc.stdout
     assert "1 cell(s) failed" in proc.stderr
+    # kept, not retried: the grid is still incomplete, so it is counted and the sweep exits 1 again
+    kept = _harness([*args, "rerun_failed=false"], tmp_path, env_extra={"PYTHONPATH": str(site)})
+    assert kept.returncode == 1, kept.stdout + kept.stderr
+    assert "(1 failed, 1 kept)" in kept.stdout
+    assert "kept from an earlier run (rerun_failed=false): RuntimeError: boom" in kept.stdout
 
 
 def test_cells_whose_combined_settings_fail_their_checks_are_each_counted(tmp_path):
