@@ -27,7 +27,10 @@ Estimators (``estimator=``; each result records what was computed):
 
 - ``exact``: the four-point δ, max over every base point, O(n⁴/8) work (a quadruple is
   examined only at the first of its points in the processing order); default for
-  n ≤ :data:`EXACT_AUTO_MAX_N`.
+  n ≤ :data:`EXACT_AUTO_MAX_N`. ``delta`` = ``lower`` is the float64 value of the quadruple
+  the float32 kernel picks; ``upper`` adds the rounding bound 3u·max G to the float32 maximum,
+  in case rounding hid a slightly heavier quadruple (data whose distances are much larger
+  than their differences; ``upper`` − ``lower`` ≤ 6u·diam, a relative 4e-7).
 - ``bracket``: δ_w at k base points W over all n points. Certified bounds on the set's
   four-point δ: ``lower`` = max over w ∈ W of (S₁ − S₂)/2 of the quadruple attaining δ_w
   (≥ max_W δ_w) ``≤ δ ≤ upper`` = 2·min_W δ_w (Gromov's lemma; plus the float32 rounding
@@ -408,16 +411,28 @@ def _solver(d: np.ndarray, device: Any, backend: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- algorithms
-def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None]:
-    """Four-point δ = max_w δ_w and a quadruple [x, y, z, w] attaining it (float64 value).
+def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None, float]:
+    """Four-point δ = max_w δ_w, a quadruple [x, y, z, w] attaining it (float64 value) and a
+    certified upper bound on δ.
 
     A quadruple is examined only at the first of its points in the processing order (the
     others are the 'remaining' members), so step t costs (n−t)³. The numba solver runs the
-    whole loop in one compiled call; this Python loop drives the torch (GPU) solver.
+    whole loop in one compiled call; this Python loop drives the torch (GPU) solver. Both
+    compare in float32: the quadruple picked is the float32 maximum, which rounding can make
+    another than the float64 one, so the upper bound adds the rounding bound 3u·max|G| to the
+    float32 maximum (a Gromov product is at most diam, 1.5·max d off a metric).
     """
     if isinstance(solver, _NumbaSolver):
-        _, witness = solver.exact(metric_space)
-        return (four_point(d, *witness) if witness else 0.0), witness
+        v32, witness = solver.exact(metric_space)
+    else:
+        v32, witness = _exact_loop(d, solver, metric_space)
+    value = four_point(d, *witness) if witness else 0.0
+    g_max = (1.0 if metric_space else 1.5) * float(d.max(initial=0.0))
+    return value, witness, max(value, v32 + 3 * _U32 * g_max)
+
+
+def _exact_loop(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[int] | None]:
+    """:func:`_exact` base by base (the torch solver): the float32 maximum and its quadruple."""
     n = len(d)
     order = np.argsort(-d.max(1), kind="stable")  # far points first: a large δ early prunes more
     remaining = np.ones(n, dtype=bool)
@@ -433,7 +448,7 @@ def _exact(d: np.ndarray, solver: Any, metric_space: bool) -> tuple[float, list[
         if out.witness is not None and out.value > best:
             best, witness = out.value, [*out.witness, int(w)]
         remaining[w] = False
-    return (four_point(d, *witness) if witness else 0.0), witness
+    return best, witness
 
 
 def _bracket(d: np.ndarray, solver: Any, bases: Sequence[int] | int, metric_space: bool,
@@ -531,7 +546,8 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
             (``backend="torch"`` forces the tiled torch path, e.g. to test it).
 
     Returns:
-        A JSON-ready dict: ``delta``, ``delta_rel`` (= 2·delta/diameter), ``diameter``,
+        A JSON-ready dict: ``delta``, ``delta_rel`` (= 2·delta/diameter; ``None`` when every point
+        coincides, diameter 0), ``diameter``,
         ``exact`` (bool), ``lower``/``upper`` (certified bounds on the four-point δ of the whole
         set; ``None`` for sampled estimators), ``n``, ``seconds`` (excluding numba's one-off
         compile/cache load, reported as ``compile_seconds``), ``estimator``, ``metric``, ``c``,
@@ -608,8 +624,8 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
                   device=str(solver.device), backend=solver.backend, compile_seconds=t_warm)
 
     if estimator == "exact":
-        value, witness = _exact(d, solver, bool(assume_metric))
-        result.update(delta=value, exact=True, lower=value, upper=value, witness=witness)
+        value, witness, upper = _exact(d, solver, bool(assume_metric))
+        result.update(delta=value, exact=True, lower=value, upper=upper, witness=witness)
     elif estimator == "bracket":
         if isinstance(n_bases, (int, np.integer)):
             if n_bases < 1:
@@ -625,12 +641,14 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
         if br["upper"] - br["lower"] <= 1e-12 * max(diam, 1e-300):
             result["exact"] = True
     else:  # one base point
+        if base is None:
+            raise ValueError("estimator='base' computes δ at one base point: give its index, base=K")
         w = int(base)
         br = _bracket(d, solver, [w], bool(assume_metric), diam)
         dw = br["base_deltas"][0]
         result.update(delta=dw, lower=max(dw, br["lower"]), upper=br["upper"], base=w, bases=[w],
                       base_deltas=[dw], witness=br["witness"])
-    result["delta_rel"] = 2 * result["delta"] / diam if diam > 0 else float("nan")
+    result["delta_rel"] = 2 * result["delta"] / diam if diam > 0 else None  # all points coincide
     result["seconds"] = time.perf_counter() - t0
     return result
 

@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.diagnostics import collapsed_reason
+from harness.diagnostics import MIN_DISTINCT, collapsed_reason
 from harness.errors import Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
 from harness.tasks._correlation import correlation_or_reason, pearson, per_group_spearman, spearman
@@ -93,12 +93,15 @@ def cpcc(prototype_dist: Any, classes: np.ndarray, parent: Tree | dict[int, int]
 
 def cpcc_or_reason(prototype_dist: Any, classes: np.ndarray, parent: Tree | dict[int, int]) -> tuple[float | None, str | None]:
     """:func:`cpcc`, or ``(None, reason)`` when the prototype distances are degenerate or the
-    tree distances constant."""
+    tree distances constant. With fewer class pairs than
+    :data:`~harness.diagnostics.MIN_DISTINCT` (3 classes: 3 pairs), the pairs' distances are
+    degenerate only when two of them coincide."""
     d = _as_numpy(prototype_dist)
     iu = np.triu_indices(len(classes), k=1)
     return correlation_or_reason(d[iu], tree_distance(classes[iu[0]], classes[iu[1]], parent), method="pearson",
                                  x_what="the distance between class prototypes",
-                                 y_what="the tree distance between the eval classes", y_min_distinct=2)
+                                 y_what="the tree distance between the eval classes",
+                                 x_min_distinct=min(MIN_DISTINCT, len(iu[0])), y_min_distinct=2)
 
 
 def angle_to(x: torch.Tensor, directions: torch.Tensor) -> np.ndarray:

@@ -126,6 +126,8 @@ def ood_metrics(id_scores: Any, ood_scores: Any, *, tpr_level: float = 0.95) -> 
     Both FPRs take the first operating point of ``sklearn.metrics.roc_curve`` (default
     settings) whose TPR is >= ``tpr_level``, as OpenOOD does. Values in [0, 1].
     """
+    if not 0 < tpr_level <= 1:
+        raise ValueError(f"tpr_level is a true-positive rate in (0, 1], got {tpr_level}")
     pos = _as_scores(id_scores, "id_scores")
     neg = _as_scores(ood_scores, "ood_scores")
     return {

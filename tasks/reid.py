@@ -35,16 +35,10 @@ import torch
 from harness.diagnostics import collapsed_reason
 from harness.errors import Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.tasks._labels import integer_labels
 from harness.tasks._ranking import query_stats_numba, query_stats_torch
 
 _QUERY_CHUNK = 1024
-
-
-def _as_int_array(x: Any, what: str) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
-    return arr.astype(np.int64)
 
 
 class ReidMetrics:
@@ -61,8 +55,8 @@ class ReidMetrics:
     def __init__(self, g_pids: Any, g_camids: Any, max_rank: int = 50, backend: str = "auto") -> None:
         if backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
-        self.g_pids = _as_int_array(g_pids, "g_pids")
-        self.g_camids = _as_int_array(g_camids, "g_camids")
+        self.g_pids = integer_labels(g_pids, "g_pids")
+        self.g_camids = integer_labels(g_camids, "g_camids")
         if len(self.g_pids) == 0:
             raise ValueError("the gallery is empty: re-ID needs at least one gallery image")
         if len(self.g_camids) != len(self.g_pids):
@@ -78,7 +72,7 @@ class ReidMetrics:
         self._stats: list[tuple[np.ndarray, ...]] = []
 
     def update(self, distmat: Any, q_pids: Any, q_camids: Any) -> None:
-        q_pids, q_camids = _as_int_array(q_pids, "q_pids"), _as_int_array(q_camids, "q_camids")
+        q_pids, q_camids = integer_labels(q_pids, "q_pids"), integer_labels(q_camids, "q_camids")
         if tuple(distmat.shape) != (len(q_pids), len(self.g_pids)) or len(q_camids) != len(q_pids):
             raise ValueError(f"distmat has shape {tuple(distmat.shape)}; expected (num_query, num_gallery) = "
                              f"({len(q_pids)}, {len(self.g_pids)}) with {len(q_camids)} query camera ids")

@@ -49,6 +49,7 @@ import torch
 from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
 from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.tasks._labels import integer_labels
 
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -123,9 +124,10 @@ def retrieval_metrics(embeddings: Any, labels: Any, *, distance: Any = "euclidea
     processed in chunks, keeping the top neighbours of each.
     """
     x = torch.as_tensor(embeddings)
-    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long()
-    if x.dim() != 2 or y.dim() != 1 or len(x) != len(y):
-        raise ValueError(f"embeddings must be (n, d) and labels (n,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if x.dim() != 2 or labels.ndim != 1 or len(x) != len(labels):
+        raise ValueError(f"embeddings must be (n, d) and labels (n,), got {tuple(x.shape)} and {labels.shape}")
+    y = torch.from_numpy(integer_labels(labels, "labels"))
     n = len(x)
     if n < 2:
         raise ValueError(f"retrieval needs at least 2 images, got {n}")
@@ -138,6 +140,9 @@ def retrieval_metrics(embeddings: Any, labels: Any, *, distance: Any = "euclidea
     dist = _distance_fn(distance)
     y = y.to(x.device)
     _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    if len(counts) < 2:
+        raise ValueError("retrieval needs at least 2 classes: with one, every neighbour is relevant and every "
+                         "metric (NMI included) is 1 whatever the embeddings")
     r_all = counts[inverse] - 1  # other images of the query's class
     k_max = max(ks[-1], int(r_all.max()))
     chunk = max(1, _CHUNK_ELEMENTS // n)

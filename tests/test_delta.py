@@ -186,7 +186,27 @@ def test_exact_equals_brute_force(name, d, is_metric):
         res = delta_hyperbolicity(d, metric="precomputed", exact=True, backend=backend, device="cpu")
         assert res["exact"] and res["metric_space"] == is_metric
         assert res["delta"] == pytest.approx(truth, abs=1e-6 * d.max())
-        assert res["lower"] == res["upper"] == res["delta"]
+        assert res["lower"] == res["delta"] <= truth + 1e-12 <= res["upper"] + 2e-12
+        # the float32 kernel's rounding bound, twice: on its value and on the quadruples it did not pick
+        rounding = 3 * 2.0 ** -24 * (1.0 if is_metric else 1.5) * d.max()
+        assert res["upper"] - res["lower"] <= 2 * rounding + 1e-12
+
+
+def test_exact_upper_bound_holds_when_float32_rounding_picks_another_quadruple():
+    """A path metric scaled to 1e6 with noise of 1e-2 (review case): the float32 kernel cannot tell the
+    quadruples apart (a float32 ulp at 1e6 is 0.06), so its witness need not be the maximum; the
+    reported upper bound must still hold against the O(n⁴) brute force."""
+    rng = np.random.default_rng(3)
+    n = 14
+    idx = np.arange(n, dtype=np.float64)
+    noise = rng.uniform(0, 2e-2, size=(n, n))
+    d = np.abs(idx[:, None] - idx[None, :]) * 1e6 + (noise + noise.T) / 2
+    np.fill_diagonal(d, 0.0)
+    truth = brute_four_point(d)
+    for backend in ("numba", "torch"):
+        res = delta_hyperbolicity(d, metric="precomputed", exact=True, backend=backend, device="cpu")
+        assert res["lower"] <= truth <= res["upper"], backend
+        assert res["upper"] - res["lower"] <= 6 * 2.0 ** -24 * 1.5 * d.max()
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -183,6 +183,20 @@ def test_dist0_near_boundary_closed_form():
     assert abs(geo.item() - 2 * math.atanh(1 - 1e-8)) > 1.0
 
 
+def test_dist0_of_float32_points_near_the_boundary_is_accurate_to_the_points():
+    """The float32 points taken as exact, dist0 is within a float32 rounding of the float64 value of
+    2·artanh(‖x‖) (review case: the norm cast to float32 before the artanh erred 58 ulps)."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1)
+    x = (u * torch.empty(200, 1).uniform_(0.997, 0.999, generator=g)).float()
+    want = 2 * torch.atanh(x.double().norm(dim=-1))
+    got = dist0(x, c=1.0)
+    assert got.dtype == torch.float32
+    assert float((got.double() - want).abs().max()) <= 2 * 2.0 ** -24 * float(want.max())
+    empty = pairwise_dist(torch.zeros(0, 3), x, c=1.0)  # no points: an empty matrix, as torch.cdist
+    assert empty.shape == (0, 200)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_project_and_expmap0_stay_inside(dtype):
     c = 2.0

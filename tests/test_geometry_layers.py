@@ -9,7 +9,8 @@ import pytest
 import torch
 from geoopt.manifolds.stereographic import math as gmath
 
-from harness.geometry import Curvature, HyperbolicMLR, ToPoincare, expmap0, geoopt_k, hyperbolic_mlr_logits
+from harness.geometry import (Curvature, HyperbolicMLR, PoincareGeometry, ToPoincare, expmap0, geoopt_k,
+                              hyperbolic_mlr_logits)
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -155,8 +156,11 @@ def test_shared_curvature_module():
 
 
 def test_curvature_range_and_values():
-    fixed = Curvature(0.7)
-    assert float(fixed()) == pytest.approx(0.7) and not list(fixed.parameters())
+    fixed = Curvature(0.3)
+    assert fixed() == 0.3 and not list(fixed.parameters())  # exact: not rounded to float32 (0.30000001)
+    x = torch.tensor([[0.9, 0.0]], dtype=torch.float64)
+    assert PoincareGeometry(fixed).dist0(x).item() == pytest.approx(2 / math.sqrt(0.3) * math.atanh(math.sqrt(0.3) * 0.9),
+                                                                    rel=1e-15)
     learn = Curvature(0.7, learnable=True, c_min=0.1, c_max=10.0)
     assert float(learn().detach()) == pytest.approx(0.7, rel=1e-6)
     with torch.no_grad():

@@ -58,6 +58,10 @@ def test_euclidean_midpoint_and_prototypes():
     xs = x.reshape(4, 10, 5)
     torch.testing.assert_close(geo.midpoint(xs, weights=w), (w[..., None] * xs).sum(1) / w.sum(1, keepdim=True))
     torch.testing.assert_close(geo.midpoint(xs, dim=0), xs.mean(0))
+    # an empty set gives the origin in both geometries (not NaN in one and 0 in the other)
+    empty = torch.zeros(2, 0, 3, dtype=torch.float64)
+    for space in (geo, PoincareGeometry(0.5)):
+        torch.testing.assert_close(space.midpoint(empty), torch.zeros(2, 3, dtype=torch.float64), atol=0, rtol=0)
     torch.testing.assert_close(geo.dist0(x), x.norm(dim=-1))
     assert geo.to_json() == {"name": "euclidean", "c": 0.0}
 

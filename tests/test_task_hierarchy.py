@@ -45,6 +45,18 @@ def test_cpcc_hand_made() -> None:
     assert cpcc(d, np.arange(4), parent) == pytest.approx(pearsonr(pairs_d, pairs_t)[0], abs=1e-12)
 
 
+def test_cpcc_of_three_classes_is_defined_when_their_three_distances_differ() -> None:
+    # 3 classes give 3 pairs: fewer than the 5 distinct values a measured side needs in general
+    d = np.array([[0, 1, 3], [1, 0, 2.9], [3, 2.9, 0]])
+    value, reason = cpcc_or_reason(d, np.arange(3), {0: 0, 1: 0, 2: 1})
+    assert reason is None and value == pytest.approx(pearsonr([1, 3, 2.9], [2, 4, 4])[0], abs=1e-12)
+    tied = np.array([[0, 1, 3], [1, 0, 3], [3, 3, 0]])  # two of the three distances coincide
+    assert cpcc_or_reason(tied, np.arange(3), {0: 0, 1: 0, 2: 1})[0] is None
+    # one coarse class: the reason names the constant tree distances, not the prototypes
+    value, reason = cpcc_or_reason(d, np.arange(3), {0: 0, 1: 0, 2: 0})
+    assert value is None and "tree distance" in reason and "constant" in reason
+
+
 def test_mistake_severity_by_hand() -> None:
     meter = MistakeSeverity({0: 0, 1: 0, 2: 1, 3: 1})
     meter.update([0, 1, 2, 3], [0, 0, 0, 3])  # one correct, one same-coarse (2), one cross-coarse (4), correct

@@ -68,6 +68,9 @@ def test_shell_and_bad_input() -> None:
         ood_metrics([1.0], [])
     with pytest.raises(ValueError, match="1 of 2 scores are NaN"):
         ood_metrics([1.0, np.nan], [0.0])
+    for level in (0.0, 1.5):  # no operating point reaches 1.5: not the best possible FPR of 0
+        with pytest.raises(ValueError, match="tpr_level"):
+            ood_metrics([1, 2, 3], [0, 1], tpr_level=level)
 
 
 def make_ctx(task, ds, emb, logits, image_embed=None, artifacts=None):

@@ -108,6 +108,9 @@ def test_bad_input_is_an_error() -> None:
             evaluate_reid(lone, qp + 1000, gp, qc, gc, backend=backend)
     with pytest.raises(ValueError, match="none of the 5 query identities"):
         evaluate_reid(d, qp + 1000, gp, qc, gc)
+    # identity 1.7 is not identity 1.2: float ids are an error, not truncated into one identity
+    with pytest.raises(ValueError, match="pids must be whole numbers"):
+        evaluate_reid(np.array([[0.1, 0.2]]), [1.7], [1.2, 3.0], [0], [1, 1])
 
 
 def test_reid_task_end_to_end() -> None:

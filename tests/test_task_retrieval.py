@@ -120,6 +120,13 @@ def test_bad_input() -> None:
         retrieval_metrics(np.eye(3), np.arange(3), ks=(1,), nmi=False)
     with pytest.raises(ValueError, match="no embeddings"):
         RetrievalMetrics().compute()
+    with pytest.raises(ValueError, match="at least 2 classes"):  # NMI would be 1.0 whatever the embeddings
+        retrieval_metrics(np.random.default_rng(0).normal(size=(10, 3)), np.zeros(10))
+    # float labels: whole numbers are taken, others are an error rather than truncated together
+    pts = np.array([[0.0, 0], [1, 0], [5, 5], [5, 6]])
+    assert retrieval_metrics(pts, [0.0, 0.0, 1.0, 1.0], ks=(1,), nmi=False)["recall@1"] == 1.0
+    with pytest.raises(ValueError, match="whole numbers"):
+        retrieval_metrics(pts, [0.2, 0.7, 1.0, 1.0], ks=(1,), nmi=False)
 
 
 def test_retrieval_task_end_to_end() -> None:

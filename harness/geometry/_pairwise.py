@@ -12,6 +12,7 @@ of at most :data:`PAIR_CHUNK_ELEMS` gathered elements: memory stays O(n·m), nev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -120,6 +121,7 @@ def flatten_pair(
         raise ValueError(
             f"{fn}: leading (batch) dims of x {tuple(x.shape[:-2])} and y {tuple(y.shape[:-2])} do not broadcast"
         ) from e
-    xb = x.expand(*batch, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
-    yb = y.expand(*batch, *y.shape[-2:]).reshape(-1, *y.shape[-2:])
+    flat = math.prod(batch)  # not -1: a reshape cannot infer it when n or m is 0
+    xb = x.expand(*batch, *x.shape[-2:]).reshape(flat, *x.shape[-2:])
+    yb = y.expand(*batch, *y.shape[-2:]).reshape(flat, *y.shape[-2:])
     return xb, yb, tuple(batch)

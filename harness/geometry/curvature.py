@@ -96,7 +96,9 @@ class Curvature(nn.Module):
     optimizer step; the sigmoid squashing keeps the same range without an optimizer hook
     and never zeroes the gradient abruptly. Defaults follow MERU: ``[0.1, 10]``.
 
-    Call the module (``curv()``) to get ``c`` as a scalar tensor.
+    Call the module (``curv()``) to get ``c``: a learnable one as a scalar tensor (with its
+    graph), a fixed one as the Python float it was given, exact (a float32 tensor would round
+    c = 0.3 to 0.30000001), as the layers keep a fixed c.
     """
 
     def __init__(
@@ -116,9 +118,9 @@ class Curvature(nn.Module):
             u = (math.log(c) - lo) / (hi - lo)
             self.theta = nn.Parameter(torch.tensor(math.log(u / (1 - u))))
         else:
-            self.register_buffer("value", torch.tensor(c), persistent=False)
+            self.value = c
 
-    def forward(self) -> torch.Tensor:
+    def forward(self) -> torch.Tensor | float:
         if not self.learnable:
             return self.value
         lo, hi = math.log(self.c_min), math.log(self.c_max)

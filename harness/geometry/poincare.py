@@ -118,15 +118,16 @@ def dist0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
 
     .. math:: d_c(0, x) = \frac{2}{\sqrt{c}}\operatorname{artanh}(\sqrt{c}\,\|x\|)
 
-    ``‖x‖`` is accumulated in float64 (its rounding dominates the error near the boundary).
+    ``‖x‖`` and the artanh are computed in float64 (the norm's rounding dominates the error near
+    the boundary, where artanh magnifies it), then cast to x's dtype.
     The gradient at ``x = 0`` is the subgradient 0.
     """
     c = check_c(c)
     _check_dim(x, "dist0")
     conformal_gap(x, c=c, fn="dist0")
     sc = _sqrt_c(c)
-    n = torch.linalg.vector_norm(x, dim=-1, dtype=accurate_dtype(x)).to(x.dtype)
-    return 2 / sc * torch.atanh(sc * n)
+    n = torch.linalg.vector_norm(x, dim=-1, dtype=accurate_dtype(x))
+    return (2 / sc * torch.atanh(sc * n)).to(x.dtype)
 
 
 @upcast(points=2)
@@ -313,7 +314,8 @@ def einstein_midpoint(
 
     ``x`` (..., K, d) with ``dim=-2`` (any dim but the last), ``weights`` broadcastable to
     ``x.shape[:-1]`` and ≥ 0 (default: all 1). Returns ``x`` without ``dim``.
-    A set whose weights are all 0 gives the origin.
+    An empty set, or one whose weights are all 0, gives the origin (as
+    :meth:`EuclideanGeometry.midpoint <harness.geometry.spaces.EuclideanGeometry.midpoint>`).
     """
     c = check_c(c)
     _check_dim(x, "einstein_midpoint")

@@ -64,8 +64,8 @@ def euclidean_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> t
 
 
 def _mean(x: torch.Tensor, dim: int, weights: torch.Tensor | None) -> torch.Tensor:
-    if weights is None:
-        return x.mean(dim)
+    if weights is None:  # an empty set gives the origin, as in einstein_midpoint
+        return x.sum(dim) / max(x.shape[dim], 1)
     if bool((weights < 0).any()):
         raise ValueError("midpoint: weights must be non-negative")
     w = weights.to(x.dtype).unsqueeze(-1)
@@ -99,7 +99,8 @@ class EuclideanGeometry:
         return torch.linalg.vector_norm(check_finite(x, "dist0"), dim=-1)
 
     def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """(Weighted) arithmetic mean over ``dim``; ``weights`` of shape ``x.shape[:-1]``, ≥ 0."""
+        """(Weighted) arithmetic mean over ``dim``; ``weights`` of shape ``x.shape[:-1]``, ≥ 0. An empty
+        set, or one whose weights are all 0, gives the origin (as :func:`.poincare.einstein_midpoint`)."""
         return _mean(check_finite(x, "midpoint"), _set_dim(x, dim), weights)
 
     def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
