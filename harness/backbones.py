@@ -45,6 +45,10 @@ def resolve_backbone(name: str) -> str:
         specs[name].load()
     if timm.is_model(name):
         return name
+    if name in specs:
+        raise ConfigError(f"backbone '{name}' ({specs[name].target}, distribution '{specs[name].dist}') was imported "
+                          f"but registered no timm model named '{name}': decorate its constructor with "
+                          f"@timm.models.register_model and name the function {name}")
     raise UnknownPluginError("backbone", name, [*specs, *timm.list_models()],
                              hint="any timm model name works too: harness list backbones 'resnet*'")
 
@@ -250,6 +254,11 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        feat_dim = int(model(torch.zeros(2, in_chans, *img_size)).shape[-1])
+        out = model(torch.zeros(2, in_chans, *img_size))
     model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"backbone '{name}' returns {got} for 2 images; a backbone returns pooled features "
+                          f"(batch, dim): pool its feature maps (timm: num_classes=0 and global_pool='avg')")
+    feat_dim = int(out.shape[-1])
     return model, feat_dim

@@ -262,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--strict-plugins")
         os.environ["HARNESS_STRICT_PLUGINS"] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
-        extra = "\n".join(f"  {name:<28} {spec.summary}" for name, spec in _plugin_commands().items())
+        try:
+            extra = "\n".join(f"  {name:<28} {spec.summary}" for name, spec in _plugin_commands().items())
+        except HarnessError as exc:  # a plugin conflict, or a broken plugin in strict mode
+            print(USAGE.format(plugin_commands="  (the plugins' commands cannot be listed: see the error below)"))
+            print(f"harness: {exc}", file=sys.stderr)
+            return 2
         print(USAGE.format(plugin_commands=extra))
         return 0
     command, rest = argv[0], argv[1:]

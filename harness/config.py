@@ -234,21 +234,37 @@ def check_dataset_config(cfg: Any) -> None:
 
 
 def plugin_defaults(cls: type) -> dict[str, Any]:
-    """The defaults of a plugin class's ``Config`` dataclass as plain values."""
-    out = {}
-    for f in dataclasses.fields(cls.Config):
+    """The defaults of a plugin class's ``Config`` dataclass as plain values (fields without one left out)."""
+    return {k: v for k, v in _defaults(cls.Config).items() if v != "???"}
+
+
+def register_schemas(store: Any, nodes: dict[tuple[str, str], Any]) -> None:
+    """Store the top-level schema and ``{(group, option): node}`` in Hydra's ConfigStore.
+
+    A plugin ``Config`` that OmegaConf cannot type (an annotation it does not know, e.g.
+    ``Literal[...]``) is stored as its plain defaults instead: :func:`validate` checks its values
+    against the dataclass, and the other plugins are not affected."""
+    store.store(name="harness_schema", node=HarnessConfig)
+    for (group, option), node in nodes.items():
+        try:
+            store.store(group=group, name=option, node=node)
+        except Exception:  # noqa: BLE001 - omegaconf's ValidationError and friends
+            if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+                raise
+            store.store(group=group, name=option, node=_defaults(node))
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    """A Config dataclass's defaults as a plain mapping; a field without a default is ``???`` (missing)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             out[f.name] = f.default_factory()  # type: ignore[misc]
+        else:
+            out[f.name] = "???"
     return out
-
-
-def register_schemas(store: Any, nodes: dict[tuple[str, str], Any]) -> None:
-    """Store the top-level schema and ``{(group, option): node}`` in Hydra's ConfigStore."""
-    store.store(name="harness_schema", node=HarnessConfig)
-    for (group, option), node in nodes.items():
-        store.store(group=group, name=option, node=node)
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,35 @@ ANNOTATIONS: dict[str, str] = {
 }
 
 
+def check_image_batch(dataset: Any, images: Any, n: int) -> None:
+    """``images`` must be what :meth:`ImageDataset.load_images` promises for ``n`` indices: a uint8
+    tensor ``(n, C, H, W)`` with the dataset's ``info.channels`` and ``info.image_size``."""
+    name = getattr(getattr(dataset, "cfg", None), "name", "") or type(dataset).__name__
+    want = (n, dataset.info.channels, *dataset.info.image_size)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"dataset '{name}': load_images returned {type(images).__name__}; it returns a uint8 torch "
+                        f"tensor of shape {want} (torch.from_numpy(array))")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"dataset '{name}': load_images returned {images.dtype} images; it returns uint8 in [0, 255] "
+                        "(for floats in [0, 1]: (x * 255).round().to(torch.uint8))")
+    if tuple(images.shape) != want:
+        raise ValueError(f"dataset '{name}': load_images returned shape {tuple(images.shape)} for {n} images, not "
+                         f"(n, C, H, W) = {want} as its info says (channels first: x.permute(0, 3, 1, 2); "
+                         "or set info.channels / info.image_size to what the images are)")
+
+
+def _checked_load_images(load: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(load)
+    def load_images(self: Any, indices: np.ndarray) -> torch.Tensor:
+        images = load(self, indices)
+        check_image_batch(self, images, int(np.asarray(indices).size))
+        return images
+
+    return load_images
+
+
 @dataclass
 class DatasetInfo:
     """Facts a task or the engine needs besides the arrays."""
@@ -93,6 +122,13 @@ class ImageDataset(torch.utils.data.Dataset):
         """Config schema of the plugin; subclasses replace it."""
 
         name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every subclass's load_images is checked against the contract on each call (cheap: dtype and
+        # shape), so a float or HWC image batch is an error at once, not a silently rescaled input
+        super().__init_subclass__(**kwargs)
+        if "load_images" in cls.__dict__:
+            cls.load_images = _checked_load_images(cls.__dict__["load_images"])
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

@@ -42,6 +42,11 @@ def _diff(r: dict[str, Any]) -> dict[str, Any]:
     return r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
 
 
+def _failed_label(r: dict[str, Any]) -> str:
+    """A failed cell's settings that differ from the defaults (it has no row to take a label from)."""
+    return variant_label(r["variant"].get("diff") or {}) if isinstance(r.get("variant"), dict) else ""
+
+
 def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None
             ) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants.
@@ -210,8 +215,8 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                     key=lambda r: (r["cell"]["method"], r["cell"]["backbone"], r["cell"]["seed"]))
     if failed:
         out += ["Failed cells:", ""]
-        out += [f"- {r['cell']['method']} / {r['cell']['backbone']} / seed {r['cell']['seed']}: "
-                f"{_one_line(r.get('reason'))}" for r in failed]
+        out += [f"- {r['cell']['method']}{f' ({label})' if (label := _failed_label(r)) else ''} / "
+                f"{r['cell']['backbone']} / seed {r['cell']['seed']}: {_one_line(r.get('reason'))}" for r in failed]
         out.append("")
     skipped: dict[str, list[str]] = defaultdict(list)
     for r in results:

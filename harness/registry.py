@@ -101,7 +101,18 @@ class Registry:
         for kind, hook_name in _HOOK_OF_KIND.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 dist = self._dist_of.get(id(impl.plugin), "<local>")
-                for spec in impl.function() or []:
+                try:
+                    specs = impl.function() or []
+                except Exception as exc:  # noqa: BLE001 - a broken hook is a broken plugin
+                    self._fail(f"distribution '{dist}': its {hook_name}() raised {type(exc).__name__}: {exc}", exc)
+                    continue
+                if not isinstance(specs, (list, tuple)) or not all(isinstance(s, PluginSpec) for s in specs):
+                    got = type(specs).__name__ if not isinstance(specs, (list, tuple)) else \
+                        f"a {type(specs).__name__} holding {sorted({type(s).__name__ for s in specs})}"
+                    self._fail(f"distribution '{dist}': its {hook_name}() must return a list of "
+                               f"harness.specs.PluginSpec, got {got}")
+                    continue
+                for spec in specs:
                     try:
                         check_name(kind, spec.name)
                     except ConfigError as exc:
@@ -114,6 +125,10 @@ class Registry:
                             f"{kind} '{spec.name}' is registered by both distribution "
                             f"'{prev.dist}' ({prev.target}) and '{dist}' ({spec.target}); "
                             "uninstall one of them or rename the plugin")
+                    if prev is not None and prev.target != spec.target:
+                        raise PluginConflictError(
+                            f"distribution '{dist}' registers {kind} '{spec.name}' twice ({prev.target} and "
+                            f"{spec.target}); rename one of them")
                     found[kind][spec.name] = spec
         return found
 
@@ -136,7 +151,11 @@ class Registry:
         """Import and return the plugin class (or module) behind ``name``, checked against its kind's
         contract (base class and constructor), so a wrong plugin fails here with the expected signature."""
         spec = self.get(kind, name)
-        obj = spec.load()
+        try:
+            obj = spec.load()
+        except Exception as exc:  # noqa: BLE001 - an import error of the plugin's own code, named
+            raise PluginLoadError(f"{kind} '{name}' ({spec.target}, distribution '{spec.dist or '?'}') failed to "
+                                  f"import: {type(exc).__name__}: {exc}") from exc
         if kind in _CONTRACT:
             check_contract(kind, spec, obj)
         return obj
@@ -182,6 +201,16 @@ def check_contract(kind: str, spec: PluginSpec, cls: Any) -> None:
                               f"called with ({', '.join(args)}) ({exc}); expected {expected}") from exc
     if not hasattr(cls, "Config"):
         raise PluginLoadError(f"{where} has no nested Config dataclass (its config schema)")
+    import dataclasses
+
+    if not dataclasses.is_dataclass(cls.Config):
+        raise PluginLoadError(f"{where}: its Config is not a dataclass; decorate it with @dataclass")
+    name = next((f for f in dataclasses.fields(cls.Config) if f.name == "name"), None)
+    if name is None or name.default != spec.name:
+        # the composed config's name selects the class: another default would run another plugin
+        got = "has no name field" if name is None else f"has name defaulting to {name.default!r}"
+        raise PluginLoadError(f"{where}: its Config {got}; it needs the field "
+                              f"name: str = {spec.name!r}, the name it is registered under")
 
 
 _REGISTRY: Registry | None = None
@@ -221,6 +250,15 @@ def make_config(cls: Any, values: Any = None, **overrides: Any) -> Any:
     where = merged.get("name") or cls.__name__
     if unknown:
         raise ConfigError(f"{where} has no config key(s) {unknown}; valid keys: {sorted(fields)}")
+    missing = sorted(k for k, v in merged.items() if isinstance(v, str) and v == "???")
+    missing += sorted(f.name for f in dataclasses.fields(schema) if f.name not in merged
+                      and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        kind = next((k for k, (base, _) in _CONTRACT.items()
+                     if isinstance(cls, type) and issubclass(cls, PluginSpec("", base, "").load())), "KIND")
+        raise ConfigError(f"{where}: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no default and "
+                          f"no value; give one on the command line ({kind}.{missing[0]}=VALUE) or a default in "
+                          "the plugin's Config")
     _check_types(schema, merged, where)
     try:
         return schema(**merged)

@@ -36,7 +36,7 @@ from harness.data import ImageDataset, hash_indices, save_tensors
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.registry import create, get_registry, make_config
 from harness.results import atomic_write_bytes, atomic_write_text, config_hash, read_result, result_path, write_result
-from harness.task import Embedded, EvalContext, Protocol
+from harness.task import Embedded, EvalContext, Protocol, checked_metrics
 
 _DATASETS: OrderedDict[str, ImageDataset] = OrderedDict()
 _MODELS: OrderedDict[str, "TrainedModel"] = OrderedDict()
@@ -466,7 +466,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
                           embed_fn=embed_fn, seed=int(config["seed"]),
                           device=device, artifacts_dir=path.with_name(f"{path.stem}_plots")
                           if config.get("plots") else None, finetuned=finetuned)
-        metrics = task.evaluate(ctx)
+        metrics = checked_metrics(task, task.evaluate(ctx))
         first_split = next(iter(protocol.eval.values()), None)
         if first_split is not None and len(first_split):
             from harness.diagnostics import embedding_diagnostics

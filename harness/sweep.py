@@ -298,8 +298,9 @@ def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
 
 def _store_schemas(searchpath: list[str], extra_backbones: set[str]) -> None:
     """Typed nodes in Hydra's ConfigStore: the top-level schema and every plugin's Config dataclass
-    (a plugin whose config file has its own name keeps the file); a plugin that fails to import is
-    left out here and reported when it is used."""
+    (a plugin whose config file has its own name keeps the file). A plugin that fails to import or
+    breaks its contract gets a bare node, so that selecting it reaches :func:`harness.config.validate`,
+    which reports the error (instead of Hydra's "Could not find")."""
     from hydra.core.config_store import ConfigStore
 
     from harness.config import register_schemas
@@ -313,7 +314,7 @@ def _store_schemas(searchpath: list[str], extra_backbones: set[str]) -> None:
             try:
                 nodes[(kind, name)] = registry.load(kind, name).Config
             except Exception:  # noqa: BLE001 - reported when the plugin is selected
-                continue
+                nodes[(kind, name)] = {"name": name}
     for name in {*registry.specs("backbone"), *extra_backbones}:
         if not _has_yaml(searchpath, "backbone", name):
             nodes[("backbone", name)] = BackboneConfig(name=name)

@@ -13,6 +13,7 @@ top of it (a detector) returns a :class:`harness.finetune.Finetune` from
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,7 +54,13 @@ class MetricValue:
         if self.reason is not None:
             raise ValueError(f"a metric with a value ({self.value}) takes no reason; put notes in the "
                              "task's details")
-        self.value = float(self.value)
+        v = self.value
+        scalar = v.ndim == 0 if isinstance(v, (np.ndarray, torch.Tensor)) else (
+            isinstance(v, numbers.Real) and not isinstance(v, bool))
+        if not scalar:
+            raise TypeError(f"a metric's value is a real number (or None with a reason), got "
+                            f"{type(v).__name__} {str(v)[:60]}")
+        self.value = float(v)
         if not math.isfinite(self.value):
             # NaN / inf would be written as null without a word: name it instead
             self.reason = f"the computation gave a non-finite value ({self.value})"
@@ -217,4 +224,25 @@ class Task:
 
     def metric(self, name: str, value: float | None, *, reason: str | None = None, **kw: Any) -> MetricValue:
         """A :class:`MetricValue` whose direction comes from ``METRICS``; ``value=None`` needs a ``reason``."""
-        return MetricValue(None if value is None else float(value), self.METRICS[name], reason=reason, **kw)
+        if name not in self.METRICS:
+            raise KeyError(f"{type(self).__name__}.metric({name!r}): {name!r} is not in {type(self).__name__}.METRICS "
+                           f"({', '.join(self.METRICS) or 'empty'}); add it there with its direction "
+                           "(name: higher_is_better), or build MetricValue(value, higher_is_better) yourself")
+        return MetricValue(None if value is None else value, self.METRICS[name], reason=reason, **kw)
+
+
+def checked_metrics(task: Any, metrics: Any) -> dict[str, MetricValue]:
+    """What ``task.evaluate`` returned, checked: a non-empty ``{name: MetricValue}`` mapping (the
+    error names the task and what it returned instead)."""
+    where = f"task '{getattr(getattr(task, 'cfg', None), 'name', type(task).__name__)}': evaluate()"
+    if not isinstance(metrics, dict):
+        raise TypeError(f"{where} returned {type(metrics).__name__}, not a dict {{name: MetricValue}} "
+                        "(build each value with self.metric(name, value))")
+    if not metrics:
+        raise ValueError(f"{where} returned no metrics; a task that cannot run on a dataset raises "
+                         "harness.errors.Incompatible in protocol() instead")
+    bad = {k: type(v).__name__ for k, v in metrics.items() if not isinstance(k, str) or not isinstance(v, MetricValue)}
+    if bad:
+        raise TypeError(f"{where} returned values that are not MetricValue: {bad} (build each with "
+                        "self.metric(name, value), or MetricValue.undefined(reason, higher_is_better))")
+    return metrics

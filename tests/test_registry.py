@@ -120,3 +120,137 @@ def test_list_with_a_pattern_that_matches_nothing_says_so(capsys):
 
     assert main(["list", "methods", "zz*"]) == 0
     assert "methods:\n  (none matches 'zz*'; `harness list methods` shows them all)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- mistakes a plugin author makes
+_TWO_METHODS = """
+    from dataclasses import dataclass
+    from harness import PluginSpec, hookimpl
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    class Copied(EuclideanCE):
+        @dataclass
+        class Config(EuclideanCE.Config):  # copied from another plugin: its name default is 'euclidean_ce'
+            pass
+
+    class Nameless(EuclideanCE):
+        @dataclass
+        class Config:
+            dim: int = 4
+
+    @hookimpl
+    def harness_methods():
+        return [PluginSpec("copied", "author_mod:Copied", "stale Config.name"),
+                PluginSpec("nameless", "author_mod:Nameless", "no name field"),
+                PluginSpec("missing_dep", "not_a_real_package_xyz:M", "fails to import")]
+"""
+
+
+def test_a_config_name_other_than_the_spec_name_is_an_error_not_another_plugin(fake_site):
+    _fake_dist(fake_site, "author_dist", "author_mod", _TWO_METHODS)
+    reg = Registry()
+    with pytest.raises(PluginLoadError, match="Config has name defaulting to 'euclidean_ce'.*name: str = 'copied'"):
+        reg.load("method", "copied")
+    with pytest.raises(PluginLoadError, match="Config has no name field.*name: str = 'nameless'"):
+        reg.load("method", "nameless")
+
+
+def test_selecting_a_plugin_that_fails_to_load_reports_its_error_not_could_not_find(fake_site, tmp_path):
+    from harness.registry import set_registry
+    from harness.sweep import compose
+
+    _fake_dist(fake_site, "author_dist", "author_mod", _TWO_METHODS)
+    set_registry(Registry())
+    try:
+        for name, why in (("missing_dep", "No module named 'not_a_real_package_xyz'"),
+                          ("copied", "name defaulting to 'euclidean_ce'")):
+            with pytest.raises(PluginLoadError, match=why):
+                from harness.config import validate
+
+                validate(compose([f"method={name}", f"results_dir={tmp_path}"]))
+    finally:
+        set_registry(None)
+
+
+def test_a_hook_returning_the_wrong_type_is_a_warning_naming_the_distribution(fake_site):
+    _fake_dist(fake_site, "bad_hook_dist", "bad_hook_mod", """
+        from harness import PluginSpec, hookimpl
+
+        @hookimpl
+        def harness_tasks():
+            return PluginSpec("lonely", "bad_hook_mod:T", "not in a list")
+    """)
+    reg = Registry()
+    with pytest.warns(PluginWarning, match="bad_hook_dist.*harness_tasks\\(\\) must return a list.*got PluginSpec"):
+        tasks = reg.specs("task")
+    assert "retrieval" in tasks  # everything else still works
+
+
+def test_one_distribution_registering_a_name_twice_is_an_error(fake_site):
+    _fake_dist(fake_site, "twice_dist", "twice_mod", """
+        from harness import PluginSpec, hookimpl
+
+        @hookimpl
+        def harness_methods():
+            return [PluginSpec("twin", "twice_mod:A", "a"), PluginSpec("twin", "twice_mod:B", "b")]
+    """)
+    with pytest.raises(PluginConflictError, match="twice_dist' registers method 'twin' twice"):
+        Registry().specs("method")
+
+
+def test_help_with_a_plugin_conflict_prints_the_usage_and_the_error(fake_site, capsys):
+    from harness.cli import main
+    from harness.registry import set_registry
+
+    _fake_dist(fake_site, "clash_dist", "clash_mod", """
+        from harness import PluginSpec, hookimpl
+
+        @hookimpl
+        def harness_methods():
+            return [PluginSpec("euclidean_ce", "clash_mod:X", "an impostor")]
+    """)
+    set_registry(Registry())
+    try:
+        assert main(["--help"]) == 2
+    finally:
+        set_registry(None)
+    out, err = capsys.readouterr()
+    assert "usage: harness" in out and "registered by both" in err and "Traceback" not in err
+
+
+def test_a_config_that_omegaconf_cannot_type_does_not_break_other_runs_and_still_validates():
+    """A Literal[...] field: stored as plain defaults, checked by validate, the other plugins unaffected."""
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from hydra.core.config_store import ConfigStore
+
+    from harness.config import register_schemas
+
+    @dataclass
+    class Config:
+        name: str = "literal_task"
+        mode: Literal["fast", "exact"] = "fast"
+
+    store = ConfigStore.instance()
+    register_schemas(store, {("task", "literal_task"): Config})
+    assert store.load("task/literal_task.yaml").node == {"name": "literal_task", "mode": "fast"}
+
+
+def test_a_config_field_without_default_names_the_override_to_give():
+    from dataclasses import dataclass
+
+    from harness.errors import ConfigError
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+    from harness.registry import make_config
+
+    class NoDefault(EuclideanCE):
+        @dataclass(kw_only=True)
+        class Config:
+            name: str = "no_default"
+            width: int
+
+    with pytest.raises(ConfigError, match=r"width has no default and no value.*method\.width=VALUE"):
+        make_config(NoDefault, {"name": "no_default"})
+    with pytest.raises(ConfigError, match=r"width has no default"):
+        make_config(NoDefault, {"name": "no_default", "width": "???"})  # omegaconf's missing marker
