@@ -385,6 +385,10 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
                                         f"tensor(s) are not finite ({type(exc).__name__} in the forward); "
                                         "lower train.lr or check the method's numerics") from exc
                 raise
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+                raise TypeError(f"{type(method).__name__}.training_step returned {got}; it returns the batch's "
+                                "loss as a scalar tensor (e.g. the mean of per-sample losses: loss.mean())")
             if not torch.isfinite(loss.detach()).all():
                 raise NonFiniteLoss(f"loss became NaN at step {step} (epoch {epoch}); "
                                     "lower train.lr or check the method's numerics")

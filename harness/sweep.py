@@ -355,6 +355,9 @@ def prepare(overrides: list[str]) -> list[str]:
     registry = get_registry()
     searchpath = registry.config_searchpath()
     overrides = [_expand_glob(o, searchpath) for o in overrides]
+    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    if grid is not None and not _has_yaml(searchpath, "grid", grid):
+        raise UnknownPluginError("grid", grid, sorted(_config_names(searchpath, "grid")))
     timm_backbones: set[str] = set()
     grid_params = [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items()]
     for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides
@@ -379,13 +382,16 @@ def prepare(overrides: list[str]) -> list[str]:
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
 
 
+def _config_names(searchpath: list[str], group: str) -> set[str]:
+    """The names of the config files ``<group>/<name>.yaml`` on the plugins' search path."""
+    return {p.name[:-5] for folder in _group_folders(searchpath, group) if folder.is_dir()
+            for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
 def _group_options(searchpath: list[str], kind: str) -> list[str]:
     """Every name ``kind=NAME`` accepts: the registered plugins, the group's config files and, for
     backbones, every timm model."""
-    names = set(get_registry().specs(kind))
-    for folder in _group_folders(searchpath, kind):
-        if folder.is_dir():
-            names |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")}
+    names = set(get_registry().specs(kind)) | _config_names(searchpath, kind)
     if kind == "backbone":
         import timm
 

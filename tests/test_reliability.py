@@ -581,3 +581,67 @@ def test_save_embeddings_writes_each_split_and_its_distance_to_the_origin(tmp_pa
     # a run-local key: the same cell, variant and hash as without it
     assert config_hash(_compose(tmp_path, "method=poincare_mlr", "task=retrieval", "save_embeddings=true")) == \
         config_hash(_compose(tmp_path, "method=poincare_mlr", "task=retrieval"))
+
+
+def test_a_per_sample_loss_fails_the_cell_saying_to_return_a_scalar(tmp_path, monkeypatch):
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    original = EuclideanCE.loss
+    monkeypatch.setattr(EuclideanCE, "loss", lambda self, e, b: original(self, e, b).expand(len(e)))
+    result = _run(tmp_path, "task=few_shot")
+    assert result["status"] == "failed"
+    assert "training_step returned shape (" in result["reason"] and "loss.mean()" in result["reason"]
+
+
+@pytest.mark.parametrize("returned, message", [
+    (0.5, "evaluate() returned float, not a dict"),
+    ({}, "returned no metrics"),
+    ({"acc": 0.5}, "values that are not MetricValue: {'acc': 'float'}"),
+])
+def test_a_task_returning_something_else_than_metric_values_fails_the_cell_clearly(tmp_path, monkeypatch,
+                                                                                   returned, message):
+    from harness.tasks.few_shot import FewShot
+
+    monkeypatch.setattr(FewShot, "evaluate", lambda self, ctx: returned)
+    result = _run(tmp_path, "task=few_shot")
+    assert result["status"] == "failed" and message in result["reason"], result["reason"]
+
+
+def test_a_metric_value_must_be_a_number_and_its_name_declared():
+    from harness.task import MetricValue
+    from harness.tasks.few_shot import FewShot
+
+    with pytest.raises(TypeError, match="real number"):
+        MetricValue("0.5", True)
+    assert MetricValue(torch.tensor(0.25), True).value == 0.25
+    with pytest.raises(KeyError, match="'other' is not in FewShot.METRICS"):
+        FewShot(FewShot.Config()).metric("other", 0.5)
+
+
+def test_dataset_images_are_checked_against_the_contract_on_every_load():
+    import numpy as np
+
+    from harness.data import DatasetInfo, ImageDataset
+
+    class Tiny(ImageDataset):
+        def __init__(self, images):
+            super().__init__()
+            self.images = images
+            self.info = DatasetInfo(image_size=(4, 5), channels=3)
+
+        def load_images(self, indices):
+            return self.images[: len(indices)]
+
+    ok = torch.zeros(3, 3, 4, 5, dtype=torch.uint8)
+    assert torch.equal(Tiny(ok).load_images(np.arange(3)), ok)
+    for images, message in ((ok.float() / 255, "torch.float32 images; it returns uint8"),
+                            (ok.permute(0, 2, 3, 1), r"shape \(3, 4, 5, 3\) .* x.permute\(0, 3, 1, 2\)"),
+                            (ok.numpy(), "returned ndarray"), (ok[:2], r"shape \(2, 3, 4, 5\) for 3 images")):
+        with pytest.raises((TypeError, ValueError), match=message):
+            Tiny(images).load_images(np.arange(3))
+
+
+def test_an_unknown_grid_answers_did_you_mean(capsys):
+    assert main(["sweep", "grid=quik"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown grid 'quik'; did you mean 'quick'?" in err and "hack_prototypicality" in err
