@@ -256,10 +256,15 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     def cached() -> dict[str, Any] | None:
         if config.get("retrain") or not (cache_file.exists() and meta_file.exists()):
             return None
+        # load_state_dict copies the matching tensors before it raises on a foreign file: keep the fresh
+        # initialisation to go back to, so a failed read trains from it as a cold cache does
+        initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
         try:
+            meta = json.loads(meta_file.read_text())
             method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
-            return json.loads(meta_file.read_text())
+            return meta
         except Exception as exc:  # noqa: BLE001 - truncated, foreign or stale: train it again
+            method.load_state_dict(initial)
             print(f"  the cached model {cache_file} could not be read ({type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}): training it again",
                   file=sys.stderr)

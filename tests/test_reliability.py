@@ -153,18 +153,28 @@ def test_bad_result_files_never_break_a_leaderboard(tmp_path):
     assert "| 0.600 ± 1.271 " in rendered["t.md"]  # the two good files still render
 
 
-def test_a_corrupt_model_cache_is_trained_again(tmp_path, capsys):
+@pytest.mark.parametrize("corruption", ["truncated", "foreign", "record"])
+def test_a_corrupt_model_cache_is_trained_again_from_scratch(tmp_path, capsys, corruption):
     import harness.run
+    from harness.data import save_tensors
 
     first = _run(tmp_path, "task=few_shot")
     model_file = tmp_path / "cache" / "models" / f"{first['model_key']}.pt"
-    model_file.write_bytes(model_file.read_bytes()[:100])  # truncated
+    if corruption == "truncated":
+        model_file.write_bytes(model_file.read_bytes()[:100])
+    elif corruption == "foreign":  # matching keys (copied before load_state_dict raises) plus one it lacks
+        state = torch.load(model_file, weights_only=True)
+        save_tensors({**{k: v * 2 if v.is_floating_point() else v for k, v in state.items()},
+                      "bogus": torch.zeros(1)}, model_file)
+    else:  # the weights are fine, their record is torn
+        model_file.with_suffix(".json").write_text('{"steps": ')
     harness.run._MODELS.clear()
     capsys.readouterr()
     again = _run(tmp_path, "task=few_shot", "force=true")
     assert again["status"] == "ok" and not again["timings"]["train_cached"]
-    assert f"the cached model {model_file} could not be read" in capsys.readouterr().err
-    assert again["metrics"] == first["metrics"]  # deterministic retraining
+    assert "could not be read" in capsys.readouterr().err
+    # deterministic retraining from the fresh initialisation, not from the weights the failed read left
+    assert again["metrics"] == first["metrics"]
 
 
 def test_force_reuses_the_model_and_retrain_trains_again(tmp_path):
