@@ -367,16 +367,30 @@ def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
     by_folder: dict[Path, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     for path, r in iter_results(results_dir):
         by_folder[path.parent].append((path, r))
-    out = []
+    kept: list[tuple[Path, dict[str, Any]]] = []
     for entries in by_folder.values():
         computed = {path: config_hash({k: v for k, v in r["config"].items() if k != "seed"}) for path, r in entries}
         newest = max(entries, key=lambda e: (e[0].stat().st_mtime, e[0].name))[0]
         for path, r in entries:
             if computed[path] == computed[newest]:
-                out.append(r)
+                kept.append((path, r))
             else:
                 warnings.warn(f"leaving out {path}: computed under another config than {newest.name} beside it "
                               "(older defaults?); re-run the sweep to redo it, or delete it", stacklevel=2)
+    # one result per cell and seed: a copied file or a copy of a results folder inside another would
+    # otherwise count as more seeds (an interval over copies of one number)
+    by_cell: dict[tuple[Any, ...], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for path, r in kept:
+        c = r["cell"]
+        by_cell[(c["task"], c["dataset"], c["method"], c["backbone"], _variant(r), c["seed"])].append((path, r))
+    out = []
+    for copies in by_cell.values():
+        newest_path, newest = max(copies, key=lambda e: (e[0].stat().st_mtime, str(e[0])))
+        out.append(newest)
+        for path, _ in copies:
+            if path != newest_path:
+                warnings.warn(f"leaving out {path}: another result of the same cell and seed, {newest_path}, is "
+                              "newer (a copied file or results folder?); delete the copy", stacklevel=2)
     return out
 
 

@@ -148,6 +148,25 @@ def test_a_seed_computed_under_older_defaults_is_left_out_of_its_row(tmp_path):
     assert any(f"leaving out {stale}" in str(w.message) for w in caught)
 
 
+def test_a_copied_result_or_results_folder_is_not_counted_as_more_seeds(tmp_path):
+    import os
+    import shutil
+    import warnings
+
+    res = _write(tmp_path, RESULTS)
+    original = next(res.rglob("seed0.json"))
+    shutil.copy(original, original.with_name("seed7.json"))  # a copy under another seed's name
+    shutil.copytree(res, tmp_path / "copy")
+    shutil.move(tmp_path / "copy", res / "old_run")  # a copy of the whole folder inside it
+    for path in (res / "old_run").rglob("*.json"):
+        os.utime(path, (0, 0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = leaderboard.render_all(res)["t.md"]
+    assert "| **0.600 ± 1.271** | **1.500 ± 6.353** | 2   |" in text  # seeds 0 and 1, once each
+    assert sum("another result of the same cell and seed" in str(w.message) for w in caught) == 14 - 6
+
+
 def test_rows_within_the_reference_interval_are_marked():
     def row(method, seed, acc, reference=False):
         r = _r(method, seed, acc, 1.0)
