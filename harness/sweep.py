@@ -601,23 +601,38 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     named by ``backbone.pretrained`` is a file. One :class:`ConfigError` lists everything missing, with
     what each needs and where to get it (the dataset loaders' own messages)."""
     from harness.backbones import weight_source
+    from harness.config import dataset_node
     from harness.errors import DatasetNotFoundError
     from harness.registry import get_registry
     from harness.run import load_dataset
 
     problems: dict[str, str] = {}
+    checked: set[str] = set()
     sources = set(get_registry().specs("weights"))
     for config in configs:
-        for node in (config["dataset"], config.get("train_dataset")):
+        far = [dataset_node(name) for name in config["task"].get("far") or [] if isinstance(name, str)]
+        for node in (config["dataset"], config.get("train_dataset"), *far):
             if not isinstance(node, dict) or "root" not in node:
                 continue
             key = repr(sorted(node.items()))
-            if key in problems:
+            if key in checked:
                 continue
+            checked.add(key)
             try:
-                load_dataset(node)  # kept in memory: the first cells reuse it
+                dataset = load_dataset(node)  # kept in memory: the first cells reuse it
             except DatasetNotFoundError as exc:
                 problems[key] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - files there but unreadable (truncated, wrong format)
+                problems[key] = (f"dataset '{node['name']}' under {node['root'] or 'its default root'} could not be "
+                                 f"read: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                                 "(a truncated or wrongly formatted file? the dataset's documentation in "
+                                 "`harness list datasets` says which files it reads)")
+                continue
+            if len(dataset) == 0:
+                problems[key] = (f"dataset '{node['name']}' under {node['root'] or 'its default root'} holds no "
+                                 "images: its index files are there but list none; put the dataset's files there "
+                                 "(or point dataset.root / HARNESS_DATA at them)")
         pretrained = config["backbone"].get("pretrained")
         if pretrained and weight_source(str(pretrained)) is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)

@@ -655,3 +655,27 @@ def test_an_unknown_grid_answers_did_you_mean(capsys):
     assert main(["sweep", "grid=quik"]) == 2
     err = capsys.readouterr().err
     assert "unknown grid 'quik'; did you mean 'quick'?" in err and "hack_prototypicality" in err
+
+
+def test_a_far_ood_dataset_without_files_an_empty_or_an_unreadable_root_are_refused_before_work(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data"))
+    common = [f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]
+    # a far-OOD set named on the command line: refused, not silently dropped from an `ok` result
+    assert main(["run", "task=ood", "task.far=[cub200]", *common]) == 2
+    err = capsys.readouterr().err
+    assert "this run cannot start" in err and "images.txt" in err and "Traceback" not in err
+    cub = tmp_path / "cub"
+    (cub / "images").mkdir(parents=True)
+    for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):
+        (cub / name).write_text("")
+    assert main(["run", "dataset=cub200", f"dataset.root={cub}", *common]) == 2  # index files that list nothing
+    assert f"dataset 'cub200' under {cub} holds no images" in capsys.readouterr().err
+    (cub / "images.txt").write_text("x 001.Bird/a.jpg\n")  # an id that is not a number
+    import harness.run
+
+    harness.run._DATASETS.clear()  # the empty dataset read above is kept in this process
+    assert main(["run", "dataset=cub200", f"dataset.root={cub}", *common]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset 'cub200' under {cub} could not be read: ValueError" in err and "Traceback" not in err
+    assert not list((tmp_path / "res").rglob("seed*.json"))
