@@ -127,7 +127,8 @@ def has_imagenet_stem(model: nn.Module) -> bool:
     return _stem_conv(model) is not None
 
 
-def _stem_option(value: Any) -> str | bool:
+def stem_option(value: Any) -> str | bool:
+    """``backbone.small_input_stem`` read: ``auto``, True or False (a ConfigError for anything else)."""
     if value == "auto":
         return "auto"
     if isinstance(value, bool):
@@ -148,7 +149,7 @@ def use_small_input_stem(model: nn.Module, option: Any, *, img_size: tuple[int, 
     named (ImageNet) weight source; with a checkpoint path the checkpoint must hold the 3×3 stem
     (e.g. a model trained here with it), which the strict loader checks. ``false``: no.
     """
-    option = _stem_option(option)
+    option = stem_option(option)
     if option is False:
         return False
     stem = has_imagenet_stem(model)
@@ -231,7 +232,7 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     if unknown:
         raise ConfigError(f"backbone config has unknown key(s) {sorted(unknown)}; valid keys: {sorted(BACKBONE_KEYS)}")
     name = resolve_backbone(values["name"])
-    stem_option = _stem_option(values.get("small_input_stem", "auto"))
+    stem = stem_option(values.get("small_input_stem", "auto"))
     kwargs = dict(values.get("kwargs") or {})
     kwargs.update(num_classes=0, in_chans=in_chans)
     try:  # ViTs and friends take the input size; CNNs reject the keyword
@@ -239,7 +240,7 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
     except TypeError:
         model = timm.create_model(name, pretrained=False, **kwargs)
     pretrained = str(values["pretrained"]) if values.get("pretrained") else None
-    if use_small_input_stem(model, stem_option, img_size=img_size, pretrained=pretrained, name=name):
+    if use_small_input_stem(model, stem, img_size=img_size, pretrained=pretrained, name=name):
         to_small_input_stem(model)  # before the weights: a checkpoint of a CIFAR-stem model fits only then
     else:
         model.small_input_stem = False

@@ -92,6 +92,10 @@ def cmd_leaderboard(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.results_dir) / "leaderboards")
     leaderboard.check_results_dir(args.results_dir)
+    if not args.check:
+        from harness.run import check_writable
+
+        check_writable(out, "the output folder", "--out PATH")
     if args.readme:
         leaderboard.check_readme_markers(args.readme)
     if args.check:

@@ -318,6 +318,9 @@ def backbone_node(node: dict[str, Any]) -> dict[str, Any]:
         Config = BackboneConfig
 
     cfg = make_config(_Backbone, dict(node))
+    from harness.backbones import stem_option
+
+    stem_option(cfg.small_input_stem)
     if cfg.img_size is not None:
         image_hw(cfg.img_size, key="backbone.img_size")
     if cfg.kwargs:
@@ -331,7 +334,14 @@ def dataset_node(value: Any) -> dict[str, Any]:
     """A ``train_dataset`` value (a name or a mapping with ``name``) as a complete dataset config."""
     from harness.registry import get_registry, make_config
 
+    from collections.abc import Mapping
+
+    example = "train_dataset=scenes or train_dataset='{name: scenes, n_images: 800}'"
+    if not isinstance(value, (str, Mapping)):
+        raise ConfigError(f"train_dataset takes a dataset name or a mapping with its name, got {value!r} ({example})")
     node = {"name": value} if isinstance(value, str) else dict(value)
+    if node.get("name") is None:
+        raise ConfigError(f"train_dataset {value!r} names no dataset: give its name: key ({example})")
     check_name("train_dataset", node.get("name"))
     cls = get_registry().load("dataset", node["name"])
     cfg = make_config(cls, node)

@@ -435,6 +435,8 @@ def render_readme_section(results_dir: str | Path) -> str:
 def check_results_dir(results_dir: str | Path) -> None:
     """A results folder that is missing or holds no result file is an error (nothing to render)."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise HarnessError(f"results folder '{root}' is a file; name the folder that holds the result files")
     if not root.is_dir():
         raise HarnessError(f"results folder '{root}' does not exist; run `harness sweep results_dir={root}` "
                            "first or name the folder that holds the result files")

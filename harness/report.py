@@ -54,5 +54,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("results_dir")
     parser.add_argument("--out", required=True, help="folder for report.md and its figures/")
     args = parser.parse_args(argv)
+    from harness.leaderboard import check_results_dir
+    from harness.run import check_writable
+
+    check_results_dir(args.results_dir)
+    check_writable(args.out, "the output folder", "--out PATH")
     print(f"wrote {write_report(args.results_dir, args.out)}")
     return 0

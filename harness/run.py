@@ -346,8 +346,9 @@ def _kept(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return prev
 
 
-def check_writable(directory: str | Path, key: str = "results_dir") -> None:
-    """Fail before any work if ``directory`` (the config's ``key``: results_dir, cache_dir) cannot take files."""
+def check_writable(directory: str | Path, key: str = "results_dir", option: str | None = None) -> None:
+    """Fail before any work if ``directory`` (the config's ``key``: results_dir, cache_dir) cannot take files;
+    ``option``: how to choose another (default ``KEY=PATH``)."""
     root = Path(directory).expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -356,7 +357,7 @@ def check_writable(directory: str | Path, key: str = "results_dir") -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"{key} '{root}' is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
-                          f"choose another one with {key}=PATH") from exc
+                          f"choose another one with {option or key + '=PATH'}") from exc
 
 
 def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,

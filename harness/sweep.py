@@ -30,11 +30,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import LARGE_GRID, BackboneConfig, check_name
-from harness.errors import ConfigError, UnknownPluginError
+from harness.errors import ConfigError, HarnessError, UnknownPluginError
 from harness.progress import format_seconds
 from harness.registry import get_registry
 from harness.specs import KINDS
 
+#: What went wrong around the cells of the last ``launch`` (no cell to run, leaderboards not written):
+#: raised once Hydra returns, since Hydra turns a callback's exception into a warning.
+SWEEP_PROBLEMS: list[str] = []
 #: Cells that failed in the last ``launch`` of this process (the CLI's exit status).
 LAST_SWEEP: dict[str, int] = {}
 
@@ -214,6 +217,10 @@ class SweepProgress(Callback):
             total = None
         self.grid = GridProgress(total)
         print(f"harness sweep: {total if total is not None else '?'} cells -> {config.results_dir}", flush=True)
+        if total == 0:
+            SWEEP_PROBLEMS.append(f"this sweep has no cell to run: the exclude rules of grid={config.get('grid_name')} "
+                                  "drop every combination of its axes with the command line's (its file lists "
+                                  "them); change the axes, or start from grid=smoke")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         self.grid.job_done(job_return, single=str(config.hydra.mode) == "RunMode.RUN")
@@ -228,11 +235,16 @@ class SweepProgress(Callback):
         print(f"harness sweep: finished in {format_seconds(time.perf_counter() - self.grid.start)} ({summary})",
               flush=True)
         out = config.get("leaderboard_dir")
-        if out:
+        if out and counts:  # no cell reported back: nothing new to render (and maybe no result at all)
             from harness.leaderboard import write_all
 
-            for path in write_all(config.results_dir, out):
-                print(f"leaderboard: {path}", flush=True)
+            try:
+                for path in write_all(config.results_dir, out):
+                    print(f"leaderboard: {path}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - the cells are safe; say why their tables are not
+                SWEEP_PROBLEMS.append(f"the leaderboards could not be written to {out} ({type(exc).__name__}: "
+                                      f"{exc}); the results are in {config.results_dir}: render them with "
+                                      f"`harness leaderboard {config.results_dir} --out PATH`")
 
 
 def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
@@ -582,6 +594,9 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
     singles_by_key = {_key(o): o for o in singles}
     # stable sort: keys the grid does not set (command line) keep their order, after the grid's
     order = sorted([*singles_by_key, *axes], key=lambda k: rank.get(k, len(rank)))
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise ConfigError(f"{empty[0]}: the sweep lists no value for it (e.g. range(0,0) is empty); give at least one")
     first = {k: v[0] for k, v in axes.items()}
     combos = [first]
     for key, values in axes.items():
@@ -683,6 +698,8 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
         check_requirements([base], "run")
     check_writable(base["results_dir"])
     check_writable(base["cache_dir"], "cache_dir")
+    if multirun and base.get("leaderboard_dir"):
+        check_writable(base["leaderboard_dir"], "leaderboard_dir")
     if multirun:
         grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
         cli_axes = sorted(_axes([o for o in overrides if not o.startswith("grid=")], [])[0])
@@ -692,10 +709,13 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     argv = sys.argv
     sys.argv = ["harness", *(["--multirun"] if multirun else []), *args]
     LAST_SWEEP.clear()
+    SWEEP_PROBLEMS.clear()
     try:
         app()
     finally:
         sys.argv = argv
+    if SWEEP_PROBLEMS:
+        raise HarnessError("; ".join(SWEEP_PROBLEMS))
     if not multirun:
         return int(_LAST_RUN.get("failed", 0))
     return int(LAST_SWEEP.get("failed", 0))

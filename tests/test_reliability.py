@@ -13,7 +13,7 @@ import torch
 
 from harness.cli import main
 from harness.errors import ConfigError
-from harness.results import iter_results, read_result
+from harness.results import iter_results, read_result, result_path, write_result
 from tests.test_sweep import TINY, _harness, fake_dist
 
 TINY_RUN = [o for o in TINY]
@@ -349,6 +349,10 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
     ("backbone.pretrained=imagenet_ofline", "is neither a weight source (checkpoint, imagenet_offline) nor a "
                                            "checkpoint file (did you mean 'imagenet_offline'?)"),
     ("backbone.pretrained=/no/such/weights.pth", "backbone.pretrained=/no/such/weights.pth is neither a weight"),
+    ("backbone.small_input_stem=maybe", "backbone.small_input_stem must be auto, true or false, got 'maybe'"),
+    ("train_dataset=[scenes]", "train_dataset takes a dataset name or a mapping with its name, got ['scenes']"),
+    ("train_dataset=5", "train_dataset takes a dataset name or a mapping with its name, got 5"),
+    ("train_dataset={n_images: 5}", "train_dataset {'n_images': 5} names no dataset: give its name: key"),
 ])
 def test_bad_values_are_one_line_errors_before_any_work(override, message, capsys, tmp_path):
     assert main(["run", override, f"results_dir={tmp_path / 'res'}"]) == 2
@@ -362,6 +366,7 @@ def test_bad_values_are_one_line_errors_before_any_work(override, message, capsy
     (["foo"], "cannot read the override 'foo': Error parsing override 'foo' missing EQUAL at '<EOF>'"),
     (["method=[a"], "cannot read the override 'method=[a': no viable alternative at input '[a'"),
     (["train.augment=crp"], "train.augment: unknown augmentation 'crp'; did you mean 'crop'?"),
+    (["method=hcm", "method.views=flp"], "hcm: views: unknown augmentation 'flp'; did you mean 'flip'?"),
 ])
 def test_unreadable_overrides_are_one_line_errors(command, argv, message, capsys, tmp_path):
     assert main([command, *argv, f"results_dir={tmp_path / 'res'}"]) == 2
@@ -679,3 +684,34 @@ def test_a_far_ood_dataset_without_files_an_empty_or_an_unreadable_root_are_refu
     err = capsys.readouterr().err
     assert f"dataset 'cub200' under {cub} could not be read: ValueError" in err and "Traceback" not in err
     assert not list((tmp_path / "res").rglob("seed*.json"))
+
+
+def test_sweeps_with_no_cell_an_empty_axis_or_an_unwritable_leaderboard_are_errors(tmp_path, capsys):
+    res = [f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]
+    # the default grid's exclude rules drop retrieval on the re-ID data: nothing would run
+    assert main(["sweep", "method=euclidean_ce", "dataset=reid_synthetic", "task=retrieval", "seed=0", *res]) == 2
+    assert "this sweep has no cell to run: the exclude rules of grid=default" in capsys.readouterr().err
+    assert main(["sweep", "method=euclidean_ce", "task=retrieval", "seed=range(0,0)", *res]) == 2
+    assert "seed: the sweep lists no value for it" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["sweep", "grid=smoke", f"leaderboard_dir={blocker}", *res]) == 2
+    assert f"leaderboard_dir '{blocker}' is not writable" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
+
+
+def test_leaderboard_and_report_refuse_a_file_as_folder_or_output(tmp_path, capsys):
+    from tests.test_leaderboard import _r
+
+    res = tmp_path / "res"
+    write_result(result_path(res, _r("m", 0, 0.5, 1.0)["cell"]), _r("m", 0, 0.5, 1.0))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["leaderboard", str(blocker)]) == 2
+    assert f"results folder '{blocker}' is a file" in capsys.readouterr().err
+    for command in ("leaderboard", "report"):
+        assert main([command, str(res), "--out", str(blocker / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "the output folder" in err and "is not writable" in err and "--out PATH" in err
+        assert "Traceback" not in err
+

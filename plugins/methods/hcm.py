@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.augment import check_policy
 from harness.errors import ConfigError, HarnessError
 from harness.method import Batch, TrainState
 from harness.plugins.methods.euclidean_ce import EuclideanCE
@@ -219,6 +220,8 @@ class HCMSettings:
             raise ConfigError(f"{n}: clusters_per_class must be >= 1, got {self.clusters_per_class}")
         if self.recluster_every < 1:
             raise ConfigError(f"{n}: recluster_every must be >= 1 (epochs), got {self.recluster_every}")
+        if self.views:
+            check_policy(f"{n}: views", self.views)
 
 
 class HierarchicalCosineMargin(nn.Module):
