@@ -109,7 +109,11 @@ def cmd_leaderboard(argv: list[str]) -> int:
             return 1
         print(f"leaderboards in {out} are up to date with {args.results_dir}")
         return 0
-    for path in leaderboard.write_all(args.results_dir, out):
+    written = leaderboard.write_all(args.results_dir, out)
+    if not written:
+        raise HarnessError(f"results folder '{args.results_dir}' holds no readable result file (the warnings above "
+                           "name each one left out); nothing to render")
+    for path in written:
         print(f"wrote {path}")
     if args.readme:
         current = leaderboard.update_readme(args.readme, args.results_dir)

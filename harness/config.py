@@ -80,15 +80,16 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ConfigError("train.batch_size must be at least 2: a batch of one image breaks BatchNorm in "
                               "training mode and leaves a pairwise or contrastive loss no pair")
-        for key in ("lr", "weight_decay", "momentum", "grad_clip", "warmup_epochs", "step_gamma"):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be a finite number > 0, got {self.lr} (a model that does not learn is "
+                              "the random_init reference)")
+        for key in ("weight_decay", "momentum", "grad_clip", "warmup_epochs", "step_gamma"):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"train.{key} must be a finite number >= 0, got {value}")
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
                               f"({self.epochs}): the learning rate would never finish warming up")
-        if self.lr == 0:
-            raise ConfigError("train.lr must be > 0 (a model that does not learn is the random_init reference)")
         if self.num_workers < 0 or self.step_epochs < 0 or self.checkpoint_every < 0:
             raise ConfigError("train.num_workers, train.step_epochs and train.checkpoint_every must be >= 0")
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)

@@ -478,6 +478,14 @@ def _launcher_override(override: str) -> str:
         module, dist, extra = _EXTRA_LAUNCHERS[name]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"launcher={name} needs {dist}: pip install 'hyperbolic-harness[{extra}]'")
+    if name == "slurm":
+        import shutil
+
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if missing:
+            raise ConfigError(f"launcher=slurm submits with SLURM's {' and '.join(missing)}, which this machine does "
+                              "not have on its PATH; start the sweep on the cluster's login node (launcher=gpu_pool "
+                              "runs on the GPUs of this machine)")
     return f"hydra/launcher={name}"
 
 

@@ -709,9 +709,23 @@ def test_leaderboard_and_report_refuse_a_file_as_folder_or_output(tmp_path, caps
     blocker.write_text("")
     assert main(["leaderboard", str(blocker)]) == 2
     assert f"results folder '{blocker}' is a file" in capsys.readouterr().err
+    torn = tmp_path / "torn" / "t" / "seed0.json"
+    torn.parent.mkdir(parents=True)
+    torn.write_text('{"status": ')
+    with pytest.warns(UserWarning, match="seed0.json"):
+        assert main(["leaderboard", str(tmp_path / "torn")]) == 2
+    assert "holds no readable result file" in capsys.readouterr().err
     for command in ("leaderboard", "report"):
         assert main([command, str(res), "--out", str(blocker / "out")]) == 2
         err = capsys.readouterr().err
         assert "the output folder" in err and "is not writable" in err and "--out PATH" in err
         assert "Traceback" not in err
 
+
+
+def test_the_slurm_launcher_without_slurm_on_the_path_says_where_to_start_the_sweep(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    assert main(["sweep", "grid=smoke", "launcher=slurm", f"results_dir={tmp_path / 'res'}"]) == 2
+    err = capsys.readouterr().err
+    assert "launcher=slurm submits with SLURM's sbatch and srun" in err and "login node" in err
