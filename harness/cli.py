@@ -74,8 +74,6 @@ def cmd_list(argv: list[str]) -> int:
         elif kind == "backbone":
             print("  + every timm model by its timm name (harness list backbones 'PATTERN' lists them)")
         print()
-    for message in registry.load_errors:
-        print(f"warning: {message}", file=sys.stderr)
     return 0
 
 
@@ -92,12 +90,12 @@ def cmd_leaderboard(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.results_dir) / "leaderboards")
     leaderboard.check_results_dir(args.results_dir)
+    if args.readme:
+        leaderboard.check_readme_markers(args.readme)
     if not args.check:
         from harness.run import check_writable
 
         check_writable(out, "the output folder", "--out PATH")
-    if args.readme:
-        leaderboard.check_readme_markers(args.readme)
     if args.check:
         stale = leaderboard.check(args.results_dir, out)
         if args.readme and not leaderboard.update_readme(args.readme, args.results_dir, write=False):
@@ -262,9 +260,31 @@ def _plugin_commands() -> dict:
     return get_registry().specs("command")
 
 
+def _show_plugin_warnings() -> None:
+    """A plugin that failed to load is said as one line, ``harness: warning: …`` (not with the line of
+    the harness's own code that happened to load it, as Python shows a warning)."""
+    import warnings
+
+    from harness.registry import PluginWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "_harness", False):
+        return
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"harness: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    show._harness = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    _show_plugin_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--strict-plugins" in argv:
         argv.remove("--strict-plugins")

@@ -254,3 +254,14 @@ def test_a_config_field_without_default_names_the_override_to_give():
         make_config(NoDefault, {"name": "no_default"})
     with pytest.raises(ConfigError, match=r"width has no default"):
         make_config(NoDefault, {"name": "no_default", "width": "???"})  # omegaconf's missing marker
+
+
+def test_a_broken_plugin_is_one_warning_line_on_the_command_line(tmp_path):
+    _fake_dist(tmp_path, "broken_dist", "broken_mod", "raise ImportError('no such thing')\n")
+    code = "import sys; from harness.cli import main; sys.exit(main(['list', 'tasks']))"
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "few_shot" in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["harness: warning: plugin 'broken_dist' from distribution 'broken_dist' failed to load: "
+                     "ImportError: no such thing (skipped; set HARNESS_STRICT_PLUGINS=1 to make this an error)"]
