@@ -696,8 +696,8 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
         parser = OverridesParser.create()
         allowed = ("allow_large_grid", "true") in [_override_value(o, parser) for o in singles]
         if n > LARGE_GRID and not (yes or allowed):
-            raise ConfigError(f"this grid has {n:,} cells (more than {LARGE_GRID:,}); add --yes or "
-                              "allow_large_grid=true to run it")
+            raise ConfigError(f"this grid has {n:,} cells before its exclude rules (more than {LARGE_GRID:,}); add "
+                              "--yes or allow_large_grid=true to run it")
         configs = _compose_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
         check_requirements(configs)
         base = configs[0]

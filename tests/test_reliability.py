@@ -451,7 +451,7 @@ def test_an_unwritable_cache_dir_is_found_before_training(command, tmp_path, cap
 def test_a_grid_above_the_limit_asks_for_yes(tmp_path, capsys):
     grid = ["sweep", "grid=smoke", "task=few_shot", "method=euclidean_ce", "seed=range(0,10001)"]
     assert main(grid) == 2
-    assert "this grid has 10,001 cells (more than 10,000); add --yes or allow_large_grid=true" \
+    assert "this grid has 10,001 cells before its exclude rules (more than 10,000); add --yes or allow_large_grid=true" \
         in capsys.readouterr().err
     blocker = tmp_path / "a_file"  # stops the sweep at the next check, before any cell runs
     blocker.write_text("")
