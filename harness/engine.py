@@ -112,7 +112,12 @@ class Viewer:
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         if policy != "none":
-            x = self.policy(policy)(x, self.generator)
+            y = self.policy(policy)(x, self.generator)
+            if not (isinstance(y, torch.Tensor) and y.dtype == x.dtype and y.shape == x.shape):
+                got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise TypeError(f"augmentation '{policy}' returned {got} for {x.dtype} {tuple(x.shape)}; a policy "
+                                "maps a float batch in [0, 1] to one of the same shape and dtype")
+            x = y
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 

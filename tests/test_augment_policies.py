@@ -1,5 +1,7 @@
 """The ``colour`` view and the up-front check of every configured policy name."""
 
+import re
+
 import pytest
 import torch
 
@@ -53,3 +55,17 @@ def test_every_policy_key_is_checked_before_any_work(overrides, key):
 
     with pytest.raises(ConfigError, match=f"{key}: unknown augmentation"):
         validate(compose(overrides))
+
+
+def test_a_policy_that_returns_another_dtype_or_shape_is_an_error_not_a_rescaled_view():
+    from harness.engine import Viewer
+
+    viewer = Viewer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (8, 8), torch.device("cpu"),
+                    generator=torch.Generator().manual_seed(0))
+    raw = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    viewer._policies["as_bytes"] = lambda x, g: (x * 255).to(torch.uint8)  # a plugin's policy in 0-255 bytes
+    viewer._policies["cropped"] = lambda x, g: x[..., :4, :4]
+    for name, got in (("as_bytes", "torch.uint8 (4, 3, 8, 8)"), ("cropped", "torch.float32 (4, 3, 4, 4)")):
+        with pytest.raises(TypeError, match=rf"augmentation '{name}' returned {re.escape(got)}"):
+            viewer(raw, name)
+    torch.testing.assert_close(viewer(raw, "none"), (raw.float() / 255 - 0.5) / 0.25)
