@@ -710,7 +710,10 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
         check_writable(base["leaderboard_dir"], "leaderboard_dir")
     if multirun:
         grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
-        cli_axes = sorted(_axes([o for o in overrides if not o.startswith("grid=")], [])[0])
+        cli_sweeps, cli_singles = _axes([o for o in overrides if not o.startswith("grid=")], [])
+        # the command line's own axes, and its single values that replace one of the grid's axes
+        grid_axes = set(_grid_params(searchpath, overrides))
+        cli_axes = sorted({*cli_sweeps, *(k for k in map(_key, cli_singles) if k in grid_axes)})
         name = f"{grid} + command-line axes {'/'.join(cli_axes)}" if cli_axes else grid
         args = [*args, f"grid_name='{name}'", f"sweep_id={time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"]
     app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(_job)

@@ -569,8 +569,10 @@ def test_the_provenance_names_command_line_axes(tmp_path):
                      "dataset=synthetic_hierarchy", "seed=0", *TINY, f"results_dir={res}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     grids = {r["grid"] for _, r in iter_results(res)}
-    assert grids == {"default + command-line axes method"}
-    assert "grid: default + command-line axes method" in (res / "leaderboards" / "few_shot.md").read_text()
+    # the method axis, and the single values that replace the default grid's axes
+    assert grids == {"default + command-line axes backbone/dataset/method/seed/task"}
+    assert "grid: default + command-line axes backbone/dataset/method/seed/task" in \
+        (res / "leaderboards" / "few_shot.md").read_text()
     shutil.rmtree(res)
 
 
