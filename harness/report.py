@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness.leaderboard import check_results_dir, render_task
-from harness.results import atomic_write_text, iter_results
+from harness.leaderboard import check_results_dir, current_results, render_task
+from harness.results import atomic_write_text
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
@@ -26,7 +26,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
     check_results_dir(results_dir)
     root, out = Path(results_dir), Path(out_dir)
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for _, r in iter_results(root):
+    for r in current_results(root):  # as the leaderboards read them: no stale seed, no copied result
         by_task[r["cell"]["task"]].append(r)
     copied = 0
     for results in by_task.values():
@@ -54,7 +54,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("results_dir")
     parser.add_argument("--out", required=True, help="folder for report.md and its figures/")
     args = parser.parse_args(argv)
-    from harness.leaderboard import check_results_dir
     from harness.run import check_writable
 
     check_results_dir(args.results_dir)

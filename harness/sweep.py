@@ -699,13 +699,14 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
             raise ConfigError(f"this grid has {n:,} cells before its exclude rules (more than {LARGE_GRID:,}); add "
                               "--yes or allow_large_grid=true to run it")
         configs = _compose_axes(overrides, axes, singles)  # types and values of every axis, before anything runs
-        check_requirements(configs)
-        base = configs[0]
     else:
-        base = compose(overrides)
-        check_requirements([base], "run")
+        configs = [compose(overrides)]
+    base = configs[0]
     check_writable(base["results_dir"])
     check_writable(base["cache_dir"], "cache_dir")
+    # the datasets check_requirements reads cache their decoded files where the cells will
+    os.environ["HARNESS_CACHE"] = str(Path(base["cache_dir"]).expanduser())
+    check_requirements(configs, "grid" if multirun else "run")
     if multirun and base.get("leaderboard_dir"):
         check_writable(base["leaderboard_dir"], "leaderboard_dir")
     if multirun:

@@ -514,3 +514,20 @@ def test_voc2007(tmp_path):
     assert np.allclose(hard.annotations["boxes"][0][:, 4], [chair, person])
     assert list(hard.annotations["label"]) == [person, dog, car]
     assert not any(t["ignore"].any() for t in hard.image_list_targets([0, 1, 2]))
+
+
+def test_a_preloaded_dataset_checked_before_a_run_caches_in_the_runs_cache_dir(tmp_path, monkeypatch):
+    """The requirements check reads the dataset before the first cell: its decoded images go to the
+    cache_dir given, not to the default cache (HARNESS_CACHE points elsewhere here)."""
+    from harness.cli import main
+    import harness.run
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "default_cache"))
+    harness.run._DATASETS.clear()
+    root = _cub_tree(tmp_path)
+    argv = ["run", "method=euclidean_ce", "task=retrieval", "task.ks=[1]", "train.epochs=1", "dataset=cub200",
+            f"dataset.root={root}", "dataset.image_size=8", "dataset.preload=true", "backbone=conv4_32",
+            f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'given_cache'}"]
+    main(argv)
+    assert list((tmp_path / "given_cache" / "datasets").glob("cub200-*"))
+    assert not (tmp_path / "default_cache" / "datasets").exists()

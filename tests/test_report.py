@@ -48,3 +48,23 @@ def test_figures_are_copied_into_the_report_and_linked_from_leaderboards(tmp_pat
     link = "[embeddings_disk](../res/t/d/a/b/seed0_plots/embeddings_disk.png)"
     assert link in board
     assert Path(tmp_path / "boards" / "../res/t/d/a/b/seed0_plots/embeddings_disk.png").resolve() == png.resolve()
+
+
+def test_the_report_reads_the_results_as_the_leaderboards_do(tmp_path):
+    import os
+    import shutil
+    import warnings
+
+    res = _write(tmp_path, _results([0.6, 0.7, 0.5], [0.5, 0.55, 0.52]))
+    shutil.copytree(res, tmp_path / "copy")
+    shutil.move(tmp_path / "copy", res / "backup")  # a copy of the results inside them
+    for path in (res / "backup").rglob("*.json"):
+        os.utime(path, (0, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["report", str(res), "--out", str(tmp_path / "out")]) == 0
+        board = render_all(res)["t.md"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "6 result files" in text  # not 12: each seed once
+    row = next(line for line in board.splitlines() if line.startswith("| a "))
+    assert row.split("|")[3].strip().strip("*") in next(line for line in text.splitlines() if line.startswith("| a "))
