@@ -422,6 +422,6 @@ def dotted_value(config: Any, key: str, missing: Any = None) -> Any:
 def variant_label(diff: dict[str, Any]) -> str:
     """``c=0.5, train.epochs=2``: a variant's differences as a row label (``method.`` is dropped)."""
     def fmt(v: Any) -> str:
-        return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
+        return f"{v:.12g}" if isinstance(v, float) else str(v).replace(" ", "")  # :g (6 digits) merged 0.5 and 0.5000001
 
     return ", ".join(f"{k.removeprefix('method.')}={fmt(v)}" for k, v in sorted(diff.items()))

@@ -292,3 +292,11 @@ def test_variants_all_pre_trained_on_one_dataset_still_say_so():
     text = leaderboard.render_task("t", [a, b])
     assert "| hcl (lr=0.015, train_dataset=scenes)   |" in text
     assert "| hcl (lr=default, train_dataset=scenes) |" in text
+
+
+def test_variants_whose_values_differ_past_six_digits_keep_their_own_rows():
+    def variant(seed, c, tag, acc):
+        return {**_r("a", seed, acc, 1.0), "variant": {"tag": tag, "diff": {"method.c": c}}}
+
+    text = leaderboard.render_task("t", [variant(0, 0.5, "v1", 0.5), variant(1, 0.5000001, "v2", 0.9)])
+    assert "| a (c=0.5)" in text and "| a (c=0.5000001)" in text  # two rows of one seed each, not one of two
