@@ -230,6 +230,8 @@ class Retrieval(Task):
                 raise ConfigError(f"retrieval: ks {bad or '[]'} are not supported; choose from 1, 2, 4, 8, 16, 32")
             if self.kmeans_iters < 1:
                 raise ConfigError(f"retrieval: kmeans_iters must be >= 1 (the NMI's k-means), got {self.kmeans_iters}")
+            # one config per set of ks: [8, 4, 2, 1] computes what [1, 2, 4, 8] does (one hash, one row)
+            self.ks = sorted(set(self.ks))
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)

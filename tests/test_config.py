@@ -105,3 +105,13 @@ def test_options_that_change_how_data_is_read_leave_the_hash_and_the_variant_alo
     changed = compose(["dataset=cub200", "task=retrieval", "dataset.image_size=64"])
     assert config_hash(changed) != config_hash(base)
     assert variant_of(changed)[1] == {"dataset.image_size": 64}
+
+
+def test_retrieval_ks_in_another_order_is_the_same_config():
+    from harness.config import variant_of
+    from harness.results import config_hash
+
+    base = compose(["task=retrieval"])
+    reordered = compose(["task=retrieval", "task.ks=[8,4,2,1,1]"])
+    assert reordered["task"]["ks"] == [1, 2, 4, 8]
+    assert config_hash(reordered) == config_hash(base) and variant_of(reordered) == ("", {})
