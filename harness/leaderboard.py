@@ -47,19 +47,23 @@ def _failed_label(r: dict[str, Any]) -> str:
     return variant_label(r["variant"].get("diff") or {}) if isinstance(r.get("variant"), dict) else ""
 
 
-def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None
-            ) -> dict[str, str]:
+def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None,
+            shared: set[str] = frozenset()) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants.
 
     Several variants: the settings that are not shared by all, where a variant without a setting
     that others have shows ``default`` (a method's or the training's default), the value it was
     evaluated with for a ``task.*`` / ``dataset.*`` setting (read from ``configs[tag]``:
     ``task.split=test``, not ``default``), or ``train_dataset=same`` for a model trained on the data
-    it is evaluated on. One variant: its method settings that differ from the plugin's defaults (a
-    grid-wide setting such as ``train.epochs`` belongs to the provenance, not to a row). Either way,
-    pre-training on another dataset is always named (``train_dataset=scenes``)."""
+    it is evaluated on. One variant: its method settings that differ from the plugin's defaults, and
+    any other setting of its that not every row of the table shares (``shared``: a grid-wide
+    setting such as ``train.epochs`` belongs to the provenance line, not to a row; one row's own
+    ``train.epochs=2`` is named). Either way, pre-training on another dataset is always named
+    (``train_dataset=scenes``)."""
     if len(variants) < 2:
-        return {tag: variant_label({k: v for k, v in diff.items() if k.startswith("method.") or k == "train_dataset"})
+        return {tag: variant_label({k: v for k, v in diff.items()
+                                    if k.startswith("method.") or k == "train_dataset"
+                                    or (k not in shared and k != "config")})  # config: an old result's hash
                 for tag, diff in variants.items()}
     configs = configs or {}
     keys = sorted({k for diff in variants.values() for k in diff})
@@ -153,7 +157,11 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
         pair = (r["cell"]["method"], r["cell"]["backbone"])
         diffs[pair][_variant(r)] = _diff(r)
         configs[pair][_variant(r)] = r.get("config")
-    labels = {pair: _labels(v, configs[pair]) for pair, v in diffs.items()}
+    # settings every result of the task has, with one value: the grid's (the provenance line names them)
+    all_diffs = [d for v in diffs.values() for d in v.values()]
+    shared = {k for k in set().union(*all_diffs) if all(k in d for d in all_diffs)
+              and len({repr(d[k]) for d in all_diffs}) == 1} if all_diffs else set()
+    labels = {pair: _labels(v, configs[pair], shared) for pair, v in diffs.items()}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
         pair = (r["cell"]["method"], r["cell"]["backbone"])

@@ -300,3 +300,15 @@ def test_variants_whose_values_differ_past_six_digits_keep_their_own_rows():
 
     text = leaderboard.render_task("t", [variant(0, 0.5, "v1", 0.5), variant(1, 0.5000001, "v2", 0.9)])
     assert "| a (c=0.5)" in text and "| a (c=0.5000001)" in text  # two rows of one seed each, not one of two
+
+
+def test_a_rows_own_training_or_evaluation_setting_is_named_and_a_tables_common_one_is_not():
+    def row(method, seed, acc, diff):
+        return {**_r(method, seed, acc, 1.0), "variant": {"tag": "v" + str(sorted(diff.items())), "diff": diff}}
+
+    mixed = [row("a", 0, 0.5, {"train.epochs": 1}), row("b", 0, 0.6, {"train.epochs": 2, "task.split": "test"})]
+    text = leaderboard.render_task("t", mixed)
+    assert "| a (train.epochs=1)" in text and "| b (task.split=test, train.epochs=2)" in text
+    common = [row("a", 0, 0.5, {"train.epochs": 2}), row("b", 0, 0.6, {"train.epochs": 2})]
+    text = leaderboard.render_task("t", common)
+    assert "| a        |" in text and "| b        |" in text  # the grid's setting: no row names it
