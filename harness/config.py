@@ -236,7 +236,8 @@ def check_dataset_config(cfg: Any) -> None:
 
 def plugin_defaults(cls: type) -> dict[str, Any]:
     """The defaults of a plugin class's ``Config`` dataclass as plain values (fields without one left out)."""
-    return {k: v for k, v in _defaults(cls.Config).items() if v != "???"}
+    none = object()
+    return {k: v for k, v in _defaults(cls.Config, missing=none).items() if v is not none}
 
 
 def register_schemas(store: Any, nodes: dict[tuple[str, str], Any]) -> None:
@@ -255,8 +256,9 @@ def register_schemas(store: Any, nodes: dict[tuple[str, str], Any]) -> None:
             store.store(group=group, name=option, node=_defaults(node))
 
 
-def _defaults(schema: type) -> dict[str, Any]:
-    """A Config dataclass's defaults as a plain mapping; a field without a default is ``???`` (missing)."""
+def _defaults(schema: type, missing: Any = "???") -> dict[str, Any]:
+    """A Config dataclass's defaults as a plain mapping; a field without a default is ``missing``
+    (OmegaConf's ``???`` by default)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(schema):
         if f.default is not dataclasses.MISSING:
@@ -264,7 +266,7 @@ def _defaults(schema: type) -> dict[str, Any]:
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             out[f.name] = f.default_factory()  # type: ignore[misc]
         else:
-            out[f.name] = "???"
+            out[f.name] = missing
     return out
 
 
