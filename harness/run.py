@@ -387,8 +387,8 @@ def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: I
 
 def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
     """Write every evaluation split's ``<split>_indices`` (positions in the dataset), ``<split>_embeddings``
-    and ``<split>_dist0`` (the geometry's distance to the origin: HACK's prototypicality) to one ``.npz``,
-    atomically."""
+    and ``<split>_dist0`` (the geometry's distance to the origin: HACK's prototypicality), and the arrays
+    the task kept with :meth:`EvalContext.save_array`, to one ``.npz``, atomically."""
     import io
 
     arrays: dict[str, np.ndarray] = {}
@@ -398,6 +398,9 @@ def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
             arrays[f"{split}_dist0"] = ctx.geometry.dist0(emb).detach().cpu().numpy()
         arrays[f"{split}_indices"] = np.asarray(idx)
         arrays[f"{split}_embeddings"] = emb.detach().cpu().numpy()
+    if clash := sorted(set(arrays) & set(ctx.arrays)):
+        raise ValueError(f"save_array: {', '.join(clash)} is an evaluation split's key; choose another name")
+    arrays.update(ctx.arrays)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
@@ -482,7 +485,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
                                                                              ctx.geometry)}
         timings["eval_s"] = time.perf_counter() - t_eval
         result["metrics"] = {k: m.to_json() for k, m in sorted(metrics.items())}
-        result["details"] = {**ctx.details, "convention": task.CONVENTION} if task.CONVENTION else ctx.details
+        result["details"] = {"convention": task.CONVENTION, **ctx.details} if task.CONVENTION else ctx.details
         root = Path(config["results_dir"]).expanduser().resolve()
         if ctx.artifacts_dir is not None and ctx.artifacts_dir.is_dir():
             result["figures"] = sorted(p.resolve().relative_to(root).as_posix()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,6 +130,8 @@ class EvalContext:
         self.device = device
         self.artifacts_dir = artifacts_dir
         self.details: dict[str, Any] = {}  # non-metric facts written to the result JSON
+        #: Arrays beside the evaluation splits' embeddings in the cell's ``.npz`` (``save_embeddings=true``).
+        self.arrays: dict[str, np.ndarray] = {}
         #: The model the task fine-tuned in its :meth:`Task.finetune` stage (eval mode), else None.
         self.finetuned = finetuned
         self._embed_fn = embed_fn
@@ -144,6 +147,18 @@ class EvalContext:
         dataset's channels and size (``ctx.dataset.info``).
         """
         return self._embed_fn(images)
+
+    def save_array(self, name: str, array: Any) -> None:
+        """Keep ``array`` for the cell's ``.npz`` (written only with ``save_embeddings=true``), so what the
+        metrics were computed from can be recomputed: e.g. OOD's far sets, which are not dataset splits.
+        ``name`` is the key in the file: letters, digits, ``_``, ``-`` and ``.``."""
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise ValueError(f"save_array: name {name!r} may hold only letters, digits, '_', '-' and '.'")
+        if name in self.arrays:
+            raise ValueError(f"save_array: {name!r} was already saved by this evaluation")
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        self.arrays[name] = np.asarray(array)
 
     def annotation(self, name: str, indices: np.ndarray) -> np.ndarray:
         """One annotation array restricted to ``indices``."""
@@ -170,7 +185,8 @@ class Task:
     VERSION: ClassVar[str] = "1"
     requires: ClassVar[frozenset[str]] = frozenset({"label"})
     METRICS: ClassVar[dict[str, bool]] = {}
-    #: One sentence on the protocol and metric conventions (a leaderboard footnote).
+    #: One sentence on the protocol and metric conventions (a leaderboard footnote, stored in the result's
+    #: ``details.convention``; a ``convention`` the task writes into ``ctx.details`` itself takes its place).
     CONVENTION: ClassVar[str] = ""
     #: Metrics shown but never bolded as "best", with the reason (a footnote): values that are not
     #: comparable across rows, e.g. in each geometry's own units.

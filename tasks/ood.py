@@ -40,6 +40,11 @@ classes), or, for a method without one, of the nearest class prototype of the
 ``train`` split; ``details["id_top1/predictor"]`` says which, and
 ``details["id_top1/chance"]`` gives 1 / classes.
 
+With ``save_embeddings=true`` the cell's ``.npz`` also holds what every score is computed from:
+``train_indices`` / ``train_embeddings`` (the prototypes' split), ``far_<name>_indices`` (positions in
+that dataset's test split sample) / ``far_<name>_embeddings``, and ``<set>_logits`` (``id``, ``near``,
+``far_<name>``) for a method with a classifier.
+
 AUROCs far below 0.5 are real, not a bug: the OOD images then score as MORE
 in-distribution than the ID ones. Far-OOD sets of high-contrast images
 (glyphs: white strokes on black) give ReLU features of larger norm, hence
@@ -269,6 +274,8 @@ class OOD(Task):
                 logits.append(e.logits)
             out[name] = (torch.cat(emb), None if logits[0] is None else torch.cat(logits))
             ctx.details[f"far/{name}/num_images"] = len(idx)
+            ctx.save_array(f"far_{name}_indices", idx)
+            ctx.save_array(f"far_{name}_embeddings", out[name][0])
         if skipped:
             ctx.details["far_skipped"] = skipped
         return out
@@ -291,6 +298,12 @@ class OOD(Task):
         train = ctx.protocol.train
         tr_classes, labels = np.unique(ctx.annotation("label", train), return_inverse=True)
         tr = ctx.embed(train).embeddings
+        # with save_embeddings=true, the .npz holds everything the scores below are computed from
+        ctx.save_array("train_indices", train)
+        ctx.save_array("train_embeddings", tr)
+        for name, (_, lg) in sets.items():
+            if lg is not None:
+                ctx.save_array(f"{name if name in ev else f'far_{name}'}_logits", lg)
         prototypes = geo.class_prototypes(tr, torch.as_tensor(labels).to(tr.device), len(tr_classes))
         out: dict[str, MetricValue] = {"id_top1": self._id_top1(ctx, sets["id"], prototypes, tr_classes)}
         scores = {name: ood_scores(list(cfg.scores), emb, lg, geo, prototypes if "proto" in cfg.scores else None)

@@ -171,10 +171,7 @@ class Reid(Task):
                for r in (1, 5, 10)}
         out["mAP"] = self.metric("mAP", res["mAP"], n=n)
         out["mINP"] = self.metric("mINP", res["mINP"], n=n)
-        ctx.details.update(num_valid_queries=n, num_skipped_queries=res["num_skipped"],
-                           convention="torchreid eval_market1501 (same-id same-camera gallery items "
-                                      "removed; queries without a valid match skipped) + mINP "
-                                      "(Ye et al. 2021); ties ranked by gallery index")
+        ctx.details.update(num_valid_queries=n, num_skipped_queries=res["num_skipped"])
         if ctx.artifacts_dir is not None:
             from harness.plots import save_cmc
 

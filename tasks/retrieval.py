@@ -256,8 +256,5 @@ class Retrieval(Task):
         meter.update(emb.to(ctx.device), ctx.annotation("label", idx))
         res = meter.compute()
         n_q = len(idx) - res.pop("num_lone_queries")
-        ctx.details.update(num_queries=n_q, num_lone_queries=len(idx) - n_q,
-                           convention="leave-one-out, PML AccuracyCalculator conventions; "
-                                      "NMI of k-means (k-means++ seeding, Lloyd to convergence)"
-                                      + (" on logmap0 embeddings" if ctx.geometry.name == "poincare" else ""))
+        ctx.details.update(num_queries=n_q, num_lone_queries=len(idx) - n_q)
         return {k: self.metric(k, v, n=n_q) for k, v in res.items()}

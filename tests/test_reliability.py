@@ -600,6 +600,57 @@ def test_save_embeddings_writes_each_split_and_its_distance_to_the_origin(tmp_pa
         config_hash(_compose(tmp_path, "method=poincare_mlr", "task=retrieval"))
 
 
+def test_save_embeddings_of_ood_holds_what_every_score_is_computed_from(tmp_path):
+    """The far set, the prototypes' train split and the logits are in the .npz: the far AUROCs recomputed
+    from the file alone (scikit-learn) are the result's."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from harness.geometry import PoincareGeometry
+    from harness.registry import create
+
+    result = _run(tmp_path, "method=poincare_mlr", "task=ood", "task.far=[digits]", "task.max_far_images=40",
+                  "save_embeddings=true")
+    assert result["status"] == "ok", result["reason"]
+    saved = np.load(tmp_path / "res" / result["embeddings_file"])
+    assert {"train_indices", "train_embeddings", "far_digits_indices", "far_digits_embeddings", "id_logits",
+            "near_logits", "far_digits_logits"} <= set(saved.files)
+    assert len(saved["far_digits_embeddings"]) == len(saved["far_digits_indices"]) == 40
+    geo = PoincareGeometry(c=result["geometry"]["c"])
+    dataset = create("dataset", {"name": "synthetic_hierarchy", **{
+        o.split("=")[0].removeprefix("dataset."): int(o.split("=")[1]) for o in TINY if o.startswith("dataset.")}})
+    classes, labels = np.unique(dataset.annotations["label"][saved["train_indices"]], return_inverse=True)
+    protos = geo.class_prototypes(torch.as_tensor(saved["train_embeddings"]), torch.as_tensor(labels), len(classes))
+
+    def scores(emb, logits):
+        emb = torch.as_tensor(emb)
+        return {"dist0": geo.dist0(emb).numpy(), "msp": torch.softmax(torch.as_tensor(logits), -1).amax(-1).numpy(),
+                "proto": -geo.pairwise_dist(emb, protos).amin(-1).numpy()}
+
+    id_s = scores(saved["id_embeddings"], saved["id_logits"])
+    far_s = scores(saved["far_digits_embeddings"], saved["far_digits_logits"])
+    for score in ("dist0", "msp", "proto"):
+        expected = roc_auc_score(np.r_[np.ones(len(id_s[score])), np.zeros(len(far_s[score]))],
+                                 np.r_[id_s[score], far_s[score]])
+        assert result["metrics"][f"auroc/{score}/digits"]["value"] == pytest.approx(expected, abs=1e-6), score
+
+
+def test_the_task_class_convention_is_recorded_unless_the_evaluation_wrote_its_own(tmp_path, monkeypatch):
+    from harness.tasks.retrieval import Retrieval
+
+    result = _run(tmp_path, "task=retrieval")
+    assert result["details"]["convention"] == Retrieval.CONVENTION
+    original = Retrieval.evaluate
+
+    def evaluate(self, ctx):
+        ctx.details["convention"] = "this cell's own protocol text"
+        return original(self, ctx)
+
+    monkeypatch.setattr(Retrieval, "evaluate", evaluate)
+    again = _run(tmp_path, "task=retrieval", "force=true")
+    assert again["details"]["convention"] == "this cell's own protocol text"
+
+
 def test_a_per_sample_loss_fails_the_cell_saying_to_return_a_scalar(tmp_path, monkeypatch):
     from harness.plugins.methods.euclidean_ce import EuclideanCE
 
