@@ -188,6 +188,7 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
         raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
                            f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
     except KeyboardInterrupt:
+        _second_interrupt_exits_now()
         print(f"harness {command}: interrupted. Finished cells are kept; a cell that was running wrote no "
               "result and released its claim. Run the same command again to go on (finished cells are "
               "skipped, trained models come from the cache)", file=sys.stderr)
@@ -219,6 +220,18 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _second_interrupt_exits_now() -> None:
+    """After the first Ctrl-C has been handled (the running cell released its claim), a second one ends
+    the process at once with status 130, instead of raising inside the interpreter's exit handlers
+    (Python's "Exception ignored in atexit callback" traceback)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
 
 def _print_cell_config(argv: list[str]) -> int:

@@ -176,6 +176,34 @@ def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(comm
     assert not any(_alive(int(p.name)) for p in marks.glob("[0-9]*[0-9]"))
 
 
+def test_a_second_ctrl_c_after_the_first_was_handled_exits_at_once_without_a_traceback(tmp_path):
+    """The first Ctrl-C ends the sweep (exit 130); a second, arriving while the interpreter runs its exit
+    handlers, ends the process with 130 instead of Python's "Exception ignored in atexit" traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import atexit, os, signal, sys, time\n"
+        "import harness.sweep\n"
+        "from harness.cli import main\n"
+        "def launch(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "harness.sweep.launch = launch\n"
+        "def slow_exit_handler():\n"  # e.g. a worker pool being joined
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "    print('exit handler finished', file=sys.stderr)\n"
+        "atexit.register(slow_exit_handler)\n"
+        "sys.exit(main(['sweep', 'grid=smoke']))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60, env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 130, proc.stderr
+    assert "harness sweep: interrupted." in proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "exit handler finished" not in proc.stderr
+
+
 def test_gpu_pool_gives_each_job_one_of_the_gpus_this_process_was_given(monkeypatch):
     from harness.errors import ConfigError
     from hydra_plugins.hyperbolic_harness.launchers import physical_gpus
