@@ -37,14 +37,21 @@ def _variant(r: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in r["config"].items() if k != "seed"})[:6]
 
 
+#: The pseudo-setting that stands for a result written before variants were recorded: its config hash
+#: tells its rows apart, but it is no setting to name in a label.
+_OLD_RESULT_KEY = "config"
+
+
 def _diff(r: dict[str, Any]) -> dict[str, Any]:
     """A cell's settings that differ from the defaults (older results without them: their config hash)."""
-    return r["variant"].get("diff", {}) if isinstance(r.get("variant"), dict) else {"config": _variant(r)}
+    if isinstance(r.get("variant"), dict):
+        return r["variant"].get("diff") or {}
+    return {_OLD_RESULT_KEY: _variant(r)}
 
 
 def _failed_label(r: dict[str, Any]) -> str:
     """A failed cell's settings that differ from the defaults (it has no row to take a label from)."""
-    return variant_label(r["variant"].get("diff") or {}) if isinstance(r.get("variant"), dict) else ""
+    return variant_label({k: v for k, v in _diff(r).items() if k != _OLD_RESULT_KEY})
 
 
 def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None,
@@ -63,7 +70,7 @@ def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, An
     if len(variants) < 2:
         return {tag: variant_label({k: v for k, v in diff.items()
                                     if k.startswith("method.") or k == "train_dataset"
-                                    or (k not in shared and k != "config")})  # config: an old result's hash
+                                    or (k not in shared and k != _OLD_RESULT_KEY)})
                 for tag, diff in variants.items()}
     configs = configs or {}
     keys = sorted({k for diff in variants.values() for k in diff})
