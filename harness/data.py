@@ -214,6 +214,12 @@ class ImageDataset(torch.utils.data.Dataset):
         cfg = dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
         return {k: v for k, v in cfg.items() if k not in self.READ_OPTIONS}
 
+    def file_problems(self) -> list[str]:
+        """What is wrong with the dataset's files that reading them would only find mid-run, one line or
+        paragraph each (empty: nothing found). It runs before any cell (``check_requirements``) and must be
+        cheap: no decoding. Default: nothing to check (generated and in-memory datasets)."""
+        return []
+
     def split(self, name: str) -> np.ndarray:
         """Indices of a canonical split; an unknown name lists the splits there are."""
         if name not in self.splits:

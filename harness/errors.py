@@ -50,3 +50,8 @@ class Incompatible(HarnessError):
 
 class DatasetNotFoundError(HarnessError, FileNotFoundError):
     """A real dataset's files are missing; the message lists what is expected where."""
+
+
+class DatasetFormatError(HarnessError, ValueError):
+    """A real dataset's file is there but cannot be read as the published format (truncated, another
+    format, an entry that refers to nothing); the message names the file and what is wrong in it."""

@@ -625,7 +625,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     what each needs and where to get it (the dataset loaders' own messages)."""
     from harness.backbones import weight_source
     from harness.config import dataset_node
-    from harness.errors import DatasetNotFoundError
+    from harness.errors import DatasetFormatError, DatasetNotFoundError
     from harness.registry import get_registry
     from harness.run import load_dataset
 
@@ -641,21 +641,27 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
             if key in checked:
                 continue
             checked.add(key)
+            where = f"dataset '{node['name']}' under {node['root'] or 'its default root'}"
             try:
                 dataset = load_dataset(node)  # kept in memory: the first cells reuse it
             except DatasetNotFoundError as exc:
                 problems[key] = str(exc)
                 continue
+            except DatasetFormatError as exc:  # the loader names the file and what is wrong in it
+                problems[key] = f"{where}: {exc}"
+                continue
             except Exception as exc:  # noqa: BLE001 - files there but unreadable (truncated, wrong format)
-                problems[key] = (f"dataset '{node['name']}' under {node['root'] or 'its default root'} could not be "
-                                 f"read: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                problems[key] = (f"{where} could not be read: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''} "
                                  "(a truncated or wrongly formatted file? the dataset's documentation in "
                                  "`harness list datasets` says which files it reads)")
                 continue
             if len(dataset) == 0:
-                problems[key] = (f"dataset '{node['name']}' under {node['root'] or 'its default root'} holds no "
-                                 "images: its index files are there but list none; put the dataset's files there "
-                                 "(or point dataset.root / HARNESS_DATA at them)")
+                problems[key] = (f"{where} holds no images: none is listed in its index files or found in its "
+                                 "image folders (another name or extension than the published ones?); put the "
+                                 "dataset's files there (or point dataset.root / HARNESS_DATA at them)")
+            elif found := dataset.file_problems():
+                problems[key] = f"{where}:\n" + "\n".join(f"- {p}" for p in found)
         pretrained = config["backbone"].get("pretrained")
         if pretrained and weight_source(str(pretrained)) is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)
@@ -665,7 +671,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 + ": give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
                 "on the command line (a paper grid's header says which weights)")
     if problems:
-        raise ConfigError(f"this {what} cannot start: {len(problems)} requirement(s) missing (nothing ran):\n\n"
+        raise ConfigError(f"this {what} cannot start: {len(problems)} problem(s) with what it needs (nothing ran):\n\n"
                           + "\n\n".join(problems.values()))
 
 

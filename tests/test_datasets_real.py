@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.errors import ConfigError, DatasetNotFoundError
+from harness.errors import ConfigError, DatasetFormatError, DatasetNotFoundError
 from harness.registry import create
 
 
@@ -125,6 +125,100 @@ def test_cub200(tmp_path):
     assert list(cls.split("train")) == [0, 3, 4] and list(cls.split("test")) == [1, 2, 5]  # is_training 1: ids 1, 4, 5
     with pytest.raises(ConfigError, match="protocol"):
         create("dataset", "cub200", root=str(root), protocol="zero_shot")
+
+
+def _problems(ds) -> str:
+    return "\n".join(ds.file_problems())
+
+
+def test_listed_images_that_are_missing_are_found_before_any_work_with_why(tmp_path):
+    root = _cub_tree(tmp_path)
+    assert create("dataset", "cub200", root=str(root)).file_problems() == []
+    (root / "images" / "004.Bunting" / "b_6.jpg").unlink()
+    assert _problems(create("dataset", "cub200", root=str(root))) == (
+        f"1 of the 6 image files it lists are missing\n  ✗ {root / 'images/004.Bunting/b_6.jpg'}\n"
+        f"  (the deepest folder of that path that exists is {root / 'images/004.Bunting'})")
+    # a folder renamed in another case: names are case-sensitive
+    (root / "images" / "001.Albatross").rename(root / "images" / "001.albatross")
+    problems = _problems(create("dataset", "cub200", root=str(root)))
+    assert problems.startswith("3 of the 6 image files it lists are missing")
+    assert f"({root / 'images/001.albatross'} exists: names are case-sensitive)" in problems
+    # the images still in their archive
+    shutil.rmtree(root / "images")
+    (root / "images").mkdir()
+    (root / "images" / "CUB_images.tgz").write_bytes(b"")
+    assert f"({root / 'images'} holds CUB_images.tgz: extract it there)" in _problems(
+        create("dataset", "cub200", root=str(root)))
+
+
+def test_a_split_without_images_is_a_problem_before_any_work(tmp_path):
+    root = tmp_path / "Market-1501-v15.09.15"
+    for folder, name in (("bounding_box_train", "0002_c1s1_000451_03.jpg"), ("bounding_box_test", "0003_c2s1_000001_01.jpg")):
+        _img(root / folder / name, 10)
+    (root / "query").mkdir()
+    assert _problems(create("dataset", "market1501", root=str(root))).startswith(
+        "its split(s) query hold no images: their files are missing, or have another name or extension")
+
+
+def test_cub_index_files_cut_short_are_errors_that_name_the_file(tmp_path):
+    root = _cub_tree(tmp_path)
+    classes = (root / "classes.txt").read_text().splitlines()
+    (root / "classes.txt").write_text("\n".join(classes[:2]) + "\n")  # 4 classes, 2 named
+    with pytest.raises(DatasetFormatError, match=r"an image has class 4 \(1-based\), but .*classes.txt names 2 "):
+        create("dataset", "cub200", root=str(root))
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    labels = (root / "image_class_labels.txt").read_text().splitlines()
+    (root / "image_class_labels.txt").write_text("\n".join(labels[:-1]) + "\n")  # the last row (image 6) cut
+    with pytest.raises(DatasetFormatError, match=r"image_class_labels.txt has no row for 1 image id\(s\) listed in "
+                                                 r"images.txt, e.g. 6"):
+        create("dataset", "cub200", root=str(root))
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (root / "train_test_split.txt").write_text("1 1\n2\n")
+    with pytest.raises(DatasetFormatError, match=r"train_test_split.txt, line 2: 1 column\(s\), expected 2"):
+        create("dataset", "cub200", root=str(root))
+
+
+def test_an_undecodable_image_is_an_error_that_names_the_file(tmp_path):
+    root = _cub_tree(tmp_path)
+    bad = root / "images" / "001.Albatross" / "a_2.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    ds = create("dataset", "cub200", root=str(root), image_size=4)
+    with pytest.raises(DatasetFormatError, match=f"image file {bad} could not be decoded: OSError"):
+        ds.load_images(np.arange(len(ds)))
+    bad.write_text("not an image")
+    with pytest.raises(DatasetFormatError, match="UnidentifiedImageError"):
+        ds.load_images(np.array([1]))
+
+
+def test_one_folder_spelt_two_ways_has_one_fingerprint(tmp_path, monkeypatch):
+    root = _cub_tree(tmp_path)
+    (tmp_path / "link").symlink_to(root)
+    spellings = [str(root), str(root) + "/", str(tmp_path / "link"), str(root / "images" / ".."),
+                 "CUB_200_2011"]
+    monkeypatch.chdir(tmp_path)  # the relative spelling, from the folder above
+    prints = {create("dataset", "cub200", root=r, image_size=4).fingerprint() for r in spellings}
+    assert len(prints) == 1
+    other = tmp_path / "elsewhere"
+    shutil.copytree(root, other / "CUB_200_2011")
+    monkeypatch.chdir(other)  # the same relative spelling names other files: another fingerprint
+    assert create("dataset", "cub200", root="CUB_200_2011", image_size=4).fingerprint() not in prints
+
+
+def test_a_coco_annotation_of_an_unlisted_category_names_the_file(tmp_path):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 4, "height": 4}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 99, "bbox": [0, 0, 2, 2]}],
+        "categories": [{"id": 1, "name": "person", "supercategory": "person"}]}))
+    with pytest.raises(DatasetFormatError, match="instances_val2017.json: annotation 5 has category_id 99, which "
+                                                 "the categories do not list"):
+        create("dataset", "coco", root=str(root), train_set="")
+    (root / "annotations" / "instances_val2017.json").write_text('{"images": [')
+    with pytest.raises(DatasetFormatError, match="instances_val2017.json could not be read as a COCO instances "
+                                                 "file: JSONDecodeError"):
+        create("dataset", "coco", root=str(root), train_set="")
 
 
 def test_missing_root_says_what_is_expected_where(tmp_path, monkeypatch):
@@ -342,7 +436,7 @@ def test_cifar_unpickler_refuses_code(tmp_path):
 
     path = tmp_path / "evil"
     path.write_bytes(pickle.dumps({b"data": Evil()}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(DatasetFormatError, match="could not be read as a pickled CIFAR batch: UnpicklingError: refusing"):
         load_cifar_batch(path)
 
 
@@ -375,8 +469,15 @@ def test_read_idx_matches_torchvision(tmp_path):
     ref_int = read_sn3_pascalvincent_tensor(str(tmp_path / "b-idx2-int"), strict=False).numpy()
     assert np.array_equal(read_idx(tmp_path / "b-idx2-int"), ref_int)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(DatasetFormatError, match="not an IDX file"):
         read_idx(tmp_path / "bad")
+    raw = (tmp_path / "a-idx3-ubyte").read_bytes()
+    (tmp_path / "cut-idx3-ubyte").write_bytes(raw[:-3])
+    with pytest.raises(DatasetFormatError, match=r"header says \(7, 5, 4\) × 1 bytes, file holds 137 bytes"):
+        read_idx(tmp_path / "cut-idx3-ubyte")
+    (tmp_path / "cut-idx3-ubyte.gz").write_bytes((tmp_path / "a-idx3-ubyte.gz").read_bytes()[:30])
+    with pytest.raises(DatasetFormatError, match=r"cut-idx3-ubyte.gz could not be read as an IDX file \(gzip\): EOFError"):
+        read_idx(tmp_path / "cut-idx3-ubyte.gz")
 
 
 @pytest.mark.parametrize("layout", ["flat_gz", "torchvision_raw"])

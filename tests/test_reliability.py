@@ -433,7 +433,7 @@ def test_a_run_on_a_dataset_whose_files_are_missing_is_refused_with_where_they_g
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "no-data"))
     assert main(["run", "dataset=mnist", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]) == 2
     err = capsys.readouterr().err
-    assert "this run cannot start: 1 requirement(s) missing (nothing ran)" in err
+    assert "this run cannot start: 1 problem(s) with what it needs (nothing ran)" in err
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "no-data") in err and "Traceback" not in err
     assert not list((tmp_path / "res").rglob("seed*.json"))
 
@@ -735,8 +735,21 @@ def test_a_far_ood_dataset_without_files_an_empty_or_an_unreadable_root_are_refu
     harness.run._DATASETS.clear()  # the empty dataset read above is kept in this process
     assert main(["run", "dataset=cub200", f"dataset.root={cub}", *common]) == 2
     err = capsys.readouterr().err
-    assert f"dataset 'cub200' under {cub} could not be read: ValueError" in err and "Traceback" not in err
+    assert f"dataset 'cub200' under {cub}: {cub / 'images.txt'} could not be read as a CUB index file" in err
+    assert "ValueError: invalid literal" in err and "Traceback" not in err
     assert not list((tmp_path / "res").rglob("seed*.json"))
+
+
+def test_a_dataset_whose_listed_images_are_missing_is_refused_before_training(tmp_path, capsys):
+    from tests.test_datasets_real import _cub_tree
+
+    root = _cub_tree(tmp_path)
+    (root / "images" / "004.Bunting" / "b_6.jpg").unlink()
+    assert main(["run", "dataset=cub200", f"dataset.root={root}", "dataset.image_size=16", "task=retrieval",
+                 f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset 'cub200' under {root}:\n- 1 of the 6 image files it lists are missing" in err
+    assert "Traceback" not in err and not (tmp_path / "c" / "models").exists()  # nothing was trained
 
 
 def test_sweeps_with_no_cell_an_empty_axis_or_an_unwritable_leaderboard_are_errors(tmp_path, capsys):

@@ -21,8 +21,10 @@ read the tensor instead of the files.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,13 +33,14 @@ import torch
 
 from harness.config import image_hw
 from harness.data import DatasetInfo, ImageDataset, cached_tensors
-from harness.errors import ConfigError, DatasetNotFoundError
+from harness.errors import ConfigError, DatasetFormatError, DatasetNotFoundError
 
 DATA_ENV = "HARNESS_DATA"
 _DEFAULT_BASE = "~/data"
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PROTOCOLS = ("retrieval", "classification")
+_ARCHIVES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".zip")
 
 
 def data_base() -> Path:
@@ -51,6 +54,62 @@ def resolve_root(root: str) -> Path:
     if text == _DEFAULT_BASE or text.startswith(_DEFAULT_BASE + "/"):
         return data_base() / text[len(_DEFAULT_BASE):].lstrip("/")
     return Path(text).expanduser()
+
+
+def canonical_root(root: str) -> str:
+    """The folder a config root names, absolute, with links and ``..`` resolved (an empty root stays
+    empty): two spellings of one folder give one fingerprint, one relative spelling run from two
+    folders gives two."""
+    return str(resolve_root(root).resolve()) if root else root
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Re-raise an error met while parsing ``path`` (``what``: e.g. "CUB's image list") as a
+    :class:`DatasetFormatError` that names the file."""
+    try:
+        yield
+    except (DatasetNotFoundError, DatasetFormatError, ConfigError, FileNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse error of a published file
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise DatasetFormatError(f"{path} could not be read as {what}: {detail} (a truncated or partial copy, "
+                                 "or another format than the published one? copy it again from the source)"
+                                 ) from exc
+
+
+def missing_files(paths: Sequence[Path]) -> list[Path]:
+    """The ``paths`` that are not files in their folder, in order (one listing per folder, not a stat per
+    file: cheap on network file systems too)."""
+    by_dir: dict[Path, list[Path]] = defaultdict(list)
+    for p in paths:
+        by_dir[p.parent].append(p)
+    absent: set[Path] = set()
+    for folder, files in by_dir.items():
+        try:
+            present = {e.name for e in os.scandir(folder) if e.is_file()}
+        except OSError:
+            present = set()
+        absent.update(p for p in files if p.name not in present)
+    return [p for p in paths if p in absent]
+
+
+def missing_hint(path: Path) -> str:
+    """Why ``path`` may be missing: a name in the deepest existing folder above it that differs only in
+    case, an archive left unextracted there, else that folder."""
+    existing = path.parent
+    while not existing.is_dir() and existing != existing.parent:
+        existing = existing.parent
+    wanted = path.relative_to(existing).parts[0]
+    try:
+        names = sorted(os.listdir(existing))
+    except OSError:
+        return ""
+    if same := [n for n in names if n.lower() == wanted.lower() and n != wanted]:
+        return f"{existing / same[0]} exists: names are case-sensitive"
+    if archives := [n for n in names if n.lower().endswith(_ARCHIVES)]:
+        return f"{existing} holds {archives[0]}: extract it there"
+    return f"the deepest folder of that path that exists is {existing}"
 
 
 def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, extra: str = "") -> None:
@@ -98,11 +157,17 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.nd
     """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W) (``None``: the file's own size)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DatasetFormatError(f"image file {path} could not be decoded: {type(exc).__name__}: {exc} (copy it "
+                                 "again; dataset.preload=true decodes every image before any work)") from exc
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
@@ -118,13 +183,19 @@ def check_protocol(name: str, protocol: str) -> None:
 
 
 def protocol_splits(protocol: str, labels: np.ndarray, n_classes: int,
-                    test_flags: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+                    test_flags: Callable[[], np.ndarray], class_list: str) -> dict[str, np.ndarray]:
     """Splits of a fine-grained set under ``protocol`` (see :data:`PROTOCOLS`).
 
     ``retrieval`` (Song et al. 2016): ``train`` = every image of the first
     ``n_classes // 2`` classes, ``novel`` = the rest. ``classification``: ``train`` /
-    ``test`` from the published per-image test flags (read only in this case).
+    ``test`` from the published per-image test flags (read only in this case). A label outside
+    ``0 … n_classes − 1`` (a class list cut short) is an error: the halves would be wrong.
+    ``class_list``: where the ``n_classes`` names come from, for that message.
     """
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes:
+        bad = int(labels.max()) if int(labels.max()) >= n_classes else int(labels.min())
+        raise DatasetFormatError(f"an image has class {bad + 1} (1-based), but {class_list} names {n_classes} "
+                                 "classes: is it cut short?")
     if protocol == "retrieval":
         train, novel = class_split(labels, np.arange(n_classes // 2))
         return {"train": train, "novel": novel}
@@ -132,7 +203,18 @@ def protocol_splits(protocol: str, labels: np.ndarray, n_classes: int,
     return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
 
 
-class FileImageDataset(ImageDataset):
+class RootedDataset(ImageDataset):
+    """A dataset read from a folder: its fingerprint holds where the files are (:func:`canonical_root`),
+    not how the path was spelt."""
+
+    def fingerprint_config(self) -> dict[str, Any]:
+        cfg = super().fingerprint_config()
+        if isinstance(cfg.get("root"), str):
+            cfg["root"] = canonical_root(cfg["root"])
+        return cfg
+
+
+class FileImageDataset(RootedDataset):
     """A dataset whose images are files read lazily (see the module docstring).
 
     Subclasses call :meth:`_set_contents` (or :meth:`_set_files`) in ``__init__``;
@@ -163,11 +245,18 @@ class FileImageDataset(ImageDataset):
         if getattr(self.cfg, "preload", False):
             self.preload()
 
-    def fingerprint_config(self) -> dict[str, Any]:
-        cfg = super().fingerprint_config()
-        if "root" in cfg:  # where the files are, not how the path was spelt
-            cfg["root"] = str(resolve_root(cfg["root"]))
-        return cfg
+    def file_problems(self) -> list[str]:
+        """Splits that hold no image, and image files the index lists that are not there (without
+        decoding: a corrupt image is found when it is read, or before any work with ``preload=true``)."""
+        out = []
+        if empty := sorted(name for name, idx in self.splits.items() if len(idx) == 0):
+            out.append(f"its split(s) {', '.join(empty)} hold no images: their files are missing, or have "
+                       "another name or extension than the published ones")
+        if missing := missing_files(self._paths):
+            shown = "".join(f"\n  ✗ {p}" for p in missing[:3]) + ("\n  …" if len(missing) > 3 else "")
+            out.append(f"{len(missing):,} of the {len(self._paths):,} image files it lists are missing{shown}\n"
+                       f"  ({missing_hint(missing[0])})")
+        return out
 
     def preload(self) -> torch.Tensor:
         """Decode every image once into a cached uint8 tensor; later reads index it."""
@@ -271,7 +360,7 @@ def segmentation_masks(segmentations: Sequence[Any], h: int, w: int) -> torch.Te
     return torch.from_numpy(mask_utils.decode(rles).astype(bool)).permute(2, 0, 1).contiguous()
 
 
-class ArrayImageDataset(ImageDataset):
+class ArrayImageDataset(RootedDataset):
     """A dataset held in memory as uint8 ``(N, C, h, w)``, resized per batch to ``image_size``."""
 
     def _set_array(self, images: torch.Tensor, *, size: tuple[int, int]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 from pathlib import Path
 
 import numpy as np
+
+from harness.errors import DatasetFormatError
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); all values big-endian.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -19,22 +22,24 @@ def read_idx(path: str | Path) -> np.ndarray:
     Layout: two zero bytes, a type code, the number of dimensions ``d``, then
     ``d`` big-endian int32 sizes, then the data in C order.
     """
+    from harness.plugins.datasets._folder import reading
+
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with reading(path, "an IDX file" + (" (gzip)" if path.suffix == ".gz" else "")), opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+        raise DatasetFormatError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     offset = 4 + 4 * ndim
-    count = int(np.prod(dims))
+    count = math.prod(dims)
     if len(raw) - offset != count * dtype.itemsize:
-        raise ValueError(f"{path}: header says {tuple(dims)} × {dtype.itemsize} bytes, "
+        raise DatasetFormatError(f"{path}: header says {dims} × {dtype.itemsize} bytes, "
                          f"file holds {len(raw) - offset} bytes of data")
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
-    return data.astype(dtype.newbyteorder("="), copy=True).reshape(tuple(dims))
+    return data.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
 def find_idx(root: Path, stem: str, subdirs: tuple[str, ...] = ("", "raw")) -> Path | None:
@@ -67,8 +72,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def load_cifar_batch(path: Path) -> dict[str, object]:
     """Load one pickled CIFAR batch (``encoding='bytes'`` as published) with ``str`` keys."""
-    with open(path, "rb") as f:
+    from harness.plugins.datasets._folder import reading
+
+    with reading(path, "a pickled CIFAR batch"), open(path, "rb") as f:
         obj = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a CIFAR batch dict")
+        raise DatasetFormatError(f"{path} does not hold a CIFAR batch dict")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, check_protocol,
-                                              find_root, protocol_splits)
+                                              find_root, protocol_splits, reading)
 
 
 def read_cars_annos(path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -55,9 +55,12 @@ class Cars196(FileImageDataset):
         c = self.cfg
         root = find_root(c, ["cars_annos.mat", "car_ims"],
                          source="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
-        rel, label, test, names = read_cars_annos(root / "cars_annos.mat")
+        with reading(root / "cars_annos.mat", "Stanford Cars' annotation file"):
+            rel, label, test, names = read_cars_annos(root / "cars_annos.mat")
         self._set_contents(
-            [root / p for p in rel], splits=protocol_splits(c.protocol, label, len(names), lambda: test),
+            [root / p for p in rel],
+            splits=protocol_splits(c.protocol, label, len(names), lambda: test,
+                                   f"{root / 'cars_annos.mat'} (class_names)"),
             annotations={"label": label}, class_names=names, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             license="research use (ImageNet-style terms)",
             citation="J. Krause, M. Stark, J. Deng, L. Fei-Fei. 3D object representations for "

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.config import image_hw
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DatasetFormatError
 from harness.plugins.datasets._boxes import group_labels, largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets,
+                                              reading)
 
 
 class Coco(FileImageDataset):
@@ -68,18 +69,24 @@ class Coco(FileImageDataset):
         own_rows, own_hw, areas, segms, ignore = [], [], [], [], []
         categories: list[dict] | None = None
         for split, s in sets.items():
-            data = json.loads((root / "annotations" / f"instances_{s}.json").read_text())
-            if categories is None:
-                categories = sorted(data["categories"], key=lambda d: d["id"])
-            cat_index = {d["id"]: k for k, d in enumerate(categories)}
-            per_image: dict[int, list] = {}
-            for a in data["annotations"]:
-                x, y, w, h = a["bbox"]
-                per_image.setdefault(a["image_id"], []).append(
-                    ([x, y, x + w, y + h, cat_index[a["category_id"]]], a.get("area", w * h), a.get("segmentation"),
-                     bool(a.get("iscrowd", 0))))
+            index_file = root / "annotations" / f"instances_{s}.json"
+            with reading(index_file, "a COCO instances file"):
+                data = json.loads(index_file.read_text())
+                if categories is None:
+                    categories = sorted(data["categories"], key=lambda d: d["id"])
+                cat_index = {d["id"]: k for k, d in enumerate(categories)}
+                per_image: dict[int, list] = {}
+                for a in data["annotations"]:
+                    if a["category_id"] not in cat_index:
+                        raise DatasetFormatError(f"{index_file}: annotation {a.get('id')} has category_id "
+                                                 f"{a['category_id']}, which the categories do not list")
+                    x, y, w, h = a["bbox"]
+                    per_image.setdefault(a["image_id"], []).append(
+                        ([x, y, x + w, y + h, cat_index[a["category_id"]]], a.get("area", w * h),
+                         a.get("segmentation"), bool(a.get("iscrowd", 0))))
+                images = sorted(data["images"], key=lambda d: d["id"])
             start = len(files)
-            for im in sorted(data["images"], key=lambda d: d["id"]):
+            for im in images:
                 objects = per_image.get(im["id"], [])
                 found = np.asarray([o[0] for o in objects], dtype=np.float32).reshape(-1, 5)
                 crowd = np.asarray([o[3] for o in objects], dtype=bool)

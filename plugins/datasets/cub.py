@@ -21,17 +21,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.errors import DatasetFormatError
+
 from harness.plugins.datasets._folder import (  # noqa: F401 - IMAGENET_*, PROTOCOLS, check_protocol re-exported
-    IMAGENET_MEAN, IMAGENET_STD, PROTOCOLS, FileImageDataset, check_protocol, find_root, protocol_splits)
+    IMAGENET_MEAN, IMAGENET_STD, PROTOCOLS, FileImageDataset, check_protocol, find_root, protocol_splits, reading)
 
 
-def read_table(path, columns: int) -> list[list[str]]:
-    """Whitespace-separated rows of a split/label file; the last column keeps any spaces."""
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rows.append(line.split(maxsplit=columns - 1))
+def read_table(path, columns: int) -> dict[int, str]:
+    """``{id: rest}`` of a whitespace-separated CUB index file whose first column is an integer id; the
+    last column keeps any spaces."""
+    rows: dict[int, str] = {}
+    with reading(path, f"a CUB index file ({columns} columns)"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                parts = line.split(maxsplit=columns - 1)
+                if len(parts) != columns:
+                    raise DatasetFormatError(f"{path}, line {n}: {len(parts)} column(s), expected {columns}: {line!r}")
+                rows[int(parts[0])] = parts[1]
     return rows
+
+
+def lookup(table: dict[int, str], ids: list[int], path, listed_in: str) -> list[str]:
+    """``table[i]`` for each of ``ids``; an id ``path`` has no row for is an error naming both files."""
+    if missing := [i for i in ids if i not in table]:
+        raise DatasetFormatError(f"{path} has no row for {len(missing)} image id(s) listed in {listed_in}, e.g. "
+                                 f"{missing[0]} (a file cut short?)")
+    return [table[i] for i in ids]
 
 
 class Cub200(FileImageDataset):
@@ -56,15 +71,18 @@ class Cub200(FileImageDataset):
         super().__init__(cfg)
         c = self.cfg
         root = find_root(c, self.FILES, source="https://www.vision.caltech.edu/datasets/cub_200_2011/")
-        paths = {int(i): p for i, p in read_table(root / "images.txt", 2)}
-        labels = {int(i): int(k) - 1 for i, k in read_table(root / "image_class_labels.txt", 2)}
-        is_train = {int(i): t.strip() == "1" for i, t in read_table(root / "train_test_split.txt", 2)}
-        classes = {int(k): n for k, n in read_table(root / "classes.txt", 2)}
+        paths = read_table(root / "images.txt", 2)
         ids = sorted(paths)
-        label = np.array([labels[i] for i in ids], dtype=np.int64)
+        label_file, split_file = root / "image_class_labels.txt", root / "train_test_split.txt"
+        with reading(label_file, "CUB's class of each image"):
+            label = np.array([int(k) - 1 for k in lookup(read_table(label_file, 2), ids, label_file, "images.txt")],
+                             dtype=np.int64)
+        is_train = read_table(split_file, 2)
+        classes = read_table(root / "classes.txt", 2)
+        splits = protocol_splits(c.protocol, label, len(classes), lambda: ~np.array(
+            [t.strip() == "1" for t in lookup(is_train, ids, split_file, "images.txt")]), root / "classes.txt")
         self._set_contents(
-            [root / "images" / paths[i] for i in ids],
-            splits=protocol_splits(c.protocol, label, len(classes), lambda: ~np.array([is_train[i] for i in ids])),
+            [root / "images" / paths[i] for i in ids], splits=splits,
             annotations={"label": label}, class_names=[classes[k] for k in sorted(classes)],
             mean=IMAGENET_MEAN, std=IMAGENET_STD, license="research and non-commercial use",
             citation="C. Wah, S. Branson, P. Welinder, P. Perona, S. Belongie. The Caltech-UCSD "

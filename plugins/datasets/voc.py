@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import image_hw
+from harness.errors import DatasetFormatError
 from harness.plugins.datasets._boxes import group_labels, largest_box_label, object_array, scale_boxes
-from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root, named_sets,
+                                              reading)
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -46,19 +48,20 @@ VOC_COARSE = np.array([_GROUP_OF[c] for c in VOC_CLASSES], dtype=np.int64)
 
 def parse_voc_xml(path: Path) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """(width, height), the (k, 5) boxes ``x1 y1 x2 y2 class`` (pixel edges) and the k difficult flags."""
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
-    rows, difficult = [], []
-    for obj in root.iter("object"):
-        difficult.append(bool(int(obj.findtext("difficult", "0") or 0)))
-        name = obj.findtext("name").strip()
-        if name not in VOC_CLASSES:
-            raise ValueError(f"{path}: unknown VOC class '{name}' (expected one of {VOC_CLASSES})")
-        bb = obj.find("bndbox")
-        x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        rows.append([x1 - 1, y1 - 1, x2, y2, VOC_CLASSES.index(name)])
-    return wh, np.asarray(rows, dtype=np.float32).reshape(-1, 5), np.asarray(difficult, dtype=bool)
+    with reading(path, "a VOC annotation file"):
+        root = ET.parse(path).getroot()
+        size = root.find("size")
+        wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
+        rows, difficult = [], []
+        for obj in root.iter("object"):
+            difficult.append(bool(int(obj.findtext("difficult", "0") or 0)))
+            name = obj.findtext("name").strip()
+            if name not in VOC_CLASSES:
+                raise DatasetFormatError(f"{path}: unknown VOC class '{name}' (expected one of {VOC_CLASSES})")
+            bb = obj.find("bndbox")
+            x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            rows.append([x1 - 1, y1 - 1, x2, y2, VOC_CLASSES.index(name)])
+        return wh, np.asarray(rows, dtype=np.float32).reshape(-1, 5), np.asarray(difficult, dtype=bool)
 
 
 class Voc2007(FileImageDataset):
