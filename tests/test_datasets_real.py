@@ -235,6 +235,15 @@ def test_missing_root_says_what_is_expected_where(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as err:
         create("dataset", "cub200", root=str(root))
     assert f"✗ {root / 'classes.txt'}" in str(err.value) and f"✓ {root / 'images.txt'}" in str(err.value)
+    # a root one or two folders too high: the folder that holds the files is named
+    (root / "classes.txt").write_text("1 a\n2 b\n3 c\n4 d\n")
+    with pytest.raises(DatasetNotFoundError, match=f"found them all in {root}: use dataset.root={root}\n"):
+        create("dataset", "cub200", root=str(tmp_path))
+    # the archive, not extracted
+    (tmp_path / "packed").mkdir()
+    (tmp_path / "packed" / "CUB_200_2011.tgz").write_bytes(b"")
+    with pytest.raises(DatasetNotFoundError, match="packed holds CUB_200_2011.tgz: extract it there"):
+        create("dataset", "cub200", root=str(tmp_path / "packed"))
 
 
 @pytest.mark.parametrize("name", ["cars196", "sop", "market1501", "mini_imagenet", "omniglot", "coco",

@@ -112,6 +112,24 @@ def missing_hint(path: Path) -> str:
     return f"the deepest folder of that path that exists is {existing}"
 
 
+def _holding_folder(root: Path, expected: Sequence[str], depth: int = 2) -> Path | None:
+    """A folder up to ``depth`` levels below ``root`` in which every ``expected`` path exists (a root given
+    one or two folders too high, e.g. the folder an archive was extracted into)."""
+    if depth == 0 or not root.is_dir():
+        return None
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return None
+    for child in children:
+        if all((child / rel).exists() for rel in expected):
+            return child
+    for child in children:
+        if found := _holding_folder(child, expected, depth - 1):
+            return found
+    return None
+
+
 def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, extra: str = "") -> None:
     """Raise :class:`DatasetNotFoundError` unless every path in ``expected`` exists under ``root``.
 
@@ -124,6 +142,10 @@ def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, e
     lines = [f"dataset '{dataset}' not found under {root}",
              "expected (missing marked with ✗):"]
     lines += [f"  {'✗' if rel in missing else '✓'} {root / rel}" for rel in expected]
+    if below := _holding_folder(root, expected):
+        lines.append(f"found them all in {below}: use dataset.root={below}")
+    elif archives := sorted(n for n in (os.listdir(root) if root.is_dir() else []) if n.lower().endswith(_ARCHIVES)):
+        lines.append(f"{root} holds {archives[0]}: extract it there")
     lines.append(f"get it from {source} (nothing is downloaded for you) and unpack it there,")
     lines.append(f"or point to it: dataset.root=<path> on the command line / in the config, "
                  f"or set {DATA_ENV}=<dir> to move every '~/data/...' default "
