@@ -132,7 +132,7 @@ class Method(nn.Module):
     class Config:
         name: str = ""
 
-    geometry: Any  # a harness.geometry geometry object (EuclideanGeometry / PoincareGeometry)
+    geometry: Any  # a harness.geometry geometry object (EuclideanGeometry / PoincareGeometry / LorentzGeometry)
 
     def __init__(self, cfg: Any, backbone: nn.Module, info: TrainInfo) -> None:
         super().__init__()

@@ -39,10 +39,15 @@ def save_histograms(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], 
     return _save(fig, path, dpi=80)
 
 
+def _hyperbolic(geometry: object) -> bool:
+    """A geometry drawn in the Poincaré disk: curved, with a log map at the origin."""
+    return getattr(geometry, "name", "euclidean") != "euclidean" and callable(getattr(geometry, "logmap0", None))
+
+
 def disk_coordinates(embeddings: np.ndarray, *, geometry: object) -> np.ndarray:
     """2-D coordinates of embeddings for a picture.
 
-    Poincaré geometry: directions are the 2-D PCA of the log map at the origin,
+    Hyperbolic geometry (Poincaré ball, hyperboloid): directions are the 2-D PCA of the log map at the origin,
     and each point keeps its hyperbolic distance r to the origin, placed at
     radius tanh(√c·r/2) in the unit disk (the Poincaré disk of curvature −1
     after scaling by √c), so the picture shows what the norms mean. Euclidean
@@ -51,15 +56,13 @@ def disk_coordinates(embeddings: np.ndarray, *, geometry: object) -> np.ndarray:
     import torch
 
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
-    if getattr(geometry, "name", "") != "poincare":
+    if not _hyperbolic(geometry):
         centred = x - x.mean(0)
         return (centred @ torch.linalg.svd(centred, full_matrices=False)[2][:2].T).numpy()
-    from harness.geometry import dist0, logmap0
-
     c = float(geometry.c)
-    tangent = logmap0(x, c=c)
+    tangent = geometry.logmap0(x)
     xy = (tangent @ torch.linalg.svd(tangent, full_matrices=False)[2][:2].T).numpy()
-    radius = np.tanh(np.sqrt(c) * dist0(x, c=c).numpy() / 2)
+    radius = np.tanh(np.sqrt(c) * geometry.dist0(x).numpy() / 2)
     return xy / np.maximum(np.linalg.norm(xy, axis=1, keepdims=True), 1e-300) * radius[:, None]
 
 
@@ -70,7 +73,7 @@ def save_disk(path: Path, embeddings: np.ndarray, labels: np.ndarray, *, geometr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    poincare = getattr(geometry, "name", "") == "poincare"
+    poincare = _hyperbolic(geometry)
     xy = disk_coordinates(embeddings, geometry=geometry)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if poincare:

@@ -250,15 +250,20 @@ class Hierarchy(Task):
     def _radius_angle(self, ctx: EvalContext, emb: torch.Tensor, tr_protos: torch.Tensor, tr_classes: np.ndarray,
                       fine: np.ndarray) -> MetricValue:
         geo = ctx.geometry
+        # directions at the origin: the coordinates where the model is conformal there (no rounding from a
+        # log map), else the geometry's log map (the hyperboloid's space parts)
+        dirs, proto_dirs = emb, tr_protos
         if geo.name not in _CONFORMAL_AT_ORIGIN:
-            return self.metric("dist0_angle_spearman", None,
-                               reason=f"the angle at the origin is not implemented for geometry '{geo.name}'")
+            if not callable(getattr(geo, "logmap0", None)):
+                return self.metric("dist0_angle_spearman", None, reason=f"geometry '{geo.name}' has no logmap0, "
+                                   "so the angle at the origin is not defined for it")
+            dirs, proto_dirs = geo.logmap0(emb), geo.logmap0(tr_protos)
         known = np.isin(fine, tr_classes)
         if not known.any():
             return self.metric("dist0_angle_spearman", None, reason="no eval class has train images (no prototype)")
         rows = np.searchsorted(tr_classes, fine[known])
-        angle = angle_to(emb[torch.as_tensor(np.flatnonzero(known), device=emb.device)],
-                         tr_protos[torch.as_tensor(rows, device=tr_protos.device)])
+        angle = angle_to(dirs[torch.as_tensor(np.flatnonzero(known), device=dirs.device)],
+                         proto_dirs[torch.as_tensor(rows, device=proto_dirs.device)])
         radius = geo.dist0(emb).detach().cpu().double().numpy()[known]
         has_dir = np.isfinite(angle)  # an image or prototype at the origin has no direction
         res = per_group_spearman(radius[has_dir], angle[has_dir], fine[known][has_dir],

@@ -69,11 +69,10 @@ def _distance_fn(distance: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.
 
 
 def _clustering_space(x: torch.Tensor, distance: Any) -> torch.Tensor:
-    if getattr(distance, "name", None) == "poincare":
-        from harness.geometry import logmap0
-
-        return logmap0(x, c=distance.c)
-    return x
+    """Where k-means runs: a geometry's tangent space at the origin (``logmap0``; the identity for
+    Euclidean geometry), else the coordinates as given."""
+    logmap0 = getattr(distance, "logmap0", None)
+    return logmap0(x) if callable(logmap0) else x
 
 
 def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, seed: int = 0) -> torch.Tensor:

@@ -7,7 +7,8 @@ are computed in float32 and returned in their dtype (:mod:`._dtype`).
 
 from .curvature import Curvature, check_c, geoopt_k, geoopt_lorentz_k, poincare_ball
 from .layers import HyperbolicMLR, ToPoincare, hyperbolic_mlr_logits
-from .lorentz import lorentz_dist, lorentz_dist0, lorentz_pairwise_dist, lorentz_project
+from .lorentz import (lorentz_centroid, lorentz_dist, lorentz_dist0, lorentz_logmap0, lorentz_pairwise_dist,
+                      lorentz_project)
 from .models import (
     klein_to_lorentz,
     klein_to_poincare,
@@ -17,12 +18,13 @@ from .models import (
     poincare_to_lorentz,
 )
 from .poincare import class_midpoints, dist, dist0, einstein_midpoint, expmap0, logmap0, pairwise_dist, project
-from .spaces import EuclideanGeometry, PoincareGeometry, euclidean_pairwise_dist
+from .spaces import EuclideanGeometry, LorentzGeometry, PoincareGeometry, euclidean_pairwise_dist
 
 __all__ = [
     "Curvature",
     "EuclideanGeometry",
     "HyperbolicMLR",
+    "LorentzGeometry",
     "PoincareGeometry",
     "ToPoincare",
     "check_c",
@@ -38,8 +40,10 @@ __all__ = [
     "klein_to_lorentz",
     "klein_to_poincare",
     "logmap0",
+    "lorentz_centroid",
     "lorentz_dist",
     "lorentz_dist0",
+    "lorentz_logmap0",
     "lorentz_pairwise_dist",
     "lorentz_project",
     "lorentz_to_klein",

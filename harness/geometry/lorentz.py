@@ -124,3 +124,54 @@ def lorentz_pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, c: 
     q = refine_pairs(q, mask, xs, ys, exact).clamp_min(0.0)
     out = _from_q(q, c)
     return out.reshape(*batch, *out.shape[-2:])
+
+
+def lorentz_centroid(x: torch.Tensor, weights: torch.Tensor | None = None, *, c: float | torch.Tensor,
+                     dim: int = -2, labels: torch.Tensor | None = None, num_classes: int | None = None
+                     ) -> torch.Tensor:
+    r"""Lorentzian centroid (Law et al., ICML 2019, Eq. 5 with :math:`\beta = 1/c`):
+
+    .. math:: \mu = \frac{S}{\sqrt c\,\sqrt{-\langle S,S\rangle_L}},\qquad S = \sum_i w_i x_i,
+
+    the point of the hyperboloid that minimises :math:`\sum_i w_i\|x_i-\mu\|_L^2` (squared Lorentzian
+    distance). It is the Einstein midpoint of the same points in the Poincaré ball
+    (:func:`.poincare.einstein_midpoint`): in the Klein model both are :math:`\bar S/S_0`.
+
+    ``x`` (..., K, d+1) is reduced over ``dim`` (any dim but the last; ``weights`` broadcastable to
+    ``x.shape[:-1]``, ≥ 0, default 1); or, with ``labels`` (N,) in ``[0, num_classes)``, ``x`` (N, d+1)
+    gives one centroid per class (C, d+1) by ``index_add``. An empty set, a class without points or
+    weights all 0 give the origin :math:`(1/\sqrt c, 0)`. Accumulated in float64.
+    """
+    c = check_c(c)
+    xs = split_lorentz(x, c=c, fn="lorentz_centroid")
+    x64 = xs.to(accurate_dtype(xs))
+    full = torch.cat([time_coord(x64, c=c).unsqueeze(-1), x64], dim=-1)
+    if weights is not None:
+        if bool((weights < 0).any()):
+            raise ValueError("lorentz_centroid: weights must be non-negative")
+        full = full * weights.to(full.dtype).unsqueeze(-1)
+    if labels is not None:
+        if x.dim() != 2 or num_classes is None:
+            raise ValueError("lorentz_centroid: with labels, x must be (N, d+1) and num_classes given")
+        s = full.new_zeros(num_classes, full.shape[-1]).index_add(0, labels.to(torch.long), full)
+    else:
+        nd = x.dim()
+        if not -nd <= dim < nd or dim % nd == nd - 1:
+            raise ValueError(f"lorentz_centroid: dim={dim} must index a set dimension of x {tuple(x.shape)}, "
+                             "not the last")
+        s = full.sum(dim % nd)
+    gap = (s[..., 0].square() - s[..., 1:].square().sum(-1)).clamp_min(0).sqrt()  # sqrt(-<S,S>_L)
+    cc = c.to(s.dtype) if isinstance(c, torch.Tensor) else c
+    space = torch.where(gap.unsqueeze(-1) > 0, s[..., 1:] / (cc**0.5 * gap.clamp_min(1e-300)).unsqueeze(-1),
+                        torch.zeros_like(s[..., 1:]))
+    return torch.cat([time_coord(space, c=c).unsqueeze(-1), space], dim=-1).to(x.dtype)
+
+
+def lorentz_logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    r"""Logarithmic map at the origin, as the tangent vector's space part (..., d):
+    :math:`\log_0(x) = d_c(0, x)\,\bar x/\|\bar x\|` (0 at the origin), so its norm is the distance to
+    the origin and its direction that of :math:`\bar x`."""
+    c = check_c(c)
+    xs = split_lorentz(x, c=c, fn="lorentz_logmap0")
+    n = xs.norm(dim=-1, keepdim=True)
+    return lorentz_dist0(x, c=c).unsqueeze(-1) * xs / n.clamp_min(1e-300)

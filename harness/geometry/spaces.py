@@ -1,8 +1,10 @@
 """Geometry objects: what a method declares and what a task measures with.
 
-Both classes offer the same interface (``name``, ``c``, ``pairwise_dist``, ``dist``,
-``dist0``, ``midpoint``, ``class_prototypes``, ``to_json``), so a task never branches on
-the geometry. Shapes: points (..., d); ``pairwise_dist`` (..., n, d) x (..., m, d) -> (..., n, m).
+Every geometry offers the same interface (``name``, ``c``, ``pairwise_dist``, ``dist``,
+``dist0``, ``midpoint``, ``class_prototypes``, ``logmap0``, ``to_json``), so a task never branches on
+the geometry. Shapes: points (..., d) (the hyperboloid's (..., d+1), time coordinate first);
+``pairwise_dist`` (..., n, d) x (..., m, d) -> (..., n, m); ``logmap0`` gives tangent vectors at the
+origin (..., d) whose directions are the angles at the origin (clustering, plots).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import torch
 from ._dtype import upcast
 from ._pairwise import flatten_pair, safe_sqrt, stable_sqdist
 from .curvature import CurvatureLike, c_value, check_c, resolve_c
-from .poincare import check_labels, class_midpoints, dist, dist0, einstein_midpoint, pairwise_dist, sqnorm
+from .lorentz import lorentz_centroid, lorentz_dist, lorentz_dist0, lorentz_logmap0, lorentz_pairwise_dist
+from .poincare import (check_labels, class_midpoints, dist, dist0, einstein_midpoint, logmap0, pairwise_dist,
+                       sqnorm)
 
 #: Target relative error of a Euclidean pairwise distance (matmul form kept above it).
 EUCLID_REL_TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
@@ -113,6 +117,10 @@ class EuclideanGeometry:
         n = torch.bincount(labels, minlength=num_classes).to(x.dtype).clamp_min(1).unsqueeze(-1)
         return s / n
 
+    def logmap0(self, x: torch.Tensor) -> torch.Tensor:
+        """The points themselves: flat space is its own tangent space at the origin."""
+        return check_finite(x, "logmap0")
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "c": 0.0}
 
@@ -120,16 +128,12 @@ class EuclideanGeometry:
         return "EuclideanGeometry()"
 
 
-class PoincareGeometry:
-    r"""Poincaré ball of curvature ``-c`` (radius :math:`1/\sqrt c`): hyperbolic distance,
-    Einstein-midpoint prototypes (Khrulkov et al. 2020, Hyperbolic ProtoNet).
+class _CurvedGeometry:
+    """A space of curvature ``-c``. ``c`` is a float, a scalar tensor, or a callable returning one (e.g.
+    the :class:`.Curvature` module of a head with learnable curvature): ``geometry.c`` reads the
+    current value at every call, so distances follow the learnt curvature."""
 
-    ``c`` is a float, a scalar tensor, or a callable returning one (e.g. the
-    :class:`.Curvature` module of a head with learnable curvature): ``geometry.c`` reads the
-    current value at every call, so distances follow the learnt curvature.
-    """
-
-    name = "poincare"
+    name = ""
 
     def __init__(self, c: CurvatureLike = 1.0) -> None:
         if not callable(c) or isinstance(c, torch.Tensor):
@@ -139,6 +143,19 @@ class PoincareGeometry:
     @property
     def c(self) -> float | torch.Tensor:
         return resolve_c(self._c)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "c": c_value(self.c)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(c={c_value(self.c):.4g})"
+
+
+class PoincareGeometry(_CurvedGeometry):
+    r"""Poincaré ball of curvature ``-c`` (radius :math:`1/\sqrt c`): hyperbolic distance,
+    Einstein-midpoint prototypes (Khrulkov et al. 2020, Hyperbolic ProtoNet)."""
+
+    name = "poincare"
 
     def pairwise_dist(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """(..., n, d) x (..., m, d) -> (..., n, m) (:func:`.poincare.pairwise_dist`)."""
@@ -161,11 +178,47 @@ class PoincareGeometry:
         """Per-class Einstein midpoints (C, d) (:func:`.poincare.class_midpoints`); empty classes give 0."""
         return class_midpoints(check_finite(x, "class_prototypes"), labels, num_classes, c=self.c)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "c": c_value(self.c)}
-
-    def __repr__(self) -> str:
-        return f"PoincareGeometry(c={c_value(self.c):.4g})"
+    def logmap0(self, x: torch.Tensor) -> torch.Tensor:
+        """Tangent vectors at the origin (:func:`.poincare.logmap0`, Ganea et al. 2018)."""
+        return logmap0(check_finite(x, "logmap0"), c=self.c)
 
 
-__all__ = ["EuclideanGeometry", "PoincareGeometry", "check_finite", "euclidean_pairwise_dist"]
+class LorentzGeometry(_CurvedGeometry):
+    r"""Hyperboloid (Lorentz model) of curvature ``-c``: points (..., d+1), time coordinate first
+    (:mod:`.lorentz`; Nickel & Kiela 2018), Lorentzian-centroid prototypes (Law et al. 2019), which are
+    the Einstein midpoints of the same points in the ball: a method whose embeddings are the
+    :func:`~.models.poincare_to_lorentz` image of another's scores the same on every task."""
+
+    name = "lorentz"
+
+    def pairwise_dist(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., n, d+1) x (..., m, d+1) -> (..., n, m) (:func:`.lorentz.lorentz_pairwise_dist`)."""
+        check_finite(x, "pairwise_dist")
+        return lorentz_pairwise_dist(x, None if y is None else check_finite(y, "pairwise_dist"), c=self.c)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Elementwise distance of broadcastable (..., d+1) tensors (:func:`.lorentz.lorentz_dist`)."""
+        return lorentz_dist(check_finite(x, "dist"), check_finite(y, "dist"), c=self.c)
+
+    def dist0(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Distance to the origin :math:`(1/\sqrt c, 0)` (:func:`.lorentz.lorentz_dist0`)."""
+        return lorentz_dist0(check_finite(x, "dist0"), c=self.c)
+
+    def midpoint(self, x: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Lorentzian centroid over ``dim`` (:func:`.lorentz.lorentz_centroid`)."""
+        return lorentz_centroid(check_finite(x, "midpoint"), weights, c=self.c, dim=dim)
+
+    def class_prototypes(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Per-class Lorentzian centroids (C, d+1); empty classes give the origin."""
+        if x.dim() != 2:
+            raise ValueError(f"class_prototypes: x must be (N, d+1), got {tuple(x.shape)}")
+        labels = check_labels(labels, x.shape[0], num_classes, "class_prototypes")
+        return lorentz_centroid(check_finite(x, "class_prototypes"), c=self.c, labels=labels,
+                                num_classes=num_classes)
+
+    def logmap0(self, x: torch.Tensor) -> torch.Tensor:
+        """Tangent vectors at the origin as their space parts (..., d) (:func:`.lorentz.lorentz_logmap0`)."""
+        return lorentz_logmap0(check_finite(x, "logmap0"), c=self.c)
+
+
+__all__ = ["EuclideanGeometry", "LorentzGeometry", "PoincareGeometry", "check_finite", "euclidean_pairwise_dist"]
