@@ -20,8 +20,9 @@ Metric conventions (pytorch-metric-learning's ``AccuracyCalculator``, k=None):
   PML) between the labels and a k-means clustering with as many clusters as
   classes (:func:`kmeans`: k-means++ seeding, Lloyd iterations to
   convergence; PML calls faiss, whose random seeding more often stops in a
-  poor local optimum). Poincaré embeddings are clustered in the tangent space at the
-  origin (``logmap0``, which preserves distances to the origin and angles);
+  poor local optimum). Hyperbolic embeddings are clustered in the tangent space at the
+  origin (the geometry's ``logmap0``: angles at the origin kept, distances to the origin
+  scaled by one constant, 1/2 in the ball's coordinates, which k-means ignores);
   Euclidean ones as they are.
 
 Queries whose class has no other image ("lone" queries) are excluded from the

@@ -152,3 +152,13 @@ def test_the_disk_picture_of_the_hyperboloid_is_the_balls(tmp_path):
     np.testing.assert_allclose(disk_coordinates(x.numpy(), geometry=LorentzGeometry(c)),
                                disk_coordinates(p.numpy(), geometry=PoincareGeometry(c)), atol=1e-9)
     assert save_disk(tmp_path / "disk.png", x.numpy(), np.arange(len(x)) % 3, geometry=LorentzGeometry(c)).exists()
+
+
+def test_the_log_map_at_the_origin_has_the_identity_jacobian_there():
+    from harness.geometry import lorentz_logmap0
+
+    c = 0.7
+    for space in (torch.zeros(3, dtype=torch.float64), torch.full((3,), 1e-7, dtype=torch.float64)):
+        jac = torch.autograd.functional.jacobian(
+            lambda s: lorentz_logmap0(torch.cat([(1 / c + s.square().sum()).sqrt()[None], s]), c=c), space)
+        torch.testing.assert_close(jac, torch.eye(3, dtype=torch.float64), atol=1e-12, rtol=0)

@@ -173,5 +173,10 @@ def lorentz_logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor
     the origin and its direction that of :math:`\bar x`."""
     c = check_c(c)
     xs = split_lorentz(x, c=c, fn="lorentz_logmap0")
-    n = xs.norm(dim=-1, keepdim=True)
-    return lorentz_dist0(x, c=c).unsqueeze(-1) * xs / n.clamp_min(1e-300)
+    # asinh(s)/s · x̄ with s = √c‖x̄‖, and its series 1 − s²/6 near 0: the Jacobian at the origin is the
+    # identity (a quotient of two norms would have no gradient there)
+    s = c**0.5 * xs.to(accurate_dtype(xs)).norm(dim=-1, keepdim=True)
+    small = s < 1e-4
+    safe = torch.where(small, torch.ones_like(s), s)
+    scale = torch.where(small, 1 - s.square() / 6, torch.asinh(safe) / safe)
+    return scale.to(xs.dtype) * xs

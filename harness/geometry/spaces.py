@@ -4,7 +4,10 @@ Every geometry offers the same interface (``name``, ``c``, ``pairwise_dist``, ``
 ``dist0``, ``midpoint``, ``class_prototypes``, ``logmap0``, ``to_json``), so a task never branches on
 the geometry. Shapes: points (..., d) (the hyperboloid's (..., d+1), time coordinate first);
 ``pairwise_dist`` (..., n, d) x (..., m, d) -> (..., n, m); ``logmap0`` gives tangent vectors at the
-origin (..., d) whose directions are the angles at the origin (clustering, plots).
+origin (..., d) in each model's own coordinates: their directions are the angles at the origin, their
+norms the distance to the origin times a constant (1/2 in the ball, whose metric at the origin is
+4× the Euclidean one; 1 on the hyperboloid). Tasks read them only through directions and scale-free
+clustering (angles, k-means, plots).
 """
 
 from __future__ import annotations

@@ -242,7 +242,9 @@ class HyperbolicProtoNet(_EpisodicProtoNet):
         name: str = "hyperbolic_protonet"
         lr: float = 5e-3  # miniImageNet 5-shot config (configs/mini/conv4_5s.sh); CUB uses 1e-3
         c: float = 0.005  # curvature; miniImageNet 5-shot config (their settings: 0.005-0.05)
-        riemannian: bool = True  # ToPoincare(riemannian=True): hyptorch's default, used by every released run
+        # ToPoincare(riemannian=True), hyptorch's default: what every released run ran. conv4_5s.sh passes
+        # --not-riemannian, but train_protonet.py never hands the flag to ToPoincare
+        riemannian: bool = True
         proj_eps: float = 1e-3  # ball projection margin, hyptorch pmath._project; 0 = the dtype's (float64 1e-5)
         artanh_clamp: float = 1e-5  # hyptorch pmath.Artanh clamps at 1 - 1e-5; 0 = exact distances
 
