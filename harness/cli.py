@@ -189,14 +189,24 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
                            f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
     except KeyboardInterrupt:
         _second_interrupt_exits_now()
-        print(f"harness {command}: interrupted. Finished cells are kept; a cell that was running wrote no "
-              "result and released its claim. Run the same command again to go on (finished cells are "
-              "skipped, trained models come from the cache)", file=sys.stderr)
+        slurm = any(a in ("launcher=slurm", "hydra/launcher=slurm") for a in argv)
+        running = ("The SLURM jobs already submitted keep running (squeue shows them; scancel stops them); "
+                   "their cells write their results as usual." if slurm else
+                   "A cell that was running wrote no result and released its claim.")
+        print(f"harness {command}: interrupted. Finished cells are kept. {running} Run the same command again "
+              "to go on (finished cells are skipped, trained models come from the cache)", file=sys.stderr)
         return 130
+    from harness.sweep import claimed_cells
+
     if failed:
         print(f"harness {command}: {failed} cell(s) failed (their reasons are above, and in the result "
               "files of the cells whose config passed its checks)", file=sys.stderr)
         return 1
+    if claimed := claimed_cells(multirun):
+        print(f"harness {command}: {claimed} cell(s) are being run by another process (claimed), so this grid is "
+              "not finished yet; run the same command again once it is done to check (finished cells are "
+              "skipped)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -18,6 +18,7 @@ import difflib
 import importlib.resources
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -508,6 +509,7 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
         result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "cell": _cell_guess(config),
                   "timings": {}}
     _LAST_RUN["failed"] = int(result.get("status") == "failed")
+    _LAST_RUN["claimed"] = int(result.get("status") == "claimed")
     report_status(config, result)
     return result
 
@@ -686,6 +688,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
                           f"Use `harness sweep {launcher} ...` (e.g. with seed=0 for one cell)")
     searchpath = get_registry().config_searchpath()
     overrides = [_expand_glob(_launcher_override(o), searchpath) for o in overrides]
+    check_launcher_options(overrides)
     explicit_grid = any(a.startswith("grid=") for a in overrides)
     if multirun and not explicit_grid:
         overrides = ["grid=default", *overrides]
@@ -740,6 +743,41 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
 
 
 _LAST_RUN: dict[str, int] = {}
+
+
+def claimed_cells(multirun: bool) -> int:
+    """How many cells of the last ``launch`` were left to another process that is running them."""
+    return int((LAST_SWEEP if multirun else _LAST_RUN).get("claimed", 0))
+
+
+def check_launcher_options(overrides: list[str]) -> None:
+    """Before anything starts: every ``hydra.launcher.KEY=…`` of the command line names an option of the
+    launcher it chose (did-you-mean; Hydra's own answer suggests ``+hydra.launcher.KEY``, which the
+    launcher then ignores), and ``launcher=gpu_pool``'s GPUs are there."""
+    chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), None)
+    given = {m.group(1): o for o in overrides if (m := re.match(r"^\+{0,2}hydra\.launcher\.(\w+)\S*?=", o))}
+    if chosen is None:
+        if given:
+            raise ConfigError(f"{next(iter(given.values()))}: hydra.launcher options apply to a launcher chosen on "
+                              "the command line (launcher=gpu_pool or launcher=slurm); the default launcher runs "
+                              "the cells in this process and takes none")
+        return
+    from hydra_plugins.hyperbolic_harness import launchers
+
+    options = launchers.launcher_options(chosen)
+    for key, override in given.items():
+        if options is not None and key not in options:
+            close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+            raise ConfigError(f"launcher={chosen} has no option '{key}' ({override})"
+                              + (f"; did you mean '{close[0]}'?" if close else "")
+                              + f"\nits options: {', '.join(options)}")
+    if chosen == "gpu_pool" and "gpus" in given:
+        import yaml
+
+        gpus = yaml.safe_load(given["gpus"].split("=", 1)[1])
+        if gpus is not None and not (isinstance(gpus, list) and all(isinstance(g, int) for g in gpus)):
+            raise ConfigError(f"{given['gpus']}: hydra.launcher.gpus is a list of GPU numbers, e.g. [0,1], or null")
+        launchers.gpu_slots(gpus, 1)
 
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:

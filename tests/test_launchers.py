@@ -140,10 +140,13 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-@pytest.mark.parametrize("command, workers", [("run", 0), ("sweep", 2)])
-def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(command, workers, tmp_path):
+@pytest.mark.parametrize("command, workers, sigint_ignored", [("run", 0, False), ("sweep", 2, False),
+                                                              ("sweep", 2, True)])
+def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(command, workers, sigint_ignored,
+                                                                             tmp_path):
     """A SLURM time limit or `kill` ends `harness run` / a gpu_pool sweep as Ctrl-C does (exit 130): the
-    running cells release their claims and write no result, and the workers stop."""
+    running cells release their claims and write no result, and the workers stop, also when the sweep was
+    started with SIGINT ignored (a background job of a script), which its workers inherit."""
     import signal
     import subprocess
     import sys
@@ -157,7 +160,9 @@ def test_sigterm_stops_the_command_releases_its_claims_and_leaves_no_worker(comm
     args = [command, "method=sleeper", "task=few_shot", *TINY, "train.epochs=50", *cells, f"results_dir={res}"]
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(site), "MARK_DIR": str(marks)}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored
+                            else None)
     deadline = time.time() + 120
     while len(list(marks.glob("[0-9]*[0-9]"))) < max(1, workers) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

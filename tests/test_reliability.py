@@ -223,6 +223,56 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     assert not path.with_suffix(".claim").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_grid_left_to_another_process_exits_3_not_0(tmp_path, capsys, command):
+    """A script `harness sweep … && next` must not go on while a claimed cell is still running elsewhere."""
+    from harness.claims import Claim
+    from harness.results import result_path
+    from harness.run import cell_of
+
+    args = ["task=few_shot", *TINY, f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]
+    config = _compose(tmp_path, "task=few_shot")
+    live = Claim(result_path(config["results_dir"], cell_of(config)).with_suffix(".claim"))
+    assert live.acquire()
+    try:
+        cells = ["grid=smoke", "method=euclidean_ce", "seed=0"] if command == "sweep" else []
+        assert main([command, *cells, *args]) == 3
+    finally:
+        live.release()
+    err = capsys.readouterr().err
+    assert f"harness {command}: 1 cell(s) are being run by another process (claimed)" in err
+    assert main([command, *cells, *args]) == 0  # released: this time it runs
+
+
+def test_launcher_options_are_checked_before_anything_starts(tmp_path, capsys):
+    common = ["grid=smoke", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]
+    for extra, message in [
+        (["launcher=gpu_pool", "hydra.launcher.n_worker=2"],
+         "launcher=gpu_pool has no option 'n_worker' (hydra.launcher.n_worker=2); did you mean 'n_workers'?"),
+        (["launcher=gpu_pool", "+hydra.launcher.n_worker=2"], "did you mean 'n_workers'?"),  # Hydra's own advice
+        (["hydra.launcher.n_workers=2"], "hydra launcher options apply to a launcher chosen on the command line"),
+        (["launcher=gpu_pool", "hydra.launcher.gpus=abc"], "hydra.launcher.gpus is a list of GPU numbers"),
+    ]:
+        assert main(["sweep", *common, *extra]) == 2, extra
+        assert message.replace("hydra launcher", "hydra.launcher") in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()  # nothing ran
+
+
+def test_gpu_pool_refuses_gpus_that_are_not_there(monkeypatch):
+    from harness.errors import ConfigError
+    from hydra_plugins.hyperbolic_harness.launchers import gpu_slots
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert gpu_slots(None, 4) == ([0, 1], True) and gpu_slots([1], 4) == ([1], True)
+    with pytest.raises(ConfigError, match=r"gpus=\[5\] names GPU\(s\) \[5\], but torch sees 2 GPU\(s\) here"):
+        gpu_slots([5], 4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert gpu_slots(None, 3) == ([None] * 3, False) and gpu_slots([], 3) == ([None] * 3, False)
+    with pytest.raises(ConfigError, match=r"\(no CUDA device\)"):
+        gpu_slots([0], 3)
+
+
 def test_a_cell_finished_elsewhere_while_we_claimed_it_is_not_run_again(tmp_path, monkeypatch):
     import harness.run
     from harness.run import run_cell

@@ -59,6 +59,38 @@ def physical_gpus(indices: list[int]) -> list[int]:
     return out
 
 
+def gpu_slots(gpus: list[int] | None, n_workers: int) -> tuple[list[int | None], bool]:
+    """The worker slots of ``launcher=gpu_pool`` and whether they are GPUs: the GPUs ``gpus`` names (null:
+    every visible GPU), else ``n_workers`` CPU processes. A GPU that is not there is an error, not a
+    silent run on the CPU."""
+    from harness.errors import ConfigError
+
+    import torch
+
+    count = torch.cuda.device_count()
+    if gpus is None:
+        gpus = list(range(count))
+    elif gpus:
+        if missing := [g for g in gpus if not 0 <= int(g) < count]:
+            raise ConfigError(f"launcher=gpu_pool: hydra.launcher.gpus={list(gpus)} names GPU(s) {missing}, but "
+                              f"torch sees {count} GPU(s) here" + (" (no CUDA device)" if count == 0 else "")
+                              + "; leave hydra.launcher.gpus out to use every visible GPU, or CPU workers "
+                              "(hydra.launcher.n_workers) on a machine without one")
+    if gpus:
+        return physical_gpus([int(g) for g in gpus]), True
+    return [None] * max(1, int(n_workers)), False
+
+
+def launcher_options(name: str) -> list[str] | None:
+    """The ``hydra.launcher.*`` options of a launcher the harness configures (None: not one of them)."""
+    import dataclasses
+
+    conf = {"gpu_pool": GpuPoolConf, "slurm": globals().get("HarnessSlurmConf")}.get(name)
+    if conf is None:
+        return None
+    return sorted(f.name for f in dataclasses.fields(conf) if not f.name.startswith("_"))
+
+
 @dataclass
 class GpuPoolConf:
     _target_: str = "hydra_plugins.hyperbolic_harness.launchers.GpuPoolLauncher"
@@ -128,7 +160,10 @@ class _SurvivingJob:
 def _died(hydra_context: Any, config: DictConfig, overrides: list[str], exc: BaseException) -> JobReturn:
     """The return of a job whose process died: a failed result written for its cell. COMPLETED, because
     Hydra's sweeper re-raises a FAILED job's exception and stops the sweep."""
-    reason = f"the job's process died ({type(exc).__name__}): " + " ".join(str(exc).split())[:400]
+    # the end of the job's error stream says what killed it (its start is the training's progress lines)
+    text = " ".join(str(exc).split())
+    reason = f"the job's process died ({type(exc).__name__}): " + (text if len(text) <= 600 else
+                                                                      f"{text[:200]} … {text[-400:]}")
     result = _write_failed(hydra_context, config, overrides, reason)
     return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=result)
 
@@ -141,6 +176,11 @@ def _group_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 class GpuPoolLauncher(Launcher):
     def __init__(self, **params: Any) -> None:
+        from harness.errors import ConfigError
+
+        if unknown := sorted(set(params) - set(launcher_options("gpu_pool") or ())):
+            raise ConfigError(f"launcher=gpu_pool has no option(s) {unknown}; its options: "
+                              f"{', '.join(launcher_options('gpu_pool') or ())}")
         self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                        for k, v in params.items()}
         self.config: DictConfig | None = None
@@ -152,6 +192,7 @@ class GpuPoolLauncher(Launcher):
 
     # -- in the job's process --------------------------------------------------------------------------
     def __call__(self, overrides: list[str], job_num: int, singleton_state: dict) -> JobReturn:
+        _interrupt_once()
         Singleton.set_state(singleton_state)
         setup_globals()
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -163,14 +204,7 @@ class GpuPoolLauncher(Launcher):
 
     # -- in the sweep's process --------------------------------------------------------------------------
     def _slots(self) -> tuple[list[int | None], bool]:
-        gpus = self.params.get("gpus")
-        if gpus is None:
-            import torch
-
-            gpus = list(range(torch.cuda.device_count()))
-        if gpus:
-            return physical_gpus([int(g) for g in gpus]), True
-        return [None] * max(1, int(self.params.get("n_workers", 2))), False
+        return gpu_slots(self.params.get("gpus"), int(self.params.get("n_workers", 2)))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
@@ -205,7 +239,8 @@ class GpuPoolLauncher(Launcher):
                     executor.update_parameters(timeout_min=int(self.params.get("timeout_min", 1440)),
                                                gpus_per_node=1 if on_gpus else 0,
                                                visible_gpus=[gpu] if on_gpus else ())
-                    with _environment(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)):
+                    with _environment(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)), \
+                            _sigint_not_ignored():
                         running[i] = (slot, executor.submit(self, overrides[i], initial_job_idx + i, singleton_state))
                 time.sleep(poll)
                 for i, (slot, job) in list(running.items()):
@@ -229,6 +264,44 @@ class GpuPoolLauncher(Launcher):
             return job.result()
         except Exception as exc:  # noqa: BLE001 - the process died: record the cell as failed
             return _died(self.hydra_context, self.config, overrides, exc)
+
+
+def _interrupt_once() -> None:
+    """In a worker: the first SIGINT (the sweep's cancel) stops the cell as Ctrl-C does, and later ones
+    (the terminal's, submitit's) are ignored, so the cell's cleanup (claims, the model lock) is not cut
+    short. Installed whatever the worker inherited: a sweep started with SIGINT ignored (a background job
+    of a script) would otherwise leave workers that no cancel stops."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def _sigint_not_ignored() -> Iterator[None]:
+    """While a worker is started: SIGINT handled in this process, so the worker does not inherit an ignored
+    SIGINT (a sweep started as a background job of a script), which would leave the SIGINT that cancels
+    it without effect. A handled signal is reset to its default in a new program; an ignored one stays
+    ignored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
