@@ -346,6 +346,18 @@ def _kept(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return prev
 
 
+def _owner_text(owner: dict[str, Any] | None) -> str:
+    """Who holds a claim, readably: ``host vm, pid 18580, SLURM job 1000_3, since 19:13:53``."""
+    if not owner:
+        return "by a process that has just finished or is starting"
+    parts = [f"host {owner.get('host', '?')}", f"pid {owner.get('pid', '?')}"]
+    if owner.get("job"):
+        parts.append(f"SLURM job {owner['job']}")
+    if isinstance(owner.get("since"), (int, float)):
+        parts.append("since " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["since"])))
+    return ", ".join(parts)
+
+
 def check_writable(directory: str | Path, key: str = "results_dir", option: str | None = None) -> None:
     """Fail before any work if ``directory`` (the config's ``key``: results_dir, cache_dir) cannot take files;
     ``option``: how to choose another (default ``KEY=PATH``)."""
@@ -423,7 +435,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     check_writable(config["cache_dir"], "cache_dir")
     claim = Claim(path.with_suffix(".claim"))
     if not claim.acquire():
-        return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {claim.owner()}",
+        return {"status": "claimed", "cell": cell, "reason": f"running elsewhere: {_owner_text(claim.owner())}",
                 "timings": {}, "_claimed": True}
     try:
         if (prev := _kept(path, config)) is not None:  # finished elsewhere between our check and our claim

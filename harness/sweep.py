@@ -147,10 +147,11 @@ def _cell_name(cell: dict[str, Any]) -> str:
 
 
 class GridProgress:
-    """One line per finished cell: position, status, cell, its time, the grid's counts, elapsed and ETA."""
+    """One line per finished cell: position, status, cell, its time, the grid's counts, elapsed and ETA.
+    ``parallel``: cells run at once elsewhere (SLURM jobs), so the ETA is wall time per cell run."""
 
-    def __init__(self, total: int | None) -> None:
-        self.total = total
+    def __init__(self, total: int | None, *, parallel: bool = False) -> None:
+        self.total, self.parallel = total, parallel
         self.done = self.ran = 0
         self.ran_seconds = 0.0
         self.start = time.perf_counter()
@@ -175,8 +176,9 @@ class GridProgress:
         elapsed = time.perf_counter() - self.start
         if self.total is not None:
             left = max(self.total - self.done, 0)
-            # a parallel launcher (it reports running, 0 included): wall time per finished cell
-            per_cell = (elapsed / self.done) if running is not None else (
+            # a parallel launcher (it reports running, 0 included): wall time per cell run (cells a re-run
+            # kept took no time)
+            per_cell = (elapsed / self.ran if self.ran else None) if running is not None or self.parallel else (
                 self.ran_seconds / self.ran if self.ran else None)
             eta = format_seconds(left * per_cell) if per_cell else "?"
             pos = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
@@ -210,13 +212,14 @@ class SweepProgress(Callback):
 
     def __init__(self) -> None:
         self.grid = GridProgress(None)
+        self.pid = os.getpid()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             total = count_cells(config)
         except Exception:  # noqa: BLE001 - a sweeper we cannot count for: no ETA
             total = None
-        self.grid = GridProgress(total)
+        self.grid, self.pid = GridProgress(total), os.getpid()
         print(f"harness sweep: {total if total is not None else '?'} cells -> {config.results_dir}", flush=True)
         if total == 0:
             SWEEP_PROBLEMS.append(f"this sweep has no cell to run: the exclude rules of grid={config.get('grid_name')} "
@@ -224,7 +227,11 @@ class SweepProgress(Callback):
                                   "them); change the axes, or start from grid=smoke")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        self.grid.job_done(job_return, single=str(config.hydra.mode) == "RunMode.RUN")
+        # in a launcher's job process (a SLURM job, a gpu_pool worker) this is a copy of the sweep's callback:
+        # its position, elapsed time and ETA are the sweep's process's to tell, so the job's log gets the
+        # cell's own line only
+        elsewhere = os.getpid() != self.pid
+        self.grid.job_done(job_return, single=elsewhere or str(config.hydra.mode) == "RunMode.RUN")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         counts = dict(self.grid.counts)

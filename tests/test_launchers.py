@@ -46,6 +46,9 @@ def test_gpu_pool_on_cpu_workers_survives_a_killed_worker_and_a_rerun_completes_
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(5 kept, 1 ok)" in again.stdout
     assert [r["status"] for _, r in iter_results(res)] == ["ok"] * 6
+    # no worker was started for a kept cell: only the failed cell's job folder is new
+    assert len([line for line in again.stdout.splitlines() if " kept " in line]) == 5
+    assert len([d for d in (res / ".sweep" / "hydra" / ".submitit").iterdir() if d.name.isdigit()]) == 6 + 1
 
 
 @pytest.fixture
@@ -72,8 +75,17 @@ def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path
     assert "(4 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
     submission = next((res / ".sweep").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --partition=gpu" in submission and "#SBATCH --array=0-3%2" in submission
+    # the login node names the array and prints a line per cell with the ETA
+    assert "harness sweep: submitted 4 SLURM job(s), array " in proc.stdout and "logs: " in proc.stdout
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("[") and "ETA" in line]) == 4
+    for path, _ in iter_results(res):  # one cell to run again: the re-run submits it alone
+        path.unlink()
+        break
     again = _harness(args, tmp_path, env_extra=fake_slurm)
-    assert again.returncode == 0 and "(4 kept)" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0 and "(3 kept, 1 ok)" in again.stdout, again.stdout + again.stderr
+    assert "3 cell(s) finished earlier are kept; submitting 1" in again.stdout
+    assert "harness sweep: submitted 1 SLURM job(s)" in again.stdout
+    assert [r["status"] for _, r in iter_results(res)] == ["ok"] * 4
 
 
 def test_a_slurm_job_that_dies_is_a_failed_cell_and_the_sweep_finishes(tmp_path, fake_slurm):

@@ -215,6 +215,8 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_stale_claim_is_taken_
     assert live.acquire()  # this process is alive: the claim holds
     result = run_cell(config, progress=False)
     assert result["status"] == "claimed" and not path.exists()
+    assert result["reason"].startswith(f"running elsewhere: host {os.uname().nodename}, pid {os.getpid()}, since ")
+    assert "token" not in result["reason"]
     live.release()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path.with_suffix(".claim").write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout),

@@ -118,15 +118,30 @@ try:  # the SLURM launcher needs the `slurm` extra (hydra-submitit-launcher)
 
             launcher, submit_array = self, submitit.AutoExecutor.map_array
 
+            from harness.sweep import GridProgress
+
+            progress = GridProgress(len(job_overrides), parallel=True)
+
             def map_array(executor: Any, fn: Any, *iterables: Any) -> list[Any]:
                 jobs = submit_array(executor, fn, *iterables)
-                return [_SurvivingJob(launcher, job, list(o)) for job, o in zip(jobs, iterables[0])]
+                if jobs:
+                    print(f"harness sweep: submitted {len(jobs)} SLURM job(s), array {str(jobs[0].job_id).split('_')[0]}"
+                          f" (squeue shows them, scancel stops them); logs: {executor.folder}", flush=True)
+                return [_SurvivingJob(launcher, job, list(o), progress) for job, o in zip(jobs, iterables[0])]
 
+            kept = _finished_cells(self.hydra_context, self.config, job_overrides)
+            for job_return in kept.values():
+                progress.job_done(job_return)
+            todo = [list(o) for i, o in enumerate(job_overrides) if i not in kept]
+            if kept:
+                print(f"harness sweep: {len(kept)} cell(s) finished earlier are kept; submitting {len(todo)}",
+                      flush=True)
             submitit.AutoExecutor.map_array = map_array  # type: ignore[method-assign]
             try:
-                return super().launch(job_overrides, initial_job_idx)
+                ran = iter(super().launch(todo, initial_job_idx) if todo else [])
             finally:
                 submitit.AutoExecutor.map_array = submit_array  # type: ignore[method-assign]
+            return [kept[i] if i in kept else next(ran) for i in range(len(job_overrides))]
 
     @dataclass
     class HarnessSlurmConf(SlurmQueueConf):
@@ -145,16 +160,46 @@ except ImportError:  # pragma: no cover - without the extra, `launcher=slurm` sa
 
 
 class _SurvivingJob:
-    """A submitted job whose ``results()`` turns the job's death into a failed result for its cell."""
+    """A submitted job whose ``results()`` turns the job's death into a failed result for its cell, and
+    prints the cell's progress line on the sweep's process (the login node)."""
 
-    def __init__(self, launcher: Any, job: Any, overrides: list[str]) -> None:
-        self.launcher, self.job, self.overrides = launcher, job, overrides
+    def __init__(self, launcher: Any, job: Any, overrides: list[str], progress: Any) -> None:
+        self.launcher, self.job, self.overrides, self.progress = launcher, job, overrides, progress
 
     def results(self) -> list[JobReturn]:
         try:
-            return self.job.results()
+            returns = self.job.results()
         except Exception as exc:  # noqa: BLE001 - the job died: record its cell as failed
-            return [_died(self.launcher.hydra_context, self.launcher.config, self.overrides, exc)]
+            returns = [_died(self.launcher.hydra_context, self.launcher.config, self.overrides, exc)]
+        for job_return in returns:
+            self.progress.job_done(job_return)
+        return returns
+
+
+def _finished_cells(hydra_context: Any, config: DictConfig,
+                    job_overrides: Sequence[Sequence[str]]) -> dict[int, JobReturn]:
+    """The jobs whose cell finished in an earlier run (kept by a re-run): their returns, read here so that
+    no job (a SLURM allocation, a worker process) is started just to say ``kept``. A job whose config
+    cannot be read here is left to run and say what is wrong."""
+    from harness.config import validate
+    from harness.results import result_path
+    from harness.run import _kept, cell_of
+    from harness.sweep import report_status
+
+    out: dict[int, JobReturn] = {}
+    for i, overrides in enumerate(job_overrides):
+        try:
+            sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+            cell_config = OmegaConf.to_container(sweep_config, resolve=True)
+            cell_config.pop("hydra", None)
+            cell_config = validate(cell_config)
+            result = _kept(result_path(cell_config["results_dir"], cell_of(cell_config)), cell_config)
+        except Exception:  # noqa: BLE001 - the job reports its own config error
+            continue
+        if result is not None:
+            report_status(cell_config, result)
+            out[i] = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=result)
+    return out
 
 
 def _died(hydra_context: Any, config: DictConfig, overrides: list[str], exc: BaseException) -> JobReturn:
@@ -217,17 +262,20 @@ class GpuPoolLauncher(Launcher):
             "${hydra.sweep.dir}", str(self.config.hydra.sweep.dir))
         executor = submitit.LocalExecutor(folder=folder)
         overrides = [list(o) for o in job_overrides]
+        progress = GridProgress(len(overrides))
+        returns: dict[int, JobReturn] = _finished_cells(self.hydra_context, self.config, overrides)
+        for job_return in returns.values():  # no worker is started for a kept cell
+            progress.job_done(job_return, running=0)
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, o in enumerate(overrides):
-            groups.setdefault(_group_key(o), []).append(i)
+            if i not in returns:
+                groups.setdefault(_group_key(o), []).append(i)
         leaders = [members[0] for members in groups.values()]
         followers_of = {members[0]: members[1:] for members in groups.values()}
         ready: list[int] = []  # followers whose model is trained (or whose leader finished anyway)
         queue = list(leaders)
         running: dict[int, tuple[int | None, Any]] = {}  # job index -> (slot, submitit job)
         free = list(range(len(slots)))
-        returns: dict[int, JobReturn] = {}
-        progress = GridProgress(len(overrides))
         singleton_state = Singleton.get_state()
         poll = float(self.params.get("poll_s", 0.5))
         try:
