@@ -159,9 +159,18 @@ def test_a_parallel_sweeps_eta_is_wall_time_per_cell_to_its_last_cell(monkeypatc
     grid = sweep.GridProgress(4)  # 4 cells of 100 s each on 2 workers: 2 done after 100 s
     cell = {"task": "t", "dataset": "d", "method": "m", "backbone": "b", "seed": 0}
     done = SimpleNamespace(return_value={"status": "ok", "cell": cell, "timings": {"total_s": 100.0}})
-    grid.done = 1
+    grid.done = grid.ran = 1  # one cell ran before
     grid.job_done(done, running=0)  # the other worker is idle now
     assert capsys.readouterr().out.rstrip().endswith("ETA 1m40s")  # 2 left × 50 s of wall time per cell
+    # a re-run: a kept cell took no time, so it does not shorten the ETA
+    clock = iter([0.0, 0.0, 100.0])
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    grid = sweep.GridProgress(4)
+    kept = SimpleNamespace(return_value={**done.return_value, "_resumed": True})
+    grid.job_done(kept, running=1)
+    assert capsys.readouterr().out.rstrip().endswith("ETA ?")  # nothing has run yet
+    grid.job_done(done, running=0)
+    assert capsys.readouterr().out.rstrip().endswith("ETA 3m20s")  # 2 left × 100 s per cell run
 
 
 def test_a_results_dir_under_home_is_one_folder(tmp_path):
