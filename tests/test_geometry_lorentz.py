@@ -162,3 +162,74 @@ def test_the_log_map_at_the_origin_has_the_identity_jacobian_there():
         jac = torch.autograd.functional.jacobian(
             lambda s: lorentz_logmap0(torch.cat([(1 / c + s.square().sum()).sqrt()[None], s]), c=c), space)
         torch.testing.assert_close(jac, torch.eye(3, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+LORENTZ_METHOD = '''
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness import PluginSpec, hookimpl
+from harness.geometry import LorentzGeometry, lorentz_project
+from harness.method import Method
+
+
+def on_hyperboloid(space, c):
+    return lorentz_project(torch.cat([space.new_zeros(len(space), 1), space], -1), c=c)
+
+
+class LorentzProto(Method):
+    """Cross-entropy over minus the Lorentz distances to learnt class points on the hyperboloid."""
+
+    @dataclass
+    class Config:
+        name: str = "lorentz_proto"
+        dim: int = 8
+        c: float = 1.0
+
+    def __init__(self, cfg, backbone, info):
+        super().__init__(cfg, backbone, info)
+        self.c = cfg.c
+        self.geometry = LorentzGeometry(c=cfg.c)
+        self.proj = nn.Linear(info.feat_dim, cfg.dim)
+        self.points = nn.Parameter(torch.randn(info.num_classes, cfg.dim) * 0.1)
+
+    def head(self, features):
+        return on_hyperboloid(self.proj(features), self.c)
+
+    def loss(self, emb, batch):
+        return F.cross_entropy(-self.geometry.pairwise_dist(emb, on_hyperboloid(self.points, self.c)), batch.labels)
+
+
+@hookimpl
+def harness_methods():
+    return [PluginSpec("lorentz_proto", "lorentz_mod:LorentzProto", "a method on the hyperboloid")]
+'''
+
+
+def test_a_third_party_method_on_the_hyperboloid_runs_every_task_end_to_end(tmp_path):
+    from harness.results import iter_results
+    from tests.test_sweep import TINY, _harness, fake_dist
+
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_dist(site, "lorentz_dist", "lorentz_mod", LORENTZ_METHOD)
+    res = tmp_path / "res"
+    tasks = "few_shot,retrieval,hierarchy,ood,delta"
+    tiny = [o for o in TINY if not o.startswith("task.")]  # the task options are few_shot's
+    proc = _harness(["sweep", "grid=smoke", "method=lorentz_proto", f"task={tasks}", "seed=0", "plots=true", *tiny,
+                     f"results_dir={res}"], tmp_path, env_extra={"PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = {r["cell"]["task"]: r for _, r in iter_results(res)}
+    assert sorted(results) == sorted(tasks.split(","))
+    for task, r in results.items():
+        assert r["status"] == "ok", (task, r.get("reason"))
+        assert r["geometry"] == {"name": "lorentz", "c": 1.0}
+        assert all(m["value"] is not None for k, m in r["metrics"].items() if not k.startswith("delta_rel_features")
+                   ), (task, r["metrics"])
+    assert 0 <= results["hierarchy"]["metrics"]["dist0_angle_spearman"]["value"] ** 2 <= 1
+    assert any(f.endswith("embeddings_disk.png") for f in results["hierarchy"]["figures"]), results["hierarchy"]["figures"]
+    assert "| lorentz_proto " in (res / "leaderboards" / "few_shot.md").read_text()
+    assert "| lorentz " in (res / "leaderboards" / "few_shot.md").read_text()
