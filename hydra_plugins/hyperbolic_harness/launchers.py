@@ -181,7 +181,6 @@ def _finished_cells(hydra_context: Any, config: DictConfig,
     """The jobs whose cell finished in an earlier run (kept by a re-run): their returns, read here so that
     no job (a SLURM allocation, a worker process) is started just to say ``kept``. A job whose config
     cannot be read here is left to run and say what is wrong."""
-    from harness.config import validate
     from harness.results import result_path
     from harness.run import _kept, cell_of
     from harness.sweep import report_status
@@ -189,10 +188,7 @@ def _finished_cells(hydra_context: Any, config: DictConfig,
     out: dict[int, JobReturn] = {}
     for i, overrides in enumerate(job_overrides):
         try:
-            sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-            cell_config = OmegaConf.to_container(sweep_config, resolve=True)
-            cell_config.pop("hydra", None)
-            cell_config = validate(cell_config)
+            cell_config = _cell_config(hydra_context, config, list(overrides))
             result = _kept(result_path(cell_config["results_dir"], cell_of(cell_config)), cell_config)
         except Exception:  # noqa: BLE001 - the job reports its own config error
             continue
@@ -317,8 +313,8 @@ class GpuPoolLauncher(Launcher):
 def _interrupt_once() -> None:
     """In a worker: the first SIGINT (the sweep's cancel) stops the cell as Ctrl-C does, and later ones
     (the terminal's, submitit's) are ignored, so the cell's cleanup (claims, the model lock) is not cut
-    short. Installed whatever the worker inherited: a sweep started with SIGINT ignored (a background job
-    of a script) would otherwise leave workers that no cancel stops."""
+    short. (That the cancel reaches the worker at all, when the sweep was started with SIGINT ignored, is
+    :func:`_sigint_not_ignored`'s part.)"""
     import signal
     import threading
 
@@ -369,17 +365,24 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _cell_config(hydra_context: Any, config: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """The validated config of the cell a job's ``overrides`` make, composed in the sweep's process."""
+    from harness.config import validate
+
+    cell_config = OmegaConf.to_container(hydra_context.config_loader.load_sweep_config(config, overrides),
+                                         resolve=True)
+    cell_config.pop("hydra", None)
+    return validate(cell_config)
+
+
 def _write_failed(hydra_context: Any, config: DictConfig, overrides: list[str], reason: str) -> dict[str, Any]:
     """Write a ``failed`` result for the cell of ``overrides`` (its process could not)."""
-    from harness.config import validate, variant_of
+    from harness.config import variant_of
     from harness.results import config_hash, result_path, write_result
     from harness.run import cell_of
     from harness.sweep import report_status
 
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
-    cell_config = OmegaConf.to_container(sweep_config, resolve=True)
-    cell_config.pop("hydra", None)
-    cell_config = validate(cell_config)
+    cell_config = _cell_config(hydra_context, config, overrides)
     cell = cell_of(cell_config)
     _, diff = variant_of(cell_config)
     result = {"schema_version": 2, "status": "failed", "reason": reason, "cell": cell, "config": cell_config,

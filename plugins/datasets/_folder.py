@@ -107,9 +107,16 @@ def missing_hint(path: Path) -> str:
         return ""
     if same := [n for n in names if n.lower() == wanted.lower() and n != wanted]:
         return f"{existing / same[0]} exists: names are case-sensitive"
-    if archives := [n for n in names if n.lower().endswith(_ARCHIVES)]:
-        return f"{existing} holds {archives[0]}: extract it there"
-    return f"the deepest folder of that path that exists is {existing}"
+    return _packed_archive(existing) or f"the deepest folder of that path that exists is {existing}"
+
+
+def _packed_archive(folder: Path) -> str | None:
+    """``"<folder> holds <archive>: extract it there"`` for the first archive file in ``folder``, if any."""
+    try:
+        archives = sorted(n for n in os.listdir(folder) if n.lower().endswith(_ARCHIVES))
+    except OSError:
+        return None
+    return f"{folder} holds {archives[0]}: extract it there" if archives else None
 
 
 def _holding_folder(root: Path, expected: Sequence[str], depth: int = 2) -> Path | None:
@@ -144,8 +151,8 @@ def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, e
     lines += [f"  {'✗' if rel in missing else '✓'} {root / rel}" for rel in expected]
     if below := _holding_folder(root, expected):
         lines.append(f"found them all in {below}: use dataset.root={below}")
-    elif archives := sorted(n for n in (os.listdir(root) if root.is_dir() else []) if n.lower().endswith(_ARCHIVES)):
-        lines.append(f"{root} holds {archives[0]}: extract it there")
+    elif packed := _packed_archive(root):
+        lines.append(packed)
     lines.append(f"get it from {source} (nothing is downloaded for you) and unpack it there,")
     lines.append(f"or point to it: dataset.root=<path> on the command line / in the config, "
                  f"or set {DATA_ENV}=<dir> to move every '~/data/...' default "
