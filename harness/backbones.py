@@ -220,11 +220,9 @@ def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
                           "see the model's arguments in timm (e.g. drop_rate, drop_path_rate)")
 
 
-def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:
-    """Build the backbone of ``cfg`` for images of ``in_chans`` × ``img_size``; return it and its feature dim.
-
-    The model's ``small_input_stem`` attribute says whether its stem was swapped for the CIFAR one.
-    """
+def _create(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, str, str | None]:
+    """The untrained model of ``cfg`` (with the CIFAR stem when it gets one), its timm name and its
+    ``pretrained`` source (None: none)."""
     import timm
 
     values = dict(cfg)
@@ -244,6 +242,41 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
         to_small_input_stem(model)  # before the weights: a checkpoint of a CIFAR-stem model fits only then
     else:
         model.small_input_stem = False
+    return model, name, pretrained
+
+
+def _feature_dim(model: nn.Module, name: str, *, in_chans: int, img_size: tuple[int, int]) -> int:
+    """The dimension of ``model``'s pooled features, read from two blank images (on the model's device).
+
+    A :class:`ConfigError` when the images are too small for the model (a patch or a stage larger
+    than the map it gets) or when it does not return pooled features (batch, dim)."""
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_chans, *img_size, device=device))
+    except (RuntimeError, ValueError) as exc:
+        height, width = img_size
+        raise ConfigError(f"backbone '{name}' cannot take {in_chans}-channel {height}×{width} images: "
+                          f"{str(exc).splitlines()[0].rstrip('.')}; resize them before the backbone with "
+                          "backbone.img_size=[H, W] (e.g. 224 for an ImageNet ViT or ResNet, 84 for Conv4 / "
+                          "ResNet-12) or raise dataset.image_size") from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"backbone '{name}' returns {got} for 2 images; a backbone returns pooled features "
+                          f"(batch, dim): pool its feature maps (timm: num_classes=0 and global_pool='avg')")
+    return int(out.shape[-1])
+
+
+def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.Module, int]:
+    """Build the backbone of ``cfg`` for images of ``in_chans`` × ``img_size``; return it and its feature dim.
+
+    The model's ``small_input_stem`` attribute says whether its stem was swapped for the CIFAR one.
+    """
+    model, name, pretrained = _create(cfg, in_chans=in_chans, img_size=img_size)
     if pretrained:
         try:
             load_weights(model, name, pretrained)
@@ -252,14 +285,13 @@ def build_backbone(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tup
                 raise
             raise ConfigError(f"{e}\n  (weights of a model trained with the CIFAR stem load only with "
                               "backbone.small_input_stem=true)") from e
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(2, in_chans, *img_size))
-    model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"backbone '{name}' returns {got} for 2 images; a backbone returns pooled features "
-                          f"(batch, dim): pool its feature maps (timm: num_classes=0 and global_pool='avg')")
-    feat_dim = int(out.shape[-1])
-    return model, feat_dim
+    return model, _feature_dim(model, name, in_chans=in_chans, img_size=img_size)
+
+
+def check_input_size(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> None:
+    """A :class:`ConfigError` before any work when the backbone of ``cfg`` cannot take images of
+    ``in_chans`` × ``img_size`` (or returns no pooled features). The model is built and run on the
+    meta device: shapes only, no memory, no weights, milliseconds."""
+    with torch.device("meta"):
+        model, name, _ = _create(cfg, in_chans=in_chans, img_size=img_size)
+        _feature_dim(model, name, in_chans=in_chans, img_size=img_size)

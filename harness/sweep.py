@@ -628,10 +628,34 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
     return out
 
 
+def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], checked: set[str]) -> None:
+    """Record in ``problems`` when the cell's backbone cannot take its training images (too small for
+    its patches or stages), as the cell would find at its first model build. A training dataset that
+    does not load is left to the dataset check."""
+    from harness.backbones import check_input_size, input_size
+    from harness.run import load_dataset
+
+    node = config.get("train_dataset") or config["dataset"]
+    try:
+        info = load_dataset(node).info
+        size = input_size(config["backbone"], info.image_size)
+    except Exception:  # noqa: BLE001 - a dataset that does not load is the dataset check's to report
+        return
+    key = f"input:{json.dumps([config['backbone'], info.channels, size], sort_keys=True, default=str)}"
+    if key in checked:
+        return
+    checked.add(key)
+    try:
+        check_input_size(config["backbone"], in_chans=info.channels, img_size=size)
+    except ConfigError as exc:
+        problems[key] = f"dataset '{node['name']}': {exc}"
+
+
 def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> None:
-    """Before any cell runs: every dataset read from a local root is there, and every checkpoint path
-    named by ``backbone.pretrained`` is a file. One :class:`ConfigError` lists everything missing, with
-    what each needs and where to get it (the dataset loaders' own messages)."""
+    """Before any cell runs: every dataset read from a local root is there, every checkpoint path
+    named by ``backbone.pretrained`` is a file, and every backbone can take its training images
+    (:func:`harness.backbones.check_input_size`). One :class:`ConfigError` lists everything missing,
+    with what each needs and where to get it (the dataset loaders' own messages)."""
     from harness.backbones import weight_source
     from harness.config import dataset_node
     from harness.errors import DatasetFormatError, DatasetNotFoundError
@@ -671,6 +695,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                                  "dataset's files there (or point dataset.root / HARNESS_DATA at them)")
             elif found := dataset.file_problems():
                 problems[key] = f"{where}:\n" + "\n".join(f"- {p}" for p in found)
+        _check_backbone_input(config, problems, checked)
         pretrained = config["backbone"].get("pretrained")
         if pretrained and weight_source(str(pretrained)) is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)

@@ -12,7 +12,7 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")
 
-from harness.backbones import build_backbone, has_imagenet_stem, use_small_input_stem  # noqa: E402
+from harness.backbones import build_backbone, check_input_size, has_imagenet_stem, use_small_input_stem  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
 from harness.feature_maps import feature_maps  # noqa: E402
 from harness.plugins.backbones import conv4 as _conv4  # noqa: E402,F401  (registers conv4*)
@@ -164,6 +164,28 @@ def test_in_tree_backbones_reject_too_small_inputs():
     model = timm.create_model("resnet12_small")
     with pytest.raises(ValueError, match="at least 16×16"):
         model(torch.zeros(1, 3, 12, 12))
+
+
+@pytest.mark.parametrize("name, channels, size, fits", [
+    ("vit_tiny_patch16_224", 3, (8, 8), False),   # a 16-px patch on an 8-px image
+    ("vit_tiny_patch16_224", 3, (16, 32), True),
+    ("conv4", 1, (8, 8), False),                  # four halvings need 16 px
+    ("conv4", 1, (16, 16), True),
+    ("resnet12_small", 3, (12, 12), False),
+    ("resnet18", 3, (4, 4), True),                # timm pads its stem: 4 px still pools to 1×1
+])
+def test_the_input_size_check_agrees_with_building_the_model(name, channels, size, fits):
+    """The meta-device check (shapes only, before any work) says what building the real model and
+    running two images through it says."""
+    cfg = {"name": name, "pretrained": None, "img_size": None, "kwargs": {}}
+    if fits:
+        check_input_size(cfg, in_chans=channels, img_size=size)
+        assert build_backbone(cfg, in_chans=channels, img_size=size)[1] > 0
+        return
+    for check in (check_input_size, build_backbone):
+        with pytest.raises(ConfigError, match=rf"'{name}' cannot take {channels}-channel {size[0]}×{size[1]} "
+                                              r"images: .*backbone.img_size=\[H, W\]"):
+            check(cfg, in_chans=channels, img_size=size)
 
 
 # -- DropBlock -------------------------------------------------------------------------------------

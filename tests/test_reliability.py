@@ -490,6 +490,20 @@ def test_a_run_on_a_dataset_whose_files_are_missing_is_refused_with_where_they_g
     assert not list((tmp_path / "res").rglob("seed*.json"))
 
 
+def test_images_too_small_for_a_backbone_are_found_before_any_cell(tmp_path, capsys):
+    """A sweep whose ViT cells get 8-px images stops before its first cell (the conv4_32 cells could
+    run) and says how to resize; before, every ViT cell failed at its model build with torch's text."""
+    args = ["sweep", "method=random_init", "task=few_shot", "dataset=synthetic_hierarchy", "dataset.image_size=8",
+            "backbone=vit_tiny_patch16_224,conv4_32", "seed=0", f"results_dir={tmp_path / 'res'}",
+            f"cache_dir={tmp_path / 'c'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "this grid cannot start: 2 problem(s) with what it needs (nothing ran)" in err
+    assert "dataset 'synthetic_hierarchy': backbone 'vit_tiny_patch16_224' cannot take 3-channel 8×8 images" in err
+    assert "'conv4_32' cannot take 3-channel 8×8" in err and "backbone.img_size=[H, W]" in err
+    assert "Traceback" not in err and not list((tmp_path / "res").rglob("seed*.json"))
+
+
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_an_unwritable_cache_dir_is_found_before_training(command, tmp_path, capsys):
     blocker = tmp_path / "a_file"
