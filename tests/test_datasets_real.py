@@ -254,29 +254,124 @@ def test_every_loader_reports_a_missing_root(name, tmp_path):
     assert str(tmp_path / "missing") in str(err.value)
 
 
+@pytest.mark.parametrize("name, first", [
+    ("cars196", {"cars_annos": "cars_annos.mat", "torchvision": "devkit/cars_meta.mat"}),
+    ("mini_imagenet", {"ravi": "train.csv", "feat": "split/train.csv"}),
+    ("cifar10", {"python": "data_batch_1", "binary": "data_batch_1.bin"}),
+    ("cifar100", {"python": "train", "binary": "train.bin"})])
+def test_a_missing_dataset_lists_every_layout_it_reads(name, first, tmp_path):
+    """Each layout with its expected paths (``first``: its first one) and where to get it."""
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DatasetNotFoundError) as err:
+        create("dataset", name, root=str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith(f"dataset '{name}' not found under {tmp_path}: none of the 2 layouts it reads is complete")
+    for layout, path in first.items():
+        assert f"\nlayout '{layout}'" in msg and f"\n  ✗ {tmp_path / path}\n" in msg
+    assert msg.count("https://") >= 2 and "dataset.root=<path>" in msg
+    if name == "mini_imagenet":  # what is there is marked, in both layouts
+        assert msg.count(f"✓ {tmp_path / 'images'}\n") == 2
+    # the second layout one folder too deep is found
+    if name == "cifar10":
+        _cifar10_binary(tmp_path / "downloads" / "cifar-10-batches-bin")
+        with pytest.raises(DatasetNotFoundError, match="found them all in .*downloads/cifar-10-batches-bin: use "):
+            create("dataset", name, root=str(tmp_path))
+
+
 # -- Cars-196 --------------------------------------------------------------------------------
-def test_cars196(tmp_path):
+CAR_NAMES = ["AM General Hummer", "Acura RL", "Acura TL", "Acura TSX"]
+#: (image number, class 1-based, test flag); image n's pixels are all 7·n
+CAR_ROWS = [(1, 1, 0), (2, 3, 1), (3, 2, 1), (4, 4, 0), (5, 3, 0)]
+
+
+def _mat_struct(fields: list[str], rows: list[tuple]) -> np.ndarray:
+    """A 1×n MATLAB struct array (as savemat writes one) with one element per row."""
+    out = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for j, row in enumerate(rows):
+        out[0, j] = row
+    return out
+
+
+def _mat_cell(values: list[str]) -> np.ndarray:
+    out = np.empty((1, len(values)), dtype=object)
+    out[0] = values
+    return out
+
+
+def _cars_annos_tree(root: Path) -> Path:
+    """:data:`CAR_ROWS` in the devkit's cars_annos.mat layout (images in image-number order)."""
     from scipy.io import savemat
 
-    root = tmp_path / "cars"
-    rows = [("car_ims/000001.jpg", 1, 0), ("car_ims/000002.jpg", 3, 1), ("car_ims/000003.jpg", 2, 1),
-            ("car_ims/000004.jpg", 4, 0)]
-    dtype = [("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
-             ("class", "O"), ("test", "O")]
-    annos = np.zeros((1, len(rows)), dtype=dtype)
-    for j, (p, k, t) in enumerate(rows):
-        annos[0, j] = (p, 1, 1, 5, 5, k, t)
-        _img(root / p, 7 * (j + 1))
-    names = np.empty((1, 4), dtype=object)
-    names[0] = ["AM General Hummer", "Acura RL", "Acura TL", "Acura TSX"]
-    savemat(root / "cars_annos.mat", {"annotations": annos, "class_names": names})
+    rows = [(f"car_ims/{n:06d}.jpg", 1, 1, 5, 5, k, t) for n, k, t in CAR_ROWS]
+    for (n, _, _), row in zip(CAR_ROWS, rows):
+        _img(root / row[0], 7 * n)
+    fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
+    savemat(root / "cars_annos.mat", {"annotations": _mat_struct(fields, rows), "class_names": _mat_cell(CAR_NAMES)})
+    return root
+
+
+def _cars_torchvision_tree(folder: Path) -> Path:
+    """:data:`CAR_ROWS` in torchvision's StanfordCars layout: train and test files each number their images
+    from 00001.jpg (so a name is in both folders), the test file lists its images last-first."""
+    from scipy.io import savemat
+
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    (folder / "devkit").mkdir(parents=True)
+    for test, images, annos_file in ((0, "cars_train", "devkit/cars_train_annos.mat"),
+                                     (1, "cars_test", "cars_test_annos_withlabels.mat")):
+        members = [(n, k) for n, k, t in CAR_ROWS if t == test][::1 if test == 0 else -1]
+        rows = []
+        for j, (n, k) in enumerate(members):
+            rows.append((1, 1, 5, 5, k, f"{j + 1:05d}.jpg"))
+            _img(folder / images / rows[-1][-1], 7 * n)
+        savemat(folder / annos_file, {"annotations": _mat_struct(fields, rows)})
+    savemat(folder / "devkit" / "cars_meta.mat", {"class_names": _mat_cell(CAR_NAMES)})
+    return folder
+
+
+def test_cars196(tmp_path):
+    root = _cars_annos_tree(tmp_path / "cars")
     ds = create("dataset", "cars196", root=str(root), image_size=4)
-    assert list(ds.annotations["label"]) == [0, 2, 1, 3]
-    assert _values(ds) == [7, 14, 21, 28]
-    assert list(ds.split("train")) == [0, 2] and list(ds.split("novel")) == [1, 3]  # classes 1–2 | 3–4
+    assert list(ds.annotations["label"]) == [0, 2, 1, 3, 2]
+    assert _values(ds) == [7, 14, 21, 28, 35]
+    assert list(ds.split("train")) == [0, 2] and list(ds.split("novel")) == [1, 3, 4]  # classes 1–2 | 3–4
     assert ds.info.class_names[1] == "Acura RL"
     cls = create("dataset", "cars196", root=str(root), protocol="classification", image_size=4)
-    assert list(cls.split("train")) == [0, 3] and list(cls.split("test")) == [1, 2]
+    assert list(cls.split("train")) == [0, 3, 4] and list(cls.split("test")) == [1, 2]
+
+
+def _by_image(ds, split: str) -> list[tuple[int, int]]:
+    """(pixel value, label) of each image of ``split``, sorted: what a split holds, whatever the order."""
+    idx = ds.split(split)
+    return sorted(zip(_values(ds, idx), ds.annotations["label"][idx].tolist()))
+
+
+def test_cars196_torchvision_layout_gives_the_cars_annos_data(tmp_path):
+    old = _cars_annos_tree(tmp_path / "cars")
+    _cars_torchvision_tree(tmp_path / "tv" / "stanford_cars")
+    for protocol, splits in (("retrieval", ("train", "novel")), ("classification", ("train", "test"))):
+        a = create("dataset", "cars196", root=str(old), image_size=4, protocol=protocol)
+        # the folder holding stanford_cars/, as torchvision's root
+        b = create("dataset", "cars196", root=str(tmp_path / "tv"), image_size=4, protocol=protocol)
+        assert b.info.class_names == a.info.class_names == CAR_NAMES
+        assert set(b.splits) == set(splits) and all(_by_image(b, s) == _by_image(a, s) for s in splits)
+    # the train file's images (numbers 1, 4, 5), then the test file's (listed last-first: 3, 2)
+    assert _values(b) == [7, 28, 35, 21, 14] and list(b.annotations["label"]) == [0, 3, 2, 1, 2]
+    assert list(b.split("train")) == [0, 1, 2] and list(b.split("test")) == [3, 4]
+    # another image order: another fingerprint, also for one folder holding both layouts
+    assert "layout" not in a.fingerprint_config() and b.fingerprint_config()["layout"] == "torchvision"
+    # Kaggle's copy unpacks the images one folder deeper (cars_train/cars_train/…): read as they are
+    kaggle = _cars_torchvision_tree(tmp_path / "kaggle")
+    for images in ("cars_train", "cars_test"):
+        (kaggle / images).rename(kaggle / "tmp")
+        (kaggle / images).mkdir()
+        (kaggle / "tmp").rename(kaggle / images / images)
+    deeper = create("dataset", "cars196", root=str(kaggle), image_size=4)
+    assert _values(deeper) == [7, 28, 35, 21, 14] and deeper.file_problems() == []
+    both = _cars_torchvision_tree(tmp_path / "both")
+    tv_only = create("dataset", "cars196", root=str(both), image_size=4).fingerprint()
+    _cars_annos_tree(both)
+    assert create("dataset", "cars196", root=str(both), image_size=4).fingerprint() != tv_only
 
 
 # -- Stanford Online Products -------------------------------------------------------------------
@@ -335,17 +430,24 @@ def test_market_file_names():
 
 
 # -- miniImageNet --------------------------------------------------------------------------------
-def test_mini_imagenet(tmp_path):
-    root = tmp_path / "miniImageNet"
-    splits = {"train.csv": [("n01.jpg", "n01532829"), ("n02.jpg", "n02074367"), ("n03.jpg", "n01532829")],
-              "val.csv": [("v1.jpg", "n01855672")], "test.csv": [("t1.jpg", "n01930112"), ("t2.jpg", "n01981276")]}
+MINI_SPLITS = {"train.csv": [("n01.jpg", "n01532829"), ("n02.jpg", "n02074367"), ("n03.jpg", "n01532829")],
+               "val.csv": [("v1.jpg", "n01855672")], "test.csv": [("t1.jpg", "n01930112"), ("t2.jpg", "n01981276")]}
+
+
+def _mini_tree(root: Path, csv_folder: str = "") -> Path:
+    """:data:`MINI_SPLITS` with images/ in ``root``, the CSVs in ``root/csv_folder``; pixels 5, 10, … in CSV order."""
     value = 5
-    for csv_name, rows in splits.items():
-        root.mkdir(exist_ok=True)
-        (root / csv_name).write_text("filename,label\n" + "".join(f"{f},{w}\n" for f, w in rows))
+    (root / csv_folder).mkdir(parents=True, exist_ok=True)
+    for csv_name, rows in MINI_SPLITS.items():
+        (root / csv_folder / csv_name).write_text("filename,label\n" + "".join(f"{f},{w}\n" for f, w in rows))
         for f, _ in rows:
             _img(root / "images" / f, value)
             value += 5
+    return root
+
+
+def test_mini_imagenet(tmp_path):
+    root = _mini_tree(tmp_path / "miniImageNet")
     ds = create("dataset", "mini_imagenet", root=str(root), image_size=6)
     assert list(ds.annotations["label"]) == [0, 1, 0, 2, 3, 4]
     assert ds.info.class_names == ["n01532829", "n02074367", "n01855672", "n01930112", "n01981276"]
@@ -355,6 +457,16 @@ def test_mini_imagenet(tmp_path):
     (root / "val.csv").write_text("file,label\nv1.jpg,n01855672\n")
     with pytest.raises(ValueError, match="filename,label"):
         create("dataset", "mini_imagenet", root=str(root))
+
+
+def test_mini_imagenet_feat_layout_gives_the_same_data(tmp_path):
+    a = create("dataset", "mini_imagenet", root=str(_mini_tree(tmp_path / "ravi")), image_size=6)
+    b = create("dataset", "mini_imagenet", root=str(_mini_tree(tmp_path / "feat", "split")), image_size=6)
+    assert b.info.class_names == a.info.class_names and _values(b) == _values(a) == [5, 10, 15, 20, 25, 30]
+    assert np.array_equal(b.annotations["label"], a.annotations["label"])
+    assert set(b.splits) == set(a.splits) == {"train", "val", "novel"}
+    assert all(np.array_equal(b.split(s), a.split(s)) for s in a.splits)
+    assert b.fingerprint_config()["layout"] == "feat" and "layout" not in a.fingerprint_config()
 
 
 # -- Omniglot ----------------------------------------------------------------------------------------
@@ -399,14 +511,36 @@ def _dump(path: Path, obj: dict) -> None:
         pickle.dump({k.encode(): v for k, v in obj.items()}, f, protocol=2)
 
 
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _cifar10_batches() -> list[tuple[str, np.ndarray, list[int]]]:
+    """(file stem, data (n, 3072), labels) of five train batches of 2 images and a test batch of 3."""
+    train = [(f"data_batch_{b + 1}", _cifar_images(2, 10 * b), [b, 9 - b]) for b in range(5)]
+    return [*train, ("test_batch", _cifar_images(3, 100), [3, 8, 1])]
+
+
+def _cifar10_python(folder: Path) -> None:
+    for stem, data, labels in _cifar10_batches():
+        _dump(folder / stem, {"data": data, "labels": labels, "batch_label": b"training batch"})
+    _dump(folder / "batches.meta", {"label_names": [n.encode() for n in CIFAR10_NAMES]})
+
+
+def _cifar_bin(path: Path, labels: list[list[int]], data: np.ndarray) -> None:
+    """Records of CIFAR's binary version: the label bytes of each image (one list per kind), then its 3,072 bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.concatenate([np.array(labels, np.uint8).T, data], axis=1).tobytes())
+
+
+def _cifar10_binary(folder: Path) -> None:
+    for stem, data, labels in _cifar10_batches():
+        _cifar_bin(folder / f"{stem}.bin", [labels], data)
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_NAMES) + "\n\n")  # a blank line is no class
+
+
 def test_cifar10(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
-    for b in range(5):
-        _dump(folder / f"data_batch_{b + 1}", {"data": _cifar_images(2, 10 * b), "labels": [b, 9 - b],
-                                               "batch_label": b"training batch"})
-    _dump(folder / "test_batch", {"data": _cifar_images(3, 100), "labels": [3, 8, 1]})
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    _dump(folder / "batches.meta", {"label_names": names})
+    _cifar10_python(folder)
     ds = create("dataset", "cifar10", root=str(tmp_path))  # the parent folder works too
     assert list(ds.annotations["label"]) == [0, 9, 1, 8, 2, 7, 3, 6, 4, 5, 3, 8, 1]
     assert list(ds.annotations["coarse_label"]) == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]  # vehicle 0, animal 1
@@ -421,19 +555,80 @@ def test_cifar10(tmp_path):
     assert list(held.split("novel")) == [6, 10] and 6 not in held.split("train")
 
 
+def _same_cifar(a, b) -> None:
+    """``a`` and ``b`` hold the same images, annotations, splits and class names, in the same order."""
+    everything = np.arange(len(a))
+    assert len(b) == len(a) and torch.equal(b.load_images(everything), a.load_images(everything))
+    assert set(b.annotations) == set(a.annotations)
+    assert all(np.array_equal(b.annotations[k], a.annotations[k]) for k in a.annotations)
+    assert set(b.splits) == set(a.splits) and all(np.array_equal(b.split(s), a.split(s)) for s in a.splits)
+    assert b.info.class_names == a.info.class_names and b.info.coarse_names == a.info.coarse_names
+
+
+def test_cifar10_binary_version_gives_the_python_data(tmp_path):
+    _cifar10_python(tmp_path / "cifar-10-batches-py")
+    _cifar10_binary(tmp_path / "cifar-10-batches-bin")
+    a = create("dataset", "cifar10", root=str(tmp_path / "cifar-10-batches-py"), novel_classes=[3])
+    b = create("dataset", "cifar10", root=str(tmp_path / "cifar-10-batches-bin"), novel_classes=[3])
+    _same_cifar(a, b)
+    assert b.info.class_names == CIFAR10_NAMES and list(b.annotations["label"][-3:]) == [3, 8, 1]
+    assert b.fingerprint_config()["layout"] == "binary" and "layout" not in a.fingerprint_config()
+    (tmp_path / "cifar-10-batches-py").rename(tmp_path / "elsewhere")  # the parent of the binary folder works too
+    _same_cifar(a, create("dataset", "cifar10", root=str(tmp_path), novel_classes=[3]))
+
+
+CIFAR100_FILES = {"train": (_cifar_images(3, 0), [19, 29, 0], [11, 15, 4]),
+                  "test": (_cifar_images(2, 50), [51, 0], [10, 4])}  # data, fine labels, coarse labels
+
+
+def _cifar100_python(folder: Path) -> None:
+    for stem, (data, fine, coarse) in CIFAR100_FILES.items():
+        _dump(folder / stem, {"data": data, "fine_labels": fine, "coarse_labels": coarse})
+    _dump(folder / "meta", {"fine_label_names": [f"class{k}".encode() for k in range(100)],
+                            "coarse_label_names": [f"super{k}".encode() for k in range(20)]})
+
+
+def _cifar100_binary(folder: Path) -> None:
+    for stem, (data, fine, coarse) in CIFAR100_FILES.items():
+        _cifar_bin(folder / f"{stem}.bin", [coarse, fine], data)
+    (folder / "fine_label_names.txt").write_text("".join(f"class{k}\n" for k in range(100)))
+    (folder / "coarse_label_names.txt").write_text("".join(f"super{k}\n" for k in range(20)))
+
+
 def test_cifar100(tmp_path):
     folder = tmp_path / "cifar-100-python"
-    _dump(folder / "train", {"data": _cifar_images(3, 0), "fine_labels": [19, 29, 0], "coarse_labels": [11, 15, 4]})
-    _dump(folder / "test", {"data": _cifar_images(2, 50), "fine_labels": [51, 0], "coarse_labels": [10, 4]})
-    fine = [f"class{k}".encode() for k in range(100)]
-    coarse = [f"super{k}".encode() for k in range(20)]
-    _dump(folder / "meta", {"fine_label_names": fine, "coarse_label_names": coarse})
+    _cifar100_python(folder)
     ds = create("dataset", "cifar100", root=str(folder), image_size=16)
     assert list(ds.annotations["label"]) == [19, 29, 0, 51, 0]
     assert list(ds.annotations["coarse_label"]) == [11, 15, 4, 10, 4]
     assert list(ds.split("train")) == [0, 1, 2] and list(ds.split("test")) == [3, 4]
     assert ds.info.coarse_names[4] == "super4" and len(ds.info.class_names) == 100
     assert tuple(ds.load_images(np.array([0])).shape) == (1, 3, 16, 16)
+
+
+def test_cifar100_binary_version_gives_the_python_data(tmp_path):
+    _cifar100_python(tmp_path / "cifar-100-python")
+    _cifar100_binary(tmp_path / "cifar-100-binary")
+    a = create("dataset", "cifar100", root=str(tmp_path / "cifar-100-python"))
+    b = create("dataset", "cifar100", root=str(tmp_path / "cifar-100-binary"))
+    _same_cifar(a, b)
+    assert list(b.annotations["label"]) == [19, 29, 0, 51, 0]
+    assert list(b.annotations["coarse_label"]) == [11, 15, 4, 10, 4]
+    assert b.info.class_names[7] == "class7" and b.info.coarse_names[4] == "super4"
+
+
+def test_a_cifar_binary_file_cut_short_names_the_file_and_the_record_size(tmp_path):
+    folder = tmp_path / "cifar-100-binary"
+    _cifar100_binary(folder)
+    test = folder / "test.bin"
+    test.write_bytes(test.read_bytes()[:-5])  # 2 records of 3,074 bytes, cut by 5
+    with pytest.raises(DatasetFormatError, match=f"{test} holds 6,143 bytes: not a whole, positive number of "
+                                                 r"3,074-byte records \(2 label byte\(s\) \+ 3,072 image bytes each\)"):
+        create("dataset", "cifar100", root=str(folder))
+    _cifar10_binary(tmp_path / "cifar-10-batches-bin")
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin").write_bytes(b"")
+    with pytest.raises(DatasetFormatError, match="data_batch_3.bin holds 0 bytes: .* 3,073-byte records"):
+        create("dataset", "cifar10", root=str(tmp_path))
 
 
 def test_cifar_unpickler_refuses_code(tmp_path):
@@ -489,23 +684,36 @@ def test_read_idx_matches_torchvision(tmp_path):
         read_idx(tmp_path / "cut-idx3-ubyte.gz")
 
 
-@pytest.mark.parametrize("layout", ["flat_gz", "torchvision_raw"])
+MNIST_NAMES = {"published": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                               "t10k-labels-idx1-ubyte"),
+               "kaggle": ("train-images.idx3-ubyte", "train-labels.idx1-ubyte", "t10k-images.idx3-ubyte",
+                          "t10k-labels.idx1-ubyte")}
+
+
+@pytest.mark.parametrize("layout", ["flat_gz", "torchvision_raw", "kaggle_dotted", "kaggle_dotted_gz"])
 def test_mnist_idx_layouts(tmp_path, layout):
     rng = np.random.default_rng(1)
     train_x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
     test_x = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
     train_y, test_y = np.array([5, 0, 4, 1, 9, 2], np.uint8), np.array([7, 2, 1, 0], np.uint8)
     base = tmp_path / "MNIST" / "raw" if layout == "torchvision_raw" else tmp_path / "flat"
-    gz = layout == "flat_gz"
-    for stem, arr in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
-                      ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
-        _write_idx(base / stem, arr, gz=gz)
+    gz = layout.endswith("_gz")
+    names = MNIST_NAMES["kaggle" if layout.startswith("kaggle") else "published"]
+    for name, arr in zip(names, (train_x, train_y, test_x, test_y)):
+        _write_idx(base / name, arr, gz=gz)
     root = tmp_path if layout == "torchvision_raw" else base
     ds = create("dataset", "mnist", root=str(root), novel_classes=[9])
     assert list(ds.annotations["label"]) == [5, 0, 4, 1, 9, 2, 7, 2, 1, 0]
     assert list(ds.split("train")) == [0, 1, 2, 3, 5] and list(ds.split("test")) == [6, 7, 8, 9]
     assert list(ds.split("novel")) == [4]
-    assert torch.equal(ds.load_images(np.array([7]))[0, 0], torch.from_numpy(test_x[1]))
+    assert torch.equal(ds.load_images(np.arange(10))[:, 0], torch.from_numpy(np.concatenate([train_x, test_x])))
+
+
+def test_missing_mnist_names_both_spellings(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        create("dataset", "fashion_mnist", root=str(tmp_path))
+    for name in (*MNIST_NAMES["published"], *MNIST_NAMES["kaggle"]):
+        assert f"'{name}'" in str(err.value)
 
 
 def test_fashion_mnist_grouping(tmp_path):

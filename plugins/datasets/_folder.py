@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -137,26 +138,36 @@ def _holding_folder(root: Path, expected: Sequence[str], depth: int = 2) -> Path
     return None
 
 
+def _checklist(root: Path, expected: Sequence[str]) -> list[str]:
+    """One line per expected path under ``root``, marked ✓ (there) or ✗ (missing)."""
+    return [f"  {'✓' if (root / rel).exists() else '✗'} {root / rel}" for rel in expected]
+
+
+def _closing_lines(root: Path, expected_sets: Sequence[Sequence[str]], get_it: str) -> list[str]:
+    """Where the files may be instead (a folder below ``root`` that holds one whole set of ``expected_sets``,
+    else an archive left packed in ``root``), ``get_it``, and how to point the harness at the data."""
+    lines = []
+    if below := next(filter(None, (_holding_folder(root, rel) for rel in expected_sets)), None):
+        lines.append(f"found them all in {below}: use dataset.root={below}")
+    elif packed := _packed_archive(root):
+        lines.append(packed)
+    lines.append(f"{get_it} (nothing is downloaded for you) and unpack it there,")
+    lines.append(f"or point to it: dataset.root=<path> on the command line / in the config, "
+                 f"or set {DATA_ENV}=<dir> to move every '~/data/...' default "
+                 f"(now {data_base()}).")
+    return lines
+
+
 def require(dataset: str, root: Path, expected: Sequence[str], *, source: str, extra: str = "") -> None:
     """Raise :class:`DatasetNotFoundError` unless every path in ``expected`` exists under ``root``.
 
     The message lists each expected path, marks the missing ones, says where
     the data comes from and how to point the harness at it.
     """
-    missing = [rel for rel in expected if not (root / rel).exists()]
-    if not missing:
+    if all((root / rel).exists() for rel in expected):
         return
-    lines = [f"dataset '{dataset}' not found under {root}",
-             "expected (missing marked with ✗):"]
-    lines += [f"  {'✗' if rel in missing else '✓'} {root / rel}" for rel in expected]
-    if below := _holding_folder(root, expected):
-        lines.append(f"found them all in {below}: use dataset.root={below}")
-    elif packed := _packed_archive(root):
-        lines.append(packed)
-    lines.append(f"get it from {source} (nothing is downloaded for you) and unpack it there,")
-    lines.append(f"or point to it: dataset.root=<path> on the command line / in the config, "
-                 f"or set {DATA_ENV}=<dir> to move every '~/data/...' default "
-                 f"(now {data_base()}).")
+    lines = [f"dataset '{dataset}' not found under {root}", "expected (missing marked with ✗):",
+             *_checklist(root, expected), *_closing_lines(root, [expected], f"get it from {source}")]
     if extra:
         lines.append(extra)
     raise DatasetNotFoundError("\n".join(lines))
@@ -175,6 +186,47 @@ def find_root(cfg: Any, expected: Sequence[str], *, source: str,
         root = root / nested
     require(cfg.name, root, expected, source=source)
     return root
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published on-disk layout of a dataset: a short stable ``name`` (it goes into the
+    fingerprint), the paths it needs (``expected``, relative to its folder), what it is and where to
+    get it (``source``), and the folder its archive unpacks to (``nested``): a root holding that
+    folder means it, so the archive's parent works as a root too."""
+
+    name: str
+    expected: tuple[str, ...]
+    source: str
+    nested: str | None = None
+
+    def folder(self, root: Path) -> Path:
+        """Where this layout is looked for: ``root/nested`` when that is a folder, else ``root``."""
+        return root / self.nested if self.nested and (root / self.nested).is_dir() else root
+
+    def is_complete(self, folder: Path) -> bool:
+        """Every expected path exists in ``folder``."""
+        return all((folder / rel).exists() for rel in self.expected)
+
+
+def find_layout(cfg: Any, layouts: Sequence[Layout]) -> tuple[Path, Layout]:
+    """Resolve ``cfg.root`` and the first of ``layouts`` complete there; (its folder, that layout).
+
+    None complete: :class:`DatasetNotFoundError` listing every layout with its
+    expected paths (missing marked) and where to get it.
+    """
+    root = resolve_root(cfg.root)
+    for layout in layouts:
+        if layout.is_complete(folder := layout.folder(root)):
+            return folder, layout
+    lines = [f"dataset '{cfg.name}' not found under {root}: none of the {len(layouts)} layouts it reads is "
+             "complete (missing marked with ✗)"]
+    for layout in layouts:
+        nested = f" (the folder {layout.nested}/ or its parent as the root)" if layout.nested else ""
+        lines.append(f"layout '{layout.name}'{nested}: {layout.source}")
+        lines += _checklist(layout.folder(root), layout.expected)
+    lines += _closing_lines(root, [layout.expected for layout in layouts], "get one of them")
+    raise DatasetNotFoundError("\n".join(lines))
 
 
 def named_sets(cfg: Any) -> dict[str, str]:
@@ -234,13 +286,28 @@ def protocol_splits(protocol: str, labels: np.ndarray, n_classes: int,
 
 class RootedDataset(ImageDataset):
     """A dataset read from a folder: its fingerprint holds where the files are (:func:`canonical_root`),
-    not how the path was spelt."""
+    not how the path was spelt, and the :class:`Layout` read when it is not the dataset's original
+    one (``layout_read``)."""
+
+    #: The name of the layout read, set by a dataset that reads more than one; left out of the
+    #: fingerprint for the original layout, so its caches keep their keys.
+    layout_read: str | None = None
 
     def fingerprint_config(self) -> dict[str, Any]:
         cfg = super().fingerprint_config()
         if isinstance(cfg.get("root"), str):
             cfg["root"] = canonical_root(cfg["root"])
+        if self.layout_read is not None:
+            cfg["layout"] = self.layout_read
         return cfg
+
+    def _find_layout(self, layouts: Sequence[Layout]) -> tuple[Path, Layout]:
+        """:func:`find_layout` for this config, noting the layout read in the fingerprint unless it is
+        the original one (``layouts[0]``): another layout of the same folder may list the images in
+        another order, and the caches (decoded images, trained models) must not take one for the other."""
+        folder, layout = find_layout(self.cfg, layouts)
+        self.layout_read = None if layout == layouts[0] else layout.name
+        return folder, layout
 
 
 class FileImageDataset(RootedDataset):

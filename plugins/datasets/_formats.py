@@ -1,4 +1,4 @@
-"""Readers of the published file formats: IDX (MNIST family) and CIFAR's pickled batches."""
+"""Readers of the published file formats: IDX (MNIST family), CIFAR's pickled batches and binary records."""
 
 from __future__ import annotations
 
@@ -42,13 +42,22 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
+def idx_names(stem: str) -> tuple[str, str]:
+    """The names an IDX file is published under: LeCun's dashed ``train-images-idx3-ubyte`` and the dotted
+    ``train-images.idx3-ubyte`` of the Kaggle copies."""
+    head, _, tail = stem.rpartition("-idx")
+    return stem, f"{head}.idx{tail}"
+
+
 def find_idx(root: Path, stem: str, subdirs: tuple[str, ...] = ("", "raw")) -> Path | None:
-    """The IDX file ``stem`` (or ``stem.gz``) in ``root`` or one of its ``subdirs``, if any."""
+    """The IDX file ``stem`` under either of its :func:`idx_names`, plain or ``.gz``, in ``root`` or one of
+    its ``subdirs``, if any."""
     for sub in subdirs:
-        for name in (stem, stem + ".gz"):
-            p = root / sub / name if sub else root / name
-            if p.is_file():
-                return p
+        for name in idx_names(stem):
+            for file in (name, name + ".gz"):
+                p = root / sub / file if sub else root / file
+                if p.is_file():
+                    return p
     return None
 
 
@@ -79,3 +88,26 @@ def load_cifar_batch(path: Path) -> dict[str, object]:
     if not isinstance(obj, dict):
         raise DatasetFormatError(f"{path} does not hold a CIFAR batch dict")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+CIFAR_IMAGE_BYTES = 3 * 32 * 32
+
+
+def read_cifar_records(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels ``(N, label_bytes)`` int64, images ``(N, 3, 32, 32)`` uint8) of a file of CIFAR's binary version.
+
+    The file is ``N`` records of ``label_bytes`` label bytes (CIFAR-10: 1; CIFAR-100: coarse, fine)
+    then 3,072 image bytes: the 1024 red, 1024 green, 1024 blue values of a 32×32 image, row-major.
+    A size that is not a whole, positive number of records is a :class:`DatasetFormatError`.
+    """
+    from harness.plugins.datasets._folder import reading
+
+    record = label_bytes + CIFAR_IMAGE_BYTES
+    with reading(path, "a CIFAR binary batch"):
+        raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % record:
+        raise DatasetFormatError(f"{path} holds {raw.size:,} bytes: not a whole, positive number of "
+                                 f"{record:,}-byte records ({label_bytes} label byte(s) + {CIFAR_IMAGE_BYTES:,} "
+                                 "image bytes each): a truncated or partial copy? copy it again from the source")
+    rows = raw.reshape(-1, record)
+    return rows[:, :label_bytes].astype(np.int64), rows[:, label_bytes:].reshape(-1, 3, 32, 32)

