@@ -20,8 +20,8 @@ USAGE = """usage: harness <command> [args]
 
 commands:
   list [KIND] [PATTERN]        plugins (methods, backbones, datasets, tasks, augmentations, weights,
-                               commands); PATTERN is fnmatch; `harness list backbones 'resnet*'` also
-                               lists timm's models
+                               commands) and grids; PATTERN is fnmatch; `harness list backbones 'resnet*'`
+                               also lists timm's models
   run [OVERRIDES...]           one cell, e.g. harness run method=poincare_mlr task=few_shot seed=1
   sweep [OVERRIDES...] [--yes] a grid (grid=default | grid=quick | method=a,b seed=0,1,2 ...)
   leaderboard RESULTS_DIR      render leaderboards (--out DIR, default RESULTS_DIR/leaderboards;
@@ -41,7 +41,7 @@ def _kind(word: str) -> str:
     if singular not in ALL_KINDS:
         from harness.errors import UnknownPluginError
 
-        raise UnknownPluginError("plugin kind", word, [k if k == "weights" else f"{k}s" for k in ALL_KINDS])
+        raise UnknownPluginError("plugin kind", word, [*(k if k == "weights" else f"{k}s" for k in ALL_KINDS), "grids"])
     return singular
 
 
@@ -51,13 +51,17 @@ def cmd_list(argv: list[str]) -> int:
     from harness.registry import get_registry
     from harness.specs import ALL_KINDS
 
+    from harness.specs import KINDS
+    from harness.sweep import config_files_of
+
     parser = argparse.ArgumentParser(prog="harness list")
     parser.add_argument("kind", nargs="?", help="methods | backbones | datasets | tasks | augmentations | "
-                                                "weights | commands")
+                                                "weights | commands | grids")
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names")
     args = parser.parse_args(argv)
     registry = get_registry()
-    kinds = [_kind(args.kind)] if args.kind else list(ALL_KINDS)
+    grids_only = args.kind in ("grid", "grids")
+    kinds = [] if grids_only else [_kind(args.kind)] if args.kind else list(ALL_KINDS)
     for kind in kinds:
         rows = [[s.name, s.dist, s.summary] for s in registry.list(kind, args.pattern)]
         title = kind if kind == "weights" else kind + "s"
@@ -66,6 +70,9 @@ def cmd_list(argv: list[str]) -> int:
             print(tabulate(rows, headers=["name", "distribution", "summary"], tablefmt="simple"))
         elif kind != "backbone":
             print(f"  (none matches {args.pattern!r}; `harness list {title}` shows them all)")
+        if kind in KINDS and (variants := config_files_of(kind, args.pattern)):
+            print(f"  + config variants ({kind}=NAME, a config file over a plugin's defaults): "
+                  + " ".join(name for name, _ in variants))
         if kind == "backbone" and args.pattern != "*":
             import timm
 
@@ -73,6 +80,12 @@ def cmd_list(argv: list[str]) -> int:
             print(f"timm models matching {args.pattern!r} ({len(names)}): " + " ".join(names))
         elif kind == "backbone":
             print("  + every timm model by its timm name (harness list backbones 'PATTERN' lists them)")
+        print()
+    if grids_only or not args.kind:
+        rows = [[name, summary] for name, summary in config_files_of("grid", args.pattern)]
+        print("grids (harness sweep grid=NAME):")
+        print(tabulate(rows, headers=["name", "summary"], tablefmt="simple") if rows
+              else f"  (none matches {args.pattern!r}; `harness list grids` shows them all)")
         print()
     return 0
 
@@ -335,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness {command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`harness list | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush has nowhere to go
+        return 141  # 128 + SIGPIPE, the status of a tool the signal stopped
 
 
 if __name__ == "__main__":

@@ -229,9 +229,24 @@ def check_dataset_config(cfg: Any) -> None:
                               f"are 0..{n_classes - 1}")
         if len(novel) >= n_classes:
             raise ConfigError(f"{name}: novel_classes may not hold every class (nothing would be left to train on)")
+    run_validate(cfg)
+
+
+def run_validate(cfg: Any) -> None:
+    """Call the plugin config's ``validate()`` when it has one. A check that raises something other than
+    :class:`ConfigError` (an ``assert``, a ``ValueError``) is still a bad value, not a crash: it becomes a
+    ConfigError with its message, so the command says what is wrong and exits 2."""
     validate = getattr(cfg, "validate", None)
-    if callable(validate):
+    if not callable(validate):
+        return
+    try:
         validate()
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's own check, whatever it raises
+        name = getattr(cfg, "name", "") or type(cfg).__qualname__
+        raise ConfigError(f"{name}: {exc or 'a value is out of range'} ({type(exc).__name__} from "
+                          f"{type(cfg).__qualname__}.validate())") from exc
 
 
 def plugin_defaults(cls: type) -> dict[str, Any]:
@@ -302,8 +317,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         cfg = make_config(cls, node)
         if kind == "dataset":
             check_dataset_config(cfg)
-        elif callable(getattr(cfg, "validate", None)):
-            cfg.validate()
+        else:
+            run_validate(cfg)
         config[kind] = json_ready(dataclasses.asdict(cfg))
     config["backbone"] = backbone_node(config["backbone"])
     if config.get("train_dataset") is not None:

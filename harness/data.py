@@ -230,6 +230,50 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.splits[name]
 
 
+def check_contents(dataset: Any) -> None:
+    """Check, in place, what a dataset plugin's ``__init__`` set, before any work reads it: ``annotations``
+    and ``splits`` are dicts of per-image arrays (lists become numpy arrays; a ``boxes`` list an object
+    array of its per-image arrays), every annotation has ``len(dataset)`` entries and every split holds
+    integer indices in ``0 .. len(dataset) - 1``. A :class:`~harness.errors.PluginLoadError` says what is
+    wrong; without this check it shows mid-run (after training) as an ``IndexError`` or ``TypeError``."""
+    from harness.errors import PluginLoadError
+
+    kind = type(dataset).__name__
+    if not hasattr(dataset, "cfg") or not hasattr(dataset, "info"):
+        raise PluginLoadError(f"dataset {kind} has no cfg / info: its __init__ must call super().__init__(cfg) "
+                              "first, then set self.annotations, self.splits and self.info")
+    for field in ("annotations", "splits"):
+        if not isinstance(getattr(dataset, field, None), dict):
+            raise PluginLoadError(f"dataset '{dataset.name}': self.{field} is a {type(getattr(dataset, field, None)).__name__}, "
+                                  "not a dict of per-image arrays")
+    for key, values in dataset.annotations.items():
+        if isinstance(values, (list, tuple)):
+            if key == "boxes":
+                values, listed = np.empty(len(values), dtype=object), values
+                values[:] = [np.asarray(b, dtype=np.float32).reshape(-1, 5) for b in listed]
+            else:
+                values = np.asarray(values)
+            dataset.annotations[key] = values
+    n = len(dataset)
+    for key, values in dataset.annotations.items():
+        if len(values) != n:
+            raise PluginLoadError(f"dataset '{dataset.name}': annotation '{key}' has {len(values)} entries, "
+                                  f"'{next(iter(dataset.annotations))}' has {n}: every annotation has one per image")
+    for split, indices in dataset.splits.items():
+        indices = np.asarray(indices)
+        if indices.size == 0:
+            indices = indices.astype(np.int64)
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise PluginLoadError(f"dataset '{dataset.name}': split '{split}' holds {indices.dtype} values; a split "
+                                  "is an array of image indices (int64)")
+        outside = indices[(indices < 0) | (indices >= n)]
+        if outside.size:
+            raise PluginLoadError(f"dataset '{dataset.name}': split '{split}' holds {outside.size} indices outside "
+                                  f"0..{n - 1} (e.g. {outside[:3].tolist()}); len(dataset) = {n} is the length of its "
+                                  "annotations (a dataset without annotations defines __len__)")
+        dataset.splits[split] = indices.astype(np.int64, copy=False).reshape(-1)
+
+
 def conform_images(images: torch.Tensor, *, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Make uint8 images ``(n, C, H, W)`` match another dataset's channels and size.
 

@@ -110,6 +110,25 @@ class TrainState:
     generator: torch.Generator | None = None
 
 
+#: What the tasks call on a method's ``geometry`` (:mod:`harness.geometry.spaces`).
+GEOMETRY_INTERFACE = ("pairwise_dist", "dist", "dist0", "midpoint", "class_prototypes", "logmap0", "to_json")
+
+
+def check_geometry(method: nn.Module) -> None:
+    """A :class:`~harness.errors.PluginLoadError` when a constructed method has no ``geometry`` with the
+    geometry interface: found when the model is built, not when the first task reads it after training."""
+    from harness.errors import PluginLoadError
+
+    geometry = getattr(method, "geometry", None)
+    missing = [name for name in GEOMETRY_INTERFACE if not callable(getattr(geometry, name, None))]
+    if missing:
+        what = "sets no self.geometry" if geometry is None else \
+            f"has a geometry {type(geometry).__name__} without {', '.join(missing)}"
+        raise PluginLoadError(f"method {type(method).__name__} {what}: set it in __init__ to a harness.geometry "
+                              "geometry (EuclideanGeometry(), PoincareGeometry(c), LorentzGeometry(c)), the space "
+                              "the tasks measure its embeddings in")
+
+
 class Method(nn.Module):
     """Base class of method plugins (subclass it, set ``geometry``, override :meth:`loss`).
 

@@ -165,11 +165,21 @@ class Registry:
         return [s for n, s in self.specs(kind).items() if fnmatch.fnmatchcase(n, pattern)]
 
     def config_searchpath(self) -> list[str]:
-        """Hydra search-path entries contributed by every plugin."""
+        """Hydra search-path entries contributed by every plugin. A ``pkg://`` entry whose package
+        cannot be imported is left out and warned about once (:func:`config_root`)."""
         paths: list[str] = []
         for result in self.pm.hook.harness_config_searchpath():
             paths.extend(p for p in result or [] if p not in paths)
-        return paths
+        usable = []
+        for entry in paths:
+            try:
+                config_root(entry)
+                usable.append(entry)
+            except PluginLoadError as exc:
+                if entry not in _WARNED_PATHS:
+                    _WARNED_PATHS.add(entry)
+                    warnings.warn(str(exc), PluginWarning, stacklevel=2)
+        return usable
 
     def dist_versions(self) -> dict[str, str]:
         """Installed version of every distribution that registered plugins."""
@@ -182,6 +192,33 @@ class Registry:
             except PackageNotFoundError:
                 out[dist] = "unknown"
         return out
+
+
+_WARNED_PATHS: set[str] = set()
+
+
+def config_root(entry: str) -> Any:
+    """The folder a config search-path entry names: ``pkg://a.conf`` (a package's folder) or
+    ``file://path`` / a path. A ``pkg://`` entry whose package cannot be imported is a
+    :class:`PluginLoadError` that says how a config folder ships."""
+    import importlib.resources
+    import importlib.util
+    from pathlib import Path
+
+    if not entry.startswith("pkg://"):
+        return Path(entry.removeprefix("file://"))
+    package = entry[len("pkg://"):]
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # its parent package is not there either
+        found = False
+    if not found:
+        raise PluginLoadError(
+            f"the plugin config path {entry} cannot be imported (no installed package '{package}'): its config "
+            "variants and grids are not available. A config folder ships as a package: give it an __init__.py, "
+            "list it in the distribution's packages and its YAML files in its package data (as "
+            "examples/third_party_plugin/pyproject.toml does), then reinstall")
+    return importlib.resources.files(package)
 
 
 def check_contract(kind: str, spec: PluginSpec, cls: Any) -> None:

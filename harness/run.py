@@ -32,7 +32,7 @@ from harness import engine
 from harness.backbones import weights_digest
 from harness.claims import Claim, claim_or_wait
 from harness.config import TrainConfig, validate, variant_of
-from harness.data import ImageDataset, hash_indices, save_tensors
+from harness.data import ImageDataset, check_contents, hash_indices, save_tensors
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.registry import create, get_registry, make_config
 from harness.results import atomic_write_bytes, atomic_write_text, config_hash, read_result, result_path, write_result
@@ -78,7 +78,9 @@ def load_dataset(cfg: dict[str, Any]) -> ImageDataset:
     if key in _DATASETS:
         _DATASETS.move_to_end(key)
         return _DATASETS[key]
-    return _remember(_DATASETS, key, create("dataset", cfg), _KEEP_DATASETS)
+    dataset = create("dataset", cfg)
+    check_contents(dataset)
+    return _remember(_DATASETS, key, dataset, _KEEP_DATASETS)
 
 
 def check_finite_embeddings(emb: torch.Tensor, what: str = "embeddings") -> None:
@@ -225,7 +227,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     A corrupt cache entry is trained again; ``retrain=true`` ignores the cache; two processes that
     need one model train it once (the second waits for the first's)."""
     from harness.backbones import build_backbone, input_size
-    from harness.method import TrainInfo
+    from harness.method import TrainInfo, check_geometry
 
     method_cls = get_registry().load("method", config["method"]["name"])
     data = training_data(config, dataset, protocol, method_cls)
@@ -245,6 +247,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes, num_train=len(data.indices),
                      label_field=data.label_field, epochs=tcfg.epochs, extra_labels=data.extra, train=tcfg)
     method = method_cls(make_config(method_cls, config["method"]), backbone, info)
+    check_geometry(method)
     mean, std = _norm_stats(source, backbone, bool(config["backbone"].get("pretrained")))
     viewer = engine.Viewer(mean, std, size, device, generator=torch.Generator().manual_seed(seed))
     model = TrainedModel(method, viewer, key, {}, mean, std, trained_on=source.fingerprint())

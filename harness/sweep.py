@@ -15,7 +15,6 @@ the progress line and the exit status cover cells run in other processes.
 from __future__ import annotations
 
 import difflib
-import importlib.resources
 import json
 import os
 import re
@@ -271,14 +270,10 @@ def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
 def _group_folders(searchpath: list[str], group: str) -> Iterator[Any]:
     """The folder ``<group>/`` under each entry of the plugins' search path (``pkg://`` or a path) that
     can be resolved, in search-path order (it need not exist)."""
+    from harness.registry import config_root
+
     for entry in searchpath:
-        if entry.startswith("pkg://"):
-            try:
-                yield importlib.resources.files(entry[len("pkg://"):]) / group
-            except ModuleNotFoundError:
-                continue
-        else:
-            yield Path(entry.removeprefix("file://")) / group
+        yield config_root(entry) / group  # config_searchpath() left out the entries it cannot resolve
 
 
 def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
@@ -396,7 +391,7 @@ def prepare(overrides: list[str]) -> list[str]:
                 resolve_backbone(value)  # a timm name, or did-you-mean
                 timm_backbones.add(value)
                 continue
-            raise UnknownPluginError(key, value, registry.specs(key))
+            raise UnknownPluginError(key, value, _group_options(searchpath, key))
     _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
@@ -406,6 +401,29 @@ def _config_names(searchpath: list[str], group: str) -> set[str]:
     """The names of the config files ``<group>/<name>.yaml`` on the plugins' search path."""
     return {p.name[:-5] for folder in _group_folders(searchpath, group) if folder.is_dir()
             for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def config_files_of(group: str, pattern: str = "*", width: int = 110) -> list[tuple[str, str]]:
+    """(name, summary) of every config file ``<group>/<name>.yaml`` on the plugins' search path whose name
+    matches the fnmatch ``pattern``, sorted by name; the summary is the first sentence of the file's
+    opening comment (after ``# @package``), at most ``width`` characters (what ``harness list grids``
+    shows)."""
+    import fnmatch
+
+    searchpath = get_registry().config_searchpath()
+    out = []
+    for name in sorted(_config_names(searchpath, group)):
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        words = []
+        for line in _yaml_file(searchpath, group, name).read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            if not line.startswith("# @package"):
+                words.append(line.lstrip("#").strip())
+        sentence = re.split(r"(?<=\.)\s", " ".join(words), maxsplit=1)[0].rstrip(".")
+        out.append((name, sentence if len(sentence) <= width else sentence[:width - 1].rstrip() + "…"))
+    return out
 
 
 def _group_options(searchpath: list[str], kind: str) -> list[str]:
@@ -556,6 +574,18 @@ def _format_compose_error(exc: BaseException) -> str:
     text = str(cause)
     key = getattr(cause, "full_key", None)
     first = text.splitlines()[0] if text else type(cause).__name__
+    if in_file := re.match(r"In '([^']+)': \w+ raised while composing config:$", first):
+        # an error inside a config file: Hydra puts what is wrong on the lines below
+        lines = text.splitlines()[1:]
+        what = next((ln.strip() for ln in lines if ln.strip()), "")
+        full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.strip().startswith("full_key:")), None)
+        where = in_file.group(1)
+        if full_key == "grid" and where.startswith("grid/"):
+            return (f"{where}.yaml: {what}: a grid file sets global keys, so its first line must be "
+                    "`# @package _global_` (see any built-in grid, `harness list grids`)")
+        hint = "not in the schema: check its spelling; `harness run --cfg` prints every key" if "not in" in what else ""
+        detail = "; ".join(filter(None, (full_key, hint)))
+        return f"{where}.yaml: {what}" + (f" ({detail})" if detail else "")
     if type(cause).__name__ == "MissingMandatoryValue" or "Missing mandatory value" in text:
         return (f"{key or first}: this setting needs a value that only you can give (e.g. a checkpoint "
                 f"path); add {key or 'KEY'}=... on the command line (the grid's setting file says what)")

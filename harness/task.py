@@ -210,9 +210,9 @@ class Task:
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
-        check = getattr(self.cfg, "validate", None)
-        if callable(check):  # a task's Config.validate() checks its values (the run also does, before any work)
-            check()
+        from harness.config import run_validate
+
+        run_validate(self.cfg)  # a task's Config.validate() checks its values (the run also does, before any work)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,10 @@ def _specs(kind):
 @pytest.mark.parametrize("spec", _specs("method") + _specs("backbone") + _specs("dataset") + _specs("task")
                          + _specs("augmentation"))
 def test_plugin_passes_its_smoke_check(spec):
-    plugin_check.CHECKS[spec.kind](spec)
+    try:
+        plugin_check.CHECKS[spec.kind](spec)
+    except plugin_check.NotChecked as exc:  # data not on this machine: its not-found message was checked
+        assert spec.kind == "dataset" and f"--set {spec.name}.root=PATH" in str(exc)
 
 
 @pytest.mark.parametrize("group, name", plugin_check.config_files())

@@ -5,7 +5,9 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
+import torch
 
 from harness.errors import PluginConflictError, PluginLoadError, UnknownPluginError
 from harness.registry import PluginWarning, Registry
@@ -265,3 +267,144 @@ def test_a_broken_plugin_is_one_warning_line_on_the_command_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["harness: warning: plugin 'broken_dist' from distribution 'broken_dist' failed to load: "
                      "ImportError: no such thing (skipped; set HARNESS_STRICT_PLUGINS=1 to make this an error)"]
+
+
+# ------------------------------------------------------------------- a plugin author's review (session 12)
+_AUTHOR_PLUGINS = """
+    from dataclasses import dataclass
+    import numpy as np
+    import torch
+    from harness import PluginSpec, hookimpl
+    from harness.data import DatasetInfo, ImageDataset
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    class NoGeometry(EuclideanCE):
+        @dataclass
+        class Config(EuclideanCE.Config):
+            name: str = "no_geometry"
+
+        def __init__(self, cfg, backbone, info):
+            super().__init__(cfg, backbone, info)
+            del self.geometry
+
+    class Asserting(EuclideanCE):
+        @dataclass
+        class Config(EuclideanCE.Config):
+            name: str = "asserting"
+            k: int = 1
+
+            def validate(self):
+                assert self.k > 0, "k must be positive"
+
+    class Listed(ImageDataset):
+        @dataclass
+        class Config:
+            name: str = "listed"
+            stop: int = 6
+
+        def __init__(self, cfg=None):
+            super().__init__(cfg)
+            self.annotations = {"label": [0, 1, 0, 1, 0, 1], "boxes": [[[0, 0, 2, 2, 1]]] * 6}
+            self.splits = {"train": list(range(self.cfg.stop))}
+            self.info = DatasetInfo(image_size=(8, 8), channels=1, class_names=["a", "b"])
+
+        def load_images(self, indices):
+            return torch.zeros(len(indices), 1, 8, 8, dtype=torch.uint8)
+
+    class Rooted(Listed):
+        @dataclass
+        class Config:
+            root: str
+            name: str = "rooted"
+            stop: int = 6
+
+    @hookimpl
+    def harness_methods():
+        return [PluginSpec("no_geometry", "reviewed_mod:NoGeometry", "forgot self.geometry"),
+                PluginSpec("asserting", "reviewed_mod:Asserting", "validate() asserts")]
+
+    @hookimpl
+    def harness_datasets():
+        return [PluginSpec("listed", "reviewed_mod:Listed", "lists, not arrays"),
+                PluginSpec("rooted", "reviewed_mod:Rooted", "a root without a default")]
+
+    @hookimpl
+    def harness_config_searchpath():
+        return ["pkg://reviewed_mod_conf_not_shipped"]
+"""
+
+
+@pytest.fixture
+def author_registry(fake_site, monkeypatch):
+    from harness import registry
+    from harness.registry import set_registry
+
+    monkeypatch.setattr(registry, "_WARNED_PATHS", set())  # each test sees the warning
+
+    _fake_dist(fake_site, "reviewed_dist", "reviewed_mod", _AUTHOR_PLUGINS)
+    reg = Registry()
+    set_registry(reg)
+    with pytest.warns(PluginWarning, match="pkg://reviewed_mod_conf_not_shipped cannot be imported.*__init__.py"):
+        reg.config_searchpath()
+    yield reg
+    set_registry(None)
+
+
+def test_a_config_path_that_was_not_shipped_is_a_warning_and_a_failed_check(author_registry, capsys):
+    from harness.cli import main
+
+    assert "pkg://reviewed_mod_conf_not_shipped" not in author_registry.config_searchpath()  # Hydra is not given it
+    assert main(["check-plugin", "reviewed_dist", "--set", "rooted.root=/nowhere"]) == 1
+    out = capsys.readouterr().out
+    def row(name):
+        return next(line for line in out.splitlines() if f" {name} " in line)
+
+    assert "PluginLoadError: the plugin config path pkg://reviewed_mod_conf_not_shipped cannot be imported" in \
+        row("pkg://reviewed_mod_conf_not_shipped")
+    assert "PluginLoadError: method NoGeometry sets no self.geometry" in row("no_geometry")
+    assert all(row(name).rstrip().endswith(" ok") for name in ("listed", "rooted", "asserting"))
+    assert out.rstrip().endswith("3 passed, 2 failed")
+
+
+def test_plugin_mistakes_are_found_before_training(author_registry, tmp_path, capsys):
+    from harness.cli import main
+    from harness.data import check_contents
+    from harness.method import check_geometry
+
+    # validate() raising AssertionError: a ConfigError with its message, exit 2, no traceback
+    assert main(["run", "method=asserting", "method.k=0", f"results_dir={tmp_path}", "--cfg"]) == 2
+    err = capsys.readouterr().err
+    assert "asserting: k must be positive (AssertionError from Asserting.Config.validate())" in err
+    assert "Traceback" not in err
+    # a method without self.geometry: found when it is built, not after training
+    method_cls = author_registry.load("method", "no_geometry")
+    from harness.registry import make_config
+    from harness.method import TrainInfo
+
+    method = method_cls(make_config(method_cls, {}), torch.nn.Flatten(),
+                        TrainInfo(feat_dim=4, num_classes=2, num_train=4, label_field="label", epochs=1))
+    with pytest.raises(PluginLoadError, match="NoGeometry sets no self.geometry: set it in __init__"):
+        check_geometry(method)
+    # lists become arrays (labels int64, boxes an object array of (k, 5)); a split past the end is an error
+    ds = author_registry.load("dataset", "listed")()
+    check_contents(ds)
+    assert ds.annotations["label"].dtype == np.int64 and ds.annotations["boxes"].dtype == object
+    assert ds.annotations["boxes"][5].shape == (1, 5) and ds.splits["train"].dtype == np.int64
+    ds = author_registry.load("dataset", "listed")(make_config(author_registry.load("dataset", "listed"), {"stop": 8}))
+    with pytest.raises(PluginLoadError, match=r"split 'train' holds 2 indices outside 0\.\.5 \(e\.g\. \[6, 7\]\)"):
+        check_contents(ds)
+
+
+def test_check_plugin_reports_what_it_cannot_check_and_takes_values(author_registry):
+    from harness import plugin_check
+
+    spec = author_registry.specs("dataset")["rooted"]
+    plugin_check._GIVEN.clear()
+    with pytest.raises(plugin_check.NotChecked, match=r"Rooted: root has no default and no value: give it with "
+                                                      r"--set rooted\.KEY=VALUE"):
+        plugin_check.check_dataset(spec)
+    plugin_check._GIVEN["rooted"] = {"root": "/nowhere"}
+    try:
+        plugin_check.check_dataset(spec)  # this dataset reads no files: checked with the value given
+    finally:
+        plugin_check._GIVEN.clear()

@@ -377,3 +377,37 @@ def test_every_in_tree_grid_composes_for_every_axis_value(grid):
     assert axes, f"grid {grid} has no sweep axes"
     config = _check_axes(overrides, axes, singles)
     assert config["grid_name"] == grid
+
+
+def test_a_mistake_inside_a_config_file_names_the_file_and_the_key(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.registry import get_registry
+
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "method").mkdir()
+    (tmp_path / "grid" / "no_header.yaml").write_text("hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    (tmp_path / "method" / "typo.yaml").write_text("defaults:\n  - poincare_mlr\nname: poincare_mlr\ncc: 0.1\n")
+    registry = get_registry()
+    paths = registry.config_searchpath()
+    monkeypatch.setattr(registry, "config_searchpath", lambda: [*paths, f"file://{tmp_path}"])
+    assert main(["run", "method=typo", "--cfg"]) == 2
+    assert ("harness run: method/typo.yaml: Key 'cc' not in 'Config' (method.cc; not in the schema: check its "
+            "spelling") in capsys.readouterr().err
+    assert main(["sweep", "grid=no_header", f"results_dir={tmp_path / 'r'}"]) == 2
+    assert ("grid/no_header.yaml: Key 'grid' not in 'HarnessConfig': a grid file sets global keys, so its first "
+            "line must be `# @package _global_`") in capsys.readouterr().err
+    # a config variant is a choice did-you-mean offers, and `harness list` shows variants and grids
+    assert main(["run", "method=typp"]) == 2
+    assert "unknown method 'typp'; did you mean 'typo'?" in capsys.readouterr().err
+    assert main(["list", "methods", "ty*"]) == 0
+    assert "+ config variants (method=NAME, a config file over a plugin's defaults): typo" in capsys.readouterr().out
+    assert main(["list", "grids", "s*"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke   A handful of cells that finishes in about a minute on CPU" in out
+    assert "no_header" not in out and "default" not in out
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly():
+    proc = subprocess.run(f"{sys.executable} -m harness.cli list | head -1", shell=True, capture_output=True,
+                          text=True, executable="/bin/bash")
+    assert proc.stdout == "methods:\n" and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
