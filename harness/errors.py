@@ -13,9 +13,13 @@ class HarnessError(Exception):
 class UnknownPluginError(HarnessError, KeyError):
     """An unknown plugin name, with the closest matches and every choice."""
 
-    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = "") -> None:
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = "",
+                 preferred: Iterable[str] = ()) -> None:
+        """``preferred``: the choices did-you-mean looks among first (the plugins before their config
+        variants); the rest only when none of them is close."""
         self.kind, self.name, self.choices = kind, name, sorted(set(choices))
-        close = difflib.get_close_matches(name, self.choices, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, sorted(set(preferred)), n=3, cutoff=0.6) or \
+            difflib.get_close_matches(name, self.choices, n=3, cutoff=0.6)
         msg = f"unknown {kind} '{name}'"
         if close:
             msg += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

@@ -391,7 +391,7 @@ def prepare(overrides: list[str]) -> list[str]:
                 resolve_backbone(value)  # a timm name, or did-you-mean
                 timm_backbones.add(value)
                 continue
-            raise UnknownPluginError(key, value, _group_options(searchpath, key))
+            raise UnknownPluginError(key, value, _group_options(searchpath, key), preferred=registry.specs(key))
     _store_schemas(searchpath, timm_backbones)
     quoted = ",".join(f"'{p}'" for p in searchpath)
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
