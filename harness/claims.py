@@ -56,6 +56,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _deaths_after(stale: bytes) -> int:
+    """The death count a claim taking over ``stale`` (a stale claim's file) carries on: one more than its
+    own when its owner died on this host outside a batch job (a requeued SLURM job or another host's
+    silence is not a crash of this cell), else 0."""
+    try:
+        owner = json.loads(stale.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return 0
+    if not isinstance(owner, dict) or owner.get("job") or owner.get("host") != socket.gethostname():
+        return 0
+    try:
+        return int(owner.get("deaths", 0)) + 1
+    except (TypeError, ValueError):
+        return 1
+
+
 class Claim:
     """A lock file at ``path``; :meth:`acquire` returns False while another live owner holds it."""
 
@@ -65,6 +81,9 @@ class Claim:
         self.held = False
         self._stop: threading.Event | None = None
         self._token = uuid.uuid4().hex
+        #: How many owners in a row died holding this claim on this host outside a batch job (their
+        #: process gone without releasing it), counted when :meth:`acquire` takes a stale claim over.
+        self.deaths = 0
 
     def owner(self) -> dict[str, Any] | None:
         """The current owner's record, or None if unclaimed (or unreadable: being written)."""
@@ -102,11 +121,13 @@ class Claim:
                     continue  # released meanwhile
                 if not self.is_stale():
                     return False
+                self.deaths = _deaths_after(judged)
                 self._discard(judged)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "job": _batch_job(),
-                           "restart": _restart_count(), "since": time.time(), "token": self._token}, fh)
+                           "restart": _restart_count(), "since": time.time(), "token": self._token,
+                           "deaths": self.deaths}, fh)
             self.held = True
             self._stop = threading.Event()
             threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()

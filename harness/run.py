@@ -422,6 +422,11 @@ def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
     return path
 
 
+#: A cell whose process died this many times in a row (its claim left behind by a dead pid on this host,
+#: outside SLURM) is recorded as failed instead of being run again, so one crashing cell cannot stop a grid.
+CRASHES_BEFORE_FAILED = 2
+
+
 def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     """Run one cell from a resolved config dict and return its result (also written to disk).
 
@@ -443,9 +448,24 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     try:
         if (prev := _kept(path, config)) is not None:  # finished elsewhere between our check and our claim
             return prev
+        if claim.deaths >= CRASHES_BEFORE_FAILED:
+            return write_result(path, {**new_result(config, cell), "status": "failed", "versions": {}, "timings": {},
+                                       "reason": f"the process running this cell died {claim.deaths} times in a row "
+                                                 "without writing a result (out of memory? a crash in native code?); "
+                                                 "recorded as failed so the grid goes on. Run it alone (harness run "
+                                                 "… with this cell's overrides) to see why; launcher=gpu_pool runs "
+                                                 "each cell in a process of its own, so a crash fails only its cell"})
         return _run_claimed(config, cell, path, progress)
     finally:
         claim.release()
+
+
+def new_result(config: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
+    """A result record of a validated cell config, before anything ran (no metrics, reason None)."""
+    _, diff = variant_of(config)
+    return {"schema_version": 2, "cell": cell, "config": config, "config_hash": config_hash(config),
+            "variant": {"tag": cell["variant"], "diff": diff}, "grid": config.get("grid_name", "single"),
+            "metrics": {}, "details": {}, "reason": None, "model_key": None, "protocol": {}}
 
 
 def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progress: bool) -> dict[str, Any]:
@@ -453,13 +473,8 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
     os.environ["HARNESS_CACHE"] = str(Path(config["cache_dir"]).expanduser())
     start = time.perf_counter()
     device = engine.pick_device(config.get("device", "auto"))
-    _, diff = variant_of(config)
-    result: dict[str, Any] = {
-        "schema_version": 2, "cell": cell, "config": config, "config_hash": config_hash(config),
-        "variant": {"tag": cell["variant"], "diff": diff}, "grid": config.get("grid_name", "single"),
-        "metrics": {}, "details": {}, "reason": None, "device": describe_device(device), "model_key": None,
-        "protocol": {},
-    }
+    result = new_result(config, cell)
+    result["device"] = describe_device(device)
     timings: dict[str, Any] = {"train_s": 0.0, "eval_s": 0.0, "train_cached": False}
     tb_file = path.with_suffix(".traceback.txt")
     try:
@@ -511,8 +526,11 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         result["status"] = "ok"
     except Incompatible as exc:
         result.update(status="skipped", reason=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a crashed cell is recorded and the sweep goes on
-        result.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a crashed cell is recorded and the sweep goes on
+        # SystemExit too: a plugin (or a library it calls, argparse) that exits must not end the sweep
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SystemExit) else \
+            f"SystemExit({exc.code!r}): code in this cell called sys.exit(); a plugin raises an exception instead"
+        result.update(status="failed", reason=reason)
         atomic_write_text(tb_file, traceback.format_exc())
         result["traceback_file"] = str(tb_file)
     if result["status"] != "failed":

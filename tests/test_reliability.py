@@ -727,6 +727,41 @@ def test_a_per_sample_loss_fails_the_cell_saying_to_return_a_scalar(tmp_path, mo
     assert "training_step returned shape (" in result["reason"] and "loss.mean()" in result["reason"]
 
 
+def test_a_plugin_that_calls_sys_exit_fails_its_cell_not_the_sweep(tmp_path, monkeypatch):
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    monkeypatch.setattr(EuclideanCE, "loss", lambda self, e, b: sys.exit(0))
+    result = _run(tmp_path, "task=few_shot")
+    assert result["status"] == "failed" and result["reason"].startswith("SystemExit(0): code in this cell called "
+                                                                        "sys.exit()")
+
+
+def test_a_cell_whose_process_died_twice_is_recorded_failed_and_the_grid_goes_on(tmp_path):
+    """A dead process (out of memory, a segfault) leaves its claim; the re-run that takes it over counts the
+    death, and at the second death in a row the cell is failed without running, so the grid can pass it."""
+    import json
+    import socket
+
+    from harness.results import result_path
+    from harness.run import cell_of, run_cell
+
+    config = _compose(tmp_path, "task=few_shot")
+    claim = result_path(config["results_dir"], cell_of(config)).with_suffix(".claim")
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"host": socket.gethostname(), "pid": int(dead.stdout), "job": "", "restart": 0, "since": 0.0,
+              "token": "x", "deaths": 1}  # the first death was counted by the run it killed's successor
+    claim.write_text(json.dumps(record))
+    result = run_cell(config, progress=False)
+    assert result["status"] == "failed" and "died 2 times in a row" in result["reason"]
+    assert not claim.exists()  # released: the next re-run runs the cell again
+    # a SLURM job's stale claim (a requeue after a preemption) is not a crash of the cell
+    from harness.claims import _deaths_after
+
+    assert _deaths_after(json.dumps({**record, "job": "77"}).encode()) == 0
+    assert _deaths_after(json.dumps({**record, "deaths": 0}).encode()) == 1
+
+
 @pytest.mark.parametrize("returned, message", [
     (0.5, "evaluate() returned float, not a dict"),
     ({}, "returned no metrics"),

@@ -377,18 +377,13 @@ def _cell_config(hydra_context: Any, config: DictConfig, overrides: list[str]) -
 
 def _write_failed(hydra_context: Any, config: DictConfig, overrides: list[str], reason: str) -> dict[str, Any]:
     """Write a ``failed`` result for the cell of ``overrides`` (its process could not)."""
-    from harness.config import variant_of
-    from harness.results import config_hash, result_path, write_result
-    from harness.run import cell_of
+    from harness.results import result_path, write_result
+    from harness.run import cell_of, new_result
     from harness.sweep import report_status
 
     cell_config = _cell_config(hydra_context, config, overrides)
     cell = cell_of(cell_config)
-    _, diff = variant_of(cell_config)
-    result = {"schema_version": 2, "status": "failed", "reason": reason, "cell": cell, "config": cell_config,
-              "config_hash": config_hash(cell_config), "variant": {"tag": cell["variant"], "diff": diff},
-              "grid": cell_config.get("grid_name", "single"), "metrics": {}, "details": {}, "versions": {},
-              "timings": {}, "model_key": None, "protocol": {}}
+    result = {**new_result(cell_config, cell), "status": "failed", "reason": reason, "versions": {}, "timings": {}}
     path = result_path(cell_config["results_dir"], cell)
     written = write_result(path, result)
     Path(path).with_suffix(".claim").unlink(missing_ok=True)  # the dead process cannot release it
