@@ -297,21 +297,27 @@ def _plugin_commands() -> dict:
 
 
 def _show_plugin_warnings() -> None:
-    """A plugin that failed to load is said as one line, ``harness: warning: …`` (not with the line of
-    the harness's own code that happened to load it, as Python shows a warning)."""
+    """A warning of the harness (a plugin that failed to load, an exclude rule that drops nothing, a
+    leaderboard that leaves a file out) is said as one line, ``harness: warning: …``, not with the line of
+    the harness's code that raised it, as Python shows a warning; other libraries' warnings are left as
+    they are."""
     import warnings
+    from pathlib import Path
 
+    import harness.plugins
     from harness.registry import PluginWarning
 
     shown = warnings.showwarning
     if getattr(shown, "_harness", False):
         return
+    ours = tuple(str(Path(m.__file__).resolve().parent) for m in (sys.modules["harness"], harness.plugins))
 
-    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, PluginWarning):
+    def show(message: Any, category: type, filename: str, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, PluginWarning) or (
+                issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(ours)):
             print(f"harness: warning: {message}", file=sys.stderr)
         else:
-            shown(message, category, *args, **kwargs)
+            shown(message, category, filename, *args, **kwargs)
 
     show._harness = True  # type: ignore[attr-defined]
     warnings.showwarning = show

@@ -112,6 +112,14 @@ def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> l
         if unknown and jobs:
             warnings.warn(f"hydra.sweeper.exclude rule {rule} names {unknown}, which no cell of this sweep sets "
                           f"(its keys: {', '.join(sorted(keys))}): the rule drops nothing", stacklevel=2)
+        for key in (k for k in rule if k in keys):
+            seen = sorted({v[key] for v in values if key in v})
+            for value in (a.lstrip("!") for a in rule[key]):
+                if value not in seen:
+                    close = difflib.get_close_matches(value, seen, n=1, cutoff=0.6)
+                    warnings.warn(f"hydra.sweeper.exclude rule {rule}: no cell of this sweep has {key}={value}"
+                                  + (f" (did you mean '{close[0]}'?)" if close else f" (its values: {', '.join(seen)})")
+                                  + ": that part of the rule matches nothing", stacklevel=2)
     return [job for job, v in zip(jobs, values)
             if not any(all(_matches(v.get(k), allowed) for k, allowed in rule.items()) for rule in rules)]
 
@@ -291,19 +299,60 @@ def _grid_params(searchpath: list[str], overrides: list[str]) -> dict[str, Any]:
     return _grid_file_params(searchpath, grid) if grid else {}
 
 
-def _grid_file_params(searchpath: list[str], grid: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``hydra.sweeper.params`` of a grid file, after those of the grids its defaults list names (a smoke
-    grid ``defaults: [paper_x, _self_]`` extends ``paper_x``), in Hydra's merge order."""
+def _read_grid_file(path: Any) -> DictConfig:
+    """A grid file's YAML; a file that is not YAML is a :class:`ConfigError` naming it and the line."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        yaml.safe_load(text)
+        return OmegaConf.create(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"grid file {path} is not valid YAML ({where}{problem}); a grid file looks like "
+                          "the built-in ones (`harness list grids`)") from None
+
+
+def _grid_file_sweeper(searchpath: list[str], grid: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Any]:
+    """``hydra.sweeper.params`` and ``hydra.sweeper.exclude`` of a grid file, after those of the grids its
+    defaults list names (a smoke grid ``defaults: [paper_x, _self_]`` extends ``paper_x``), in Hydra's
+    merge order (params merge by key; an ``exclude`` list replaces the one before)."""
     path = _yaml_file(searchpath, "grid", grid)
     if path is None or grid in seen:
-        return {}
-    node = OmegaConf.create(path.read_text())
+        return {}, None
+    node = _read_grid_file(path)
     params: dict[str, Any] = {}
+    exclude = None
     for entry in node.get("defaults") or []:
         if isinstance(entry, str) and entry != "_self_":
-            params.update(_grid_file_params(searchpath, entry, (*seen, grid)))
-    params.update(dict((node.get("hydra") or {}).get("sweeper", {}).get("params") or {}))
-    return params
+            inherited, inherited_exclude = _grid_file_sweeper(searchpath, entry, (*seen, grid))
+            params.update(inherited)
+            exclude = inherited_exclude if inherited_exclude is not None else exclude
+    sweeper = (node.get("hydra") or {}).get("sweeper", {}) or {}
+    params.update(dict(sweeper.get("params") or {}))
+    if sweeper.get("exclude") is not None:
+        exclude = OmegaConf.to_container(sweeper["exclude"], resolve=True)
+    return params, exclude
+
+
+def _grid_file_params(searchpath: list[str], grid: str) -> dict[str, Any]:
+    """``hydra.sweeper.params`` of a grid file (:func:`_grid_file_sweeper`)."""
+    return _grid_file_sweeper(searchpath, grid)[0]
+
+
+def _exclude_rules(searchpath: list[str], overrides: list[str]) -> list[dict[str, list[str]]]:
+    """The sweep's exclude rules, checked: the grid file's, or those of ``hydra.sweeper.exclude=…`` on the
+    command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    rules = _grid_file_sweeper(searchpath, grid)[1] if grid else None
+    for override in overrides:
+        if override.lstrip("+").startswith("hydra.sweeper.exclude="):
+            rules = OverridesParser.create().parse_overrides([override])[0].value()
+    return check_exclude_rules(rules)
 
 
 def _grid_axes(searchpath: list[str], overrides: list[str]) -> list[str]:
@@ -644,18 +693,62 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
     empty = [k for k, v in axes.items() if not v]
     if empty:
         raise ConfigError(f"{empty[0]}: the sweep lists no value for it (e.g. range(0,0) is empty); give at least one")
-    first = {k: v[0] for k, v in axes.items()}
-    combos = [first]
+    combos = _cells_to_check(axes, _exclude_rules(get_registry().config_searchpath(), overrides), singles)
+    out = []
+    for combo in combos:
+        cell = {**singles_by_key, **{k: f"{k}={v}" for k, v in combo.items()}}
+        try:
+            out.append(compose([*grid, *(cell[k] for k in order)]))
+        except ConfigError as exc:
+            if not out or len(combos) < 2:
+                raise
+            where = ", ".join(f"{k}={v}" for k, v in combo.items() if v != combos[0][k])
+            raise ConfigError(f"in the cells with {where}: {exc}") from exc
+    return out
+
+
+#: A grid with more cells than this has its exclude rules left out of the pre-check (it composes the
+#: first cell and one cell per axis value, some of which the rules may drop).
+EXCLUDE_CHECK_LIMIT = 200_000
+
+
+def _cells_to_check(axes: dict[str, list[str]], rules: list[dict[str, list[str]]],
+                    singles: list[str] = ()) -> list[dict[str, str]]:
+    """The cells whose configs are composed before anything runs: the first cell the exclude rules keep and,
+    for every value of every axis (at most :data:`AXIS_CHECK_LIMIT` spread over a long non-plugin axis),
+    a kept cell with it. A value only excluded cells have is not checked: no cell runs with it, so a key it
+    lacks (``task.episodes`` with an excluded ``task=retrieval``) is no error."""
+    import itertools
+
+    sampled = {}
     for key, values in axes.items():
         if key not in KINDS and len(values) > AXIS_CHECK_LIMIT:
             step = len(values) / AXIS_CHECK_LIMIT
             values = [values[int(i * step)] for i in range(AXIS_CHECK_LIMIT)] + [values[-1]]
-        combos += [{**first, key: v} for v in values[1:]]
-    out = []
-    for combo in combos:
-        cell = {**singles_by_key, **{k: f"{k}={v}" for k, v in combo.items()}}
-        out.append(compose([*grid, *(cell[k] for k in order)]))
-    return out
+        sampled[key] = values
+    keys = list(axes)
+    total = 1
+    for values in axes.values():
+        total *= len(values)
+    if not rules or total > EXCLUDE_CHECK_LIMIT:
+        first = {k: v[0] for k, v in axes.items()}
+        return [first, *({**first, k: v} for k, values in sampled.items() for v in values[1:])]
+    # the rules also read the single values (task=few_shot against a rule on task), as the sweeper's jobs hold them
+    jobs = [[*singles, *(f"{k}={v}" for k, v in zip(keys, values))] for values in itertools.product(*axes.values())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the sweeper warns about the rules once, when it runs them
+        kept = drop_excluded(jobs, rules)
+    wanted = {(k, v) for k, values in sampled.items() for v in values}
+    combos: list[dict[str, str]] = []
+    for job in kept:
+        combo = dict(o.split("=", 1) for o in job[len(singles):])
+        found = wanted & set(combo.items())
+        if found or not combos:
+            combos.append(combo)
+            wanted -= found
+        if not wanted:
+            break
+    return combos or [{k: v[0] for k, v in axes.items()}]
 
 
 def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], checked: set[str]) -> None:

@@ -411,3 +411,51 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly():
     proc = subprocess.run(f"{sys.executable} -m harness.cli list | head -1", shell=True, capture_output=True,
                           text=True, executable="/bin/bash")
     assert proc.stdout == "methods:\n" and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_only_cells_the_exclude_rules_keep_are_checked_before_the_sweep():
+    from harness.sweep import _cells_to_check, check_exclude_rules
+
+    axes = {"dataset": ["hier", "reid"], "task": ["few_shot", "reid"], "seed": ["0", "1"]}
+    rules = check_exclude_rules([{"dataset": "reid", "task": "!reid"}, {"dataset": "hier", "task": "reid"}])
+    combos = _cells_to_check(axes, rules)
+    assert combos == [{"dataset": "hier", "task": "few_shot", "seed": "0"},
+                      {"dataset": "hier", "task": "few_shot", "seed": "1"},
+                      {"dataset": "reid", "task": "reid", "seed": "0"}]
+    # a single value the rules read: with task=few_shot alone, no reid cell is kept
+    assert _cells_to_check({"dataset": ["hier", "reid"]}, rules, ["task=few_shot"]) == [{"dataset": "hier"}]
+    # without rules: the first cell and one cell per other value (the earlier behaviour)
+    assert len(_cells_to_check(axes, [])) == 1 + 1 + 1 + 1
+
+
+def test_grid_file_mistakes_and_rules_that_match_nothing_are_said_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.registry import get_registry
+
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "bad_yaml.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params: [a\n")
+    (tmp_path / "grid" / "bad_exclude.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      seed: 0,1\n    exclude:\n      - notamapping\n")
+    registry = get_registry()
+    paths = registry.config_searchpath()
+    monkeypatch.setattr(registry, "config_searchpath", lambda: [*paths, f"file://{tmp_path}"])
+    res = tmp_path / "res"
+    assert main(["sweep", "grid=bad_yaml", f"results_dir={res}"]) == 2
+    err = capsys.readouterr().err
+    assert f"grid file {tmp_path / 'grid' / 'bad_yaml.yaml'} is not valid YAML (line 5, column 1" in err
+    assert main(["sweep", "grid=bad_exclude", "method=euclidean_ce", f"results_dir={res}"]) == 2
+    assert "hydra.sweeper.exclude must be a list of non-empty mappings" in capsys.readouterr().err
+    assert not res.exists()  # nothing written, not even the leaderboards folder
+    # a key the only kept task lacks is still named, with the cells that have it
+    assert main(["sweep", "method=euclidean_ce", "dataset=synthetic_hierarchy", "task=few_shot,retrieval",
+                 "task.episodes=20", f"results_dir={res}"]) == 2
+    assert "in the cells with task=retrieval: Could not override 'task.episodes'" in capsys.readouterr().err
+
+
+def test_an_exclude_value_no_cell_has_is_a_warning_with_did_you_mean():
+    from harness.sweep import check_exclude_rules, drop_excluded
+
+    jobs = [["method=poincare_mlr", "seed=0"], ["method=euclidean_ce", "seed=0"]]
+    with pytest.warns(UserWarning, match=r"no cell of this sweep has method=poincare_mrl \(did you mean "
+                                         r"'poincare_mlr'\?\): that part of the rule matches nothing"):
+        assert drop_excluded(jobs, check_exclude_rules([{"method": "poincare_mrl"}])) == jobs
