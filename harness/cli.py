@@ -29,7 +29,8 @@ commands:
   report RESULTS_DIR --out DIR one markdown page with the tables and plots of a sweep
   check-plugin DIST            the registry's smoke tests on every plugin of a distribution
 {plugin_commands}
-exit status: 0 all cells ok or skipped, 1 a cell failed, 2 bad input
+exit status: 0 all cells ok or skipped, 1 a cell failed, 2 bad input, 3 a cell left to another process still
+             running it (run again later), 130 interrupted
 options: --strict-plugins (or HARNESS_STRICT_PLUGINS=1) makes a plugin that fails to load an error
 """
 
@@ -143,7 +144,7 @@ KEY=VALUE are Hydra overrides:
   plots=true save_embeddings=true                    PNGs / the embeddings (.npz) beside each result
 {sweep}{cfg}
 Every name and value is checked before any work (did-you-mean on a typo). Exit status: 0 all cells ok or
-skipped, 1 a cell failed, 2 bad input."""
+skipped, 1 a cell failed, 2 bad input, 3 a cell left to another process still running it, 130 interrupted."""
 
 
 def hydra_usage(command: str) -> str:
@@ -175,7 +176,13 @@ def _unreadable_override(argv: list[str], exc: Exception) -> str:
         try:
             parser.parse_overrides([arg])
         except OverrideParseException as e:
-            return f"cannot read the override {arg!r}: {reason(e)}"
+            key, _, value = arg.partition("=")
+            hint = ""
+            if value and not value.startswith(("'", '"')):
+                # Hydra's grammar has no ~, non-ASCII letters or most punctuation in a bare value: quote it
+                hint = (f"; quote the value for Hydra, inside the shell's quotes: \"{key}='{value}'\" "
+                        "(a path with ~, spaces, non-ASCII letters or punctuation)")
+            return f"cannot read the override {arg!r}: {reason(e)}{hint}"
     return f"cannot read the overrides: {reason(exc)}"
 
 
@@ -300,27 +307,28 @@ def _show_plugin_warnings() -> None:
     """A warning of the harness (a plugin that failed to load, an exclude rule that drops nothing, a
     leaderboard that leaves a file out) is said as one line, ``harness: warning: …``, not with the line of
     the harness's code that raised it, as Python shows a warning; other libraries' warnings are left as
-    they are."""
+    they are. Only the text changes (``warnings.formatwarning``): filters and recorders see every warning."""
     import warnings
     from pathlib import Path
 
     import harness.plugins
     from harness.registry import PluginWarning
 
-    shown = warnings.showwarning
-    if getattr(shown, "_harness", False):
+    formatted = warnings.formatwarning
+    if getattr(formatted, "_harness", False):
         return
-    ours = tuple(str(Path(m.__file__).resolve().parent) for m in (sys.modules["harness"], harness.plugins))
+    import hydra_plugins.hyperbolic_harness as launchers
 
-    def show(message: Any, category: type, filename: str, *args: Any, **kwargs: Any) -> None:
+    ours = tuple(str(Path(m.__file__).resolve().parent) for m in (sys.modules["harness"], harness.plugins, launchers))
+
+    def format_warning(message: Any, category: type, filename: str, *args: Any, **kwargs: Any) -> str:
         if issubclass(category, PluginWarning) or (
                 issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(ours)):
-            print(f"harness: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, *args, **kwargs)
+            return f"harness: warning: {message}\n"
+        return formatted(message, category, filename, *args, **kwargs)
 
-    show._harness = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+    format_warning._harness = True  # type: ignore[attr-defined]
+    warnings.formatwarning = format_warning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness {command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # run and sweep say how to go on themselves; the other commands have nothing to resume
+        print(f"harness {command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader stopped early (`harness list | head`): stop quietly, as `cat` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush has nowhere to go
         return 141  # 128 + SIGPIPE, the status of a tool the signal stopped

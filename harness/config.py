@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -90,15 +91,23 @@ class TrainConfig:
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
                               f"({self.epochs}): the learning rate would never finish warming up")
-        if self.num_workers < 0 or self.step_epochs < 0 or self.checkpoint_every < 0:
-            raise ConfigError("train.num_workers, train.step_epochs and train.checkpoint_every must be >= 0")
+        for key in ("num_workers", "step_epochs", "checkpoint_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.amp", self.amp, ("auto", "off"))
         _choice("train.channels_last", self.channels_last, ("auto", "off"))
         _choice("train.tf32", self.tf32, ("auto", "off"))
-        if self.schedule == "step" and self.step_epochs < 1:
-            raise ConfigError("train.schedule=step needs train.step_epochs >= 1")
+        if self.schedule == "step":
+            if self.step_epochs < 1:
+                raise ConfigError("train.schedule=step needs train.step_epochs >= 1")
+            if not 0 < self.step_gamma <= 1:
+                raise ConfigError(f"train.step_gamma must be in (0, 1] (the factor the lr is multiplied by every "
+                                  f"train.step_epochs epochs), got {self.step_gamma}")
+            if self.step_epochs >= self.epochs:
+                warnings.warn(f"train.step_epochs ({self.step_epochs}) >= train.epochs ({self.epochs}): the step "
+                              "schedule never steps, the lr stays constant", stacklevel=2)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -438,6 +439,7 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     cell = cell_of(config)
     path = result_path(config["results_dir"], cell)
     if (prev := _kept(path, config)) is not None:
+        _warn_outputs_not_written(config, prev)
         return prev
     check_writable(config["results_dir"])
     check_writable(config["cache_dir"], "cache_dir")
@@ -458,6 +460,17 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         return _run_claimed(config, cell, path, progress)
     finally:
         claim.release()
+
+
+def _warn_outputs_not_written(config: dict[str, Any], kept: dict[str, Any]) -> None:
+    """Say (once) that ``plots=true`` / ``save_embeddings=true`` wrote nothing for a cell kept from an
+    earlier run without them: a kept cell is not evaluated again."""
+    missing = [key for key, field in (("plots", "figures"), ("save_embeddings", "embeddings_file"))
+               if config.get(key) and kept.get("status") == "ok" and not kept.get(field)]
+    if missing:
+        warnings.warn(f"{' and '.join(f'{k}=true' for k in missing)} wrote nothing for cells kept from an earlier "
+                      "run without it (a kept cell is not evaluated again); add force=true to evaluate them again "
+                      "(their models are cached, nothing is retrained)", stacklevel=2)
 
 
 def new_result(config: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:

@@ -107,19 +107,20 @@ def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> l
     parsed = {o: _override_value(o, parser) for o in {o for job in jobs for o in job}}
     values = [dict(kv for o in job if (kv := parsed[o]) is not None) for job in jobs]
     keys = set().union(*values) if values else set()
+    # stacklevel 1: one location, so the sweep's count and its sweeper say each rule's warning once
     for rule in rules:
         unknown = sorted(k for k in rule if k not in keys)
         if unknown and jobs:
             warnings.warn(f"hydra.sweeper.exclude rule {rule} names {unknown}, which no cell of this sweep sets "
-                          f"(its keys: {', '.join(sorted(keys))}): the rule drops nothing", stacklevel=2)
-        for key in (k for k in rule if k in keys):
-            seen = sorted({v[key] for v in values if key in v})
+                          f"(its keys: {', '.join(sorted(keys))}): the rule drops nothing", stacklevel=1)
+        for key in (k for k in rule if k in keys and k in KINDS):
+            options = _group_options(get_registry().config_searchpath(), key)
             for value in (a.lstrip("!") for a in rule[key]):
-                if value not in seen:
-                    close = difflib.get_close_matches(value, seen, n=1, cutoff=0.6)
-                    warnings.warn(f"hydra.sweeper.exclude rule {rule}: no cell of this sweep has {key}={value}"
-                                  + (f" (did you mean '{close[0]}'?)" if close else f" (its values: {', '.join(seen)})")
-                                  + ": that part of the rule matches nothing", stacklevel=2)
+                if value not in options:  # a misspelt plugin (an axis narrowed on the command line is no typo)
+                    close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                    warnings.warn(f"hydra.sweeper.exclude rule {rule}: {key}={value} is no {key}"
+                                  + (f" (did you mean '{close[0]}'?)" if close else "")
+                                  + ": that part of the rule matches nothing", stacklevel=1)
     return [job for job, v in zip(jobs, values)
             if not any(all(_matches(v.get(k), allowed) for k, allowed in rule.items()) for rule in rules)]
 
@@ -774,6 +775,38 @@ def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], chec
         problems[key] = f"dataset '{node['name']}': {exc}"
 
 
+def _note_task_split(config: dict[str, Any], uses: dict[tuple[str, str], dict[str, set[str]]]) -> None:
+    """Record, for a ``task.split`` set to other than its task's default, the splits of the dataset it is
+    used with (a typo in it makes every cell ``skipped``; a default split that a dataset lacks is the
+    usual skip of a grid over datasets, not a mistake)."""
+    from harness.config import plugin_defaults
+    from harness.run import load_dataset
+
+    task = config["task"]
+    split = task.get("split")
+    if not isinstance(split, str):
+        return
+    try:
+        if split == plugin_defaults(get_registry().load("task", task["name"])).get("split"):
+            return
+        dataset = load_dataset(config["dataset"])
+    except Exception:  # noqa: BLE001 - a task or dataset that does not load is reported by its own check
+        return
+    uses.setdefault((task["name"], split), {})[dataset.name] = set(dataset.splits)
+
+
+def _not_a_checkpoint(path: str) -> str | None:
+    """Why the file at ``path`` cannot be a PyTorch checkpoint (empty; neither ``torch.save``'s zip
+    nor a pickle), read from its first bytes; None when it may be one."""
+    head = Path(path).expanduser().open("rb").read(4)
+    if not head:
+        return "is an empty file: copy the weights file again"
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # torch.save's zip archive; the legacy pickle format
+        return None
+    return ("is not a PyTorch checkpoint (torch.save writes a zip archive, this file starts with "
+            f"{head!r}): name the .pth / .pt file the weights were saved to")
+
+
 def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> None:
     """Before any cell runs: every dataset read from a local root is there, every checkpoint path
     named by ``backbone.pretrained`` is a file, and every backbone can take its training images
@@ -787,6 +820,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
 
     problems: dict[str, str] = {}
     checked: set[str] = set()
+    split_uses: dict[tuple[str, str], dict[str, set[str]]] = {}
     sources = set(get_registry().specs("weights"))
     for config in configs:
         far = [dataset_node(name) for name in config["task"].get("far") or [] if isinstance(name, str)]
@@ -819,6 +853,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
             elif found := dataset.file_problems():
                 problems[key] = f"{where}:\n" + "\n".join(f"- {p}" for p in found)
         _check_backbone_input(config, problems, checked)
+        _note_task_split(config, split_uses)
         pretrained = config["backbone"].get("pretrained")
         if pretrained and weight_source(str(pretrained)) is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)
@@ -827,6 +862,16 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 "nor a checkpoint file" + (f" (did you mean '{close[0]}'?)" if close else "")
                 + ": give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
                 "on the command line (a paper grid's header says which weights)")
+        elif pretrained and weight_source(str(pretrained)) == "checkpoint" and (why := _not_a_checkpoint(pretrained)):
+            problems[f"pretrained:{pretrained}"] = f"backbone.pretrained={pretrained} {why}"
+    for (task, split), datasets in split_uses.items():
+        there = sorted(set().union(*datasets.values()))
+        if split not in there:
+            close = difflib.get_close_matches(split, there, n=1, cutoff=0.6)
+            problems[f"split:{task}:{split}"] = (
+                f"task.split={split}: no dataset of this {what} has that split (the splits of "
+                f"{', '.join(sorted(datasets))}: {', '.join(there) or 'none'}), so every {task} cell would be skipped"
+                + (f"; did you mean task.split={close[0]}?" if close else ""))
     if problems:
         raise ConfigError(f"this {what} cannot start: {len(problems)} problem(s) with what it needs (nothing ran):\n\n"
                           + "\n\n".join(problems.values()))
@@ -852,6 +897,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
 
     from harness.run import check_writable
 
+    _check_sweep_syntax(overrides, searchpath, multirun)
     if multirun:
         axes, singles = _axes(overrides, searchpath)
         n = 1
@@ -898,6 +944,28 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
 
 
 _LAST_RUN: dict[str, int] = {}
+
+#: Keys that name where a sweep writes: one value per sweep, never an axis.
+_FOLDER_KEYS = ("results_dir", "cache_dir", "leaderboard_dir")
+
+
+def _check_sweep_syntax(overrides: list[str], searchpath: list[str], multirun: bool) -> None:
+    """``harness run`` takes one value per key (``method=a,b`` is a sweep's axis), and a sweep does not
+    sweep its folders (``results_dir=/a,/b``: a path with a comma, unquoted)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cli = [o for o in overrides if not o.startswith(("hydra", "grid="))]
+    for ov in OverridesParser.create().parse_overrides(cli):
+        if not ov.is_sweep_override():
+            continue
+        key = ov.get_key_element()
+        if not multirun:
+            raise ConfigError(f"{ov.input_line}: `harness run` runs one cell, and this lists several values (a "
+                              f"sweep's axis): run them with `harness sweep {ov.input_line} …`; a value holding a "
+                              f"comma is quoted: \"{key}='a,b'\"")
+        if key in _FOLDER_KEYS:
+            raise ConfigError(f"{ov.input_line}: {key} is where the sweep writes, one folder, not an axis; a path "
+                              f"holding a comma is quoted: \"{key}='{ov.input_line.split('=', 1)[1]}'\"")
 
 
 def claimed_cells(multirun: bool) -> int:

@@ -255,12 +255,13 @@ def test_every_loader_reports_a_missing_root(name, tmp_path):
 
 
 @pytest.mark.parametrize("name, first", [
-    ("cars196", {"cars_annos": "cars_annos.mat", "torchvision": "devkit/cars_meta.mat"}),
+    ("cars196", {"cars_annos": "cars_annos.mat", "torchvision": "stanford_cars/devkit/cars_meta.mat"}),
     ("mini_imagenet", {"ravi": "train.csv", "feat": "split/train.csv"}),
-    ("cifar10", {"python": "data_batch_1", "binary": "data_batch_1.bin"}),
-    ("cifar100", {"python": "train", "binary": "train.bin"})])
+    ("cifar10", {"python": "cifar-10-batches-py/data_batch_1", "binary": "cifar-10-batches-bin/data_batch_1.bin"}),
+    ("cifar100", {"python": "cifar-100-python/train", "binary": "cifar-100-binary/train.bin"})])
 def test_a_missing_dataset_lists_every_layout_it_reads(name, first, tmp_path):
-    """Each layout with its expected paths (``first``: its first one) and where to get it."""
+    """Each layout with its expected paths (``first``: its first one, in the folder its archive unpacks to)
+    and where to get it."""
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetNotFoundError) as err:
         create("dataset", name, root=str(tmp_path))
@@ -271,6 +272,11 @@ def test_a_missing_dataset_lists_every_layout_it_reads(name, first, tmp_path):
     assert msg.count("https://") >= 2 and "dataset.root=<path>" in msg
     if name == "mini_imagenet":  # what is there is marked, in both layouts
         assert msg.count(f"✓ {tmp_path / 'images'}\n") == 2
+    # a root named after one layout's folder lists the other's beside it, not inside it
+    if name == "cifar10":
+        with pytest.raises(DatasetNotFoundError) as err:
+            create("dataset", name, root=str(tmp_path / "cifar-10-batches-py"))
+        assert f"\n  ✗ {tmp_path / 'cifar-10-batches-bin' / 'data_batch_1.bin'}\n" in str(err.value)
     # the second layout one folder too deep is found
     if name == "cifar10":
         _cifar10_binary(tmp_path / "downloads" / "cifar-10-batches-bin")

@@ -542,9 +542,14 @@ def test_check_fails_on_a_leaderboard_no_result_backs(tmp_path, capsys):
     res = _write(tmp_path, RESULTS)
     out = tmp_path / "boards"
     assert main(["leaderboard", str(res), "--out", str(out)]) == 0
-    (out / "orphan.md").write_text("# stale\n")
+    # a generated board whose task's results were all deleted; a file of the user's own beside them
+    (out / "orphan.md").write_text((out / "t.md").read_text())
+    (out / "notes.md").write_text("# my notes\n")
     assert main(["leaderboard", str(res), "--out", str(out), "--check"]) == 1
-    assert "orphan.md (no result backs it)" in capsys.readouterr().err
+    assert "orphan.md (no result backs it; regenerating removes it)" in capsys.readouterr().err
+    assert main(["leaderboard", str(res), "--out", str(out)]) == 0  # the command --check suggests clears it
+    assert not (out / "orphan.md").exists() and (out / "notes.md").read_text() == "# my notes\n"
+    assert main(["leaderboard", str(res), "--out", str(out), "--check"]) == 0
 
 
 def test_readme_without_markers_is_an_error_before_anything_is_written(tmp_path, capsys):
@@ -896,3 +901,36 @@ def test_the_slurm_launcher_without_slurm_on_the_path_says_where_to_start_the_sw
     assert main(["sweep", "grid=smoke", "launcher=slurm", f"results_dir={tmp_path / 'res'}"]) == 2
     err = capsys.readouterr().err
     assert "launcher=slurm submits with SLURM's sbatch and srun" in err and "login node" in err
+
+
+def test_a_task_split_no_dataset_has_and_a_file_that_is_no_checkpoint_are_refused_before_any_work(tmp_path, capsys):
+    res = [f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]
+    assert main(["run", *TINY, "task.split=novle", *res]) == 2
+    assert ("task.split=novle: no dataset of this run has that split (the splits of synthetic_hierarchy: novel, "
+            "test, train), so every few_shot cell would be skipped; did you mean task.split=novel?") in \
+        capsys.readouterr().err
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "notes.pth").write_text("hello")
+    assert main(["run", *TINY, f"backbone.pretrained={tmp_path / 'empty.pth'}", *res]) == 2
+    assert "empty.pth is an empty file" in capsys.readouterr().err
+    assert main(["run", *TINY, f"backbone.pretrained={tmp_path / 'notes.pth'}", *res]) == 2
+    assert "notes.pth is not a PyTorch checkpoint (torch.save writes a zip archive" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
+
+
+def test_sweep_syntax_in_a_run_a_swept_folder_and_an_unquoted_path_say_what_to_write(tmp_path, capsys):
+    assert main(["run", "method=euclidean_ce,poincare_mlr", f"results_dir={tmp_path}"]) == 2
+    assert ("`harness run` runs one cell, and this lists several values (a sweep's axis): run them with "
+            "`harness sweep method=euclidean_ce,poincare_mlr …`") in capsys.readouterr().err
+    assert main(["sweep", "grid=smoke", f"results_dir={tmp_path}/a,{tmp_path}/b"]) == 2
+    assert "results_dir is where the sweep writes, one folder, not an axis; a path holding a comma is quoted: " \
+           f"\"results_dir='{tmp_path}/a,{tmp_path}/b'\"" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["run", "dataset=cub200", "dataset.root=~/x"]) == 2
+    assert "quote the value for Hydra, inside the shell's quotes: \"dataset.root='~/x'\"" in capsys.readouterr().err
+
+
+def test_plots_asked_for_on_a_kept_cell_say_that_nothing_was_written(tmp_path):
+    assert _run(tmp_path, "task=few_shot")["status"] == "ok"
+    with pytest.warns(UserWarning, match=r"plots=true wrote nothing for cells kept from an earlier run .*force=true"):
+        assert "figures" not in _run(tmp_path, "task=few_shot", "plots=true")

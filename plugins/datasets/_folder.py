@@ -209,6 +209,17 @@ class Layout:
         return all((folder / rel).exists() for rel in self.expected)
 
 
+def _where_listed(root: Path, layout: Layout, layouts: Sequence[Layout]) -> Path:
+    """Where a not-found message lists ``layout``'s files: its own folder under ``root``, or beside
+    ``root`` when ``root`` is named after another layout's folder (the default ``cifar-10-batches-py``
+    for the binary version's ``cifar-10-batches-bin``)."""
+    if not layout.nested or root.name == layout.nested:
+        return root
+    if root.name in {other.nested for other in layouts}:
+        return root.parent / layout.nested
+    return root / layout.nested
+
+
 def find_layout(cfg: Any, layouts: Sequence[Layout]) -> tuple[Path, Layout]:
     """Resolve ``cfg.root`` and the first of ``layouts`` complete there; (its folder, that layout).
 
@@ -224,7 +235,7 @@ def find_layout(cfg: Any, layouts: Sequence[Layout]) -> tuple[Path, Layout]:
     for layout in layouts:
         nested = f" (the folder {layout.nested}/ or its parent as the root)" if layout.nested else ""
         lines.append(f"layout '{layout.name}'{nested}: {layout.source}")
-        lines += _checklist(layout.folder(root), layout.expected)
+        lines += _checklist(_where_listed(root, layout, layouts), layout.expected)
     lines += _closing_lines(root, [layout.expected for layout in layouts], "get one of them")
     raise DatasetNotFoundError("\n".join(lines))
 
