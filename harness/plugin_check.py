@@ -239,6 +239,12 @@ def main(argv: list[str]) -> int:
     specs = [s for kind in CHECKS for s in registry.specs(kind).values() if s.dist == args.dist]
     files = config_files(args.dist)
     if not specs and not files:
+        failed_import = [e for e in registry.load_errors
+                         if _normalized(f"distribution '{args.dist}'") in _normalized(e)]
+        if failed_import:
+            print(f"harness check-plugin: distribution '{args.dist}' is installed, but {failed_import[0]}. Fix that "
+                  "import (run `python -c \"import <its module>\"` to see the whole traceback)", file=sys.stderr)
+            return 1
         dists = sorted({s.dist for kind in CHECKS for s in registry.specs(kind).values()})
         print(f"harness check-plugin: distribution '{args.dist}' registers no plugins. Check that it is installed "
               "(pip show), that its entry point is in the group 'harness' ([project.entry-points.harness] in "

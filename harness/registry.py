@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import warnings
 from importlib.metadata import entry_points
 from typing import Any
@@ -89,7 +90,14 @@ class Registry:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(plugin)
-            raise PluginLoadError(f"distribution '{dist}': {exc}") from exc
+            hint = ""
+            if (m := re.search(r"unknown hook '(\w+)'", str(exc))):
+                import difflib
+
+                hooks = [name for name in dir(hookspecs) if name.startswith("harness_")]
+                close = difflib.get_close_matches(m.group(1), hooks, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (the hooks: {', '.join(hooks)})"
+            raise PluginLoadError(f"distribution '{dist}': {exc}{hint}") from exc
         self._dist_of[id(plugin)] = dist
         self._specs = None
 

@@ -836,6 +836,10 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 dataset = load_dataset(node)  # kept in memory: the first cells reuse it
             except DatasetNotFoundError as exc:
                 problems[key] = str(exc)
+                if any(node is f for f in far):
+                    problems[key] += (f"\n(it is a far OOD set of task.far: dataset.root names the evaluated dataset's "
+                                      f"folder, not this one's; HARNESS_DATA=<dir> moves every default root, or "
+                                      f"leave {node['name']} out of task.far)")
                 continue
             except DatasetFormatError as exc:  # the loader names the file and what is wrong in it
                 problems[key] = f"{where}: {exc}"

@@ -4,9 +4,10 @@ In-distribution (ID) = the dataset's ``test`` split (model trained on
 ``train``); OOD sets: ``near`` = the dataset's ``novel`` classes (when it has
 that split), far = other datasets named in ``far`` (built from the registry,
 conformed to the ID images' channels and size, subsampled to
-``max_far_images``). A far dataset whose files are missing (or whose plugin
-fails to load) is skipped with a note in ``details``; a name no plugin has is
-an error before any work.
+``max_far_images``). A far dataset whose files are missing is an error before
+any work (the sweep's requirement check lists where they go), as is a name no
+plugin has; one that still fails to build when the cell evaluates (its plugin
+breaks) is skipped with a note in ``details``.
 
 Scores (higher = more in-distribution, for every score):
 
@@ -230,7 +231,7 @@ class OOD(Task):
             from harness.registry import get_registry
 
             known = get_registry().specs("dataset")
-            for name in self.far:  # a typo is an error; a known dataset without its files is skipped
+            for name in self.far:  # a typo is an error here; missing files, before any work (sweep)
                 if name not in known:
                     raise UnknownPluginError("dataset", name, known, hint="(task.far names far OOD datasets)")
 

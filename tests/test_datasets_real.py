@@ -173,6 +173,12 @@ def test_cub_index_files_cut_short_are_errors_that_name_the_file(tmp_path):
                                                  r"images.txt, e.g. 6"):
         create("dataset", "cub200", root=str(root))
     (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    images = (root / "images.txt").read_text()
+    (root / "images.txt").write_text(images[:images.index("\n5 ")])  # cut after image 4
+    with pytest.raises(DatasetFormatError, match=r"images.txt lists 4 images, .*image_class_labels.txt has labels for "
+                                                 r"6: image ids \[5, 6\] have no path \(images.txt cut short\?\)"):
+        create("dataset", "cub200", root=str(root))
+    (root / "images.txt").write_text(images)
     (root / "train_test_split.txt").write_text("1 1\n2\n")
     with pytest.raises(DatasetFormatError, match=r"train_test_split.txt, line 2: 1 column\(s\), expected 2"):
         create("dataset", "cub200", root=str(root))

@@ -408,3 +408,27 @@ def test_check_plugin_reports_what_it_cannot_check_and_takes_values(author_regis
         plugin_check.check_dataset(spec)  # this dataset reads no files: checked with the value given
     finally:
         plugin_check._GIVEN.clear()
+
+
+def test_a_misspelt_hook_and_a_distribution_that_failed_to_import_say_what_is_wrong(fake_site, capsys):
+    from harness import hookimpl
+    from harness.cli import main
+    from harness.registry import set_registry
+
+    class Misspelt:
+        @hookimpl
+        def harness_method(self):
+            return []
+
+    with pytest.raises(PluginLoadError, match=r"unknown hook 'harness_method'.*\(did you mean 'harness_methods'\?\)"):
+        Registry().register(Misspelt(), name="misspelt", dist="d")
+    _fake_dist(fake_site, "import_broken_dist", "import_broken_mod", "import not_a_module_xyz\n")
+    with pytest.warns(PluginWarning):
+        set_registry(Registry())
+    try:
+        assert main(["check-plugin", "import_broken_dist"]) == 1
+        err = capsys.readouterr().err
+        assert "distribution 'import_broken_dist' is installed, but plugin 'import_broken_dist' from distribution " \
+               "'import_broken_dist' failed to load: ModuleNotFoundError: No module named 'not_a_module_xyz'" in err
+    finally:
+        set_registry(None)

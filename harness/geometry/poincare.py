@@ -56,7 +56,8 @@ def conformal_gap(x: torch.Tensor, *, c: float | torch.Tensor, fn: str = "poinca
             raise ValueError(
                 f"{fn}: {int(bad.sum())} point(s) lie on or outside the Poincaré ball of radius 1/sqrt(c) "
                 f"(c={c_value(c):.4g}, largest ‖x‖ = {worst ** 0.5:.6g} ≥ {c_value(c) ** -0.5:.6g}, or NaN); "
-                "map them inside with harness.geometry.project(x, c=c) or expmap0"
+                "a method's head maps them inside with harness.geometry.project(x, c=c) or expmap0; "
+                "NaN during training is a divergence: lower train.lr"
             )
     return gap
 

@@ -75,8 +75,12 @@ class Cub200(FileImageDataset):
         ids = sorted(paths)
         label_file, split_file = root / "image_class_labels.txt", root / "train_test_split.txt"
         with reading(label_file, "CUB's class of each image"):
-            label = np.array([int(k) - 1 for k in lookup(read_table(label_file, 2), ids, label_file, "images.txt")],
-                             dtype=np.int64)
+            labels = read_table(label_file, 2)
+            if unlisted := sorted(set(labels) - set(paths)):
+                raise DatasetFormatError(f"{root / 'images.txt'} lists {len(paths)} images, {label_file} has labels "
+                                         f"for {len(labels)}: image ids {unlisted[:3]}{' …' if len(unlisted) > 3 else ''} "
+                                         "have no path (images.txt cut short?); copy it again")
+            label = np.array([int(k) - 1 for k in lookup(labels, ids, label_file, "images.txt")], dtype=np.int64)
         is_train = read_table(split_file, 2)
         classes = read_table(root / "classes.txt", 2)
         splits = protocol_splits(c.protocol, label, len(classes), lambda: ~np.array(
