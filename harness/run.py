@@ -366,6 +366,10 @@ def check_writable(directory: str | Path, key: str = "results_dir", option: str 
     """Fail before any work if ``directory`` (the config's ``key``: results_dir, cache_dir) cannot take files;
     ``option``: how to choose another (default ``KEY=PATH``)."""
     root = Path(directory).expanduser()
+    blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"{key} '{root}' is not writable: {blocker} is a file, not a folder; choose another one "
+                          f"with {option or key + '=PATH'}")
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-test-{os.getpid()}"

@@ -771,8 +771,8 @@ def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], chec
     checked.add(key)
     try:
         check_input_size(config["backbone"], in_chans=info.channels, img_size=size)
-    except ConfigError as exc:
-        problems[key] = f"dataset '{node['name']}': {exc}"
+    except ConfigError as exc:  # the input size, or a backbone that does not build at all
+        problems[key] = f"dataset '{node['name']}': {exc}" if "cannot take" in str(exc) else str(exc)
 
 
 def _note_task_split(config: dict[str, Any], uses: dict[tuple[str, str], dict[str, set[str]]]) -> None:
