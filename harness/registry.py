@@ -75,6 +75,24 @@ class Registry:
             except BaseException as exc:  # noqa: BLE001 - SystemExit at import too: a broken plugin is a warning
                 self._fail(f"plugin '{ep.name}' from distribution '{dist}' failed to load: "
                            f"{type(exc).__name__}: {exc}", exc)
+                continue
+            if unmarked := self._unmarked_hooks(plugin):
+                warnings.warn(f"plugin '{ep.name}' from distribution '{dist}' defines {', '.join(unmarked)} without "
+                              "@hookimpl (from harness import hookimpl): pluggy ignores them, so they register "
+                              "nothing", PluginWarning, stacklevel=2)
+        for group in sorted({g for g in entry_points().groups if g != ENTRY_POINT_GROUP
+                             and g.replace("-", "_").startswith(ENTRY_POINT_GROUP)}):
+            names = ", ".join(f"{ep.name} ({ep.dist.name if ep.dist else '?'})" for ep in entry_points(group=group))
+            warnings.warn(f"entry point(s) {names} are in the group '{group}'; the harness reads plugins from the "
+                          f"group '{ENTRY_POINT_GROUP}' only ([project.entry-points.{ENTRY_POINT_GROUP}] in "
+                          "pyproject.toml)", PluginWarning, stacklevel=2)
+
+    def _unmarked_hooks(self, plugin: Any) -> list[str]:
+        """Names of the hook functions ``plugin`` defines without ``@hookimpl`` (pluggy skips them)."""
+        marked = {impl.function.__name__ for caller in self.pm.get_hookcallers(plugin) or []
+                  for impl in caller.get_hookimpls() if impl.plugin is plugin}
+        return sorted(name for name in dir(hookspecs) if name.startswith("harness_")
+                      and callable(getattr(plugin, name, None)) and name not in marked)
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
         if self.strict:

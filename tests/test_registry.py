@@ -432,3 +432,19 @@ def test_a_misspelt_hook_and_a_distribution_that_failed_to_import_say_what_is_wr
                "'import_broken_dist' failed to load: ModuleNotFoundError: No module named 'not_a_module_xyz'" in err
     finally:
         set_registry(None)
+
+
+def test_a_hook_without_hookimpl_and_an_entry_point_in_another_group_are_warnings(fake_site):
+    _fake_dist(fake_site, "unmarked_dist", "unmarked_mod",
+               "def harness_methods():\n    return []\n")
+    info = fake_site / "grouped_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grouped_dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.plugins]\ngrouped = unmarked_mod\n")
+    with pytest.warns(PluginWarning) as record:
+        Registry()
+    messages = [str(w.message) for w in record]
+    assert any("plugin 'unmarked_dist' from distribution 'unmarked_dist' defines harness_methods without @hookimpl"
+               in m for m in messages)
+    assert any("entry point(s) grouped (grouped_dist) are in the group 'harness.plugins'; the harness reads "
+               "plugins from the group 'harness' only" in m for m in messages)
