@@ -618,6 +618,24 @@ def report_status(config: dict[str, Any], result: dict[str, Any]) -> None:
                       json.dumps({"status": status, "reason": result.get("reason")}))
 
 
+def _close_key(exc: BaseException) -> str | None:
+    """The full key closest to one a config dataclass does not have (``method.dim`` for ``method.dimm``),
+    from the OmegaConf error in ``exc``'s chain that names the dataclass (``object_type``); else None."""
+    import dataclasses
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        schema, key = getattr(exc, "object_type", None), getattr(exc, "key", None)
+        if dataclasses.is_dataclass(schema) and isinstance(key, str):
+            fields = [f.name for f in dataclasses.fields(schema)]
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+            full = str(getattr(exc, "full_key", "") or key)
+            return f"{full[:len(full) - len(key)]}{close[0]}" if close else None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _format_compose_error(exc: BaseException) -> str:
     """Hydra's composition errors as one line naming the key, the expected type and the value."""
     cause = exc.__cause__ or exc
@@ -633,7 +651,9 @@ def _format_compose_error(exc: BaseException) -> str:
         if full_key == "grid" and where.startswith("grid/"):
             return (f"{where}.yaml: {what}: a grid file sets global keys, so its first line must be "
                     "`# @package _global_` (see any built-in grid, `harness list grids`)")
-        hint = "not in the schema: check its spelling; `harness run --cfg` prints every key" if "not in" in what else ""
+        close = _close_key(exc)
+        spelling = f"did you mean '{close}'?" if close else "check its spelling;"
+        hint = f"not in the schema: {spelling} `harness run --cfg` prints every key" if "not in" in what else ""
         detail = "; ".join(filter(None, (full_key, hint)))
         return f"{where}.yaml: {what}" + (f" ({detail})" if detail else "")
     if type(cause).__name__ == "MissingMandatoryValue" or "Missing mandatory value" in text:
@@ -643,7 +663,9 @@ def _format_compose_error(exc: BaseException) -> str:
         if str(key or "").startswith("train_dataset."):
             return (f"{str(exc).splitlines()[0]} (train_dataset takes its dataset's options in one mapping: "
                     "train_dataset='{name: scenes, n_images: 800}')")
-        return f"{str(exc).splitlines()[0]} (that key is not in the schema: check its spelling; " \
+        close = _close_key(exc)
+        spelling = f"did you mean '{close}'?" if close else "check its spelling;"
+        return f"{str(exc).splitlines()[0]} (that key is not in the schema: {spelling} " \
                "`harness run --cfg` prints every key)"
     return f"{key}: {first}" if key else first
 

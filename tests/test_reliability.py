@@ -934,3 +934,11 @@ def test_plots_asked_for_on_a_kept_cell_say_that_nothing_was_written(tmp_path):
     assert _run(tmp_path, "task=few_shot")["status"] == "ok"
     with pytest.warns(UserWarning, match=r"plots=true wrote nothing for cells kept from an earlier run .*force=true"):
         assert "figures" not in _run(tmp_path, "task=few_shot", "plots=true")
+
+
+def test_a_misspelt_config_key_gets_did_you_mean(capsys):
+    assert main(["run", "method=poincare_mlr", "method.dimm=3", "--cfg"]) == 2
+    assert ("Could not override 'method.dimm'. (that key is not in the schema: did you mean 'method.dim'? "
+            "`harness run --cfg` prints every key)") in capsys.readouterr().err
+    assert main(["run", "train.epoch=3", "--cfg"]) == 2
+    assert "did you mean 'train.epochs'?" in capsys.readouterr().err

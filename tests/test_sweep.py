@@ -392,8 +392,8 @@ def test_a_mistake_inside_a_config_file_names_the_file_and_the_key(tmp_path, mon
     paths = registry.config_searchpath()
     monkeypatch.setattr(registry, "config_searchpath", lambda: [*paths, f"file://{tmp_path}"])
     assert main(["run", "method=typo", "--cfg"]) == 2
-    assert ("harness run: method/typo.yaml: Key 'cc' not in 'Config' (method.cc; not in the schema: check its "
-            "spelling") in capsys.readouterr().err
+    assert ("harness run: method/typo.yaml: Key 'cc' not in 'Config' (method.cc; not in the schema: did you mean "
+            "'method.c'?") in capsys.readouterr().err
     assert main(["sweep", "grid=no_header", f"results_dir={tmp_path / 'r'}"]) == 2
     assert ("grid/no_header.yaml: Key 'grid' not in 'HarnessConfig': a grid file sets global keys, so its first "
             "line must be `# @package _global_`") in capsys.readouterr().err
