@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,11 @@ def cmd_hydra(argv: list[str], *, multirun: bool) -> int:
     except OverrideParseException as exc:
         raise HarnessError(f"{_unreadable_override(argv, exc)}. Each override is KEY=VALUE (e.g. "
                            f"method=poincare_mlr seed=1); see `harness {command} --help`") from None
+    except OSError as exc:  # the sweep's own files (Hydra's multirun.yaml, the leaderboards): a full disk
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        raise HarnessError(f"cannot write {exc.filename or 'the sweep files'}: {exc.strerror}; free space there or "
+                           "choose another folder with results_dir=PATH (finished cells are kept)") from None
     except KeyboardInterrupt:
         _second_interrupt_exits_now()
         slurm = any(a in ("launcher=slurm", "hydra/launcher=slurm") for a in argv)

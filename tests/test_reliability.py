@@ -942,3 +942,18 @@ def test_a_misspelt_config_key_gets_did_you_mean(capsys):
             "`harness run --cfg` prints every key)") in capsys.readouterr().err
     assert main(["run", "train.epoch=3", "--cfg"]) == 2
     assert "did you mean 'train.epochs'?" in capsys.readouterr().err
+
+
+def test_a_full_disk_when_the_sweep_writes_its_own_files_is_one_line(monkeypatch, capsys):
+    import errno
+
+    import harness.sweep
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/shared/res/.sweep/hydra/multirun.yaml")
+
+    monkeypatch.setattr(harness.sweep, "launch", full)
+    assert main(["sweep", "grid=smoke"]) == 2
+    err = capsys.readouterr().err
+    assert ("cannot write /shared/res/.sweep/hydra/multirun.yaml: No space left on device; free space there or "
+            "choose another folder with results_dir=PATH") in err and "Traceback" not in err
