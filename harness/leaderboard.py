@@ -372,6 +372,20 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
     return tabulate(rows, headers=columns, tablefmt="github", disable_numparse=True)
 
 
+def _misplaced(path: Path, result: dict[str, Any]) -> str | None:
+    """Why a result file is not where its own cell puts it (:func:`~harness.results.result_path`, under
+    any folder: a results folder copied into another still renders), or None."""
+    from harness.results import result_path
+
+    try:
+        where = result_path("", result["cell"]).as_posix()
+    except (HarnessError, KeyError, TypeError, ValueError) as exc:
+        return f"its cell names no result path ({exc})"
+    if not path.as_posix().endswith("/" + where):
+        return f"its cell's result belongs at …/{where}"
+    return None
+
+
 def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every valid result under ``results_dir`` (:func:`~harness.results.iter_results`), except seeds
     computed under another config than the newest file of their folder (a folder is one row's cell:
@@ -382,6 +396,9 @@ def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
 
     by_folder: dict[Path, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     for path, r in iter_results(results_dir):
+        if (misplaced := _misplaced(path, r)) is not None:
+            warnings.warn(f"leaving out {path}: {misplaced} (a file moved, copied or edited by hand?)", stacklevel=2)
+            continue
         by_folder[path.parent].append((path, r))
     kept: list[tuple[Path, dict[str, Any]]] = []
     for entries in by_folder.values():

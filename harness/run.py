@@ -329,8 +329,8 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         prev = read_result(path)
     except Exception:  # noqa: BLE001 - unreadable: run again and overwrite
         return None
-    if prev.get("config_hash") != config_hash(config):
-        return None  # the config changed since
+    if prev.get("config_hash") != config_hash(config) or prev.get("cell") != cell_of(config):
+        return None  # the config changed since (or the file was edited or moved here by hand)
     try:
         digest = weights_digest(config["backbone"].get("pretrained"))
     except OSError:

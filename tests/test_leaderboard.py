@@ -164,7 +164,26 @@ def test_a_copied_result_or_results_folder_is_not_counted_as_more_seeds(tmp_path
         warnings.simplefilter("always")
         text = leaderboard.render_all(res)["t.md"]
     assert "| **0.600 ± 1.271** | **1.500 ± 6.353** | 2   |" in text  # seeds 0 and 1, once each
-    assert sum("another result of the same cell and seed" in str(w.message) for w in caught) == 14 - 6
+    # the seed-7 copies hold seed 0's cell: left out as misplaced; the folder copy, as another result
+    assert sum("its cell's result belongs at …/t/d/" in str(w.message) and "seed0.json" in str(w.message)
+               for w in caught) == 2
+    assert sum("another result of the same cell and seed" in str(w.message) for w in caught) == 12 - 6
+
+
+def test_a_result_whose_cell_was_edited_is_left_out(tmp_path):
+    import json
+    import warnings
+
+    res = _write(tmp_path, RESULTS)
+    edited = next(res.rglob("seed1.json"))
+    record = json.loads(edited.read_text())
+    record["cell"]["method"] = "../../etc"
+    edited.write_text(json.dumps(record))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = leaderboard.render_all(res)["t.md"]
+    assert "etc" not in text
+    assert any(f"leaving out {edited}: its cell names no result path" in str(w.message) for w in caught)
 
 
 def test_rows_within_the_reference_interval_are_marked():

@@ -957,3 +957,14 @@ def test_a_full_disk_when_the_sweep_writes_its_own_files_is_one_line(monkeypatch
     err = capsys.readouterr().err
     assert ("cannot write /shared/res/.sweep/hydra/multirun.yaml: No space left on device; free space there or "
             "choose another folder with results_dir=PATH") in err and "Traceback" not in err
+
+
+def test_a_result_file_whose_cell_was_edited_is_not_kept(tmp_path):
+    first = _run(tmp_path, "task=few_shot")
+    path = next((tmp_path / "res").rglob("seed0.json"))
+    record = json.loads(path.read_text())
+    record["cell"]["method"] = "../../etc"
+    path.write_text(json.dumps(record))
+    again = _run(tmp_path, "task=few_shot")
+    assert not again.get("_resumed") and again["cell"] == first["cell"]
+    assert json.loads(path.read_text())["cell"]["method"] == first["cell"]["method"]
