@@ -143,6 +143,8 @@ def validate(result: Any) -> dict[str, Any]:
             raise ResultSchemaError(f"cell.{k} must be a string, got {cell[k]!r}")
     if not isinstance(cell["seed"], int) or isinstance(cell["seed"], bool):
         raise ResultSchemaError(f"cell.seed must be an integer, got {cell['seed']!r}")
+    if result["status"] == "ok" and not result["metrics"]:
+        raise ResultSchemaError("status ok with no metrics (a cell that ran records at least one)")
     for name, m in result["metrics"].items():
         if not isinstance(m, dict) or "value" not in m or not isinstance(m.get("higher_is_better"), bool):
             raise ResultSchemaError(f"metric {name!r} must be {{value, higher_is_better: bool, ...}}, got {m!r}")

@@ -37,6 +37,7 @@ def test_schema_round_trip_is_byte_stable(tmp_path):
     ({"schema_version": 0}, "schema_version 0"),
     ({"metrics": {"acc": 0.5}}, "metric 'acc'"),
     ({"cell": {"method": "m"}}, "cell lacks"),
+    ({"metrics": {}}, "status ok with no metrics"),
 ])
 def test_schema_violations_are_named(tmp_path, bad, match):
     with pytest.raises(ResultSchemaError, match=match):
