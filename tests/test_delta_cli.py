@@ -149,6 +149,7 @@ def test_help_and_usage_errors(capsys):
     (lambda p: p.write_bytes(np.lib.format.magic(1, 0) + b"\x76\x00{'descr': '<f8', 'fortran_order': False, "
                              b"'shape': (100, 4), }" + b" " * 40 + b"\n" + b"\x00" * 64), "could not be read"),
     (lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object), allow_pickle=True), "pickled Python objects"),
+    (lambda p: p.write_text("0.1 0.2\n0.3 0.4\n"), "is not a NumPy .npy file (it starts with b'0.1 0.2\\n', not b'\\x93NUMPY')"),
     (lambda p: np.save(p, np.ones((5, 3)) + 1j), "complex values"),
     (lambda p: np.save(p, np.zeros((0, 3))), "holds no points"),
     (lambda p: np.save(p, np.ones((6, 3))), "are identical (diameter 0)"),
