@@ -20,7 +20,7 @@ MODULES: dict[str, list[str]] = {
                           "harness_config_searchpath", "harness_augmentations", "harness_weight_sources",
                           "harness_commands"],
     "harness.specs": ["PluginSpec"],
-    "harness.method": ["Method", "TrainInfo", "Batch", "TrainState", "check_geometry"],
+    "harness.method": ["Method", "TrainInfo", "Batch", "TrainState", "build_method", "check_geometry"],
     "harness.task": ["Task", "Protocol", "EvalContext", "Embedded", "MetricValue"],
     "harness.finetune": ["Finetune", "FinetuneContext"],
     "harness.data": ["ImageDataset", "DatasetInfo", "check_contents", "conform_images", "cached_tensors",

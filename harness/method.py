@@ -114,6 +114,23 @@ class TrainState:
 GEOMETRY_INTERFACE = ("pairwise_dist", "dist", "dist0", "midpoint", "class_prototypes", "logmap0", "to_json")
 
 
+def build_method(cls: type, cfg: Any, backbone: nn.Module, info: TrainInfo) -> nn.Module:
+    """``cls(cfg, backbone, info)``, checked (:func:`check_geometry`). An ``__init__`` that sets modules
+    before calling ``super().__init__`` fails inside torch with "no attribute '_modules'"; that is said
+    as what to do."""
+    try:
+        method = cls(cfg, backbone, info)
+    except AttributeError as exc:
+        if "_modules" not in str(exc) and "_parameters" not in str(exc):
+            raise
+        from harness.errors import PluginLoadError
+
+        raise PluginLoadError(f"method {cls.__name__}: its __init__ must call super().__init__(cfg, backbone, info) "
+                              f"before it sets any module or parameter ({exc})") from exc
+    check_geometry(method)
+    return method
+
+
 def check_geometry(method: nn.Module) -> None:
     """A :class:`~harness.errors.PluginLoadError` when a constructed method has no ``geometry`` with the
     geometry interface: found when the model is built, not when the first task reads it after training."""

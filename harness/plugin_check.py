@@ -62,7 +62,7 @@ def check_method(spec: Any) -> None:
     from harness.backbones import build_backbone
     from harness.config import TrainConfig
     from harness.engine import Viewer
-    from harness.method import Batch, TrainInfo, TrainState, check_geometry
+    from harness.method import Batch, TrainInfo, TrainState, build_method
     from harness.registry import get_registry
 
     cls = get_registry().load("method", spec.name)
@@ -81,8 +81,7 @@ def check_method(spec: Any) -> None:
     train = TrainConfig(epochs=1, batch_size=12)
     info = TrainInfo(feat_dim=dim, num_classes=classes if cls.supervised else 0, num_train=n,
                      label_field="label" if cls.supervised else None, epochs=1, extra_labels=extra, train=train)
-    method = cls(cfg, backbone, info)
-    check_geometry(method)
+    method = build_method(cls, cfg, backbone, info)
     raw = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8)
     viewer = Viewer((0.5,) * 3, (0.5,) * 3, (16, 16), torch.device("cpu"), torch.Generator().manual_seed(0))
     state = TrainState(epoch=0, epochs=1, step=0, device=torch.device("cpu"), rng=np.random.default_rng(0),

@@ -228,7 +228,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     A corrupt cache entry is trained again; ``retrain=true`` ignores the cache; two processes that
     need one model train it once (the second waits for the first's)."""
     from harness.backbones import build_backbone, input_size
-    from harness.method import TrainInfo, check_geometry
+    from harness.method import TrainInfo, build_method
 
     method_cls = get_registry().load("method", config["method"]["name"])
     data = training_data(config, dataset, protocol, method_cls)
@@ -247,8 +247,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     backbone, feat_dim = build_backbone(config["backbone"], in_chans=source.info.channels, img_size=size)
     info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes, num_train=len(data.indices),
                      label_field=data.label_field, epochs=tcfg.epochs, extra_labels=data.extra, train=tcfg)
-    method = method_cls(make_config(method_cls, config["method"]), backbone, info)
-    check_geometry(method)
+    method = build_method(method_cls, make_config(method_cls, config["method"]), backbone, info)
     mean, std = _norm_stats(source, backbone, bool(config["backbone"].get("pretrained")))
     viewer = engine.Viewer(mean, std, size, device, generator=torch.Generator().manual_seed(seed))
     model = TrainedModel(method, viewer, key, {}, mean, std, trained_on=source.fingerprint())

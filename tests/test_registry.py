@@ -448,3 +448,18 @@ def test_a_hook_without_hookimpl_and_an_entry_point_in_another_group_are_warning
                in m for m in messages)
     assert any("entry point(s) grouped (grouped_dist) are in the group 'harness.plugins'; the harness reads "
                "plugins from the group 'harness' only" in m for m in messages)
+
+
+def test_a_method_that_sets_modules_before_super_init_is_told_to_call_it_first():
+    from harness.method import TrainInfo, build_method
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    class NoSuper(EuclideanCE):
+        def __init__(self, cfg, backbone, info):
+            self.proj = torch.nn.Linear(4, 2)  # before super().__init__: torch has no _modules yet
+            super().__init__(cfg, backbone, info)
+
+    info = TrainInfo(feat_dim=4, num_classes=2, num_train=4, label_field="label", epochs=1)
+    with pytest.raises(PluginLoadError, match=r"method NoSuper: its __init__ must call "
+                                              r"super\(\)\.__init__\(cfg, backbone, info\) before it sets any module"):
+        build_method(NoSuper, EuclideanCE.Config(), torch.nn.Flatten(), info)
