@@ -116,12 +116,12 @@ GEOMETRY_INTERFACE = ("pairwise_dist", "dist", "dist0", "midpoint", "class_proto
 
 def build_method(cls: type, cfg: Any, backbone: nn.Module, info: TrainInfo) -> nn.Module:
     """``cls(cfg, backbone, info)``, checked (:func:`check_geometry`). An ``__init__`` that sets modules
-    before calling ``super().__init__`` fails inside torch with "no attribute '_modules'"; that is said
-    as what to do."""
+    before calling ``super().__init__`` fails inside torch ("cannot assign module before Module.__init__()
+    call", "no attribute '_modules'"); that is said as what to do."""
     try:
         method = cls(cfg, backbone, info)
     except AttributeError as exc:
-        if "_modules" not in str(exc) and "_parameters" not in str(exc):
+        if not any(sign in str(exc) for sign in ("_modules", "_parameters", "before Module.__init__")):
             raise
         from harness.errors import PluginLoadError
 
