@@ -272,6 +272,9 @@ def check_contract(kind: str, spec: PluginSpec, cls: Any) -> None:
     if name is None or name.default != spec.name:
         # the composed config's name selects the class: another default would run another plugin
         got = "has no name field" if name is None else f"has name defaulting to {name.default!r}"
+        if "Config" not in vars(cls):  # inherited: the class declares no config of its own
+            owner = next(base for base in cls.__mro__ if "Config" in vars(base))
+            got += f" (it is {owner.__qualname__}.Config, inherited: {cls.__qualname__} declares none)"
         raise PluginLoadError(f"{where}: its Config {got}; it needs the field "
                               f"name: str = {spec.name!r}, the name it is registered under")
 

@@ -980,6 +980,10 @@ def _check_sweep_syntax(overrides: list[str], searchpath: list[str], multirun: b
     sweep its folders (``results_dir=/a,/b``: a path with a comma, unquoted)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    if not multirun and grid and (axes := sorted(_grid_params(searchpath, overrides))):
+        warnings.warn(f"grid={grid}: `harness run` takes the grid's settings for its one cell, not its axes "
+                      f"({', '.join(axes)}); `harness sweep grid={grid}` runs them", stacklevel=2)
     cli = [o for o in overrides if not o.startswith(("hydra", "grid="))]
     for ov in OverridesParser.create().parse_overrides(cli):
         if not ov.is_sweep_override():

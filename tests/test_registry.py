@@ -463,3 +463,16 @@ def test_a_method_that_sets_modules_before_super_init_is_told_to_call_it_first()
     with pytest.raises(PluginLoadError, match=r"method NoSuper: its __init__ must call "
                                               r"super\(\)\.__init__\(cfg, backbone, info\) before it sets any module"):
         build_method(NoSuper, EuclideanCE.Config(), torch.nn.Flatten(), info)
+
+
+def test_a_plugin_without_a_config_of_its_own_is_told_it_inherits_one():
+    from harness import PluginSpec
+    from harness.method import Method
+    from harness.registry import check_contract
+
+    class Bare(Method):
+        pass
+
+    with pytest.raises(PluginLoadError, match=r"its Config has name defaulting to '' \(it is Method\.Config, "
+                                              r"inherited: .*Bare declares none\); it needs the field name: str = 'bare'"):
+        check_contract("method", PluginSpec("bare", "x:Bare", ""), Bare)

@@ -928,6 +928,12 @@ def test_sweep_syntax_in_a_run_a_swept_folder_and_an_unquoted_path_say_what_to_w
     assert not (tmp_path / "a").exists()
     assert main(["run", "dataset=cub200", "dataset.root=~/x"]) == 2
     assert "quote the value for Hydra, inside the shell's quotes: \"dataset.root='~/x'\"" in capsys.readouterr().err
+    from harness.registry import get_registry
+    from harness.sweep import _check_sweep_syntax
+
+    with pytest.warns(UserWarning, match=r"grid=smoke: `harness run` takes the grid's settings for its one cell, not "
+                                         r"its axes \(.*method.*\); `harness sweep grid=smoke` runs them"):
+        _check_sweep_syntax(["grid=smoke"], get_registry().config_searchpath(), multirun=False)
 
 
 def test_plots_asked_for_on_a_kept_cell_say_that_nothing_was_written(tmp_path):
