@@ -95,6 +95,8 @@ def harness_weight_sources() -> list[PluginSpec]:
     source) -> None`` that fills the timm ``model`` in place (and may set
     ``model.pretrained_cfg["mean"/"std"]``), raising
     :class:`~harness.errors.ConfigError` when it has no weights for ``timm_name``.
+    It may carry a ``check(timm_name, source) -> str | None`` attribute that says, without
+    reading any weights, why it cannot fill that model: the sweep asks it before any cell runs.
     The source named ``checkpoint`` is the one called for a file path.
     """
 

@@ -817,6 +817,21 @@ def _note_task_split(config: dict[str, Any], uses: dict[tuple[str, str], dict[st
     uses.setdefault((task["name"], split), {})[dataset.name] = set(dataset.splits)
 
 
+def _source_cannot_fill(backbone: str, pretrained: str) -> str | None:
+    """What a named weight source says, before any work, about filling ``backbone`` (its loader's
+    optional ``check``; see the hook ``harness_weight_sources``), or None."""
+    from harness.backbones import resolve_backbone, weight_source
+
+    source = weight_source(pretrained)
+    if source is None or source == "checkpoint":
+        return None
+    check = getattr(get_registry().specs("weights")[source].load(), "check", None)
+    try:
+        return check(resolve_backbone(backbone), pretrained) if callable(check) else None
+    except HarnessError:  # an unknown backbone is reported by the name check
+        return None
+
+
 def _not_a_checkpoint(path: str) -> str | None:
     """Why the file at ``path`` cannot be a PyTorch checkpoint (empty; neither ``torch.save``'s zip
     nor a pickle), read from its first bytes; None when it may be one."""
@@ -890,6 +905,8 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 "on the command line (a paper grid's header says which weights)")
         elif pretrained and weight_source(str(pretrained)) == "checkpoint" and (why := _not_a_checkpoint(pretrained)):
             problems[f"pretrained:{pretrained}"] = f"backbone.pretrained={pretrained} {why}"
+        elif pretrained and (why := _source_cannot_fill(config["backbone"]["name"], str(pretrained))):
+            problems[f"pretrained:{pretrained}:{config['backbone']['name']}"] = why
     for (task, split), datasets in split_uses.items():
         there = sorted(set().union(*datasets.values()))
         if split not in there:

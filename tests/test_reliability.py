@@ -915,6 +915,10 @@ def test_a_task_split_no_dataset_has_and_a_file_that_is_no_checkpoint_are_refuse
     assert "empty.pth is an empty file" in capsys.readouterr().err
     assert main(["run", *TINY, f"backbone.pretrained={tmp_path / 'notes.pth'}", *res]) == 2
     assert "notes.pth is not a PyTorch checkpoint (torch.save writes a zip archive" in capsys.readouterr().err
+    # a named source without weights for this backbone (its loader's check, asked before any work)
+    assert main(["run", *TINY, "backbone.pretrained=imagenet_offline", *res]) == 2
+    assert ("pretrained source 'imagenet_offline' has weights for ['mobilenetv2_100', 'tf_efficientnet_lite0'], "
+            "not 'conv4_32'") in capsys.readouterr().err
     assert not (tmp_path / "res").exists() or not list((tmp_path / "res").rglob("seed*.json"))
 
 

