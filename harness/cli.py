@@ -54,7 +54,7 @@ def cmd_list(argv: list[str]) -> int:
     from harness.specs import ALL_KINDS
 
     from harness.specs import KINDS
-    from harness.sweep import config_files_of
+    from harness.config_files import config_files_of
 
     parser = argparse.ArgumentParser(prog="harness list")
     parser.add_argument("kind", nargs="?", help="methods | backbones | datasets | tasks | augmentations | "

@@ -59,9 +59,9 @@ def paper_of(grid: str) -> tuple[str, bool]:
 def published_file(grid: str) -> Path | None:
     """The data file ``published/<grid>.yaml`` on the plugins' config search path, or None."""
     from harness.registry import get_registry
-    from harness.sweep import _yaml_file
+    from harness.config_files import yaml_file
 
-    return _yaml_file(get_registry().config_searchpath(), "published", grid)
+    return yaml_file(get_registry().config_searchpath(), "published", grid)
 
 
 def load_published(grid: str) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import LARGE_GRID, BackboneConfig, check_name
+from harness.config_files import config_names, yaml_file
 from harness.errors import ConfigError, HarnessError, UnknownPluginError
 from harness.progress import format_seconds
 from harness.registry import get_registry
@@ -276,23 +276,8 @@ def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
     return counts
 
 
-def _group_folders(searchpath: list[str], group: str) -> Iterator[Any]:
-    """The folder ``<group>/`` under each entry of the plugins' search path (``pkg://`` or a path) that
-    can be resolved, in search-path order (it need not exist)."""
-    from harness.registry import config_root
-
-    for entry in searchpath:
-        yield config_root(entry) / group  # config_searchpath() left out the entries it cannot resolve
-
-
-def _yaml_file(searchpath: list[str], group: str, name: str) -> Any:
-    """The config file ``<group>/<name>.yaml`` on the plugins' search path, or None."""
-    return next((path for folder in _group_folders(searchpath, group)
-                 if (path := folder / f"{name}.yaml").is_file()), None)
-
-
 def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
-    return _yaml_file(searchpath, group, name) is not None
+    return yaml_file(searchpath, group, name) is not None
 
 
 def _grid_params(searchpath: list[str], overrides: list[str]) -> dict[str, Any]:
@@ -320,7 +305,7 @@ def _grid_file_sweeper(searchpath: list[str], grid: str, seen: tuple[str, ...] =
     """``hydra.sweeper.params`` and ``hydra.sweeper.exclude`` of a grid file, after those of the grids its
     defaults list names (a smoke grid ``defaults: [paper_x, _self_]`` extends ``paper_x``), in Hydra's
     merge order (params merge by key; an ``exclude`` list replaces the one before)."""
-    path = _yaml_file(searchpath, "grid", grid)
+    path = yaml_file(searchpath, "grid", grid)
     if path is None or grid in seen:
         return {}, None
     node = _read_grid_file(path)
@@ -422,7 +407,7 @@ def prepare(overrides: list[str]) -> list[str]:
     overrides = [_expand_glob(o, searchpath) for o in overrides]
     grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
     if grid is not None and not _has_yaml(searchpath, "grid", grid):
-        raise UnknownPluginError("grid", grid, sorted(_config_names(searchpath, "grid")))
+        raise UnknownPluginError("grid", grid, sorted(config_names(searchpath, "grid")))
     timm_backbones: set[str] = set()
     grid_params = [f"{k}={v}" for k, v in _grid_params(searchpath, overrides).items()]
     for ov in OverridesParser.create().parse_overrides(_grid_axes(searchpath, overrides) + overrides
@@ -447,39 +432,10 @@ def prepare(overrides: list[str]) -> list[str]:
     return [*overrides, f"hydra.searchpath=[{quoted}]"]
 
 
-def _config_names(searchpath: list[str], group: str) -> set[str]:
-    """The names of the config files ``<group>/<name>.yaml`` on the plugins' search path."""
-    return {p.name[:-5] for folder in _group_folders(searchpath, group) if folder.is_dir()
-            for p in folder.iterdir() if p.name.endswith(".yaml")}
-
-
-def config_files_of(group: str, pattern: str = "*", width: int = 110) -> list[tuple[str, str]]:
-    """(name, summary) of every config file ``<group>/<name>.yaml`` on the plugins' search path whose name
-    matches the fnmatch ``pattern``, sorted by name; the summary is the first sentence of the file's
-    opening comment (after ``# @package``), at most ``width`` characters (what ``harness list grids``
-    shows)."""
-    import fnmatch
-
-    searchpath = get_registry().config_searchpath()
-    out = []
-    for name in sorted(_config_names(searchpath, group)):
-        if not fnmatch.fnmatchcase(name, pattern):
-            continue
-        words = []
-        for line in _yaml_file(searchpath, group, name).read_text().splitlines():
-            if not line.startswith("#"):
-                break
-            if not line.startswith("# @package"):
-                words.append(line.lstrip("#").strip())
-        sentence = re.split(r"(?<=\.)\s", " ".join(words), maxsplit=1)[0].rstrip(".")
-        out.append((name, sentence if len(sentence) <= width else sentence[:width - 1].rstrip() + "…"))
-    return out
-
-
 def _group_options(searchpath: list[str], kind: str) -> list[str]:
     """Every name ``kind=NAME`` accepts: the registered plugins, the group's config files and, for
     backbones, every timm model."""
-    names = set(get_registry().specs(kind)) | _config_names(searchpath, kind)
+    names = set(get_registry().specs(kind)) | config_names(searchpath, kind)
     if kind == "backbone":
         import timm
 
@@ -522,7 +478,7 @@ def _appended_choices(searchpath: list[str], overrides: list[str]) -> list[str]:
         group = ov.get_key_element().lstrip("+")
         values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
         for value in values:
-            path = _yaml_file(searchpath, group, str(value))
+            path = yaml_file(searchpath, group, str(value))
             for entry in (OmegaConf.create(path.read_text()).get("defaults") or []) if path else []:
                 if isinstance(entry, DictConfig):
                     for k, v in entry.items():

@@ -339,10 +339,10 @@ def test_the_default_grid_runs_each_task_on_its_data_only():
     from omegaconf import OmegaConf
 
     from harness.registry import get_registry
-    from harness.sweep import _yaml_file
+    from harness.config_files import yaml_file
     from hydra_plugins.hyperbolic_harness.sweeper import HarnessSweeper
 
-    grid = OmegaConf.load(_yaml_file(get_registry().config_searchpath(), "grid", "default"))
+    grid = OmegaConf.load(yaml_file(get_registry().config_searchpath(), "grid", "default"))
     sweeper = HarnessSweeper(max_batch_size=None, params=dict(grid.hydra.sweeper.params),
                              exclude=grid.hydra.sweeper.exclude)
     params = [f"{k}={v}" for k, v in grid.hydra.sweeper.params.items()]
