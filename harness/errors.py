@@ -45,6 +45,10 @@ class ConfigError(HarnessError, ValueError):
     """A config value a plugin cannot accept."""
 
 
+class MissingConfigValue(ConfigError):
+    """A plugin config field without a default was given no value (``make_config``)."""
+
+
 class Incompatible(HarnessError):
     """This cell cannot run (e.g. the dataset lacks an annotation the task needs).
 

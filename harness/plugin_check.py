@@ -42,15 +42,13 @@ _GIVEN: dict[str, dict[str, Any]] = {}
 def _defaults(cls: type) -> Any:
     """The plugin's config from its defaults and the ``--set`` values given for it, validated."""
     from harness.config import run_validate
-    from harness.errors import ConfigError
+    from harness.errors import MissingConfigValue
     from harness.registry import make_config
 
     plugin = getattr(cls.Config, "name", "") or cls.__name__
     try:
         cfg = make_config(cls, dict(_GIVEN.get(plugin, {})))
-    except ConfigError as exc:
-        if "no default and no value" not in str(exc):
-            raise
+    except MissingConfigValue as exc:
         raise NotChecked(f"{exc}".split(";")[0] + f": give it with --set {plugin}.KEY=VALUE") from exc
     run_validate(cfg)
     return cfg

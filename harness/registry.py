@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import ConfigError, PluginConflictError, PluginLoadError, UnknownPluginError
+from harness.errors import ConfigError, MissingConfigValue, PluginConflictError, PluginLoadError, UnknownPluginError
 from harness.specs import ALL_KINDS, PluginSpec
 
 ENTRY_POINT_GROUP = "harness"
@@ -91,8 +91,7 @@ class Registry:
         """Names of the hook functions ``plugin`` defines without ``@hookimpl`` (pluggy skips them)."""
         marked = {impl.function.__name__ for caller in self.pm.get_hookcallers(plugin) or []
                   for impl in caller.get_hookimpls() if impl.plugin is plugin}
-        return sorted(name for name in dir(hookspecs) if name.startswith("harness_")
-                      and callable(getattr(plugin, name, None)) and name not in marked)
+        return [name for name in _hook_names() if callable(getattr(plugin, name, None)) and name not in marked]
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
         if self.strict:
@@ -112,7 +111,7 @@ class Registry:
             if (m := re.search(r"unknown hook '(\w+)'", str(exc))):
                 import difflib
 
-                hooks = [name for name in dir(hookspecs) if name.startswith("harness_")]
+                hooks = _hook_names()
                 close = difflib.get_close_matches(m.group(1), hooks, n=1, cutoff=0.6)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (the hooks: {', '.join(hooks)})"
             raise PluginLoadError(f"distribution '{dist}': {exc}{hint}") from exc
@@ -223,6 +222,11 @@ class Registry:
 _WARNED_PATHS: set[str] = set()
 
 
+def _hook_names() -> list[str]:
+    """The hooks a plugin may implement (:mod:`harness.hookspecs`), sorted."""
+    return sorted(name for name in dir(hookspecs) if name.startswith("harness_"))
+
+
 def config_root(entry: str) -> Any:
     """The folder a config search-path entry names: ``pkg://a.conf`` (a package's folder) or
     ``file://path`` / a path. A ``pkg://`` entry whose package cannot be imported is a
@@ -322,9 +326,9 @@ def make_config(cls: Any, values: Any = None, **overrides: Any) -> Any:
     if missing:
         kind = next((k for k, (base, _) in _CONTRACT.items()
                      if isinstance(cls, type) and issubclass(cls, PluginSpec("", base, "").load())), "KIND")
-        raise ConfigError(f"{where}: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no default and "
-                          f"no value; give one on the command line ({kind}.{missing[0]}=VALUE) or a default in "
-                          "the plugin's Config")
+        verb = "has" if len(missing) == 1 else "have"
+        raise MissingConfigValue(f"{where}: {', '.join(missing)} {verb} no default and no value; give one on the "
+                                 f"command line ({kind}.{missing[0]}=VALUE) or a default in the plugin's Config")
     _check_types(schema, merged, where)
     try:
         return schema(**merged)

@@ -454,12 +454,11 @@ def run_cell(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         if (prev := _kept(path, config)) is not None:  # finished elsewhere between our check and our claim
             return prev
         if claim.deaths >= CRASHES_BEFORE_FAILED:
-            return write_result(path, {**new_result(config, cell), "status": "failed", "versions": {}, "timings": {},
-                                       "reason": f"the process running this cell died {claim.deaths} times in a row "
-                                                 "without writing a result (out of memory? a crash in native code?); "
-                                                 "recorded as failed so the grid goes on. Run it alone (harness run "
-                                                 "… with this cell's overrides) to see why; launcher=gpu_pool runs "
-                                                 "each cell in a process of its own, so a crash fails only its cell"})
+            return write_result(path, failed_result(
+                config, cell, f"the process running this cell died {claim.deaths} times in a row without writing a "
+                "result (out of memory? a crash in native code?); recorded as failed so the grid goes on. Run it "
+                "alone (harness run … with this cell's overrides) to see why; launcher=gpu_pool runs each cell in a "
+                "process of its own, so a crash fails only its cell"))
         return _run_claimed(config, cell, path, progress)
     finally:
         claim.release()
@@ -482,6 +481,11 @@ def new_result(config: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
     return {"schema_version": 2, "cell": cell, "config": config, "config_hash": config_hash(config),
             "variant": {"tag": cell["variant"], "diff": diff}, "grid": config.get("grid_name", "single"),
             "metrics": {}, "details": {}, "reason": None, "model_key": None, "protocol": {}}
+
+
+def failed_result(config: dict[str, Any], cell: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The ``failed`` result record of a cell whose own run could not write one (its process died)."""
+    return {**new_result(config, cell), "status": "failed", "reason": reason, "versions": {}, "timings": {}}
 
 
 def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progress: bool) -> dict[str, Any]:

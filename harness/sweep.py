@@ -107,6 +107,7 @@ def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> l
     parsed = {o: _override_value(o, parser) for o in {o for job in jobs for o in job}}
     values = [dict(kv for o in job if (kv := parsed[o]) is not None) for job in jobs]
     keys = set().union(*values) if values else set()
+    options: dict[str, list[str]] = {}  # per plugin axis a rule names: every name it accepts
     # stacklevel 1: one location, so the sweep's count and its sweeper say each rule's warning once
     for rule in rules:
         unknown = sorted(k for k in rule if k not in keys)
@@ -114,10 +115,11 @@ def drop_excluded(jobs: list[list[str]], rules: list[dict[str, list[str]]]) -> l
             warnings.warn(f"hydra.sweeper.exclude rule {rule} names {unknown}, which no cell of this sweep sets "
                           f"(its keys: {', '.join(sorted(keys))}): the rule drops nothing", stacklevel=1)
         for key in (k for k in rule if k in keys and k in KINDS):
-            options = _group_options(get_registry().config_searchpath(), key)
+            if key not in options:
+                options[key] = _group_options(get_registry().config_searchpath(), key)
             for value in (a.lstrip("!") for a in rule[key]):
-                if value not in options:  # a misspelt plugin (an axis narrowed on the command line is no typo)
-                    close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                if value not in options[key]:  # a misspelt plugin (an axis narrowed on the command line is no typo)
+                    close = difflib.get_close_matches(value, options[key], n=1, cutoff=0.6)
                     warnings.warn(f"hydra.sweeper.exclude rule {rule}: {key}={value} is no {key}"
                                   + (f" (did you mean '{close[0]}'?)" if close else "")
                                   + ": that part of the rule matches nothing", stacklevel=1)
@@ -276,12 +278,17 @@ def read_statuses(results_dir: str, sweep_id: str) -> dict[str, int]:
     return counts
 
 
+def _grid_of(overrides: list[str]) -> str | None:
+    """The grid an override list names (``grid=NAME``), or None."""
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+
+
 def _has_yaml(searchpath: list[str], group: str, name: str) -> bool:
     return yaml_file(searchpath, group, name) is not None
 
 
 def _grid_params(searchpath: list[str], overrides: list[str]) -> dict[str, Any]:
-    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    grid = _grid_of(overrides)
     return _grid_file_params(searchpath, grid) if grid else {}
 
 
@@ -289,10 +296,8 @@ def _read_grid_file(path: Any) -> DictConfig:
     """A grid file's YAML; a file that is not YAML is a :class:`ConfigError` naming it and the line."""
     import yaml
 
-    text = path.read_text(encoding="utf-8")
     try:
-        yaml.safe_load(text)
-        return OmegaConf.create(text)
+        return OmegaConf.create(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -333,7 +338,7 @@ def _exclude_rules(searchpath: list[str], overrides: list[str]) -> list[dict[str
     command line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    grid = _grid_of(overrides)
     rules = _grid_file_sweeper(searchpath, grid)[1] if grid else None
     for override in overrides:
         if override.lstrip("+").startswith("hydra.sweeper.exclude="):
@@ -405,7 +410,7 @@ def prepare(overrides: list[str]) -> list[str]:
     registry = get_registry()
     searchpath = registry.config_searchpath()
     overrides = [_expand_glob(o, searchpath) for o in overrides]
-    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    grid = _grid_of(overrides)
     if grid is not None and not _has_yaml(searchpath, "grid", grid):
         raise UnknownPluginError("grid", grid, sorted(config_names(searchpath, "grid")))
     timm_backbones: set[str] = set()
@@ -592,6 +597,13 @@ def _close_key(exc: BaseException) -> str | None:
     return None
 
 
+def _spelling(exc: BaseException) -> str:
+    """``did you mean 'method.dim'?`` for a key the schema lacks (:func:`_close_key`), else
+    ``check its spelling;``."""
+    close = _close_key(exc)
+    return f"did you mean '{close}'?" if close else "check its spelling;"
+
+
 def _format_compose_error(exc: BaseException) -> str:
     """Hydra's composition errors as one line naming the key, the expected type and the value."""
     cause = exc.__cause__ or exc
@@ -607,9 +619,7 @@ def _format_compose_error(exc: BaseException) -> str:
         if full_key == "grid" and where.startswith("grid/"):
             return (f"{where}.yaml: {what}: a grid file sets global keys, so its first line must be "
                     "`# @package _global_` (see any built-in grid, `harness list grids`)")
-        close = _close_key(exc)
-        spelling = f"did you mean '{close}'?" if close else "check its spelling;"
-        hint = f"not in the schema: {spelling} `harness run --cfg` prints every key" if "not in" in what else ""
+        hint = f"not in the schema: {_spelling(exc)} `harness run --cfg` prints every key" if "not in" in what else ""
         detail = "; ".join(filter(None, (full_key, hint)))
         return f"{where}.yaml: {what}" + (f" ({detail})" if detail else "")
     if type(cause).__name__ == "MissingMandatoryValue" or "Missing mandatory value" in text:
@@ -619,9 +629,7 @@ def _format_compose_error(exc: BaseException) -> str:
         if str(key or "").startswith("train_dataset."):
             return (f"{str(exc).splitlines()[0]} (train_dataset takes its dataset's options in one mapping: "
                     "train_dataset='{name: scenes, n_images: 800}')")
-        close = _close_key(exc)
-        spelling = f"did you mean '{close}'?" if close else "check its spelling;"
-        return f"{str(exc).splitlines()[0]} (that key is not in the schema: {spelling} " \
+        return f"{str(exc).splitlines()[0]} (that key is not in the schema: {_spelling(exc)} " \
                "`harness run --cfg` prints every key)"
     return f"{key}: {first}" if key else first
 
@@ -706,11 +714,11 @@ def _cells_to_check(axes: dict[str, list[str]], rules: list[dict[str, list[str]]
             values = [values[int(i * step)] for i in range(AXIS_CHECK_LIMIT)] + [values[-1]]
         sampled[key] = values
     keys = list(axes)
+    first = {k: v[0] for k, v in axes.items()}
     total = 1
     for values in axes.values():
         total *= len(values)
     if not rules or total > EXCLUDE_CHECK_LIMIT:
-        first = {k: v[0] for k, v in axes.items()}
         return [first, *({**first, k: v} for k, values in sampled.items() for v in values[1:])]
     # the rules also read the single values (task=few_shot against a rule on task), as the sweeper's jobs hold them
     jobs = [[*singles, *(f"{k}={v}" for k, v in zip(keys, values))] for values in itertools.product(*axes.values())]
@@ -727,7 +735,7 @@ def _cells_to_check(axes: dict[str, list[str]], rules: list[dict[str, list[str]]
             wanted -= found
         if not wanted:
             break
-    return combos or [{k: v[0] for k, v in axes.items()}]
+    return combos or [first]
 
 
 def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], checked: set[str]) -> None:
@@ -773,13 +781,12 @@ def _note_task_split(config: dict[str, Any], uses: dict[tuple[str, str], dict[st
     uses.setdefault((task["name"], split), {})[dataset.name] = set(dataset.splits)
 
 
-def _source_cannot_fill(backbone: str, pretrained: str) -> str | None:
-    """What a named weight source says, before any work, about filling ``backbone`` (its loader's
+def _source_cannot_fill(source: str, backbone: str, pretrained: str) -> str | None:
+    """What the named weight ``source`` says, before any work, about filling ``backbone`` (its loader's
     optional ``check``; see the hook ``harness_weight_sources``), or None."""
-    from harness.backbones import resolve_backbone, weight_source
+    from harness.backbones import resolve_backbone
 
-    source = weight_source(pretrained)
-    if source is None or source == "checkpoint":
+    if source == "checkpoint":
         return None
     check = getattr(get_registry().specs("weights")[source].load(), "check", None)
     try:
@@ -791,7 +798,8 @@ def _source_cannot_fill(backbone: str, pretrained: str) -> str | None:
 def _not_a_checkpoint(path: str) -> str | None:
     """Why the file at ``path`` cannot be a PyTorch checkpoint (empty; neither ``torch.save``'s zip
     nor a pickle), read from its first bytes; None when it may be one."""
-    head = Path(path).expanduser().open("rb").read(4)
+    with Path(path).expanduser().open("rb") as fh:
+        head = fh.read(4)
     if not head:
         return "is an empty file: copy the weights file again"
     if head.startswith(b"PK") or head[:1] == b"\x80":  # torch.save's zip archive; the legacy pickle format
@@ -852,16 +860,17 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
         _check_backbone_input(config, problems, checked)
         _note_task_split(config, split_uses)
         pretrained = config["backbone"].get("pretrained")
-        if pretrained and weight_source(str(pretrained)) is None:
+        source = weight_source(str(pretrained)) if pretrained else None
+        if pretrained and source is None:
             close = difflib.get_close_matches(str(pretrained), sorted(sources), n=1, cutoff=0.6)
             problems[f"pretrained:{pretrained}"] = (
                 f"backbone.pretrained={pretrained} is neither a weight source ({', '.join(sorted(sources))}) "
                 "nor a checkpoint file" + (f" (did you mean '{close[0]}'?)" if close else "")
                 + ": give the path of the weights file, backbone.pretrained=/path/to/weights.pth "
                 "on the command line (a paper grid's header says which weights)")
-        elif pretrained and weight_source(str(pretrained)) == "checkpoint" and (why := _not_a_checkpoint(pretrained)):
+        elif source == "checkpoint" and (why := _not_a_checkpoint(pretrained)):
             problems[f"pretrained:{pretrained}"] = f"backbone.pretrained={pretrained} {why}"
-        elif pretrained and (why := _source_cannot_fill(config["backbone"]["name"], str(pretrained))):
+        elif source and (why := _source_cannot_fill(source, config["backbone"]["name"], str(pretrained))):
             problems[f"pretrained:{pretrained}:{config['backbone']['name']}"] = why
     for (task, split), datasets in split_uses.items():
         there = sorted(set().union(*datasets.values()))
@@ -919,7 +928,7 @@ def launch(overrides: list[str], *, multirun: bool, yes: bool = False) -> int:
     if multirun and base.get("leaderboard_dir"):
         check_writable(base["leaderboard_dir"], "leaderboard_dir")
     if multirun:
-        grid = next(o.split("=", 1)[1] for o in overrides if o.startswith("grid="))
+        grid = _grid_of(overrides)
         cli_sweeps, cli_singles = _axes([o for o in overrides if not o.startswith("grid=")], [])
         # the command line's own axes, and its single values that replace one of the grid's axes
         grid_axes = set(_grid_params(searchpath, overrides))
@@ -953,7 +962,7 @@ def _check_sweep_syntax(overrides: list[str], searchpath: list[str], multirun: b
     sweep its folders (``results_dir=/a,/b``: a path with a comma, unquoted)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    grid = next((o.split("=", 1)[1] for o in overrides if o.startswith("grid=")), None)
+    grid = _grid_of(overrides)
     if not multirun and grid and (axes := sorted(_grid_params(searchpath, overrides))):
         warnings.warn(f"grid={grid}: `harness run` takes the grid's settings for its one cell, not its axes "
                       f"({', '.join(axes)}); `harness sweep grid={grid}` runs them", stacklevel=2)

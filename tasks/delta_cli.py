@@ -34,10 +34,12 @@ def _load_matrix(path: str, key: str | None) -> np.ndarray:
     if suffix not in (".npy", ".npz", ".pt", ".pth"):
         raise ValueError(f"unsupported file type '{suffix}'; give a .npy, .npz, .pt or .pth file")
     magic = {".npy": b"\x93NUMPY", ".npz": b"PK"}.get(suffix)
-    if magic is not None and not p.open("rb").read(len(magic)) == magic:
-        head = p.open("rb").read(8)
-        raise ValueError(f"{path} is not a NumPy {suffix} file (it starts with {head!r}, not {magic!r}); write it "
-                         f"with np.{'save' if suffix == '.npy' else 'savez'}(path, array)")
+    if magic is not None:
+        with p.open("rb") as fh:
+            head = fh.read(8)
+        if not head.startswith(magic):
+            raise ValueError(f"{path} is not a NumPy {suffix} file (it starts with {head!r}, not {magic!r}); write "
+                             f"it with np.{'save' if suffix == '.npy' else 'savez'}(path, array)")
     try:
         if suffix == ".npy":
             obj: Any = np.load(p, allow_pickle=False)

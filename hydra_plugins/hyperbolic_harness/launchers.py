@@ -378,12 +378,12 @@ def _cell_config(hydra_context: Any, config: DictConfig, overrides: list[str]) -
 def _write_failed(hydra_context: Any, config: DictConfig, overrides: list[str], reason: str) -> dict[str, Any]:
     """Write a ``failed`` result for the cell of ``overrides`` (its process could not)."""
     from harness.results import result_path, write_result
-    from harness.run import cell_of, new_result
+    from harness.run import cell_of, failed_result
     from harness.sweep import report_status
 
     cell_config = _cell_config(hydra_context, config, overrides)
     cell = cell_of(cell_config)
-    result = {**new_result(cell_config, cell), "status": "failed", "reason": reason, "versions": {}, "timings": {}}
+    result = failed_result(cell_config, cell, reason)
     path = result_path(cell_config["results_dir"], cell)
     written = write_result(path, result)
     Path(path).with_suffix(".claim").unlink(missing_ok=True)  # the dead process cannot release it
