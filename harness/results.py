@@ -10,8 +10,9 @@ Schema (``schema_version`` 2), top-level keys and their types:
                     tag of what differs from it (``variant`` below)
 ``variant``         ``{tag: str, diff: {dotted key: value}}``: the cell's config minus the defaults of
                     its plugins (what an ablation changed)
-``metrics``         name → ``{value: number|null, higher_is_better: bool, ci95?: number, n?: int,
-                    reason?: str}`` (values in natural units, e.g. [0, 1]; null with a reason when undefined)
+``metrics``         name → ``{value: number|null, higher_is_better: bool, ci95?: number ≥ 0, n?: int ≥ 0,
+                    reason?: str, bounds?: [low|null, high|null]}`` (values in natural units, e.g. [0, 1],
+                    inside ``bounds`` when given; null with a reason when undefined)
 ``details``         dict: task facts that are not metrics (episode count, conventions, diagnostics…)
 ``protocol``        dict: ``{task_version, train_label, train_size, eval_sizes}``
 ``training``        dict: ``{final_loss, epoch_loss, train_top1, train_top1_kind, steps, images_per_s}``
@@ -42,6 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.bounds import check_bounds
 from harness.config import computed_config
 
 SCHEMA_VERSION = 2
@@ -153,9 +155,26 @@ def validate(result: Any) -> dict[str, Any]:
         if m["value"] is not None and not math.isfinite(m["value"]):
             raise ResultSchemaError(f"metric {name!r}: value {m['value']} is not finite (store null with a reason)")
         for opt in ("ci95", "n"):
-            if m.get(opt) is not None and not _is_number(m[opt]):
-                raise ResultSchemaError(f"metric {name!r}: {opt} must be a number, got {m[opt]!r}")
+            if m.get(opt) is not None and not (_is_number(m[opt]) and m[opt] >= 0):
+                raise ResultSchemaError(f"metric {name!r}: {opt} must be a number ≥ 0, got {m[opt]!r}")
+        if m.get("bounds") is not None:
+            _check_metric_bounds(name, m)
     return result
+
+
+def _check_metric_bounds(name: str, metric: dict[str, Any]) -> None:
+    """A stored value is inside its bounds exactly (the run moved rounding overshoots onto the bound)."""
+    bounds = metric["bounds"]
+    try:
+        if not isinstance(bounds, list):
+            raise ValueError(f"metric bounds are [low, high] (numbers or null), got {bounds!r}")
+        low, high = check_bounds(bounds)
+    except ValueError as exc:
+        raise ResultSchemaError(f"metric {name!r}: {exc}") from None
+    value = metric["value"]
+    if value is not None and (low is not None and value < low or high is not None and value > high):
+        raise ResultSchemaError(f"metric {name!r}: value {value!r} is outside its bounds {bounds} (a result "
+                                "edited by hand? re-run the cell)")
 
 
 def sanitize(value: Any, path: str = "", found: list[str] | None = None) -> Any:

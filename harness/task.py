@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.bounds import NON_NEGATIVE, SIGNED_UNIT, UNIT, check_bounds, within_bounds
 from harness.errors import Incompatible
 
 
@@ -45,8 +46,14 @@ class MetricValue:
     ci95: float | None = None
     n: int | None = None
     reason: str | None = None
+    #: ``(low, high)``: the values the metric can take (``None`` for an open side), e.g. :data:`UNIT` for a
+    #: rate. A value outside fails the cell (:func:`checked_metrics`: a bug in the task) and is refused in
+    #: a result file (edited by hand).
+    bounds: tuple[float | None, float | None] | None = None
 
     def __post_init__(self) -> None:
+        if self.bounds is not None:
+            self.bounds = check_bounds(self.bounds)
         if self.value is None:
             if not self.reason:
                 raise ValueError("a metric without a value needs a reason (MetricValue.undefined(reason, ...))")
@@ -69,9 +76,10 @@ class MetricValue:
             self.ci95 = None
 
     @classmethod
-    def undefined(cls, reason: str, higher_is_better: bool, *, n: int | None = None) -> MetricValue:
+    def undefined(cls, reason: str, higher_is_better: bool, *, n: int | None = None,
+                  bounds: tuple[float | None, float | None] | None = None) -> MetricValue:
         """A metric that has no value for this cell, with the reason."""
-        return cls(None, higher_is_better, n=n, reason=reason)
+        return cls(None, higher_is_better, n=n, reason=reason, bounds=bounds)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": None if self.value is None else _finite(self.value),
@@ -82,6 +90,8 @@ class MetricValue:
             out["ci95"] = _finite(self.ci95)
         if self.n is not None:
             out["n"] = int(self.n)
+        if self.bounds is not None:
+            out["bounds"] = list(self.bounds)
         return out
 
 
@@ -176,6 +186,9 @@ class Task:
 
     ``requires``: annotations the dataset must have (else the cell is skipped);
     ``METRICS``: metric name → higher is better (for the leaderboard arrows);
+    ``BOUNDS``: metric name (or the part of a name before its first ``/``) → the values it can take,
+    ``(low, high)`` with ``None`` for an open side (:data:`UNIT`, :data:`SIGNED_UNIT`,
+    :data:`NON_NEGATIVE`); a value outside fails the cell, and is refused in a result file;
     ``UNRANKED``: metric name → why it is never bolded as best (values not comparable
     across rows; ``unranked_reason(name)`` for names that depend on the config); ``metric_header(name, details)``: a column's header given the results'
     details (e.g. ``delta_rel [exact]``). Bump ``VERSION`` whenever the protocol or a
@@ -185,6 +198,7 @@ class Task:
     VERSION: ClassVar[str] = "1"
     requires: ClassVar[frozenset[str]] = frozenset({"label"})
     METRICS: ClassVar[dict[str, bool]] = {}
+    BOUNDS: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
     #: One sentence on the protocol and metric conventions (a leaderboard footnote, stored in the result's
     #: ``details.convention``; a ``convention`` the task writes into ``ctx.details`` itself takes its place).
     CONVENTION: ClassVar[str] = ""
@@ -197,6 +211,12 @@ class Task:
         """Why the leaderboard never bolds metric ``name`` as best (None: it is ranked); by default
         ``UNRANKED``'s entry. Override for metric names that depend on the task's config."""
         return cls.UNRANKED.get(name)
+
+    @classmethod
+    def bounds_of(cls, name: str) -> tuple[float | None, float | None] | None:
+        """The bounds of metric ``name`` in ``BOUNDS``: its own entry, else its family's (the part before the
+        first ``/``: ``auroc`` for ``auroc/dist0/far``); None when neither is declared."""
+        return cls.BOUNDS.get(name, cls.BOUNDS.get(name.split("/", 1)[0]))
 
     @classmethod
     def metric_header(cls, name: str, details: list[dict[str, Any]]) -> str:
@@ -239,17 +259,19 @@ class Task:
         raise NotImplementedError
 
     def metric(self, name: str, value: float | None, *, reason: str | None = None, **kw: Any) -> MetricValue:
-        """A :class:`MetricValue` whose direction comes from ``METRICS``; ``value=None`` needs a ``reason``."""
+        """A :class:`MetricValue` whose direction comes from ``METRICS`` and bounds from ``BOUNDS``;
+        ``value=None`` needs a ``reason``."""
         if name not in self.METRICS:
             raise KeyError(f"{type(self).__name__}.metric({name!r}): {name!r} is not in {type(self).__name__}.METRICS "
                            f"({', '.join(self.METRICS) or 'empty'}); add it there with its direction "
                            "(name: higher_is_better), or build MetricValue(value, higher_is_better) yourself")
+        kw.setdefault("bounds", self.bounds_of(name))
         return MetricValue(None if value is None else value, self.METRICS[name], reason=reason, **kw)
 
 
 def checked_metrics(task: Any, metrics: Any) -> dict[str, MetricValue]:
-    """What ``task.evaluate`` returned, checked: a non-empty ``{name: MetricValue}`` mapping (the
-    error names the task and what it returned instead)."""
+    """What ``task.evaluate`` returned, checked: a non-empty ``{name: MetricValue}`` mapping, each value
+    within its ``bounds`` (the error names the task and what it returned instead)."""
     where = f"task '{getattr(getattr(task, 'cfg', None), 'name', type(task).__name__)}': evaluate()"
     if not isinstance(metrics, dict):
         raise TypeError(f"{where} returned {type(metrics).__name__}, not a dict {{name: MetricValue}} "
@@ -261,4 +283,7 @@ def checked_metrics(task: Any, metrics: Any) -> dict[str, MetricValue]:
     if bad:
         raise TypeError(f"{where} returned values that are not MetricValue: {bad} (build each with "
                         "self.metric(name, value), or MetricValue.undefined(reason, higher_is_better))")
+    for name, m in metrics.items():
+        if m.value is not None and m.bounds is not None:
+            m.value = within_bounds(m.value, m.bounds, f"{where} metric {name!r}")
     return metrics

@@ -14,7 +14,7 @@ import torch
 
 from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import NON_NEGATIVE, EvalContext, MetricValue, Protocol, Task
 from harness.tasks.delta_estimators import (DEFAULT_N_BASES, ESTIMATORS, EXACT_MAX_N, SAMPLED_ESTIMATORS,
                                             delta_hyperbolicity)
 
@@ -38,6 +38,8 @@ class Delta(Task):
     VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"delta_rel": False, "delta": False, "delta_rel_features": False, "delta_features": False}
+    # δ_rel ≤ 1 holds in a metric space only; a geometry's distance need not be one
+    BOUNDS = dict.fromkeys(METRICS, NON_NEGATIVE)
     UNRANKED = {name: "δ is in the units of each geometry's own metric; only δ_rel = 2δ/diam is compared"
                 for name in ("delta", "delta_features")}
 

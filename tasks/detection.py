@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError, HarnessError, Incompatible
-from harness.task import MetricValue, Protocol, Task
+from harness.task import UNIT, MetricValue, Protocol, Task
 from harness.tasks._coco_eval import AP_KEYS, coco_box_ap, coco_segm_ap
 
 __all__ = ["Detection", "coco_box_ap", "coco_segm_ap", "detection_ground_truth", "predictions_to_coco"]
@@ -240,6 +240,7 @@ class Detection(Task):
     VERSION = "1"
     requires = frozenset({"boxes"})
     METRICS = {**{k: True for k in AP_KEYS}, **{k: True for k in MASK_KEYS}}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)
     CONVENTION = ("COCO AP (IoU .50:.95, 101 recall points, 100 detections per image; APs/m/l by object area "
                   "< 32², < 96², ≥ 96² px) of a Faster/Mask R-CNN + FPN fine-tuned on the train split, scored on "
                   "test; the smoke preset (task=detection: 200 iterations at 128 px, fewer proposals) is not "

@@ -25,7 +25,7 @@ import numpy as np
 
 from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import UNIT, EvalContext, MetricValue, Protocol, Task
 from harness.tasks._episodes import EpisodeAccuracy, class_pool, episode_accuracies, sample_episodes
 
 CI95_CONVENTION = "1.96 * std(episode accuracies, ddof=0) / sqrt(episodes) (CloserLook, Chen et al. 2019)"
@@ -86,7 +86,7 @@ def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n
             ctx.details[f"{name}/groups_drawn"] = int((sizes >= way).sum())
         ctx.details[f"{name}/n_way"] = way
         if collapsed is not None:
-            out[name] = MetricValue.undefined(collapsed, True, n=0)
+            out[name] = MetricValue.undefined(collapsed, True, n=0, bounds=UNIT)
             continue
         eps = sample_episodes(pool, n_way=way, n_per_class=shot + n_query, episodes=episodes,
                               rng=ctx.rng(f"{salt}/{way}way/{shot}shot"), groups=groups)
@@ -94,7 +94,7 @@ def episodic_metrics(ctx: EvalContext, labels: np.ndarray, embeddings: Any, *, n
         meter.update(episode_accuracies(embeddings, eps, n_shot=shot, geometry=ctx.geometry,
                                         device=ctx.device))
         mean, ci, n = meter.compute()
-        out[name] = MetricValue(mean, True, ci95=ci, n=n)
+        out[name] = MetricValue(mean, True, ci95=ci, n=n, bounds=UNIT)
     ctx.details["episodes"] = episodes
     ctx.details["n_query"] = n_query
     return out
@@ -106,6 +106,7 @@ class FewShot(Task):
     VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {"acc_1shot": True, "acc_5shot": True}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)
     CONVENTION = ("nearest-prototype accuracy on N-way K-shot episodes of novel classes, prototypes and "
                   f"distances in the method's geometry; per-run ± = {CI95_CONVENTION}")
 

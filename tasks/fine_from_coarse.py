@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.task import EvalContext, MetricValue
+from harness.task import UNIT, EvalContext, MetricValue
 from harness.tasks._tree import fine_to_coarse
 from harness.tasks.few_shot import FewShot, _check_episode_config, episodic_metrics
 
@@ -43,6 +43,7 @@ class FineFromCoarse(FewShot):
     METRICS = {"acc_5way_1shot": True, "acc_5way_5shot": True,
                "acc_allway_1shot": True, "acc_allway_5shot": True,
                "acc_intra_5way_1shot": True, "acc_intra_5way_5shot": True}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)
     CONVENTION = ("trained on coarse labels only (HCM, Xu et al. 2023); nearest-prototype accuracy on "
                   "5-way and all-way episodes over the fine classes of held-out images; intra = all 5 classes "
                   "of an episode are siblings under one coarse class (random 5-way episodes mostly test "

@@ -69,7 +69,7 @@ import torch
 
 from harness.diagnostics import MIN_DISTINCT, collapsed_reason
 from harness.errors import Incompatible
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import NON_NEGATIVE, SIGNED_UNIT, UNIT, EvalContext, MetricValue, Protocol, Task
 from harness.tasks._correlation import correlation_or_reason, pearson, per_group_spearman, spearman
 from harness.tasks._tree import Tree, chance_severity, fine_to_coarse, tree_distance
 
@@ -148,6 +148,7 @@ class Hierarchy(Task):
     VERSION = "2"
     requires = frozenset({"label", "coarse_label"})
     METRICS = {"cpcc": True, "top1": True, "mistake_severity": False, "dist0_angle_spearman": True}
+    BOUNDS = {"cpcc": SIGNED_UNIT, "top1": UNIT, "mistake_severity": NON_NEGATIVE, "dist0_angle_spearman": SIGNED_UNIT}
     CONVENTION = ("tree root → coarse → fine (distances 0/2/4; a dataset's deeper lineage gives 0, 2, …, 2L): CPCC = Pearson correlation of fine-prototype "
                   "distances with tree distances; top1 and mistake severity (mean tree distance of the wrong "
                   "predictions, Bertinetto et al. 2020) of one predictor: the classifier where the method has "

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError, HarnessError
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import SIGNED_UNIT, UNIT, EvalContext, MetricValue, Protocol, Task
 
 SELECTIONS = ("typical", "atypical", "random")
 
@@ -145,6 +145,7 @@ class InstanceSelection(Task):
 
     VERSION = "1"
     requires = frozenset({"label"})
+    BOUNDS = {"acc": UNIT, "gain": SIGNED_UNIT}  # acc/<subset>/<fraction>, gain/<subset>/<fraction>
     CONVENTION = ("per class, the ⌈f·n⌉ training images nearest the origin (typical), farthest (atypical) or "
                   "drawn at random; a classifier (the backbone re-initialised + linear) trained from scratch on "
                   "each; top-1 on held-out images of the training classes; gain = top-1 minus the random "
@@ -283,20 +284,22 @@ class InstanceSelection(Task):
             if reason is None:
                 raise HarnessError("instance_selection: the core gave no trained learners (ctx.finetuned); the task's "
                                    "finetune() stage must run before evaluate()")
-            return {name: MetricValue.undefined(reason, True, n=len(indices)) for name in metric_names}
+            return {name: MetricValue.undefined(reason, True, n=len(indices), bounds=self.bounds_of(name))
+                    for name in metric_names}
         right = self.correct(model, ctx.dataset, indices)
         n = len(indices)
         out: dict[str, MetricValue] = {}
         position = {key: k for k, key in enumerate(self.learners())}
         for (f, s), k in position.items():
             p = float(right[k].mean())
-            out[f"acc/{s}/{names[f]}"] = MetricValue(p, True, ci95=1.96 * math.sqrt(p * (1 - p) / n), n=n)
+            out[f"acc/{s}/{names[f]}"] = MetricValue(p, True, ci95=1.96 * math.sqrt(p * (1 - p) / n), n=n,
+                                                         bounds=self.bounds_of("acc"))
         for f, label in names.items():
             random = right[position[(f, "random")]].astype(np.int8)
             for s in ("atypical", "typical"):
                 d = right[position[(f, s)]].astype(np.int8) - random
                 half = 1.96 * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else None
-                out[f"gain/{s}/{label}"] = MetricValue(float(d.mean()), True, ci95=half, n=n)
+                out[f"gain/{s}/{label}"] = MetricValue(float(d.mean()), True, ci95=half, n=n, bounds=self.bounds_of("gain"))
         ctx.details["subset_sizes"] = {f"{s}/{names[f]}": int(len(model.subsets[k])) for (f, s), k in position.items()}
         if "typicality" in ctx.dataset.annotations:
             typ = ctx.dataset.annotations["typicality"]

@@ -63,7 +63,7 @@ import torch
 
 from harness.diagnostics import collapsed_reason, degenerate_reason, tied_pairs_reason
 from harness.errors import ConfigError, HarnessError, Incompatible, UnknownPluginError
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import UNIT, EvalContext, MetricValue, Protocol, Task
 
 #: metric -> higher is better
 OOD_METRICS = {"auroc": True, "aupr_in": True, "aupr_out": True,
@@ -203,6 +203,7 @@ class OOD(Task):
     VERSION = "2"
     requires = frozenset({"label"})
     METRICS = {**OOD_METRICS, "id_top1": True}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)  # auroc/<score>/<set> takes auroc's
     CONVENTION = ("scores are higher for in-distribution: dist0 = distance to the origin (Khrulkov et al.), "
                   "msp, energy, proto = −distance to the nearest class prototype; metric/score/set names; "
                   "fpr95_ood_positive = OpenOOD (OOD positive), fpr95_id_positive = classic (ID positive); "
@@ -324,11 +325,12 @@ class OOD(Task):
                 reason = degenerate_reason(torch.cat([id_s, ood_s]), what) or tied_pairs_reason(id_s, ood_s, what)
                 if reason is not None:
                     for m in cfg.metrics:
-                        out[f"{m}/{score}/{set_name}"] = MetricValue.undefined(reason, OOD_METRICS[m], n=n)
+                        out[f"{m}/{score}/{set_name}"] = MetricValue.undefined(reason, OOD_METRICS[m], n=n,
+                                                                                bounds=self.bounds_of(m))
                     continue
                 res = ood_metrics(id_s, ood_s)
                 for m in cfg.metrics:
-                    out[f"{m}/{score}/{set_name}"] = MetricValue(res[m], OOD_METRICS[m], n=n)
+                    out[f"{m}/{score}/{set_name}"] = MetricValue(res[m], OOD_METRICS[m], n=n, bounds=self.bounds_of(m))
         ctx.details.update(num_id=len(ev["id"]), ood_sets={k: ("near" if k == "near" else "far")
                                                            for k in sets if k != "id"},
                            score_direction="higher = more in-distribution; dist0 = +distance to the origin",

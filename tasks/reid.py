@@ -34,7 +34,7 @@ import torch
 
 from harness.diagnostics import collapsed_reason
 from harness.errors import Incompatible
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import UNIT, EvalContext, MetricValue, Protocol, Task
 from harness.tasks._labels import integer_labels
 from harness.tasks._ranking import query_stats_numba, query_stats_torch
 
@@ -132,6 +132,7 @@ class Reid(Task):
     VERSION = "2"
     requires = frozenset({"pid", "camid"})
     METRICS = {"rank1": True, "rank5": True, "rank10": True, "mAP": True, "mINP": True}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)
     CONVENTION = ("CMC and mAP exactly as torchreid's eval_market1501 (same-identity same-camera gallery "
                   "items removed per query, queries without a valid match skipped); mINP as Ye et al. 2021")
 

@@ -49,7 +49,7 @@ import torch
 
 from harness.diagnostics import collapsed_reason
 from harness.errors import ConfigError, Incompatible
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import UNIT, EvalContext, MetricValue, Protocol, Task
 from harness.tasks._labels import integer_labels
 
 _CHUNK_ELEMENTS = 1 << 24
@@ -212,6 +212,7 @@ class Retrieval(Task):
     METRICS = {"recall@1": True, "recall@2": True, "recall@4": True, "recall@8": True,
                "recall@16": True, "recall@32": True, "precision_at_1": True, "r_precision": True,
                "map_at_r": True, "nmi": True}
+    BOUNDS = dict.fromkeys(METRICS, UNIT)
     CONVENTION = ("class-disjoint test classes, each image a query against the rest (pytorch-metric-learning "
                   "conventions); Recall@K = a same-class item among the K nearest; NMI of k-means++ with one "
                   "cluster per class (Poincaré embeddings clustered after the log map at 0)")

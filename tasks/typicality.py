@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.task import EvalContext, MetricValue, Protocol, Task
+from harness.task import SIGNED_UNIT, EvalContext, MetricValue, Protocol, Task
 from harness.tasks._correlation import correlation_or_reason, per_group_spearman
 
 
@@ -48,6 +48,7 @@ class Typicality(Task):
     VERSION = "1"
     requires = frozenset({"label", "typicality"})
     METRICS = {"spearman_per_class": True, "spearman_pooled": True}
+    BOUNDS = dict.fromkeys(METRICS, SIGNED_UNIT)
     CONVENTION = ("Spearman correlation of the distance to the origin with atypicality = 1 − the dataset's "
                   "per-image typicality (from the generator's nuisance strengths); positive = typical images "
                   "nearer the origin (HACK); per class, unweighted mean over classes (the headline), and pooled; "

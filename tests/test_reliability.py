@@ -771,11 +771,14 @@ def test_a_cell_whose_process_died_twice_is_recorded_failed_and_the_grid_goes_on
     (0.5, "evaluate() returned float, not a dict"),
     ({}, "returned no metrics"),
     ({"acc": 0.5}, "values that are not MetricValue: {'acc': 'float'}"),
+    ({"acc_1shot": "outside"}, "task 'few_shot': evaluate() metric 'acc_1shot': value 1.7 is outside its bounds [0, 1]"),
 ])
 def test_a_task_returning_something_else_than_metric_values_fails_the_cell_clearly(tmp_path, monkeypatch,
                                                                                    returned, message):
     from harness.tasks.few_shot import FewShot
 
+    if returned == {"acc_1shot": "outside"}:  # an accuracy of 1.7: a bug in the task, not a result
+        returned = {"acc_1shot": FewShot(FewShot.Config()).metric("acc_1shot", 1.7)}
     monkeypatch.setattr(FewShot, "evaluate", lambda self, ctx: returned)
     result = _run(tmp_path, "task=few_shot")
     assert result["status"] == "failed" and message in result["reason"], result["reason"]

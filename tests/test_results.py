@@ -38,11 +38,29 @@ def test_schema_round_trip_is_byte_stable(tmp_path):
     ({"metrics": {"acc": 0.5}}, "metric 'acc'"),
     ({"cell": {"method": "m"}}, "cell lacks"),
     ({"metrics": {}}, "status ok with no metrics"),
+    ({"metrics": {"acc": {"value": 0.5, "higher_is_better": True, "ci95": -0.1}}}, "ci95 must be a number ≥ 0"),
+    ({"metrics": {"acc": {"value": 0.5, "higher_is_better": True, "bounds": [1, 0]}}}, "low < high"),
+    ({"metrics": {"acc": {"value": 0.5, "higher_is_better": True, "bounds": {"low": 0}}}}, r"bounds are \[low, high\]"),
 ])
 def test_schema_violations_are_named(tmp_path, bad, match):
     with pytest.raises(ResultSchemaError, match=match):
         write_result(tmp_path / "r.json", _result(**bad))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_value_edited_past_its_bounds_is_refused_and_left_out_of_the_tables(tmp_path):
+    """recall@1 = 1.7 typed into a result file: its stored bounds [0, 1] refuse it, at the edge they admit it."""
+    good = _result(metrics={"acc": {"value": 1.0, "higher_is_better": True, "bounds": [0.0, 1.0]},
+                            "severity": {"value": 0.0, "higher_is_better": False, "bounds": [0.0, None]}})
+    path = result_path(tmp_path, good["cell"])
+    write_result(path, good)
+    edited = json.loads(path.read_text())
+    edited["metrics"]["acc"]["value"] = 1.7
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ResultSchemaError, match=r"metric 'acc': value 1\.7 is outside its bounds \[0\.0, 1\.0\]"):
+        read_result(path)
+    with pytest.warns(UserWarning, match="ignoring .*outside its bounds"):
+        assert iter_results(tmp_path) == []
 
 
 def test_nonfinite_numbers_are_stored_as_null_with_their_reason(tmp_path):

@@ -173,7 +173,7 @@ def test_constant_or_two_valued_scores_are_null() -> None:
         v = res[f"{m}/dist0/near"]
         assert v.value is None and "constant" in v.reason and v.n == 40
         assert v.to_json() == {"value": None, "reason": v.reason, "higher_is_better": m != "fpr95_ood_positive",
-                               "n": 40}
+                               "n": 40, "bounds": [0.0, 1.0]}
     assert res["auroc/proto/near"].value is not None and res["auroc/energy/near"].value is not None
     # a two-valued score (one value for ID, one for OOD) is below the handful of distinct values
     two = torch.tensor(np.r_[10 * np.eye(3)[ds.annotations["label"][:120]], np.zeros((40, 3))], dtype=torch.float32)

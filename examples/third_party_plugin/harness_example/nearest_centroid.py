@@ -5,13 +5,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.task import Protocol, Task
+from harness.task import UNIT, Protocol, Task
 
 
 class NearestCentroid(Task):
     VERSION = "1"
     requires = frozenset({"label"})
     METRICS = {"accuracy": True}
+    BOUNDS = {"accuracy": UNIT}
 
     @dataclass
     class Config:
