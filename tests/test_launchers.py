@@ -66,7 +66,8 @@ def fake_slurm(tmp_path):
 def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path, fake_slurm):
     res = tmp_path / "res"
     args = ["sweep", "grid=smoke", "task=few_shot", "seed=0,1", "launcher=slurm", "hydra.launcher.partition=gpu",
-            "hydra.launcher.gpus_per_node=0", "hydra.launcher.array_parallelism=2", *TINY, f"results_dir={res}"]
+            "hydra.launcher.gpus_per_node=0", "hydra.launcher.array_parallelism=2", "hydra.launcher.mem_gb=4", *TINY,
+            f"results_dir={res}"]
     proc = _harness(args, tmp_path, env_extra=fake_slurm)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     statuses = sorted((r["cell"]["method"], r["cell"]["seed"], r["status"]) for _, r in iter_results(res))
@@ -75,8 +76,11 @@ def test_a_sweep_through_the_slurm_launcher_runs_every_cell_and_resumes(tmp_path
     assert "(4 ok)" in proc.stdout and (res / "leaderboards" / "few_shot.md").exists()
     submission = next((res / ".sweep").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --partition=gpu" in submission and "#SBATCH --array=0-3%2" in submission
+    assert "#SBATCH --mem=4GB" in submission  # the README's way to ask for memory
     # the login node names the array and prints a line per cell with the ETA
-    assert "harness sweep: submitted 4 SLURM job(s), array " in proc.stdout and "logs: " in proc.stdout
+    assert "harness sweep: submitted 4 SLURM job(s), array " in proc.stdout
+    logs = proc.stdout.split("logs: ", 1)[1].splitlines()[0]  # the folder with the array's id, not submitit's %j
+    assert "%j" not in logs and Path(logs.replace("<task>", "0")).is_dir(), logs
     assert len([line for line in proc.stdout.splitlines() if line.startswith("[") and "ETA" in line]) == 4
     for path, _ in iter_results(res):  # one cell to run again: the re-run submits it alone
         path.unlink()

@@ -125,8 +125,11 @@ try:  # the SLURM launcher needs the `slurm` extra (hydra-submitit-launcher)
             def map_array(executor: Any, fn: Any, *iterables: Any) -> list[Any]:
                 jobs = submit_array(executor, fn, *iterables)
                 if jobs:
-                    print(f"harness sweep: submitted {len(jobs)} SLURM job(s), array {str(jobs[0].job_id).split('_')[0]}"
-                          f" (squeue shows them, scancel stops them); logs: {executor.folder}", flush=True)
+                    array = str(jobs[0].job_id).split("_")[0]
+                    # submitit names an array task's folder by its job id, <array>_<task>, in place of %j
+                    logs = str(executor.folder).replace("%j", f"{array}_<task>")
+                    print(f"harness sweep: submitted {len(jobs)} SLURM job(s), array {array} (squeue shows them, "
+                          f"scancel stops them); logs: {logs}", flush=True)
                 return [_SurvivingJob(launcher, job, list(o), progress) for job, o in zip(jobs, iterables[0])]
 
             kept = _finished_cells(self.hydra_context, self.config, job_overrides)
