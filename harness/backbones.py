@@ -245,11 +245,15 @@ def _create(cfg: Any, *, in_chans: int, img_size: tuple[int, int]) -> tuple[nn.M
     return model, name, pretrained
 
 
+class InputSizeError(ConfigError):
+    """A backbone cannot take images of the size it is given (a patch or a stage larger than its map)."""
+
+
 def _feature_dim(model: nn.Module, name: str, *, in_chans: int, img_size: tuple[int, int]) -> int:
     """The dimension of ``model``'s pooled features, read from two blank images (on the model's device).
 
-    A :class:`ConfigError` when the images are too small for the model (a patch or a stage larger
-    than the map it gets) or when it does not return pooled features (batch, dim)."""
+    An :class:`InputSizeError` when the images are too small for the model (a patch or a stage larger
+    than the map it gets), a :class:`ConfigError` when it does not return pooled features (batch, dim)."""
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters()), torch.zeros(0)).device
@@ -258,7 +262,7 @@ def _feature_dim(model: nn.Module, name: str, *, in_chans: int, img_size: tuple[
             out = model(torch.zeros(2, in_chans, *img_size, device=device))
     except (RuntimeError, ValueError) as exc:
         height, width = img_size
-        raise ConfigError(f"backbone '{name}' cannot take {in_chans}-channel {height}×{width} images: "
+        raise InputSizeError(f"backbone '{name}' cannot take {in_chans}-channel {height}×{width} images: "
                           f"{str(exc).splitlines()[0].rstrip('.')}; resize them before the backbone with "
                           "backbone.img_size=[H, W] (e.g. 224 for an ImageNet ViT or ResNet, 84 for Conv4 / "
                           "ResNet-12) or raise dataset.image_size") from exc

@@ -742,7 +742,7 @@ def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], chec
     """Record in ``problems`` when the cell's backbone cannot take its training images (too small for
     its patches or stages), as the cell would find at its first model build. A training dataset that
     does not load is left to the dataset check."""
-    from harness.backbones import check_input_size, input_size
+    from harness.backbones import InputSizeError, check_input_size, input_size
     from harness.run import load_dataset
 
     node = config.get("train_dataset") or config["dataset"]
@@ -757,8 +757,10 @@ def _check_backbone_input(config: dict[str, Any], problems: dict[str, str], chec
     checked.add(key)
     try:
         check_input_size(config["backbone"], in_chans=info.channels, img_size=size)
-    except ConfigError as exc:  # the input size, or a backbone that does not build at all
-        problems[key] = f"dataset '{node['name']}': {exc}" if "cannot take" in str(exc) else str(exc)
+    except InputSizeError as exc:
+        problems[key] = f"dataset '{node['name']}': {exc}"
+    except ConfigError as exc:  # a backbone that does not build at all
+        problems[key] = str(exc)
 
 
 def _note_task_split(config: dict[str, Any], uses: dict[tuple[str, str], dict[str, set[str]]]) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")
 
-from harness.backbones import build_backbone, check_input_size, has_imagenet_stem, use_small_input_stem  # noqa: E402
+from harness.backbones import InputSizeError, build_backbone, check_input_size, has_imagenet_stem, use_small_input_stem  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
 from harness.feature_maps import feature_maps  # noqa: E402
 from harness.plugins.backbones import conv4 as _conv4  # noqa: E402,F401  (registers conv4*)
@@ -183,7 +183,7 @@ def test_the_input_size_check_agrees_with_building_the_model(name, channels, siz
         assert build_backbone(cfg, in_chans=channels, img_size=size)[1] > 0
         return
     for check in (check_input_size, build_backbone):
-        with pytest.raises(ConfigError, match=rf"'{name}' cannot take {channels}-channel {size[0]}×{size[1]} "
+        with pytest.raises(InputSizeError, match=rf"'{name}' cannot take {channels}-channel {size[0]}×{size[1]} "
                                               r"images: .*backbone.img_size=\[H, W\]"):
             check(cfg, in_chans=channels, img_size=size)
 
