@@ -99,13 +99,11 @@ def _one_line(text: str | None, limit: int = 140) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | None = None,
-                significance: bool = False) -> str:
+def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | None = None) -> str:
     """The markdown leaderboard of one task from its result dicts.
 
     ``figure_root``: the results folder as seen from the leaderboard's folder; cells' PNGs are linked
-    through it (no links when None). ``significance``: mark a best value whose lead over the runner-up
-    is not significant over seeds (the report's view)."""
+    through it (no links when None)."""
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_dataset[r["cell"]["dataset"]].append(r)
@@ -119,11 +117,8 @@ def render_task(task: str, results: list[dict[str, Any]], *, figure_root: str | 
     conventions = sorted({r["details"]["convention"] for r in results
                           if r["status"] == "ok" and isinstance(r.get("details", {}).get("convention"), str)})
     for dataset in sorted(by_dataset):
-        lines += _dataset_section(dataset, by_dataset[dataset], figure_root=figure_root,
-                                  significance=significance)
+        lines += _dataset_section(dataset, by_dataset[dataset], figure_root=figure_root)
     lines += ["---", "", f"{CI_FOOTNOTE}", ""]
-    if significance:
-        lines += [SIGNIFICANCE_FOOTNOTE, ""]
     lines += [f"Protocol ({task}): {c}" for c in conventions] + ([""] if conventions else [])
     return "\n".join(lines)
 
@@ -152,7 +147,7 @@ def _labels_read(results: list[dict[str, Any]]) -> str:
 
 
 def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2,
-                     brief: bool = False, figure_root: str | None = None, significance: bool = False) -> list[str]:
+                     brief: bool = False, figure_root: str | None = None) -> list[str]:
     """Tables of one dataset; ``brief`` leaves out the failed / skipped lists (the README's view)."""
     ok = [r for r in results if r["status"] == "ok"]
     from harness.task import Task
@@ -202,11 +197,13 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
                 out += [f"{'#' * (level + 1)} {title}", ""]
             headers = {name: task_cls.metric_header(name, details) for name in names}
             out += [_table(groups, summary, names, directions, geometry, notes,
-                           strip=f"{title}/" if title else "", significance=significance,
-                           unranked=set(unranked), headers=headers, labels_read=labels_read), ""]
-        if "°" in notes:
-            out += [REFERENCE_FOOTNOTE, ""]
-            notes.pop("°")
+                           strip=f"{title}/" if title else "", unranked=set(unranked), headers=headers,
+                           labels_read=labels_read), ""]
+        for mark, footnote in (("°", REFERENCE_FOOTNOTE), ("†", SIGNIFICANCE_FOOTNOTE)):
+            if notes.pop(mark, None) is not None:
+                out += [footnote, ""]
+        if not any(r.get("reference") for r in ok):
+            out += [NO_REFERENCE_NOTE, ""]
         shown_unranked = sorted(n for n in unranked if n in directions)
         for reason in sorted({unranked[n] for n in shown_unranked}):
             out += [f"Not ranked ({', '.join(n for n in shown_unranked if unranked[n] == reason)}): {reason}.", ""]
@@ -281,9 +278,12 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
     return ([("", plain)] if plain else []) + sorted(grouped.items())
 
 
-REFERENCE_FOOTNOTE = ("° within the 95% interval of the reference row (the untrained network, e.g. "
-                      "random_init, on the same backbone and weights, evaluated the same way): no learning signal "
-                      "shown on that metric.")
+REFERENCE_FOOTNOTE = ("° not better than the 95% interval of the reference row (the untrained network, e.g. "
+                      "random_init, on the same backbone and weights, evaluated the same way): inside it, or past "
+                      "it on the worse side; no learning signal shown on that metric.")
+_MARKS = ("°", "†")  # notes keys of the cell marks (their footnotes), beside the numbered null reasons
+NO_REFERENCE_NOTE = ("No reference row: no untrained network was evaluated the same way (add method=random_init "
+                     "to the sweep), so no row is checked for a learning signal (°).")
 SIGNIFICANCE_FOOTNOTE = ("† the best value's lead over the runner-up is not significant: two-sided paired "
                          "t-test over the seeds both rows ran (scipy.stats.ttest_rel), p ≥ 0.05, or fewer than "
                          "2 shared seeds.")
@@ -325,7 +325,7 @@ def _protocol(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
-           notes: dict[str, int], strip: str, significance: bool = False, unranked: set[str] = frozenset(),
+           notes: dict[str, int], strip: str, unranked: set[str] = frozenset(),
            headers: dict[str, str] | None = None, labels_read: dict | None = None) -> str:
     best: dict[str, float] = {}
     headers = headers or {}
@@ -335,8 +335,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
         means = [s[name][0] for s in summary.values() if name in s and s[name][0] != "null"]
         if means:
             best[name] = max(means) if directions[name] else min(means)
-    weak = {name: _lead_not_significant(groups, summary, name, directions[name]) if significance else set()
-            for name in names}
+    weak = {name: _lead_not_significant(groups, summary, name, directions[name]) for name in names}
     references = {(key[1], _protocol(rs)): key for key, rs in groups.items()
                   if any(r.get("reference") for r in rs)}
     with_geometry = any(geometry.values())
@@ -353,17 +352,25 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                 row.append("—")
                 continue
             if summary[key][name][0] == "null":
-                marks = "".join(_sup(notes.setdefault(reason, len(notes) + 1)) for reason in summary[key][name][1])
+                marks = "".join(_sup(notes.setdefault(reason, 1 + sum(k not in _MARKS for k in notes)))
+                                for reason in summary[key][name][1])
                 row.append(f"null{marks}")
                 continue
             mean, half, _ = summary[key][name]
             cell = _fmt(mean, half)
             if name in best and mean == best[name] and len(summary) > 1:
-                cell = f"**{cell}**" + ("†" if key in weak[name] else "")
+                cell = f"**{cell}**"
+                if key in weak[name]:
+                    cell += "†"
+                    notes.setdefault("†", 0)
             ref = references.get((key[1], _protocol(groups[key])))
-            if ref is not None and ref != key and name in summary[ref] and summary[ref][name][0] != "null":
+            # an unranked metric (in each row's own units) is not read against the reference either
+            if (ref is not None and ref != key and name not in unranked and name in summary[ref]
+                    and summary[ref][name][0] != "null"):
                 ref_mean, ref_half, _ = summary[ref][name]
-                if ref_half is not None and abs(mean - ref_mean) <= ref_half:
+                # not above the reference's interval, in the metric's direction
+                if ref_half is not None and (mean <= ref_mean + ref_half if directions[name]
+                                             else mean >= ref_mean - ref_half):
                     cell += "°"
                     notes.setdefault("°", 0)
             row.append(cell)

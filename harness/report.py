@@ -1,8 +1,8 @@
 """``harness report RESULTS_DIR --out DIR``: one markdown page with the tables and the plots of a sweep.
 
 ``DIR/report.md`` holds every task's leaderboard (the same tables as
-``harness leaderboard``) with a significance mark (†) where the best value's
-lead over the runner-up is not significant over seeds (a paired t-test,
+``harness leaderboard``, with its significance mark (†) where the best value's
+lead over the runner-up is not significant over seeds: a paired t-test,
 ``scipy.stats.ttest_rel``), and below each dataset the figures the cells wrote
 (run the sweep with ``plots=true``: Poincaré-disk views of the embeddings, norm
 and OOD-score histograms, CMC curves), copied into ``DIR/figures/`` and linked
@@ -41,7 +41,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
     lines = [f"# Report: {root}", "", f"Grids: {', '.join(grids)}. Tasks: {', '.join(sorted(by_task))}. "
              f"{sum(len(rs) for rs in by_task.values())} result files, {copied} figures.", ""]
     for task, results in sorted(by_task.items()):
-        page = render_task(task, results, figure_root="figures", significance=True)
+        page = render_task(task, results, figure_root="figures")
         lines += ["#" + line if line.startswith("#") else line for line in page.splitlines()] + [""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")

@@ -1,4 +1,4 @@
-"""`harness report`: tables with a paired significance mark, figures copied and linked; leaderboards link figures."""
+"""`harness report` and the leaderboards: tables with a paired significance mark, figures copied and linked; leaderboards link figures."""
 
 from pathlib import Path
 
@@ -30,6 +30,8 @@ def test_a_lead_that_is_not_significant_is_marked_and_a_significant_one_is_not(t
         acc = row_a.split("|")[3].strip()
         assert acc.startswith("**") and acc.endswith("†") == marked, row_a
         assert "scipy.stats.ttest_rel" in text
+        board = render_all(res)["t.md"]  # the leaderboards mark it as the report does
+        assert next(line for line in board.splitlines() if line.startswith("| a ")) == row_a
 
 
 def test_figures_are_copied_into_the_report_and_linked_from_leaderboards(tmp_path):
