@@ -45,10 +45,14 @@ class Delta(Task):
 
     @classmethod
     def metric_header(cls, name: str, details: list[dict[str, Any]]) -> str:
-        """``delta_rel [exact]``: the estimator(s) that produced the column (from the results' details)."""
+        """``delta_rel [exact, 1000 pts]``: the estimator(s) that produced the column and the number of points
+        they read (``max_points`` drawn from the split with the cell's seed; from the results' details)."""
         source = "delta/features" if name.endswith("_features") else "delta/embeddings"
-        used = sorted({str(d[source]["estimator"]) for d in details
-                       if isinstance(d.get(source), dict) and "estimator" in d[source]})
+        runs = [d[source] for d in details if isinstance(d.get(source), dict) and "estimator" in d[source]]
+        used = sorted({str(r["estimator"]) for r in runs})
+        sizes = sorted({int(r["n"]) for r in runs if isinstance(r.get("n"), int)})
+        if sizes:
+            used.append(f"{sizes[0]} pts" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]} pts")
         return f"{name} [{', '.join(used)}]" if used else name
 
     @dataclass

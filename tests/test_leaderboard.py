@@ -363,3 +363,14 @@ def test_an_unranked_metric_is_not_read_against_the_reference():
     results += [r("m", s, 9.0 + s, 0.40 + s / 100) for s in range(3)]
     delta, rel = _column(leaderboard.render_task("delta", results), 3), _column(leaderboard.render_task("delta", results), 4)
     assert delta["m"] == "10.000 ± 2.484" and rel["m"] == "0.410 ± 0.025°"
+
+
+def test_the_delta_header_names_how_many_points_the_estimator_read():
+    from harness.tasks.delta import Delta
+
+    def details(n):
+        return {"delta/embeddings": {"estimator": "exact", "n": n}}
+
+    assert Delta.metric_header("delta_rel", [details(1000), details(1000)]) == "delta_rel [exact, 1000 pts]"
+    assert Delta.metric_header("delta_rel", [details(1000), details(640)]) == "delta_rel [exact, 640–1000 pts]"
+    assert Delta.metric_header("delta_rel_features", [details(1000)]) == "delta_rel_features"  # no features run
