@@ -27,8 +27,9 @@ Schema (``schema_version`` 2), top-level keys and their types:
 ``timings``         dict: ``{train_s, eval_s, total_s, train_cached, finetune_s?}``
 ``figures``         list of PNG paths relative to the results folder (cells run with ``plots=true``)
 ``embeddings_file`` str: the cell's ``.npz`` of embeddings relative to the results folder (``save_embeddings=true``):
-                    per evaluation split ``<split>_indices``, ``<split>_embeddings``, ``<split>_dist0``, and
-                    the arrays the task kept (``EvalContext.save_array``)
+                    per evaluation split ``<split>_indices``, ``<split>_embeddings``, ``<split>_dist0``; the
+                    embeddings' ``geometry`` (name) and ``geometry_c``; and the arrays the task kept
+                    (``EvalContext.save_array``)
 ``nonfinite``       list of dotted paths whose NaN/inf value was stored as null (absent when none)
 ``traceback_file``  str: path of the saved traceback (failed cells only)
 """

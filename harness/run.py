@@ -406,11 +406,14 @@ def _finetune(task: Any, model: TrainedModel, config: dict[str, Any], dataset: I
 
 def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
     """Write every evaluation split's ``<split>_indices`` (positions in the dataset), ``<split>_embeddings``
-    and ``<split>_dist0`` (the geometry's distance to the origin: HACK's prototypicality), and the arrays
-    the task kept with :meth:`EvalContext.save_array`, to one ``.npz``, atomically."""
+    and ``<split>_dist0`` (the geometry's distance to the origin: HACK's prototypicality), the geometry the
+    embeddings live in (``geometry``: its name, ``geometry_c``: its c, 0-d arrays that ``harness delta``
+    reads), and the arrays the task kept with :meth:`EvalContext.save_array`, to one ``.npz``, atomically."""
     import io
 
-    arrays: dict[str, np.ndarray] = {}
+    geometry = ctx.geometry.to_json()
+    arrays: dict[str, np.ndarray] = {"geometry": np.array(str(geometry["name"])),
+                                     "geometry_c": np.array(float(geometry.get("c") or 0.0))}
     for split, idx in protocol.eval.items():
         emb = ctx.embed(idx).embeddings
         with torch.no_grad():
@@ -418,7 +421,8 @@ def _save_embeddings(path: Path, ctx: EvalContext, protocol: Protocol) -> Path:
         arrays[f"{split}_indices"] = np.asarray(idx)
         arrays[f"{split}_embeddings"] = emb.detach().cpu().numpy()
     if clash := sorted(set(arrays) & set(ctx.arrays)):
-        raise ValueError(f"save_array: {', '.join(clash)} is an evaluation split's key; choose another name")
+        raise ValueError(f"save_array: {', '.join(clash)} is an evaluation split's key or the geometry's; choose "
+                         "another name")
     arrays.update(ctx.arrays)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -18,10 +18,17 @@ import numpy as np
 import torch
 
 from harness.tasks.delta_estimators import (DEFAULT_N_BASES, ESTIMATORS, EXACT_AUTO_MAX_N, EXACT_MAX_N,
-                                            SAMPLED_ESTIMATORS, delta_hyperbolicity)
+                                            METRIC_CHOICES, SAMPLED_ESTIMATORS, delta_hyperbolicity)
+
+FEATURE_METRICS = tuple(m for m in METRIC_CHOICES if m != "precomputed")
 
 
-def _load_matrix(path: str, key: str | None) -> np.ndarray:
+#: 0-d arrays of a cell's ``.npz`` (``save_embeddings=true``) naming the geometry its embeddings live in
+GEOMETRY_KEYS = ("geometry", "geometry_c")
+
+
+def _load_matrix(path: str, key: str | None) -> tuple[np.ndarray, tuple[str, float] | None]:
+    """The 2-D array in ``path`` (``key`` in an archive), and the geometry the file records, if any."""
     import pickle
     import zipfile
 
@@ -58,8 +65,11 @@ def _load_matrix(path: str, key: str | None) -> np.ndarray:
         first = " ".join(str(exc).split())[:200]
         raise ValueError(f"{path} could not be read as a tensor file ({type(exc).__name__}: {first}); "
                          "truncated, or a pickle of other objects? save it with torch.save(tensor, path)") from exc
+    recorded = None
     if isinstance(obj, dict):
-        arrays = {k: v for k, v in obj.items() if isinstance(v, (np.ndarray, torch.Tensor))}
+        if all(isinstance(obj.get(k), np.ndarray) and obj[k].ndim == 0 for k in GEOMETRY_KEYS):
+            recorded = (str(obj["geometry"]), float(obj["geometry_c"]))
+        arrays = {k: v for k, v in obj.items() if isinstance(v, (np.ndarray, torch.Tensor)) and k not in GEOMETRY_KEYS}
         if key is None:
             if len(arrays) != 1:
                 raise ValueError(f"{path} holds {len(arrays)} arrays ({', '.join(map(str, arrays)) or 'none'}); "
@@ -81,7 +91,24 @@ def _load_matrix(path: str, key: str | None) -> np.ndarray:
                          "distance matrix")
     if 0 in a.shape:
         raise ValueError(f"{path} holds no points (shape {a.shape})")
-    return a
+    return a, recorded
+
+
+def _feature_metric(args: argparse.Namespace, recorded: tuple[str, float] | None) -> tuple[str, float]:
+    """The metric and c of feature rows: ``--metric`` / ``--c``, else the geometry the file records (a
+    cell's ``.npz``: its embeddings are read in the method's own geometry), else Euclidean."""
+    if args.metric is not None or recorded is None:
+        return args.metric or "euclidean", 1.0 if args.c is None else args.c
+    name, c = recorded
+    if name not in FEATURE_METRICS:
+        raise ValueError(f"{args.file} records the geometry '{name}', which harness delta cannot read; pass "
+                         f"--metric ({', '.join(FEATURE_METRICS)}) or a --distances matrix")
+    if args.c is not None and name != "euclidean" and args.c != c:
+        raise ValueError(f"{args.file} records the geometry {name} with c = {c:g}, not --c {args.c:g}; drop --c to "
+                         "read it as recorded, or pass --metric too to read it otherwise")
+    print(f"harness delta: note: reading {args.file} in the geometry it records: {name}"
+          + (f" (c = {c:g})" if name != "euclidean" else "") + "; --metric reads it otherwise", file=sys.stderr)
+    return name, c
 
 
 def _looks_like_distances(a: np.ndarray) -> bool:
@@ -99,9 +126,11 @@ def _parser() -> argparse.ArgumentParser:
                     "δ (four-point, Gromov products with the ½), δ_rel = 2δ/diam, exact or a certified bracket.")
     p.add_argument("file", help="a .npy, .npz, .pt or .pth file holding one 2-D array")
     p.add_argument("--distances", action="store_true", help="the (square) input is a distance matrix")
-    p.add_argument("--metric", choices=("euclidean", "poincare"), default=None,
-                   help="distance between feature rows (default euclidean)")
-    p.add_argument("--c", type=float, default=1.0, help="curvature of the Poincaré ball (radius 1/sqrt(c))")
+    p.add_argument("--metric", choices=FEATURE_METRICS, default=None,
+                   help="distance between feature rows: the Poincaré ball, or hyperboloid points (time coordinate "
+                        "first). Default: the geometry a cell's .npz records (save_embeddings=true), else euclidean")
+    p.add_argument("--c", type=float, default=None,
+                   help="curvature: the ball's radius is 1/sqrt(c) (default: the c the .npz records, else 1)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true",
                       help=f"exact four-point δ (O(n^4); refused above {EXACT_MAX_N} points)")
@@ -128,17 +157,17 @@ def cli_main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return int(exc.code or 0)
     try:
-        a = _load_matrix(args.file, args.key)
+        a, recorded = _load_matrix(args.file, args.key)
         if args.distances:
             if args.metric is not None:
                 raise ValueError("--metric applies to feature input; a --distances matrix is used as given")
-            metric = "precomputed"
+            metric, c = "precomputed", 1.0
         else:
-            metric = args.metric or "euclidean"
+            metric, c = _feature_metric(args, recorded)
             if _looks_like_distances(a):
                 print(f"harness delta: note: {args.file} is square, symmetric with a zero diagonal; it is read "
                       "as features (pass --distances to read it as a distance matrix)", file=sys.stderr)
-        res = delta_hyperbolicity(a, metric=metric, c=args.c, estimator=args.estimator,
+        res = delta_hyperbolicity(a, metric=metric, c=c, estimator=args.estimator,
                                   exact=True if args.exact else None, base=args.base, n_bases=args.bases,
                                   sample_size=args.sample_size, draws=args.draws, seed=args.seed,
                                   device=args.device)

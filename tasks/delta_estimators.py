@@ -72,7 +72,7 @@ EXACT_AUTO_MAX_N = 1000
 EXACT_MAX_N = 2500
 #: Largest point set for the full-set estimators (an n×n float64 matrix is kept).
 MAX_N = 20000
-METRIC_CHOICES = ("euclidean", "poincare", "precomputed")
+METRIC_CHOICES = ("euclidean", "poincare", "lorentz", "precomputed")
 ESTIMATORS = ("auto", "exact", "bracket", "base", "hyptorch", "hyp_metric", "max_over_draws")
 #: Base points of a bracket unless told otherwise.
 DEFAULT_N_BASES = 8
@@ -206,7 +206,9 @@ def feature_distances(x: Any, *, metric: str = "euclidean", c: float = 1.0) -> n
     worst ~1e-8 of the data's scale on a distance (near pairs), below the float32 rounding of
     the Gromov products. ``poincare``: the distance of the Poincaré ball of curvature −c, radius
     1/√c (:func:`harness.geometry.pairwise_dist`, Ganea et al. 2018 Eq. 2, accurate for near
-    pairs and near the boundary).
+    pairs and near the boundary). ``lorentz``: points (n, d+1) on the hyperboloid
+    :math:`\langle x, x\rangle_L = -1/c` (time coordinate first), read through the isometry to
+    that ball (:func:`harness.geometry.lorentz_to_poincare`), which keeps every distance.
     """
     a = _as_float64(x, "the feature matrix")
     _check_n(a.shape[0], "the feature matrix")
@@ -224,14 +226,24 @@ def feature_distances(x: Any, *, metric: str = "euclidean", c: float = 1.0) -> n
         np.sqrt(d, out=d)
         np.fill_diagonal(d, 0.0)
         return d
-    if metric == "poincare":
-        from harness.geometry import pairwise_dist
+    if metric not in ("poincare", "lorentz"):
+        raise ValueError(f"unknown metric {metric!r} for features; choose 'euclidean', 'poincare' or 'lorentz'")
+    from harness.geometry import lorentz_to_poincare, pairwise_dist
 
-        if isinstance(c, bool) or not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-            raise ValueError(f"the curvature c must be a positive number, got {c!r}")
-        with torch.no_grad():
-            return pairwise_dist(torch.from_numpy(a), c=float(c)).numpy()
-    raise ValueError(f"unknown metric {metric!r} for features; choose 'euclidean' or 'poincare'")
+    if isinstance(c, bool) or not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+        raise ValueError(f"the curvature c must be a positive number, got {c!r}")
+    points = torch.from_numpy(a)
+    with torch.no_grad():
+        if metric == "lorentz":
+            points = lorentz_to_poincare(points, c=float(c))
+        else:
+            outside = np.einsum("ij,ij->i", a, a) * float(c) >= 1.0
+            if outside.any():
+                largest = float(np.sqrt(np.einsum("ij,ij->i", a, a).max()))
+                raise ValueError(f"{int(outside.sum())} of {len(a)} points lie on or outside the Poincaré ball of "
+                                 f"c = {c:g} (radius {float(c) ** -0.5:.4g}; the largest norm is {largest:.4g}); "
+                                 "hyperboloid points are metric 'lorentz', unbounded features 'euclidean'")
+        return pairwise_dist(points, c=float(c)).numpy()
 
 
 def four_point(d: np.ndarray, x: int, y: int, z: int, w: int) -> float:
@@ -527,7 +539,7 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
 
     Args:
         x: features (n, d) for ``metric="euclidean"`` / ``"poincare"`` (ball of curvature
-            −c), or an (n, n) distance matrix for ``metric="precomputed"`` (validated by
+            −c), hyperboloid points (n, d+1) for ``"lorentz"``, or an (n, n) distance matrix for ``metric="precomputed"`` (validated by
             :func:`check_distance_matrix`). numpy or torch.
         estimator: ``"auto"`` (exact for n ≤ :data:`EXACT_AUTO_MAX_N`, else bracket),
             ``"exact"``, ``"bracket"``, ``"base"``, or a published one from
@@ -577,7 +589,7 @@ def delta_hyperbolicity(x: Any, *, metric: str = "euclidean", c: float = 1.0, es
     result: dict[str, Any] = {
         "delta": None, "delta_rel": None, "diameter": None, "exact": False, "lower": None, "upper": None,
         "n": n, "seconds": None, "estimator": estimator, "metric": metric,
-        "c": float(c) if metric == "poincare" else None, "base": None, "bases": None, "base_deltas": None,
+        "c": float(c) if metric in ("poincare", "lorentz") else None, "base": None, "bases": None, "base_deltas": None,
         "witness": None, "sample_size": None, "draws": None, "seed": int(seed), "replace": None,
         "delta_std": None, "delta_rel_std": None, "draw_delta_rel": None, "metric_space": None,
         "device": None, "backend": None, "source": None, "compile_seconds": 0.0,

@@ -53,6 +53,59 @@ def test_pt_poincare_with_curvature(capsys, tmp_path):
     assert res["delta"] == pytest.approx(brute_four_point(poincare_dist(x, 2.0)), rel=1e-6)
 
 
+def _cell_npz(path, points, geometry, c):
+    """A cell's ``.npz`` as ``save_embeddings=true`` writes it: splits' arrays and the geometry."""
+    np.savez(path, test_embeddings=points, test_indices=np.arange(len(points)), geometry=np.array(geometry),
+             geometry_c=np.array(c))
+    return str(path)
+
+
+def test_a_cell_npz_is_read_in_the_geometry_it_records(capsys, tmp_path):
+    from harness.geometry import poincare_to_lorentz
+
+    rng = np.random.default_rng(4)
+    c = 0.5
+    ball = rng.normal(size=(8, 2))
+    ball = 0.9 / np.sqrt(c) * ball / np.linalg.norm(ball, axis=1, keepdims=True) * rng.uniform(0.1, 1, (8, 1))
+    expected = brute_four_point(poincare_dist(ball, c))
+    hyperboloid = poincare_to_lorentz(torch.tensor(ball), c=c).numpy()  # an isometry: the same δ
+    for geometry, points in (("poincare", ball), ("lorentz", hyperboloid)):
+        path = _cell_npz(tmp_path / f"{geometry}.npz", points, geometry, c)
+        res = run_json(capsys, [path, "--key", "test_embeddings"])
+        assert (res["metric"], res["c"]) == (geometry, c)
+        assert res["delta"] == pytest.approx(expected, rel=1e-6)
+        assert cli_main([path, "--key", "test_embeddings"]) == 0
+        assert f"in the geometry it records: {geometry} (c = 0.5)" in capsys.readouterr().err
+    # told otherwise, it reads otherwise: Euclidean distances between the hyperboloid's coordinates
+    res = run_json(capsys, [str(tmp_path / "lorentz.npz"), "--key", "test_embeddings", "--metric", "euclidean"])
+    assert res["delta"] == pytest.approx(brute_four_point(euclid(hyperboloid)), rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--c", "2"], "records the geometry lorentz with c = 0.5, not --c 2"),
+    (["--metric", "poincare"], r"7 of 7 points lie on or outside the Poincaré ball of c = 1 .* hyperboloid points "
+                               r"are metric 'lorentz'"),
+])
+def test_a_recorded_geometry_contradicted_or_misread_is_an_error(capsys, tmp_path, argv, match):
+    from harness.geometry import poincare_to_lorentz
+
+    ball = np.random.default_rng(5).uniform(-0.5, 0.5, size=(7, 3))
+    path = _cell_npz(tmp_path / "e.npz", 3 * poincare_to_lorentz(torch.tensor(ball), c=0.5).numpy(), "lorentz", 0.5)
+    assert cli_main([path, "--key", "test_embeddings", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness delta: error: ") and len(err.strip().splitlines()) == 1
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_a_geometry_harness_delta_cannot_read_is_named(capsys, tmp_path):
+    path = _cell_npz(tmp_path / "s.npz", np.eye(5), "sphere", 1.0)
+    assert cli_main([path, "--key", "test_embeddings"]) == 2
+    assert "records the geometry 'sphere', which harness delta cannot read" in capsys.readouterr().err
+    assert cli_main([path, "--key", "test_embeddings", "--metric", "euclidean"]) == 0
+
+
 def test_distances_flag_and_the_note_without_it(capsys, tmp_path):
     d = euclid(np.random.default_rng(2).normal(size=(7, 2)))
     path = tmp_path / "d.npy"

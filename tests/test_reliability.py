@@ -659,7 +659,9 @@ def test_save_embeddings_writes_each_split_and_its_distance_to_the_origin(tmp_pa
     assert path.name == "seed0_embeddings.npz"
     with np.load(path) as saved:
         [split] = result["protocol"]["eval_sizes"]
-        assert sorted(saved.files) == sorted(f"{split}_{k}" for k in ("dist0", "embeddings", "indices"))
+        assert sorted(saved.files) == sorted([f"{split}_{k}" for k in ("dist0", "embeddings", "indices")]
+                                             + ["geometry", "geometry_c"])
+        assert (str(saved["geometry"]), float(saved["geometry_c"])) == ("poincare", result["geometry"]["c"])
         emb = saved[f"{split}_embeddings"]
         assert len(emb) == len(saved[f"{split}_indices"]) == result["protocol"]["eval_sizes"][split]
         np.testing.assert_allclose(saved[f"{split}_dist0"],
