@@ -680,7 +680,13 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
     empty = [k for k, v in axes.items() if not v]
     if empty:
         raise ConfigError(f"{empty[0]}: the sweep lists no value for it (e.g. range(0,0) is empty); give at least one")
-    combos = _cells_to_check(axes, _exclude_rules(get_registry().config_searchpath(), overrides), singles)
+    rules = _exclude_rules(get_registry().config_searchpath(), overrides)
+    try:
+        combos = _cells_to_check(axes, rules, singles)
+    except _EveryCellExcluded as exc:
+        raise ConfigError(f"the exclude rules of grid={_grid_of(overrides) or 'default'} drop every cell of this "
+                          f"sweep: {exc}. Change the axes, or run the cells in a grid without those rules "
+                          "(grid=smoke)") from None
     out = []
     for combo in combos:
         cell = {**singles_by_key, **{k: f"{k}={v}" for k, v in combo.items()}}
@@ -692,6 +698,10 @@ def _compose_axes(overrides: list[str], axes: dict[str, list[str]], singles: lis
             where = ", ".join(f"{k}={v}" for k, v in combo.items() if v != combos[0][k])
             raise ConfigError(f"in the cells with {where}: {exc}") from exc
     return out
+
+
+class _EveryCellExcluded(Exception):
+    """The exclude rules keep no cell (the message names one cell and the rule that drops it)."""
 
 
 #: A grid with more cells than this has its exclude rules left out of the pre-check (it composes the
@@ -725,6 +735,10 @@ def _cells_to_check(axes: dict[str, list[str]], rules: list[dict[str, list[str]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the sweeper warns about the rules once, when it runs them
         kept = drop_excluded(jobs, rules)
+        if jobs and not kept:
+            rule = next(r for r in rules if not drop_excluded(jobs[:1], [r]))
+            named = [o for o in jobs[0] if _key(o).lstrip("+~") in rule]  # what the rule reads of the first cell
+            raise _EveryCellExcluded(f"e.g. the cell with {' '.join(named)} by the rule {rule}")
     wanted = {(k, v) for k, values in sampled.items() for v in values}
     combos: list[dict[str, str]] = []
     for job in kept:

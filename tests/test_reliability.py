@@ -867,7 +867,15 @@ def test_sweeps_with_no_cell_an_empty_axis_or_an_unwritable_leaderboard_are_erro
     res = [f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'c'}"]
     # the default grid's exclude rules drop retrieval on the re-ID data: nothing would run
     assert main(["sweep", "method=euclidean_ce", "dataset=reid_synthetic", "task=retrieval", "seed=0", *res]) == 2
-    assert "this sweep has no cell to run: the exclude rules of grid=default" in capsys.readouterr().err
+    assert ("the exclude rules of grid=default drop every cell of this sweep: e.g. the cell with "
+            "dataset=reid_synthetic task=retrieval by the rule {'dataset': ['reid_synthetic'], 'task': ['!reid']}"
+            in capsys.readouterr().err)
+    # what HCL's skip reason advises (train_dataset=scenes), on a method the default grid pre-trains only as
+    # hcl_colour: the rule is named before anything runs, and grid=smoke offered
+    assert main(["sweep", "method=hcl", "train_dataset=scenes", "task=few_shot", "seed=0", *res]) == 2
+    err = capsys.readouterr().err
+    assert "e.g. the cell with method=hcl train_dataset=scenes by the rule {'train_dataset': ['scenes']" in err
+    assert "(grid=smoke)" in err and not (tmp_path / "res").exists()
     assert main(["sweep", "method=euclidean_ce", "task=retrieval", "seed=range(0,0)", *res]) == 2
     assert "seed: the sweep lists no value for it" in capsys.readouterr().err
     blocker = tmp_path / "a_file"
