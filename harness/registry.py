@@ -23,6 +23,8 @@ from harness.specs import ALL_KINDS, PluginSpec
 
 ENTRY_POINT_GROUP = "harness"
 STRICT_ENV = "HARNESS_STRICT_PLUGINS"
+#: The distribution of the harness and its in-tree plugins (pyproject.toml's ``name``).
+OWN_DISTRIBUTION = "hyperbolic-harness"
 _HOOK_OF_KIND = {
     "method": "harness_methods",
     "backbone": "harness_backbones",
@@ -207,13 +209,16 @@ class Registry:
         return usable
 
     def dist_versions(self) -> dict[str, str]:
-        """Installed version of every distribution that registered plugins."""
+        """Installed version of every distribution that registered plugins; the harness's own is
+        ``harness.__version__`` (an editable install's metadata keeps the version it was installed at)."""
         from importlib.metadata import PackageNotFoundError, version
+
+        from harness import __version__
 
         out = {}
         for dist in sorted(set(self._dist_of.values())):
             try:
-                out[dist] = version(dist)
+                out[dist] = __version__ if dist == OWN_DISTRIBUTION else version(dist)
             except PackageNotFoundError:
                 out[dist] = "unknown"
         return out

@@ -476,3 +476,21 @@ def test_a_plugin_without_a_config_of_its_own_is_told_it_inherits_one():
     with pytest.raises(PluginLoadError, match=r"its Config has name defaulting to '' \(it is Method\.Config, "
                                               r"inherited: .*Bare declares none\); it needs the field name: str = 'bare'"):
         check_contract("method", PluginSpec("bare", "x:Bare", ""), Bare)
+
+
+def test_the_harness_records_its_own_version_not_a_stale_editable_install_s(monkeypatch):
+    """An editable install keeps the metadata of the version it was installed at: results recorded
+    harness 0.2.0 beside plugins hyperbolic-harness 0.1.0. The own distribution is read from the code."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import harness
+    from harness.registry import OWN_DISTRIBUTION, get_registry
+
+    project = tomllib.loads((Path(harness.__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert (project["name"], project["version"]) == (OWN_DISTRIBUTION, harness.__version__)
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: "0.0.1-stale")
+    versions = get_registry().dist_versions()
+    assert versions[OWN_DISTRIBUTION] == harness.__version__
+    assert set(versions.values()) - {harness.__version__} <= {"0.0.1-stale"}
