@@ -286,6 +286,28 @@ def check_contract(kind: str, spec: PluginSpec, cls: Any) -> None:
             got += f" (it is {owner.__qualname__}.Config, inherited: {cls.__qualname__} declares none)"
         raise PluginLoadError(f"{where}: its Config {got}; it needs the field "
                               f"name: str = {spec.name!r}, the name it is registered under")
+    if kind == "task":
+        _check_metric_declarations(where, cls)
+
+
+def _check_metric_declarations(where: str, cls: Any) -> None:
+    """A task's ``BOUNDS`` are well formed and each names a metric of ``METRICS`` or a family of them (the
+    part of a name before its first ``/``): a misspelt key would leave its metric unchecked, silently."""
+    import difflib
+
+    from harness.bounds import check_bounds
+
+    metrics = getattr(cls, "METRICS", {}) or {}
+    families = {m.split("/", 1)[0] for m in metrics}
+    for name, bounds in (getattr(cls, "BOUNDS", {}) or {}).items():
+        try:
+            check_bounds(bounds)
+        except ValueError as exc:
+            raise PluginLoadError(f"{where}: BOUNDS[{name!r}]: {exc}") from None
+        if metrics and name not in metrics and name not in families:
+            close = difflib.get_close_matches(name, [*metrics, *families], n=1, cutoff=0.6)
+            raise PluginLoadError(f"{where}: BOUNDS names {name!r}, which is no metric of its METRICS"
+                                  + (f" (did you mean {close[0]!r}?)" if close else f" ({', '.join(metrics)})"))
 
 
 _REGISTRY: Registry | None = None

@@ -494,3 +494,32 @@ def test_the_harness_records_its_own_version_not_a_stale_editable_install_s(monk
     versions = get_registry().dist_versions()
     assert versions[OWN_DISTRIBUTION] == harness.__version__
     assert set(versions.values()) - {harness.__version__} <= {"0.0.1-stale"}
+
+
+@pytest.mark.parametrize("bounds, message", [
+    ({"accuracy": (0, 1), "acc": (0, 1)}, None),  # a metric, and the family of acc/typical/10%
+    ({"acc/typical": (0, 1)}, r"BOUNDS names .acc/typical., which is no metric"),  # bounds_of never reads it
+    ({"accuracyy": (0, 1)}, r"BOUNDS names 'accuracyy', which is no metric of its METRICS \(did you mean 'accuracy'\?\)"),
+    ({"accuracy": (1, 0)}, r"BOUNDS\['accuracy'\]: metric bounds \(1, 0\) are not finite with low < high"),
+])
+def test_a_task_s_bounds_are_checked_when_it_loads(bounds, message):
+    """A misspelt BOUNDS key would leave its metric unchecked without a word."""
+    from dataclasses import dataclass
+
+    from harness import PluginSpec
+    from harness.registry import check_contract
+    from harness.task import Task
+
+    class Acc(Task):
+        METRICS = {"accuracy": True, "acc/typical/10%": True}
+        BOUNDS = bounds
+
+        @dataclass
+        class Config:
+            name: str = "acc"
+
+    if message is None:
+        check_contract("task", PluginSpec("acc", "x:Acc", ""), Acc)
+        return
+    with pytest.raises(PluginLoadError, match=message):
+        check_contract("task", PluginSpec("acc", "x:Acc", ""), Acc)
