@@ -4,8 +4,9 @@ A claim is a file created atomically (``O_CREAT | O_EXCL``) holding the owner's
 host, pid, batch-job id and start time. It is released by deleting it. While it
 is held, a daemon thread touches it every :data:`HEARTBEAT` seconds. A claim is
 *stale* when its owner cannot still hold it: on the same host, its pid is gone;
-on another host (a shared file system), its file has not been touched for
-``stale_after`` seconds; or it was taken by an earlier run of the same SLURM job,
+on any host, its file has not been touched for ``stale_after`` seconds (on a shared
+file system, another host's pid cannot be asked; on this one, a pid may have been
+reused after a reboot or a container restart); or it was taken by an earlier run of the same SLURM job,
 now requeued after a preemption (a lower ``SLURM_RESTART_COUNT``; processes of one
 run of a job, such as ``gpu_pool`` workers inside one allocation, are told apart by
 host and pid like any others). A stale claim is taken over: it is first moved
@@ -47,6 +48,8 @@ def _restart_count() -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill would ask about a process group, or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,6 +57,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _as_int(value: Any, default: int = 0) -> int:
+    """A claim record's number, or ``default`` when it holds something else (a foreign file)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _deaths_after(stale: bytes) -> int:
@@ -86,27 +97,31 @@ class Claim:
         self.deaths = 0
 
     def owner(self) -> dict[str, Any] | None:
-        """The current owner's record, or None if unclaimed (or unreadable: being written)."""
+        """The current owner's record, or None if unclaimed (or unreadable: being written, or not a
+        claim's record)."""
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            record = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
+
+    def _untouched_for(self) -> float:
+        """Seconds since the claim file was last touched (its owner's heartbeat); inf when it is gone."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return float("inf")
 
     def is_stale(self) -> bool:
         owner = self.owner()
-        if owner is None:
-            try:  # a claim file that stays unreadable for a while was left half-written
-                return time.time() - self.path.stat().st_mtime > 60
-            except OSError:
-                return True
-        if owner.get("job") and owner.get("job") == _batch_job() and int(owner.get("restart", 0)) < _restart_count():
+        if owner is None:  # a claim file that stays unreadable for a while was left half-written
+            return self._untouched_for() > 60
+        if owner.get("job") and owner.get("job") == _batch_job() and _as_int(owner.get("restart")) < _restart_count():
             return True  # an earlier run of our own batch job, requeued after a preemption
-        if owner.get("host") == socket.gethostname():
-            return not _pid_alive(int(owner.get("pid", -1)))
-        try:
-            return time.time() - self.path.stat().st_mtime > self.stale_after
-        except OSError:
-            return True
+        if self._untouched_for() > self.stale_after:
+            return True  # no heartbeat: its owner is gone, whatever now runs under its pid
+        pid = _as_int(owner.get("pid"), -1)
+        return owner.get("host") == socket.gethostname() and not _pid_alive(pid)
 
     def acquire(self) -> bool:
         """Take the claim (taking over a stale one); False if a live owner holds it."""

@@ -311,23 +311,37 @@ def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tens
 
     Used by generated datasets (uint8 images + annotation arrays, keyed by their
     fingerprint) so generation runs once per config. Stored with ``torch.save``
-    and read back with ``weights_only=True`` (tensors only, no arbitrary pickles).
+    and read back with ``weights_only=True`` (tensors only, no arbitrary pickles),
+    beside the entry's own key: a file that cannot be read, or that was not written
+    for this entry (a foreign or hand-placed file), is built again.
     """
     path = cache_root() / kind / f"{key}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            loaded = torch.load(path, weights_only=True)
+            tag = loaded.pop(_CACHE_KEY, None) if isinstance(loaded, dict) else None
+            if not isinstance(tag, torch.Tensor) or bytes(tag.tolist()) != key.encode():
+                raise ValueError("it was not written for this entry")
+            return loaded
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: rebuild it
-            print(f"  the cached {kind} entry {path} could not be read ({type(exc).__name__}): building it again",
-                  file=sys.stderr)
+            print(f"  the cached {kind} entry {path} could not be read ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:120] if str(exc) else 'no message'}): building it again", file=sys.stderr)
     tensors = build()
-    save_tensors(tensors, path)
+    save_tensors({**tensors, _CACHE_KEY: torch.tensor(list(key.encode()), dtype=torch.uint8)}, path)
     return tensors
+
+
+#: The entry of a :func:`cached_tensors` file that holds its cache key (UTF-8 bytes).
+_CACHE_KEY = "__cache_key__"
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """``torch.save`` a dict of tensors atomically (temp file + rename): readers never see a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(tensors, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

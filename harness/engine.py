@@ -270,6 +270,21 @@ class TrainCheckpoint:
                   "from the first epoch", file=sys.stderr)
             return None
 
+    def mismatch(self, method: Method, optimizer: torch.optim.Optimizer) -> str | None:
+        """Why this checkpoint cannot resume ``method`` and ``optimizer`` (written for another version of the
+        method: other parameters, shapes or optimiser groups), or None; checked before anything is restored."""
+        current = self.tensors_of(method)
+        if set(self.tensors) != set(current):
+            return (f"{len(set(self.tensors) ^ set(current))} parameters or buffers differ, e.g. "
+                    f"{sorted(set(self.tensors) ^ set(current))[0]}")
+        shapes = [k for k, v in current.items() if tuple(self.tensors[k].shape) != tuple(v.shape)]
+        if shapes:
+            return f"{shapes[0]} has shape {tuple(self.tensors[shapes[0]].shape)}, not {tuple(current[shapes[0]].shape)}"
+        saved = [len(g.get("params", ())) for g in self.optimizer.get("param_groups", ())]
+        if saved != [len(g["params"]) for g in optimizer.param_groups]:
+            return "its optimiser has other parameter groups"
+        return None
+
     def restore(self, method: Method) -> None:
         params, buffers = dict(method.named_parameters()), dict(method.named_buffers())
         expected = {f"param:{k}" for k in params} | {f"buffer:{k}" for k in buffers}
@@ -332,6 +347,10 @@ def _train(method: Method, *, dataset: Any, indices: np.ndarray, labels: np.ndar
     epoch_loss: list[float] = []
     first_epoch = 0
     resumed = TrainCheckpoint.load(checkpoint) if checkpoint is not None else None
+    if resumed is not None and (why := resumed.mismatch(method, optimizer)) is not None:
+        print(f"  the training checkpoint {checkpoint} was written for another version of the method ({why}): "
+              "training starts from the first epoch", file=sys.stderr)
+        resumed = None
     if resumed is not None and resumed.epoch < cfg.epochs:
         resumed.restore(method)
         load_optimizer_state(optimizer, resumed.optimizer)

@@ -393,12 +393,24 @@ def _misplaced(path: Path, result: dict[str, Any]) -> str | None:
     return None
 
 
+_VERSION_KEYS = {"method_version", "task_version"}
+
+
+def _other_versions(result: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """The plugin VERSIONs ``result`` records that differ from ``reference``'s (``method VERSION 1 (2 there)``);
+    a version either does not record is not compared."""
+    mine, theirs = result.get("protocol") or {}, reference.get("protocol") or {}
+    return [f"{key.split('_')[0]} VERSION {mine[key]} ({theirs[key]} there)" for key in sorted(_VERSION_KEYS)
+            if key in mine and key in theirs and str(mine[key]) != str(theirs[key])]
+
+
 def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every valid result under ``results_dir`` (:func:`~harness.results.iter_results`), except seeds
     computed under another config than the newest file of their folder (a folder is one row's cell:
-    task, dataset, method, backbone, variant). A variant tag names the settings that differ from the
-    defaults in force when it ran, so a seed left from a sweep under older defaults lands in the same
-    folder as the seeds run since; it is left out with a warning naming it, not pooled into the row."""
+    task, dataset, method, backbone, variant), or under another ``VERSION`` of its method or task than
+    the newest that records one. A variant tag names the settings that differ from the defaults in force
+    when it ran, so a seed left from a sweep under older defaults (or before a VERSION bump) lands in the
+    same folder as the seeds run since; it is left out with a warning naming it, not pooled into the row."""
     import warnings
 
     by_folder: dict[Path, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
@@ -410,13 +422,18 @@ def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
     kept: list[tuple[Path, dict[str, Any]]] = []
     for entries in by_folder.values():
         computed = {path: config_hash({k: v for k, v in r["config"].items() if k != "seed"}) for path, r in entries}
-        newest = max(entries, key=lambda e: (e[0].stat().st_mtime, e[0].name))[0]
+        by_age = sorted(entries, key=lambda e: (e[0].stat().st_mtime, e[0].name), reverse=True)
+        newest = by_age[0][0]
+        versioned = next((e for e in by_age if _VERSION_KEYS & set(e[1].get("protocol") or {})), by_age[0])
         for path, r in entries:
-            if computed[path] == computed[newest]:
-                kept.append((path, r))
-            else:
+            if computed[path] != computed[newest]:
                 warnings.warn(f"leaving out {path}: computed under another config than {newest.name} beside it "
                               "(older defaults?); re-run the sweep to redo it, or delete it", stacklevel=2)
+            elif changed := _other_versions(r, versioned[1]):
+                warnings.warn(f"leaving out {path}: its {' and '.join(changed)} differs from {versioned[0].name} "
+                              "beside it (bumped since?); re-run the sweep to redo it, or delete it", stacklevel=2)
+            else:
+                kept.append((path, r))
     # one result per cell and seed: a copied file or a copy of a results folder inside another would
     # otherwise count as more seeds (an interval over copies of one number)
     by_cell: dict[tuple[Any, ...], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)

@@ -14,7 +14,9 @@ Schema (``schema_version`` 2), top-level keys and their types:
                     reason?: str, bounds?: [low|null, high|null]}`` (values in natural units, e.g. [0, 1],
                     inside ``bounds`` when given; null with a reason when undefined)
 ``details``         dict: task facts that are not metrics (episode count, conventions, diagnostics…)
-``protocol``        dict: ``{task_version, train_label, train_size, eval_sizes}``
+``protocol``        dict: ``{task_version, method_version, train_label, train_size, eval_sizes}`` (the two
+                    plugins' ``VERSION``: a result under another is run again, and left out of a row
+                    whose newer seeds ran under the installed one)
 ``training``        dict: ``{final_loss, epoch_loss, train_top1, train_top1_kind, steps, images_per_s}``
 ``config``          dict: the full resolved config of the cell
 ``config_hash``     str: sha256 of the config without run-local keys (results_dir, cache_dir, device…)
@@ -31,7 +33,7 @@ Schema (``schema_version`` 2), top-level keys and their types:
                     embeddings' ``geometry`` (name) and ``geometry_c``; and the arrays the task kept
                     (``EvalContext.save_array``)
 ``nonfinite``       list of dotted paths whose NaN/inf value was stored as null (absent when none)
-``traceback_file``  str: path of the saved traceback (failed cells only)
+``traceback_file``  str: the saved traceback relative to the results folder (failed cells only)
 """
 
 from __future__ import annotations

@@ -221,12 +221,20 @@ def _train_top1(model: TrainedModel, data: TrainingData, embed: Any) -> tuple[fl
     return float((pred == truth).double().mean()), "nearest_prototype"
 
 
+def _retrained_in_this_sweep(config: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """Whether a model's metadata says this sweep trained it: ``retrain=true`` trains each model once per
+    sweep, not once per task cell that uses it (a ``harness run`` has no sweep and always retrains)."""
+    sweep = config.get("sweep_id")
+    return bool(sweep) and meta.get("sweep_id") == sweep
+
+
 def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
                   device: torch.device, progress: bool = True) -> tuple[TrainedModel, bool]:
     """Train the cell's model, or load it from memory or the disk cache; the flag says it was cached.
 
-    A corrupt cache entry is trained again; ``retrain=true`` ignores the cache; two processes that
-    need one model train it once (the second waits for the first's)."""
+    A corrupt cache entry is trained again; ``retrain=true`` ignores the cache, except for a model this
+    sweep has already retrained (for another task's cell); two processes that need one model train it
+    once (the second waits for the first's)."""
     from harness.backbones import build_backbone, input_size
     from harness.method import TrainInfo, build_method
 
@@ -234,7 +242,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     data = training_data(config, dataset, protocol, method_cls)
     key = model_key(config, method_cls, data)
     held = f"{key}@{device}"  # a model in memory serves cells on its own device only
-    if held in _MODELS and not config.get("retrain"):
+    if held in _MODELS and (not config.get("retrain") or _retrained_in_this_sweep(config, _MODELS[held].stats)):
         _MODELS.move_to_end(held)
         return _MODELS[held], True
 
@@ -257,13 +265,17 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     meta_file = cache_file.with_suffix(".json")
 
     def cached() -> dict[str, Any] | None:
-        if config.get("retrain") or not (cache_file.exists() and meta_file.exists()):
+        if not (cache_file.exists() and meta_file.exists()):
             return None
         # load_state_dict copies the matching tensors before it raises on a foreign file: keep the fresh
         # initialisation to go back to, so a failed read trains from it as a cold cache does
         initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
         try:
             meta = json.loads(meta_file.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError(f"its metadata {meta_file.name} holds {type(meta).__name__}, not a JSON object")
+            if config.get("retrain") and not _retrained_in_this_sweep(config, meta):
+                return None
             method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
             return meta
         except Exception as exc:  # noqa: BLE001 - truncated, foreign or stale: train it again
@@ -299,7 +311,7 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
                                  embed_train=embed_train_now, checkpoint=ckpt_file, on_checkpoint=claim.refresh)
             meta = asdict(stats)
             top1, kind = _train_top1(model, data, embed_train)
-            meta.update(train_top1=top1, train_top1_kind=kind)
+            meta.update(train_top1=top1, train_top1_kind=kind, sweep_id=config.get("sweep_id"))
             save_tensors({k: v.detach().cpu() for k, v in method.state_dict().items()}, cache_file)
             atomic_write_text(meta_file, json.dumps(meta, allow_nan=True))
             ckpt_file.unlink(missing_ok=True)
@@ -330,6 +342,8 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if prev.get("config_hash") != config_hash(config) or prev.get("cell") != cell_of(config):
         return None  # the config changed since (or the file was edited or moved here by hand)
+    if _plugin_version_changed(prev, config):
+        return None  # its method's or task's VERSION was bumped since (a changed loss or protocol)
     try:
         digest = weights_digest(config["backbone"].get("pretrained"))
     except OSError:
@@ -339,6 +353,24 @@ def finished(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     if prev["status"] == "failed" and config.get("rerun_failed", True):
         return None
     return prev
+
+
+def plugin_versions(config: dict[str, Any]) -> dict[str, str]:
+    """The ``VERSION`` of the cell's task and method, as a result's ``protocol`` records them."""
+    registry = get_registry()
+    return {"task_version": str(registry.load("task", config["task"]["name"]).VERSION),
+            "method_version": str(registry.load("method", config["method"]["name"]).VERSION)}
+
+
+def _plugin_version_changed(prev: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether ``prev`` was computed under another VERSION of its task or method than the installed one
+    (a result that records none is not compared)."""
+    recorded = prev.get("protocol") or {}
+    try:
+        current = plugin_versions(config)
+    except Exception:  # noqa: BLE001 - a plugin that does not load now: the run says so
+        return False
+    return any(k in recorded and str(recorded[k]) != v for k, v in current.items())
 
 
 def _kept(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -507,7 +539,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         task = create("task", config["task"])
         task.check(dataset)
         protocol = task.protocol(dataset)
-        result["protocol"] = {"task_version": task.VERSION, "train_label": protocol.train_label,
+        result["protocol"] = {**plugin_versions(config), "train_label": protocol.train_label,
                               "train_size": int(len(protocol.train)),
                               "eval_sizes": {k: int(len(v)) for k, v in sorted(protocol.eval.items())}}
         model, timings["train_cached"] = trained_model(config, dataset, protocol, device, progress)
@@ -556,7 +588,9 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
             f"SystemExit({exc.code!r}): code in this cell called sys.exit(); a plugin raises an exception instead"
         result.update(status="failed", reason=reason)
         atomic_write_text(tb_file, traceback.format_exc())
-        result["traceback_file"] = str(tb_file)
+        # relative to the results folder, as the other files a result names: it moves with the folder
+        result["traceback_file"] = tb_file.resolve().relative_to(
+            Path(config["results_dir"]).expanduser().resolve()).as_posix()
     if result["status"] != "failed":
         tb_file.unlink(missing_ok=True)  # a traceback of an earlier failed run no longer applies
     result.setdefault("versions", {})

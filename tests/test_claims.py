@@ -149,3 +149,48 @@ def test_claim_or_wait_hands_back_the_work_of_the_owner_it_waited_for(tmp_path):
     second, value = claim_or_wait(path, ready, poll=0.01)  # blocks until the owner is done
     worker.join()
     assert second is None and value == "weights" and not path.exists()
+
+
+def test_a_claim_untouched_for_long_is_stale_even_if_its_pid_lives_again(tmp_path):
+    """After a reboot or a container restart the pid in a leftover claim can belong to another live process:
+    the missing heartbeat, not the pid, says the owner is gone."""
+    import json
+    import os
+    import socket
+    import time
+
+    from harness.claims import STALE_AFTER, Claim
+
+    path = tmp_path / "seed0.claim"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job": "", "since": 0.0,
+                                "token": "old"}))
+    assert not Claim(path).is_stale()  # a live pid with a fresh heartbeat holds it
+    old = time.time() - 2 * STALE_AFTER
+    os.utime(path, (old, old))
+    assert Claim(path).is_stale()
+    claim = Claim(path)
+    assert claim.acquire() and json.loads(path.read_text())["pid"] == os.getpid()
+    claim.release()
+
+
+@pytest.mark.parametrize("content", ["[]", '{"pid": "abc", "host": "HOST"}', '{"restart": "x", "job": "1"}'])
+def test_a_claim_file_that_is_no_claim_record_does_not_crash_the_cell(tmp_path, content):
+    import os
+    import socket
+    import time
+
+    from harness.claims import Claim
+
+    path = tmp_path / "seed0.claim"
+    path.write_text(content.replace("HOST", socket.gethostname()))
+    claim = Claim(path)
+    stale = claim.is_stale()  # no AttributeError / ValueError
+    if content == "[]":  # unreadable as a record: stale once it has stayed so for a minute
+        assert claim.owner() is None and not stale
+        old = time.time() - 120
+        os.utime(path, (old, old))
+    if "restart" in content:  # another host's fresh record: held until its heartbeat stops
+        assert not stale and not claim.acquire()
+        return
+    assert claim.acquire()
+    claim.release()

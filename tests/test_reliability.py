@@ -629,9 +629,10 @@ def test_a_stale_traceback_is_removed_when_the_cell_later_succeeds(tmp_path, mon
     with monkeypatch.context() as m:
         m.setattr(EuclideanCE, "loss", lambda self, e, b: (_ for _ in ()).throw(RuntimeError("boom")))
         failed = _run(tmp_path, "task=few_shot")
-    assert failed["status"] == "failed" and Path(failed["traceback_file"]).exists()
+    traceback_file = tmp_path / "res" / failed["traceback_file"]  # relative to the results folder
+    assert failed["status"] == "failed" and traceback_file.read_text().startswith("Traceback")
     ok = _run(tmp_path, "task=few_shot")
-    assert ok["status"] == "ok" and not Path(failed["traceback_file"]).exists()
+    assert ok["status"] == "ok" and not traceback_file.exists()
 
 
 def test_the_provenance_names_command_line_axes(tmp_path):
@@ -991,3 +992,95 @@ def test_a_result_file_whose_cell_was_edited_is_not_kept(tmp_path):
     again = _run(tmp_path, "task=few_shot")
     assert not again.get("_resumed") and again["cell"] == first["cell"]
     assert json.loads(path.read_text())["cell"]["method"] == first["cell"]["method"]
+
+
+def test_a_bumped_method_or_task_version_runs_its_cells_again(tmp_path, monkeypatch):
+    """The README's advice after changing a loss is to bump VERSION: the results computed before are not kept
+    (they were, silently, and pooled with the new seeds into one row)."""
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+    from harness.tasks.few_shot import FewShot
+
+    first = _run(tmp_path, "task=few_shot")
+    assert first["protocol"]["method_version"] == EuclideanCE.VERSION
+    assert first["protocol"]["task_version"] == FewShot.VERSION
+    assert _run(tmp_path, "task=few_shot").get("_resumed")  # nothing changed: kept
+    monkeypatch.setattr(EuclideanCE, "VERSION", EuclideanCE.VERSION + ".1")
+    bumped = _run(tmp_path, "task=few_shot")
+    assert not bumped.get("_resumed") and bumped["protocol"]["method_version"] == EuclideanCE.VERSION
+    assert bumped["model_key"] != first["model_key"] and bumped["timings"]["train_cached"] is False
+    monkeypatch.setattr(FewShot, "VERSION", FewShot.VERSION + ".1")
+    assert not _run(tmp_path, "task=few_shot").get("_resumed")
+
+
+def test_the_leaderboard_leaves_out_a_seed_computed_under_another_version(tmp_path):
+    import json
+    import os
+    import warnings
+
+    from harness import leaderboard
+
+    for seed in (0, 1):
+        _run(tmp_path, "task=few_shot", f"seed={seed}")
+    (old, new) = sorted((tmp_path / "res").rglob("seed*.json"))
+    record = json.loads(old.read_text())
+    record["protocol"]["method_version"] = "0"  # seed 0 ran before the method's VERSION was bumped
+    old.write_text(json.dumps(record))
+    os.utime(old, (1, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = leaderboard.current_results(tmp_path / "res")
+    assert [r["cell"]["seed"] for r in kept] == [1]
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    assert any(f"leaving out {old}: its method VERSION 0 ({EuclideanCE.VERSION} there) differs from {new.name}"
+               in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("metadata", ["null", "[1, 2]"])
+def test_a_model_cache_entry_whose_metadata_is_no_record_is_trained_again_from_scratch(tmp_path, capsys, metadata):
+    first = _run(tmp_path, "task=few_shot")
+    (meta,) = (tmp_path / "cache" / "models").glob("*[0-9a-f].json")
+    meta.write_text(metadata)
+    capsys.readouterr()
+    again = _run(tmp_path, "task=few_shot", "force=true")
+    assert again["status"] == "ok", again.get("reason")
+    assert again["timings"]["train_cached"] is False and again["metrics"] == first["metrics"]  # from fresh weights
+    assert f"its metadata {meta.name} holds" in capsys.readouterr().err
+    assert isinstance(json.loads(meta.read_text()), dict)
+
+
+def test_a_dataset_cache_entry_with_other_contents_is_built_again(tmp_path, monkeypatch, capsys):
+    from harness.data import cached_tensors
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    built = []
+
+    def build():
+        built.append(1)
+        return {"images": torch.arange(6, dtype=torch.uint8)}
+
+    path = tmp_path / "datasets" / "toy-abc.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"weights": torch.zeros(3)}, path)  # a valid tensor file, written for something else
+    assert torch.equal(cached_tensors("datasets", "toy-abc", build)["images"], torch.arange(6, dtype=torch.uint8))
+    assert "could not be read (ValueError: it was not written for this entry): building it again" in \
+        capsys.readouterr().err
+    assert list(cached_tensors("datasets", "toy-abc", build)) == ["images"] and built == [1]  # read back, as built
+    path.rename(path.with_name("toy-xyz.pt"))  # an entry under another key's name is foreign too
+    cached_tensors("datasets", "toy-xyz", build)
+    assert built == [1, 1] and not list(path.parent.glob(".*.tmp"))
+
+
+def test_retrain_trains_each_model_once_per_sweep(tmp_path):
+    """retrain=true in a sweep: the second task's cell uses the model the first retrained (it trained the
+    model again for every task cell); a later sweep, or harness run, retrains again."""
+    first = _run(tmp_path, "task=few_shot", "retrain=true", "sweep_id=s1")
+    second = _run(tmp_path, "task=retrieval", "retrain=true", "sweep_id=s1")
+    assert first["timings"]["train_cached"] is False and second["timings"]["train_cached"] is True
+    assert first["model_key"] == second["model_key"]
+    import harness.run
+
+    harness.run._MODELS.clear()  # another process of the same sweep reads the disk cache's record
+    assert _run(tmp_path, "task=ood", "retrain=true", "sweep_id=s1")["timings"]["train_cached"] is True
+    assert _run(tmp_path, "task=few_shot", "retrain=true", "sweep_id=s2")["timings"]["train_cached"] is False
+    assert _run(tmp_path, "task=few_shot", "retrain=true")["timings"]["train_cached"] is False

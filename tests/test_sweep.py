@@ -107,7 +107,7 @@ def test_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path):
     assert results["euclidean_ce"]["status"] == "ok"
     assert results["crashy"]["status"] == "failed"
     assert results["crashy"]["reason"] == "RuntimeError: boom"
-    assert Path(results["crashy"]["traceback_file"]).read_text().startswith("Traceback")
+    assert (tmp_path / "res" / results["crashy"]["traceback_file"]).read_text().startswith("Traceback")
     assert "(1 failed, 1 ok)" in proc.stdout
     assert "1 cell(s) failed" in proc.stderr
     # kept, not retried: the grid is still incomplete, so it is counted and the sweep exits 1 again

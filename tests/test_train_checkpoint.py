@@ -93,3 +93,35 @@ def test_a_torn_checkpoint_is_ignored_and_checkpoint_every_0_writes_none(tmp_pat
     assert again["status"] == "ok" and again["training"]["epoch_loss"] == first["training"]["epoch_loss"]
     assert "could not be read (" in (err := capsys.readouterr().err) and "training starts from the first epoch" in err
     assert not list(models.glob("*.ckpt.pt"))
+
+
+def test_a_checkpoint_written_for_another_version_of_the_method_is_ignored(tmp_path, monkeypatch, capsys):
+    """A method edited without a VERSION bump leaves a checkpoint with other parameters: training starts over
+    (as from a torn one), ending where an uninterrupted run ends, instead of failing the cell on every run."""
+    straight = run_cell(_config(tmp_path, "straight", "euclidean_ce"), progress=False)
+    update = Progress.update
+
+    def dies_in_epoch_2(self, n=1, **postfix):
+        if postfix.get("epoch") == 2:
+            raise KeyboardInterrupt("killed")
+        return update(self, n, **postfix)
+
+    monkeypatch.setattr(Progress, "update", dies_in_epoch_2)
+    harness.run._MODELS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(_config(tmp_path, "edited", "euclidean_ce"), progress=False)
+    monkeypatch.setattr(Progress, "update", update)
+    (ckpt,) = (tmp_path / "edited" / "cache" / "models").glob("*.ckpt.pt")
+    state = torch.load(ckpt, map_location="cpu")
+    dropped = sorted(state["tensors"])[0]
+    del state["tensors"][dropped]
+    torch.save(state, ckpt)
+    harness.run._MODELS.clear()
+    capsys.readouterr()
+    again = run_cell(_config(tmp_path, "edited", "euclidean_ce"), progress=False)
+    err = capsys.readouterr().err
+    assert again["status"] == "ok", again.get("reason")
+    assert f"was written for another version of the method (1 parameters or buffers differ, e.g. {dropped})" in err
+    assert "training starts from the first epoch" in err and "resumed from" not in err
+    assert again["training"]["epoch_loss"] == straight["training"]["epoch_loss"]
+    assert again["metrics"] == straight["metrics"]
