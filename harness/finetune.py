@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.engine import deterministic_on_cpu, load_optimizer_state
+from harness.engine import deterministic_on_cpu, load_optimizer_state, state_kept_on_failure
 from harness.errors import HarnessError
 from harness.progress import Progress
 
@@ -87,7 +87,8 @@ def run_finetune(spec: Finetune, *, cache_file: Path, seed: int, device: torch.d
         if retrain or not (cache_file.exists() and meta_file.exists()):
             return None
         try:
-            model.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            with state_kept_on_failure(model):  # a failed read fine-tunes from the seeded initialisation
+                model.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
             model.eval()  # as a model fine-tuned now is returned
             return {**json.loads(meta_file.read_text()), "cached": True}
         except Exception:  # noqa: BLE001 - a truncated or foreign file: fine-tune again
@@ -119,9 +120,10 @@ def _train(spec: Finetune, model: nn.Module, cache_file: Path, meta_file: Path, 
     if ckpt_file.exists():
         try:
             state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            load_optimizer_state(opt, state["optimizer"])
-            start_it = int(state["iteration"])
+            with state_kept_on_failure(model):  # a failed read starts over from the seeded initialisation
+                model.load_state_dict(state["model"])
+                load_optimizer_state(opt, state["optimizer"])
+                start_it = int(state["iteration"])
         except Exception:  # noqa: BLE001 - a torn checkpoint: start over
             start_it = 0
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

@@ -267,19 +267,16 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     def cached() -> dict[str, Any] | None:
         if not (cache_file.exists() and meta_file.exists()):
             return None
-        # load_state_dict copies the matching tensors before it raises on a foreign file: keep the fresh
-        # initialisation to go back to, so a failed read trains from it as a cold cache does
-        initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
         try:
             meta = json.loads(meta_file.read_text())
             if not isinstance(meta, dict):
                 raise ValueError(f"its metadata {meta_file.name} holds {type(meta).__name__}, not a JSON object")
             if config.get("retrain") and not _retrained_in_this_sweep(config, meta):
                 return None
-            method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            with engine.state_kept_on_failure(method):  # a failed read trains from the fresh initialisation
+                method.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
             return meta
         except Exception as exc:  # noqa: BLE001 - truncated, foreign or stale: train it again
-            method.load_state_dict(initial)
             print(f"  the cached model {cache_file} could not be read ({type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}): training it again",
                   file=sys.stderr)

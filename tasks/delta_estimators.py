@@ -237,9 +237,10 @@ def feature_distances(x: Any, *, metric: str = "euclidean", c: float = 1.0) -> n
         if metric == "lorentz":
             points = lorentz_to_poincare(points, c=float(c))
         else:
-            outside = np.einsum("ij,ij->i", a, a) * float(c) >= 1.0
+            sq = np.einsum("ij,ij->i", a, a)
+            outside = sq * float(c) >= 1.0
             if outside.any():
-                largest = float(np.sqrt(np.einsum("ij,ij->i", a, a).max()))
+                largest = float(np.sqrt(sq.max()))
                 raise ValueError(f"{int(outside.sum())} of {len(a)} points lie on or outside the Poincaré ball of "
                                  f"c = {c:g} (radius {float(c) ** -0.5:.4g}; the largest norm is {largest:.4g}); "
                                  "hyperboloid points are metric 'lorentz', unbounded features 'euclidean'")

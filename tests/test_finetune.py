@@ -89,6 +89,28 @@ def test_a_torn_cache_file_is_fine_tuned_again(tmp_path):
     assert _run(_spec(), path)["cached"]
 
 
+@pytest.mark.parametrize("stored", ["checkpoint", "model"])
+def test_a_foreign_file_leaves_no_tensor_of_its_own_in_the_model(tmp_path, stored):
+    """torch's load_state_dict copies the matching tensors before it raises on the missing ones: a checkpoint
+    or cached model written for another model (here: one tensor of the right name, the rest missing) must not
+    leave that tensor in the model it then fine-tunes from the start."""
+    whole = _spec()
+    _run(whole, tmp_path / "whole.pt")
+    path = tmp_path / "foreign.pt"
+    foreign = {"0.weight": torch.full((1, 3), 7.0)}
+    if stored == "checkpoint":
+        torch.save({"model": foreign, "optimizer": {}, "iteration": torch.tensor(5)}, path.with_suffix(".ckpt.pt"))
+    else:
+        torch.save(foreign, path)
+        path.with_suffix(".json").write_text("{}")
+    calls = []
+    again = _spec(calls=calls)
+    stats = _run(again, path)
+    assert not stats["cached"] and stats["resumed_from"] == 0 and len(calls) == 12
+    for key, value in _weights(whole).items():
+        assert torch.equal(_weights(again)[key], value), key
+
+
 def test_a_diverging_loss_stops_naming_the_iteration(tmp_path):
     with pytest.raises(HarnessError, match="loss became NaN at iteration 0; lower the learning rate"):
         _run(_spec(loss_scale=float("nan")), tmp_path / "m.pt")
