@@ -50,11 +50,9 @@ def _kind(word: str) -> str:
 def cmd_list(argv: list[str]) -> int:
     from tabulate import tabulate
 
-    from harness.registry import get_registry
-    from harness.specs import ALL_KINDS
-
-    from harness.specs import KINDS
     from harness.config_files import config_files_of
+    from harness.registry import get_registry
+    from harness.specs import ALL_KINDS, KINDS
 
     parser = argparse.ArgumentParser(prog="harness list")
     parser.add_argument("kind", nargs="?", help="methods | backbones | datasets | tasks | augmentations | "
