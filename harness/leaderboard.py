@@ -26,9 +26,9 @@ from harness.stats import mean_ci95
 
 CI_FOOTNOTE = ("± is the half-width of the 95% Student-t confidence interval over seeds, "
                "t₀.₉₇₅,ₙ₋₁·s/√n with s the sample standard deviation; n is the number of seeds "
-               "(no interval when n = 1). A task's own per-run interval (e.g. few-shot accuracy over "
+               "(no interval when n = 1; a value that rests on fewer seeds than its row says so: (n=2)). A task's own per-run interval (e.g. few-shot accuracy over "
                "episodes) stays in the result JSON. ↑ higher is better, ↓ lower is better; "
-               "the best mean of each column is in bold.")
+               "the best mean of each column is in bold (every row that shows it, to 3 decimals).")
 
 
 def _variant(r: dict[str, Any]) -> str:
@@ -199,7 +199,8 @@ def _dataset_section(dataset: str, results: list[dict[str, Any]], level: int = 2
             out += [_table(groups, summary, names, directions, geometry, notes,
                            strip=f"{title}/" if title else "", unranked=set(unranked), headers=headers,
                            labels_read=labels_read), ""]
-        for mark, footnote in (("°", REFERENCE_FOOTNOTE), ("†", SIGNIFICANCE_FOOTNOTE)):
+        for mark, footnote in (("°", REFERENCE_FOOTNOTE), (ONE_SEED_REFERENCE, ONE_SEED_REFERENCE),
+                               ("†", SIGNIFICANCE_FOOTNOTE)):
             if notes.pop(mark, None) is not None:
                 out += [footnote, ""]
         if not any(r.get("reference") for r in ok):
@@ -281,12 +282,15 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
 REFERENCE_FOOTNOTE = ("° not better than the 95% interval of the reference row (the untrained network, e.g. "
                       "random_init, on the same backbone and weights, evaluated the same way): inside it, or past "
                       "it on the worse side; no learning signal shown on that metric.")
-_MARKS = ("°", "†")  # notes keys of the cell marks (their footnotes), beside the numbered null reasons
+ONE_SEED_REFERENCE = ("° against a reference row of one seed compares with its value: it has no interval, so "
+                      "a row just above it may still be inside the interval more seeds would give.")
+_MARKS = ("°", "†", ONE_SEED_REFERENCE)  # notes keys of the marks (their footnotes), beside the numbered null reasons
 NO_REFERENCE_NOTE = ("No reference row: no untrained network was evaluated the same way (add method=random_init "
                      "to the sweep), so no row is checked for a learning signal (°).")
 SIGNIFICANCE_FOOTNOTE = ("† the best value's lead over the runner-up is not significant: two-sided paired "
                          "t-test over the seeds both rows ran (scipy.stats.ttest_rel), p ≥ 0.05, or fewer than "
-                         "2 shared seeds.")
+                         "2 shared seeds, or a tie to 3 decimals (a difference that is the same on every seed is "
+                         "significant).")
 
 
 def _lead_not_significant(groups: dict, summary: dict, name: str, higher: bool) -> set:
@@ -352,15 +356,16 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                 row.append("—")
                 continue
             if summary[key][name][0] == "null":
-                marks = "".join(_sup(notes.setdefault(reason, 1 + sum(k not in _MARKS for k in notes)))
-                                for reason in summary[key][name][1])
+                marks = "·".join(_sup(notes.setdefault(reason, 1 + sum(k not in _MARKS for k in notes)))
+                                 for reason in summary[key][name][1])
                 row.append(f"null{marks}")
                 continue
-            mean, half, _ = summary[key][name]
+            mean, half, n = summary[key][name]
             cell = _fmt(mean, half)
-            if name in best and mean == best[name] and len(summary) > 1:
+            # bold as shown: rows that read the same to 3 decimals are tied, whatever their 4th decimal
+            if name in best and _fmt(mean, None) == _fmt(best[name], None) and len(summary) > 1:
                 cell = f"**{cell}**"
-                if key in weak[name]:
+                if key in weak[name] or mean != best[name]:  # a tie's lead is not significant either
                     cell += "†"
                     notes.setdefault("†", 0)
             ref = references.get((key[1], _protocol(groups[key])))
@@ -368,11 +373,16 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
             if (ref is not None and ref != key and name not in unranked and name in summary[ref]
                     and summary[ref][name][0] != "null"):
                 ref_mean, ref_half, _ = summary[ref][name]
-                # not above the reference's interval, in the metric's direction
-                if ref_half is not None and (mean <= ref_mean + ref_half if directions[name]
-                                             else mean >= ref_mean - ref_half):
+                # not above the reference's interval (its value when it ran one seed), in the metric's direction
+                reach = ref_half if ref_half is not None else 0.0
+                if mean <= ref_mean + reach if directions[name] else mean >= ref_mean - reach:
                     cell += "°"
                     notes.setdefault("°", 0)
+                    if ref_half is None:
+                        notes.setdefault(ONE_SEED_REFERENCE, 0)
+            seeds = len({r["cell"]["seed"] for r in groups[key]})
+            if n < seeds:
+                cell += f" (n={n})"
             row.append(cell)
         row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
         rows.append(row)

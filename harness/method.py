@@ -40,6 +40,8 @@ class TrainInfo:
     extra_labels: dict[str, Any] = field(default_factory=dict)
     #: The training settings (``train.*``), for methods that derive their optimiser or schedule from them.
     train: Any = None
+    #: (H, W) of the training images as the dataset stores them: the frame of box annotations.
+    image_size: tuple[int, int] | None = None
 
 
 class Batch:

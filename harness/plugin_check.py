@@ -78,7 +78,8 @@ def check_method(spec: Any) -> None:
     extra = {k: extra_all[k] for k in cls.requires if k in extra_all}
     train = TrainConfig(epochs=1, batch_size=12)
     info = TrainInfo(feat_dim=dim, num_classes=classes if cls.supervised else 0, num_train=n,
-                     label_field="label" if cls.supervised else None, epochs=1, extra_labels=extra, train=train)
+                     label_field="label" if cls.supervised else None, epochs=1, extra_labels=extra, train=train,
+                     image_size=(16, 16))
     method = build_method(cls, cfg, backbone, info)
     raw = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8)
     viewer = Viewer((0.5,) * 3, (0.5,) * 3, (16, 16), torch.device("cpu"), torch.Generator().manual_seed(0))

@@ -124,12 +124,14 @@ def _row_cells(row: dict[str, Any], results: list[dict[str, Any]]) -> tuple[str,
     scale = float(row.get("scale", 1))
     published = row.get("published")
     pub = "—" if published is None else _fmt(float(published), row.get("ci95"))
-    values = [r["metrics"][row["metric"]]["value"] * scale for r in results
-              if matches(r, row["match"]) and row["metric"] in r.get("metrics", {})
-              and r["metrics"][row["metric"]].get("value") is not None]
-    if not values:
+    found = [r["metrics"][row["metric"]] for r in results
+             if matches(r, row["match"]) and row["metric"] in r.get("metrics", {})]
+    if not found:
         return pub, "not run", "0", "—"
-    mean, half, n = mean_ci95(values)
+    nulls = sorted({" ".join(str(m.get("reason") or "undefined").split()) for m in found if m.get("value") is None})
+    if nulls:  # as on the leaderboards: a seed without a value makes the row null, with its reason
+        return pub, "null", str(len(found)), "null: " + "; ".join(nulls)[:200]
+    mean, half, n = mean_ci95([m["value"] * scale for m in found])
     if published is None:
         return pub, _fmt(mean, half), str(n), "no published value"
     return pub, _fmt(mean, half), str(n), mark(mean, float(published), row.get("ci95"))

@@ -254,7 +254,8 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
     size = input_size(config["backbone"], source.info.image_size)
     backbone, feat_dim = build_backbone(config["backbone"], in_chans=source.info.channels, img_size=size)
     info = TrainInfo(feat_dim=feat_dim, num_classes=num_classes, num_train=len(data.indices),
-                     label_field=data.label_field, epochs=tcfg.epochs, extra_labels=data.extra, train=tcfg)
+                     label_field=data.label_field, epochs=tcfg.epochs, extra_labels=data.extra, train=tcfg,
+                     image_size=tuple(source.info.image_size))
     method = build_method(method_cls, make_config(method_cls, config["method"]), backbone, info)
     mean, std = _norm_stats(source, backbone, bool(config["backbone"].get("pretrained")))
     viewer = engine.Viewer(mean, std, size, device, generator=torch.Generator().manual_seed(seed))

@@ -65,7 +65,8 @@ def select(radius: np.ndarray, labels: np.ndarray, fraction: float, selection: s
            rng: np.random.Generator) -> np.ndarray:
     r"""Positions (into ``radius``/``labels``) of the selected images: per class, the
     :math:`\lceil f n_c \rceil` nearest the origin (``typical``), farthest (``atypical``) or a uniform draw
-    (``random``). Ties are broken by position (a stable sort). Sorted ascending."""
+    (``random``). Ties are broken by position: ``typical`` takes the first of tied images, ``atypical`` the
+    last (the stable order reversed). Sorted ascending."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     keep = []
@@ -181,6 +182,12 @@ class InstanceSelection(Task):
             if not fractions or any(not (0 < f <= 1) for f in fractions) or len(set(fractions)) != len(fractions):
                 raise ConfigError("instance_selection: fractions must be distinct numbers in (0, 1], "
                                   f"got {list(self.fractions)}")
+            labels = [fraction_label(f) for f in fractions]
+            if len(set(labels)) != len(labels):
+                clash = next(lab for lab in labels if labels.count(lab) > 1)
+                raise ConfigError(f"instance_selection: fractions {[f for f in fractions if fraction_label(f) == clash]} "
+                                  f"both name their metrics '{clash}' (4 significant digits): use fractions that "
+                                  "differ there")
             if self.iterations < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
                 raise ConfigError("instance_selection: iterations >= 1, batch_size >= 2 (BatchNorm) and "
                                   f"eval_batch_size >= 1 are needed, got {self.iterations}, {self.batch_size}, "

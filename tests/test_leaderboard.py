@@ -214,6 +214,43 @@ def test_rows_not_above_the_reference_interval_are_marked():
     assert leaderboard.REFERENCE_FOOTNOTE in text and leaderboard.NO_REFERENCE_NOTE not in text
 
 
+def test_a_one_seed_reference_is_read_at_its_value_and_the_footnote_says_so():
+    results = [{**_r("random_init", 0, 0.30, 1.0), "reference": True}]
+    results += [_r("below", s, v, 1.0) for s, v in enumerate([0.20, 0.21, 0.22])]
+    results += [_r("above", s, v, 1.0) for s, v in enumerate([0.40, 0.41, 0.42])]
+    text = leaderboard.render_task("t", results)
+    acc = _column(text, 3)
+    assert acc["below"] == "0.210 ± 0.025°" and acc["above"] == "**0.410 ± 0.025**†"  # † one seed shared
+    assert leaderboard.ONE_SEED_REFERENCE in text and leaderboard.REFERENCE_FOOTNOTE in text
+    three = [{**_r("random_init", s, 0.30, 1.0), "reference": True} for s in range(3)]
+    assert leaderboard.ONE_SEED_REFERENCE not in leaderboard.render_task("t", three + results[1:])
+
+
+def test_several_null_reasons_are_told_apart_and_a_value_on_fewer_seeds_says_so():
+    results = []
+    for i in range(12):  # reasons 1..12; row m00 has reasons 1 and 2, which must not read as note 12
+        for seed, reason in enumerate([f"reason {i:02d}", f"reason {i + 1:02d}"] if i == 0 else [f"reason {i:02d}"]):
+            r = _r(f"m{i:02d}", seed, 0.5, 1.0)
+            r["metrics"]["acc"] = {"value": None, "reason": reason, "higher_is_better": True}
+            results.append(r)
+    text = leaderboard.render_task("t", results)
+    acc = _column(text, 3)
+    assert acc["m00"] == "null¹·²" and acc["m11"] == "null¹²"
+    partial = [_r("p", s, 0.5, 1.0) for s in range(3)]
+    del partial[2]["metrics"]["loss"]  # one seed did not report the metric
+    loss = _column(leaderboard.render_task("t", partial), 4)
+    assert loss["p"] == "1.000 ± 0.000 (n=2)"
+
+
+def test_rows_that_read_the_same_to_three_decimals_are_bold_together():
+    results = [_r("a", s, v, 1.0) for s, v in enumerate([0.50001, 0.50002, 0.50003])]
+    results += [_r("b", s, v, 1.0) for s, v in enumerate([0.50000, 0.50001, 0.50001])]
+    results += [_r("c", s, v, 1.0) for s, v in enumerate([0.3, 0.31, 0.32])]
+    acc = _column(leaderboard.render_task("t", results), 3)
+    assert acc["a"].startswith("**0.500") and acc["b"].startswith("**0.500") and acc["b"].endswith("†")
+    assert not acc["c"].startswith("**")
+
+
 def test_results_without_a_reference_row_say_so():
     text = leaderboard.render_task("t", [_r("a", s, v, 1.0) for s, v in enumerate([0.5, 0.6])])
     assert leaderboard.NO_REFERENCE_NOTE in text and "°" not in text.replace(leaderboard.NO_REFERENCE_NOTE, "")

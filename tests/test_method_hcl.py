@@ -192,6 +192,27 @@ def test_small_objects_get_context_and_large_ones_do_not():
     assert (grew[~small_rows] == 0).all()  # 60 × 60 ≥ S²: the object box as it is
 
 
+def test_boxes_under_the_released_56_px_of_640_are_never_drawn():
+    """The loader skips boxes of area < 56 × 56 px (on a 640-px image): at 64 px the cut is 5.6 px a side
+    (area 31.36), so a 5 × 6 box (30) is dropped and a 6 × 6 box (36) kept."""
+    from harness.plugins.methods.hcl import _eligible, usable_boxes
+
+    min_box = 56 / 640
+    tiny = [4, 4, 9, 10, 0]  # 5 × 6
+    image = np.array([tiny, [20, 20, 26, 26, 1], [30, 30, 60, 60, 2]], np.float32)
+    assert usable_boxes(image, min_box * 64)[:, 4].tolist() == [1, 2]
+    assert usable_boxes(image)[:, 4].tolist() == [0, 1, 2]  # 0: every box of positive size
+    obj, _, scene = sample_crop_boxes([image] * 200, (64, 64), torch.Generator().manual_seed(0), context=0.4,
+                                      min_box=min_box)
+    assert (obj[:, 0] >= 20).all() and (scene[:, :2] >= 20).all()  # the tiny box is never the object nor in a scene
+    boxes = np.empty(2, dtype=object)
+    boxes[0], boxes[1] = image, image[[0, 2]]  # the second image keeps one usable box: not eligible
+    info = TrainInfo(feat_dim=4, num_classes=0, num_train=2, label_field=None, epochs=1,
+                     extra_labels={"boxes": boxes}, image_size=(64, 64))
+    assert _eligible(info, "hcl", min_box).tolist() == [0]
+    assert _eligible(info, "hcl", 0.0).tolist() == [0, 1]
+
+
 def test_box_crops_cut_the_right_pixels():
     raw = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
     raw[0, :, 2:6, 8:14] = 200  # a 6 × 4 block at x 8..14, y 2..6
@@ -204,7 +225,7 @@ def test_box_crops_cut_the_right_pixels():
 
 def _info(boxes, feat_dim=8):
     return TrainInfo(feat_dim=feat_dim, num_classes=0, num_train=len(boxes), label_field=None, epochs=1,
-                     extra_labels={"boxes": boxes})
+                     extra_labels={"boxes": boxes}, image_size=(16, 16))
 
 
 def _boxes(n, rng):
@@ -277,6 +298,7 @@ def test_data_without_multi_object_images_is_incompatible():
     (HCLEuclideanOnly, "lam", 0.1, "lam must be 0 .* use method=hcl for λ > 0"),
     (HCL, "c", 0.0, "hcl: c .* must be > 0"),
     (HCL, "context", 1.5, "hcl: context .* must be in \\(0, 1\\]"),
+    (HCL, "min_box", 1.0, "hcl: min_box .* must be in \\[0, 1\\)"),
     (HCL, "tau", -0.2, "hcl: tau .* must be > 0"),
     (HCLEuclideanOnly, "queue_size", 0, "hcl_euclidean_only: queue_size must be >= 1"),
 ])
@@ -318,7 +340,7 @@ def test_hcl_reads_no_labels(tmp_path, monkeypatch):
         backbone, dim = build_backbone({"name": "conv4_32", "pretrained": None, "img_size": None, "kwargs": {}},
                                        in_chans=3, img_size=(32, 32))
         info = TrainInfo(feat_dim=dim, num_classes=0, num_train=len(idx), label_field=None, epochs=1,
-                         extra_labels=extra)
+                         extra_labels=extra, image_size=tuple(ds.info.image_size))
         method = HCL(make_config(HCL, {"queue_size": 16}), backbone, info)
         before = before or {k: v.clone() for k, v in method.state_dict().items()}
         viewer = Viewer((0.5,) * 3, (0.5,) * 3, (32, 32), torch.device("cpu"), torch.Generator().manual_seed(0))

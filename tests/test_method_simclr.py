@@ -120,7 +120,8 @@ def test_invalid_configs_get_clear_errors(key, value, message):
 
 
 def test_views_use_the_configured_augmentation_policy():
-    """Two views per image under ``augment`` (default: the paper's ``simclr`` policy); a typo names the choices."""
+    """Two views per image under ``augment`` (default: the released CIFAR-10 command's ``simclr_cifar``); a typo
+    names the choices."""
     seen = []
 
     class Views:
@@ -128,10 +129,10 @@ def test_views_use_the_configured_augmentation_policy():
             seen.append(policy)
             return torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(len(seen)))
 
-    for policy in ("simclr", "crop"):
-        method = SimCLR(make_config(SimCLR, {"augment": policy}), _backbone(), _info())
+    for overrides in ({}, {"augment": "crop"}):
+        method = SimCLR(make_config(SimCLR, overrides), _backbone(), _info())
         assert torch.isfinite(method.training_step(Views(), None))
-    assert seen == ["simclr", "simclr", "crop", "crop"]
+    assert seen == ["simclr_cifar", "simclr_cifar", "crop", "crop"]
     with pytest.raises(ConfigError, match="simclr: augment: .*did you mean 'simclr'"):
         make_config(SimCLR, {"augment": "simclrr"}).validate()
 
@@ -152,3 +153,19 @@ def test_short_pretraining_beats_random_init_on_few_shot(tmp_path):
     reference = cell(["method=random_init"])
     assert trained > reference + 0.025, (trained, reference)
     assert np.isfinite(trained)
+
+
+def test_training_loss_is_the_released_sum_of_both_directions():
+    """The step's loss is ``add_contrastive_loss``'s ``loss_a + loss_b`` on the head outputs of the two
+    views: its scale sets the step of LARS's non-adapted parameters (BatchNorm, biases)."""
+    views = [torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i in range(2)]
+
+    class Views:
+        def view(self, policy):
+            return views.pop(0)
+
+    torch.manual_seed(0)
+    method = SimCLR(make_config(SimCLR, {"tau": 0.5}), _backbone(), _info()).double()
+    x = torch.cat(views)
+    expected = ref_add_contrastive_loss(method.proj(method.backbone(x)), temperature=0.5)
+    torch.testing.assert_close(method.training_step(Views(), None), expected)

@@ -75,6 +75,21 @@ def test_papers_table_shows_published_ours_and_marks(tmp_path):
     assert rows["CUB 5-way 5-shot"][3:6] == ["not run", "0", "—"]
 
 
+def test_a_seed_without_a_value_makes_the_papers_row_null_with_its_reason(tmp_path):
+    from harness.results import read_result
+
+    grid = "paper_khrulkov2020_fewshot"
+    for seed, v in enumerate([0.5440, 0.5445, 0.5450]):
+        _result(tmp_path, grid=grid, seed=seed, value=v)
+    path = next(tmp_path.rglob("seed2.json"))
+    r = read_result(path)
+    r["metrics"]["acc_1shot"] = {"value": None, "reason": "every episode collapsed", "higher_is_better": True}
+    write_result(path, r)
+    text = render_all(tmp_path)["papers.md"]
+    row = next(line for line in text.splitlines() if line.startswith("| miniImageNet 5-way 1-shot"))
+    assert [c.strip() for c in row.split("|")[4:7]] == ["null", "3", "null: every episode collapsed"]
+
+
 def test_every_paper_grid_has_a_published_file_and_a_smoke_grid():
     for grid in PAPER_GRIDS:
         data = load_published(grid)
@@ -105,6 +120,31 @@ def test_published_numbers_are_the_papers(tmp_path):
     det = {(r["match"]["method.name"], r["metric"]): r["published"]
            for r in load_published("paper_ge2023_detection")["rows"]}
     assert det[("mocov2", "AP")] == 38.5 and det[("hcl", "AP")] == 40.6
+
+
+@pytest.mark.parametrize("overrides, key, value", [
+    # hyptorch draws its 1,500 points from the whole split, not from the task's 1,000-point subsample
+    (["+paper/khrulkov2020_delta=cifar10"], "task.max_points", 1000000),
+    # the released MoCo / HCL queue and momentum on COCO, not the embedded data's 1,024 and 0.99
+    (["+paper/ge2023_detection=coco", "method=hcl"], "method.queue_size", 65536),
+    (["+paper/ge2023_detection=coco", "method=mocov2"], "method.momentum", 0.999),
+    # Sec. 4's ~2x the fine classes per coarse class: 2 x 5 on CIFAR-100
+    (["+paper/xu2023_coarse_to_fine=cifar100"], "method.clusters_per_class", 10),
+    # Khrulkov et al.'s MLR head has no feature clipping
+    (["+paper/khrulkov2020_reid=market1501_dim128", "method=poincare_mlr_unclipped"], "method.clip_r", 0.0),
+])
+def test_paper_presets_carry_the_papers_settings(overrides, key, value):
+    from harness.config import dotted_value
+    from harness.sweep import compose
+
+    assert dotted_value(compose(overrides), key, None) == value
+
+
+def test_the_reid_grid_runs_khrulkovs_unclipped_head():
+    text = (ROOT / "plugins/conf/grid/paper_khrulkov2020_reid.yaml").read_text()
+    assert "method: poincare_mlr_unclipped,euclidean_ce" in text
+    rows = load_published("paper_khrulkov2020_reid")["rows"]
+    assert all(r["match"].get("method.clip_r") == 0.0 for r in rows if r["match"]["method.name"] == "poincare_mlr")
 
 
 def test_missing_dataset_root_is_one_clear_refusal_before_any_cell(tmp_path):

@@ -143,6 +143,7 @@ def test_the_shared_random_learner_is_never_ranked_and_the_gains_are():
 @pytest.mark.parametrize("override,match", [
     ({"fractions": [0.0]}, "fractions must be distinct numbers in"),
     ({"fractions": [0.1, 0.1]}, "fractions must be distinct"),
+    ({"fractions": [0.12345, 0.12346]}, r"fractions \[0.12345, 0.12346\] both name their metrics '12.35%'"),
     ({"fractions": []}, "fractions must be distinct"),
     ({"batch_size": 1}, "batch_size >= 2"),
     ({"lr": 0.0}, "lr must be > 0"),

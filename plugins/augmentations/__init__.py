@@ -22,4 +22,6 @@ def harness_augmentations() -> list[PluginSpec]:
         PluginSpec("colour", f"{_P}:colour",
                    "SimCLR's colour distortion alone (jitter 0.8 p 0.8, gray p 0.2): every pixel keeps its place"),
         PluginSpec("simclr", f"{_P}:simclr", "SimCLR strong view: resized crop 0.08-1, jitter 0.8, gray, blur, flip"),
+        PluginSpec("simclr_cifar", f"{_P}:simclr_cifar",
+                   "SimCLR's CIFAR-10 view: resized crop 0.08-1, jitter 0.4 (strength 0.5), gray, flip, no blur"),
     ]

@@ -11,7 +11,9 @@ without the resized crop: the view HCL (Ge et al., CVPR 2023; their loader's
 input size. ``simclr`` is SimCLR's
 (Chen et al. ICML 2020, Appendix A): RandomResizedCrop(scale 0.08–1), colour
 distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8, 0.2), p = 0.8, grayscale
-p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip. ``hyp_vit`` and
+p = 0.2), GaussianBlur p = 0.5 (σ ∈ [0.1, 2], kernel 10% of the side), flip; ``simclr_cifar`` is its
+CIFAR-10 recipe (the released README's CIFAR-10 command, ``--color_jitter_strength=0.5 --use_blur=False``):
+the same crop and flip, colour distortion of strength 0.5 (ColorJitter(0.4, 0.4, 0.4, 0.1)), no blur. ``hyp_vit`` and
 ``supcon`` are the views of those methods' released code (see each policy).
 ``colour`` is SimCLR's colour distortion without its crop, flip and blur (the views of the
 label-free rows on the embedded data). ``resized_crop_flip`` is the training view of the
@@ -66,6 +68,13 @@ def simclr(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     x = A.color_jitter(x, gen, 0.8, 0.8, 0.8, 0.2, p=0.8)
     x = A.random_grayscale(x, gen, p=0.2)
     x = A.gaussian_blur(x, gen, sigma=(0.1, 2.0), p=0.5)
+    return A.hflip(x, gen)
+
+
+def simclr_cifar(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    x = A.random_resized_crop(x, gen, scale=(0.08, 1.0))
+    x = A.color_jitter(x, gen, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    x = A.random_grayscale(x, gen, p=0.2)
     return A.hflip(x, gen)
 
 

@@ -26,7 +26,7 @@ def harness_methods() -> list[PluginSpec]:
         PluginSpec("hcm", f"{_M}.hcm:HCM",
                    "Poincaré MLR on coarse labels + hierarchical cosine margins (Xu et al., NeurIPS 2023)"),
         PluginSpec("hcm_euclidean", f"{_M}.hcm:HCMEuclidean",
-                   "Euclidean HCM: the same margins with a linear classifier (Xu et al.'s ablation)"),
+                   "Euclidean HCM: the same margins with a linear classifier (the control the summary of Xu et al. proposes)"),
         PluginSpec("hyp_vit", f"{_M}.hyp_vit:HypViT",
                    "Hyp-ViT: Poincaré embeddings, pairwise cross-entropy, m per class (Ermolov et al., CVPR 2022)"),
         PluginSpec("hyp_vit_sphere", f"{_M}.hyp_vit:HypViTSphere",

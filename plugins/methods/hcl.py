@@ -4,7 +4,8 @@ Ge, Mishra, Kornblith, Li & Jacobs, CVPR 2023 (arXiv 2212.00653); released code
 github.com/shlokk/HCL (``moco/builder_hcl.py``, ``main_hcl.py`` and the loader
 ``openimages_dataset_hierarchy_diff_crop_gtbbox.py``), a MoCo v2 fork (:mod:`.moco`).
 
-Per image with at least two boxes (the released loader redraws images with fewer):
+Per image with at least two boxes (the released loader redraws images with fewer), counting only
+boxes of at least ``min_box`` × the longer image side squared (the loader skips boxes under 56 × 56 px):
 
 * an **object** box ``o``, one of the image's boxes at random;
 * a **scene** box, the union of 2 to ``min(n, 6) − 1`` random boxes of the image (at
@@ -26,6 +27,11 @@ released). Negatives are a queue of earlier object keys; logits are negative dis
 .. math:: \mathcal L_{hyp} = -\log\frac{\exp(-d_{\mathbb D}(z_s, z_o)/\tau)}
           {\exp(-d_{\mathbb D}(z_s, z_o)/\tau) + \sum_n \exp(-d_{\mathbb D}(z_s, z_n)/\tau)},
    \qquad d_{\mathbb D}(x, y) = \tfrac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\,\|-x\oplus_c y\|)
+
+Distances are exact. The release's hyptorch ``dist`` clamps artanh's argument at 1 − 1e-5, which caps a
+distance at (2/√c)·artanh(1 − 1e-5) ≈ 54.6 for c = 0.05 (its gradient still flows, rescaled); the two
+differ only once head outputs pass a norm of about 14 (``hyperbolic_protonet`` reproduces the clamp:
+:func:`.protonet.hyptorch_clamped_dist`).
 
 Both crops are resized to the input size and get jitter, grey, blur and flip
 (``mocov2_nocrop``; no resized crop, as the loader's ``transform``). The total is
@@ -84,10 +90,12 @@ def symmetric_moco_loss(q_p: torch.Tensor, q_c: torch.Tensor, k_p: torch.Tensor,
     return info_nce(torch.cat([moco_logits(q_p, k_c, queue_c, tau=tau), moco_logits(q_c, k_p, queue_p, tau=tau)]))
 
 
-def usable_boxes(boxes: np.ndarray) -> np.ndarray:
-    """The rows of a (k, 5) box array with a positive width and height."""
+def usable_boxes(boxes: np.ndarray, min_side: float = 0.0) -> np.ndarray:
+    """The rows of a (k, 5) box array with a positive width and height and an area of at least
+    ``min_side``² (released ``get_all_gt_bbox``: ``if (h2 - h1) * (w2 - w1) < 56 * 56: continue``)."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
-    return b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return b[(w > 0) & (h > 0) & (w.astype(np.float64) * h >= min_side * min_side)]
 
 
 def draw_scene_members(counts: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +123,12 @@ def draw_scene_members(counts: np.ndarray, generator: torch.Generator) -> tuple[
 
 
 def sample_crop_boxes(boxes: Sequence[np.ndarray], image_hw: tuple[int, int], generator: torch.Generator,
-                      *, context: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      *, context: float, min_box: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Object, base and scene boxes ``(B, 4)`` (x1, y1, x2, y2, pixels) of each image, drawn as the
-    released loader does (see the module docstring and :func:`draw_scene_members`); every image
-    needs two usable boxes."""
+    released loader does (see the module docstring and :func:`draw_scene_members`) from the boxes of
+    at least ``(min_box × the longer image side)²`` pixels; every image needs two of them."""
     h, w = image_hw
-    per = [usable_boxes(b)[:, :4].astype(np.float64) for b in boxes]
+    per = [usable_boxes(b, min_box * max(h, w))[:, :4].astype(np.float64) for b in boxes]
     counts = np.array([len(b) for b in per], dtype=np.int64)
     if (counts < 2).any():
         i = int(np.argmax(counts < 2))
@@ -161,16 +169,23 @@ def _check_hcl_config(cfg: Any) -> None:
     if not 0 < cfg.context <= 1:
         raise ConfigError(f"{cfg.name}: context (the base crop's side, a fraction of the longer image side) "
                           f"must be in (0, 1], got {cfg.context}")
+    if not 0 <= cfg.min_box < 1:
+        raise ConfigError(f"{cfg.name}: min_box (the smallest box side kept, a fraction of the longer image side) "
+                          f"must be in [0, 1), got {cfg.min_box}")
 
 
-def _eligible(info: Any, name: str) -> np.ndarray:
+def _eligible(info: Any, name: str, min_box: float) -> np.ndarray:
     boxes = info.extra_labels.get("boxes")
     if boxes is None:
         raise Incompatible(f"{name} needs box annotations ('boxes') of its training images")
-    keep = np.flatnonzero([len(usable_boxes(b)) >= 2 for b in boxes])
+    if info.image_size is None:
+        raise ValueError(f"{name}: TrainInfo.image_size is not set (the frame of the box annotations)")
+    min_side = min_box * max(info.image_size)
+    keep = np.flatnonzero([len(usable_boxes(b, min_side)) >= 2 for b in boxes])
     if len(keep) == 0:
-        raise Incompatible(f"{name}: no training image has two or more boxes; a scene crop is the union of "
-                           "2-5 object boxes (pre-train on a multi-object dataset, e.g. train_dataset=scenes)")
+        raise Incompatible(f"{name}: no training image has two or more boxes of at least {min_side:.3g} px a side "
+                           f"(method.min_box={min_box:.4g} of the longer image side); a scene crop is the union "
+                           "of 2-5 object boxes (pre-train on a multi-object dataset, e.g. train_dataset=scenes)")
     return keep
 
 
@@ -201,6 +216,9 @@ class HCL(MomentumContrast):
         # Objects smaller than S × S get context up to S = context × the longer image side: the
         # loader's 256 px of a 640-px COCO image.
         context: float = 0.4
+        # Boxes with an area under (min_box × the longer image side)² are not drawn: the loader's
+        # 56 × 56 px of a 640-px COCO image (``get_all_gt_bbox``); 0 keeps every box.
+        min_box: float = 56 / 640
         bn_split_size: int = 32  # images per BatchNorm group: 128 over 4 GPUs (the paper's runs)
         embedding: str = "backbone"  # backbone | projection (the ball points z = exp_0(g(f(x))))
         augment: str = "mocov2"  # the two views of the base crop (the loader's MoCo v2 transform)
@@ -214,7 +232,7 @@ class HCL(MomentumContrast):
 
     def __init__(self, cfg: Config, backbone: nn.Module, info: Any) -> None:
         super().__init__(cfg, backbone, info)
-        self._eligible = _eligible(info, cfg.name)
+        self._eligible = _eligible(info, cfg.name, cfg.min_box)
         size = self.queue_length(len(self._eligible))
         self.to_ball = ToPoincare(c=cfg.c, riemannian=True)  # hyptorch's default, as released
         self.queue_p = KeyQueue(random_unit_keys(size, cfg.dim))  # keys of euclidean view 1
@@ -238,7 +256,7 @@ class HCL(MomentumContrast):
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
         cfg, gen = self.cfg, state.generator
         obj, base, scene = sample_crop_boxes(batch.annotations["boxes"], tuple(batch.raw.shape[-2:]), gen,
-                                             context=cfg.context)
+                                             context=cfg.context, min_box=cfg.min_box)
         base_u8 = box_crops(batch.raw, base)
         x_p, x_c = batch.view_of(base_u8, cfg.augment), batch.view_of(base_u8, cfg.augment)
         q_p, q_c = F.normalize(self.query(x_p), dim=1), F.normalize(self.query(x_c), dim=1)

@@ -37,7 +37,8 @@ are the coarse labels and the fine labels are never seen. Under the other
 tasks the training labels play the coarse level and the clusters split them
 further.
 
-``hcm_euclidean`` is the paper's "Euclidean HCM" ablation: the same loss on
+``hcm_euclidean`` is "Euclidean HCM", the control the shared summary of the paper proposes (its
+"first 3 experiments"; the stored text reports no such ablation): the same loss on
 Euclidean embeddings with a linear classifier (the ``euclidean_ce`` head).
 
 Our readings where the paper is not specific: the KL compares, per anchor, the
@@ -299,7 +300,7 @@ class HCM(_HCMTraining, PoincareMLR):
 
 
 class HCMEuclidean(_HCMTraining, EuclideanCE):
-    """The paper's "Euclidean HCM" ablation: the same loss, Euclidean embeddings, linear classifier."""
+    """"Euclidean HCM" (the control the shared paper summary proposes): the same loss, Euclidean embeddings, linear classifier."""
 
     VERSION = "1"
 

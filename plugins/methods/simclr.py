@@ -2,22 +2,24 @@ r"""SimCLR: contrastive learning from two views and in-batch negatives (Chen et 
 
 Released code: google-research/simclr (``objective.py`` ``add_contrastive_loss``,
 ``model_util.py`` ``projection_head``, ``lars_optimizer.py``). Two ``simclr`` views of every
-image go through the backbone f and the projection head g (2 layers as in the paper, §2.1:
+image (policy ``simclr_cifar`` by default) go through the backbone f and the projection head g (2 layers as in the paper, §2.1:
 Linear → BN → ReLU → Linear → BN, as the code's ``nonlinear`` head with ``num_proj_layers=2``;
 no bias before a BN). With :math:`z` the L2-normalised head outputs of the 2N views and
 :math:`s_{ij} = z_i\cdot z_j`, NT-Xent (paper Eq. 1) is
 
 .. math:: \ell_{i,j} = -\log\frac{\exp(s_{ij}/\tau)}{\sum_{k\ne i}\exp(s_{ik}/\tau)},\qquad
-          \mathcal L = \frac{1}{2N}\sum_{k=1}^{N}\big(\ell_{2k-1,2k} + \ell_{2k,2k-1}\big)
+          \mathcal L = \frac{1}{N}\sum_{k=1}^{N}\big(\ell_{2k-1,2k} + \ell_{2k,2k-1}\big)
 
-(the released code sums the two directions' means, twice this; LARS is invariant to that
-scale but for weight decay, so the paper's form is kept).
+the released ``add_contrastive_loss``'s ``loss_a + loss_b`` (the mean over each direction, summed):
+twice the paper's 1/(2N) form (:func:`nt_xent`). The scale matters under LARS: the BatchNorm
+parameters and biases are not adapted, so their step is lr × gradient.
 
 Optimiser: LARS (You et al. 2017, as ``lars_optimizer.py``: classic momentum, trust ratio
 η‖w‖/‖g + λw‖ with η = 0.001, BatchNorm parameters and biases excluded from weight decay and
 adaptation), linear warm-up then cosine decay. Defaults are the released CIFAR-10 command
 (README: lr 1.0 × B/256, weight decay 1e-4, τ = 0.5; 10 warm-up epochs of 1,000, here 1% of
-training). The tasks see the backbone features (``embedding=backbone``, what SimCLR transfers)
+training); the views are that command's (``simclr_cifar``: colour strength 0.5, no blur; the paper's
+ImageNet views are the policy ``simclr``). The tasks see the backbone features (``embedding=backbone``, what SimCLR transfers)
 or the normalised head output (``projection``).
 """
 
@@ -113,7 +115,7 @@ def lars_param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list
 class SimCLR(Method):
     """SimCLR: NT-Xent between two ``simclr`` views, in-batch negatives, LARS."""
 
-    VERSION = "1"
+    VERSION = "2"  # 2: the released loss scale (loss_a + loss_b) and the CIFAR-10 command's views
     supervised = False
 
     @dataclass
@@ -126,9 +128,10 @@ class SimCLR(Method):
         momentum: float = 0.9  # run.py --momentum
         warmup: float = 0.01  # fraction of training: 10 warm-up epochs of the README's 1,000
         embedding: str = "backbone"  # backbone | projection
-        # the two views' augmentation policy (harness list augmentations): the paper's (§3, App. A:
-        # crop 8-100% + resize, flip, colour distortion, blur)
-        augment: str = "simclr"
+        # the two views' augmentation policy (harness list augmentations): the README's CIFAR-10 command
+        # (--color_jitter_strength=0.5 --use_blur=False: crop 8-100% + resize, flip, colour distortion 0.5);
+        # "simclr" is the paper's ImageNet view (App. A, adds blur, strength 1)
+        augment: str = "simclr_cifar"
 
         def validate(self) -> None:
             if self.dim < 1:
@@ -160,7 +163,7 @@ class SimCLR(Method):
     def training_step(self, batch: Batch, state: TrainState) -> torch.Tensor:
         x1, x2 = batch.view(self.cfg.augment), batch.view(self.cfg.augment)
         z = self.proj(self.backbone(torch.cat([x1, x2])))  # one BN batch of 2N views (the code's global BN)
-        return nt_xent(z[: len(x1)], z[len(x1):], tau=self.cfg.tau)
+        return 2 * nt_xent(z[: len(x1)], z[len(x1):], tau=self.cfg.tau)  # released loss_a + loss_b
 
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer:
         """LARS over backbone and head, lr = ``lr`` × batch / 256 (``learning_rate_scaling=linear``)."""

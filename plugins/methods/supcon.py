@@ -12,8 +12,11 @@ label (Eq. 2):
         \log\frac{\exp(z_i\cdot z_p/\tau)}{\sum_{a\in A(i)}\exp(z_i\cdot z_a/\tau)}
 
 τ = 0.1 (the paper's setting; released README ``--temp 0.1``). The paper sums over anchors;
-the released ``SupConLoss`` averages (used here, a constant factor), and its extra factor
-``temperature / base_temperature`` is 1 when the two are equal, as here.
+the released ``SupConLoss`` averages (used here, a constant factor). The released loss also carries
+the factor ``temperature / base_temperature``; ``main_supcon.py`` builds ``SupConLoss(temperature=opt.temp)``
+and leaves ``base_temperature`` at 0.07, so its runs at ``--temp 0.1`` scale the loss by
+0.1 / 0.07 ≈ 1.43. Here the factor is 1 (the paper's Eq. 2): a loss scale, which Adam (the grid's
+default optimiser) all but ignores and which under SGD equals the released lr × 0.7.
 
 Embeddings for tasks: the projection head is discarded after training (paper §3.1) and the
 encoder representation r, normalised to the unit sphere (§3.1), is measured with the Euclidean

@@ -56,8 +56,9 @@ coordinates, as released: ``linkage(X, 'ward')``), ``cut=maxclust`` with ``n_clu
   products ``sim = inputs @ inputs.T`` of Poincaré points; a dot product is negative for any pair
   more than 90° apart, and its log is NaN (and any NaN triplet makes the summed loss NaN). Here
   the log-ratio is of distances, which are ≥ 0.
-* ``losses/LogRatio.py`` line 40: the level-i "same cluster" mask compares sample j's level-i
-  label with sample k's *level-0* label (``labels[:, i].expand(n, n).eq(targets.expand(n, n).t())``);
+* ``losses/LogRatio.py`` line 40: the level-i "same cluster" mask compares sample k's level-i
+  label with sample j's *level-0* label: entry [j, k] of ``labels[:, i].expand(n, n).eq(targets.expand(n, n).t())``
+  is ``labels[k, i] == labels[j, 0]``;
   cluster ids of different levels are unrelated numberings, so the coarse-level negative masks
   (lines 41-46) are arbitrary. Here each level compares its own labels.
 * ``for_clustering.py`` (``K == 3`` branch): the third level is cut with ``n_cluster[0]``
