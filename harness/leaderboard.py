@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from harness.config import dotted_value, variant_label
 from harness.errors import HarnessError
-from harness.results import config_hash, iter_results
+from harness.results import VERSION_KEYS, config_hash, iter_results, recorded_versions
 from harness.stats import mean_ci95
 
 CI_FOOTNOTE = ("± is the half-width of the 95% Student-t confidence interval over seeds, "
@@ -403,15 +403,12 @@ def _misplaced(path: Path, result: dict[str, Any]) -> str | None:
     return None
 
 
-_VERSION_KEYS = {"method_version", "task_version"}
-
-
 def _other_versions(result: dict[str, Any], reference: dict[str, Any]) -> list[str]:
-    """The plugin VERSIONs ``result`` records that differ from ``reference``'s (``method VERSION 1 (2 there)``);
-    a version either does not record is not compared."""
-    mine, theirs = result.get("protocol") or {}, reference.get("protocol") or {}
-    return [f"{key.split('_')[0]} VERSION {mine[key]} ({theirs[key]} there)" for key in sorted(_VERSION_KEYS)
-            if key in mine and key in theirs and str(mine[key]) != str(theirs[key])]
+    """The plugin VERSIONs of ``result`` that differ from ``reference``'s (``method VERSION 1 (2 there)``;
+    :func:`~harness.results.recorded_versions`)."""
+    mine, theirs = recorded_versions(result), recorded_versions(reference)
+    return [f"{key.split('_')[0]} VERSION {mine[key]} ({theirs[key]} there)" for key in sorted(VERSION_KEYS)
+            if key in mine and key in theirs and mine[key] != theirs[key]]
 
 
 def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
@@ -434,7 +431,7 @@ def current_results(results_dir: str | Path) -> list[dict[str, Any]]:
         computed = {path: config_hash({k: v for k, v in r["config"].items() if k != "seed"}) for path, r in entries}
         by_age = sorted(entries, key=lambda e: (e[0].stat().st_mtime, e[0].name), reverse=True)
         newest = by_age[0][0]
-        versioned = next((e for e in by_age if _VERSION_KEYS & set(e[1].get("protocol") or {})), by_age[0])
+        versioned = next((e for e in by_age if set(VERSION_KEYS) & set(e[1].get("protocol") or {})), by_age[0])
         for path, r in entries:
             if computed[path] != computed[newest]:
                 warnings.warn(f"leaving out {path}: computed under another config than {newest.name} beside it "

@@ -213,6 +213,21 @@ def write_result(path: Path, result: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+#: ``protocol`` keys of the plugins' ``VERSION``s (a result under another is run again / left out of its row).
+VERSION_KEYS = ("method_version", "task_version")
+
+
+def recorded_versions(result: dict[str, Any]) -> dict[str, str]:
+    """The method's and task's ``VERSION`` a result was computed under, from its ``protocol``. A result
+    with a protocol that does not record one was written before versions were recorded, and counts as
+    ``"1"`` (every plugin's first): a result that may predate a bump is run again rather than kept.
+    A result without a protocol (a failure before evaluation) records nothing."""
+    protocol = result.get("protocol")
+    if not isinstance(protocol, dict):
+        return {}
+    return {key: str(protocol.get(key, "1")) for key in VERSION_KEYS}
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

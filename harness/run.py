@@ -36,7 +36,8 @@ from harness.config import TrainConfig, validate, variant_of
 from harness.data import ImageDataset, check_contents, hash_indices, save_tensors
 from harness.errors import ConfigError, HarnessError, Incompatible
 from harness.registry import create, get_registry, make_config
-from harness.results import atomic_write_bytes, atomic_write_text, config_hash, read_result, result_path, write_result
+from harness.results import (atomic_write_bytes, atomic_write_text, config_hash, read_result, recorded_versions,
+                             result_path, write_result)
 from harness.task import Embedded, EvalContext, Protocol, checked_metrics
 
 _DATASETS: OrderedDict[str, ImageDataset] = OrderedDict()
@@ -362,13 +363,13 @@ def plugin_versions(config: dict[str, Any]) -> dict[str, str]:
 
 def _plugin_version_changed(prev: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether ``prev`` was computed under another VERSION of its task or method than the installed one
-    (a result that records none is not compared)."""
-    recorded = prev.get("protocol") or {}
+    (:func:`~harness.results.recorded_versions`)."""
+    recorded = recorded_versions(prev)
     try:
         current = plugin_versions(config)
     except Exception:  # noqa: BLE001 - a plugin that does not load now: the run says so
         return False
-    return any(k in recorded and str(recorded[k]) != v for k, v in current.items())
+    return any(k in recorded and recorded[k] != v for k, v in current.items())
 
 
 def _kept(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:

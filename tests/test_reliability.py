@@ -1012,6 +1012,26 @@ def test_a_bumped_method_or_task_version_runs_its_cells_again(tmp_path, monkeypa
     assert not _run(tmp_path, "task=few_shot").get("_resumed")
 
 
+def test_a_result_written_before_versions_were_recorded_counts_as_version_1(tmp_path, monkeypatch):
+    """A result whose protocol records no VERSION may predate a bump: under a plugin at VERSION 1 it is kept,
+    under one bumped since it runs again (it was kept forever, whatever the bump)."""
+    import json
+
+    from harness.plugins.methods.euclidean_ce import EuclideanCE
+
+    monkeypatch.setattr(EuclideanCE, "VERSION", "1")
+    _run(tmp_path, "task=few_shot")
+    [path] = (tmp_path / "res").rglob("seed0.json")
+    record = json.loads(path.read_text())
+    del record["protocol"]["method_version"]
+    path.write_text(json.dumps(record))
+    assert _run(tmp_path, "task=few_shot").get("_resumed")
+    path.write_text(json.dumps(record))  # the same file again, now under VERSION 2
+    monkeypatch.setattr(EuclideanCE, "VERSION", "2")
+    again = _run(tmp_path, "task=few_shot")
+    assert not again.get("_resumed") and again["protocol"]["method_version"] == "2"
+
+
 def test_the_leaderboard_leaves_out_a_seed_computed_under_another_version(tmp_path):
     import json
     import os
@@ -1034,6 +1054,16 @@ def test_the_leaderboard_leaves_out_a_seed_computed_under_another_version(tmp_pa
 
     assert any(f"leaving out {old}: its method VERSION 0 ({EuclideanCE.VERSION} there) differs from {new.name}"
                in str(w.message) for w in caught)
+    del record["protocol"]["method_version"]  # written before versions were recorded: VERSION 1
+    old.write_text(json.dumps(record))
+    os.utime(old, (1, 1))
+    newer = json.loads(new.read_text())
+    newer["protocol"]["method_version"] = "2"
+    new.write_text(json.dumps(newer))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [r["cell"]["seed"] for r in leaderboard.current_results(tmp_path / "res")] == [1]
+    assert any("its method VERSION 1 (2 there)" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("metadata", ["null", "[1, 2]"])
