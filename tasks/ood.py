@@ -2,9 +2,10 @@
 
 In-distribution (ID) = the dataset's ``test`` split (model trained on
 ``train``); OOD sets: ``near`` = the dataset's ``novel`` classes (when it has
-that split), far = other datasets named in ``far`` (built from the registry,
-conformed to the ID images' channels and size, subsampled to
-``max_far_images``). A far dataset whose files are missing is an error before
+that split), far = other datasets named in ``far`` (built from the registry with their default
+config: Omniglot as its files are, black strokes on white, where Khrulkov et al. inverted it to
+MNIST's background; their ``test`` split, else every image; conformed to the ID images' channels
+and size, subsampled to ``max_far_images``). A far dataset whose files are missing is an error before
 any work (the sweep's requirement check lists where they go), as is a name no
 plugin has; one that still fails to build when the cell evaluates (its plugin
 breaks) is skipped with a note in ``details``.
