@@ -351,6 +351,8 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
         method, backbone, label = key
         row = ([f"{method} ({label})" if label else method, backbone] + ([geometry[key]] if with_geometry else [])
                + ([labels_read[key]] if labels_read else []))
+        ref = references.get((key[1], _protocol(groups[key])))
+        seeds = len({r["cell"]["seed"] for r in groups[key]})
         for name in names:
             if name not in summary[key]:
                 row.append("—")
@@ -368,7 +370,6 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                 if key in weak[name] or mean != best[name]:  # a tie's lead is not significant either
                     cell += "†"
                     notes.setdefault("†", 0)
-            ref = references.get((key[1], _protocol(groups[key])))
             # an unranked metric (in each row's own units) is not read against the reference either
             if (ref is not None and ref != key and name not in unranked and name in summary[ref]
                     and summary[ref][name][0] != "null"):
@@ -380,11 +381,10 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
                     notes.setdefault("°", 0)
                     if ref_half is None:
                         notes.setdefault(ONE_SEED_REFERENCE, 0)
-            seeds = len({r["cell"]["seed"] for r in groups[key]})
             if n < seeds:
                 cell += f" (n={n})"
             row.append(cell)
-        row.append(str(len({r["cell"]["seed"] for r in groups[key]})))
+        row.append(str(seeds))
         rows.append(row)
     return tabulate(rows, headers=columns, tablefmt="github", disable_numparse=True)
 
