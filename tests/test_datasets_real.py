@@ -127,6 +127,46 @@ def test_cub200(tmp_path):
         create("dataset", "cub200", root=str(root), protocol="zero_shot")
 
 
+@pytest.mark.parametrize("fraction, side", [(0.875, 24), (84 / 92, 84), (1.0, 20), (227 / 256, 227)])
+@pytest.mark.parametrize("hw, mode", [((37, 50), "RGB"), ((61, 29), "L"), ((40, 40), "RGB")])
+def test_eval_crop_is_torchvisions_resize_and_centre_crop(tmp_path, fraction, side, hw, mode):
+    """The released test transforms, T.Resize(round(side / f)) + T.CenterCrop(side), by torchvision itself."""
+    import torchvision.transforms as T
+
+    from harness.plugins.datasets._folder import read_image
+
+    rng = np.random.default_rng(side)
+    shape = (*hw, 3) if mode == "RGB" else hw
+    path = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+    ours = read_image(path, (side, side), 3 if mode == "RGB" else 1, centre_crop=fraction)
+    with Image.open(path) as im:
+        ref = np.asarray(T.CenterCrop(side)(T.Resize(round(side / fraction))(im.convert(mode))), dtype=np.uint8)
+    assert np.array_equal(ours, ref[None] if mode == "L" else ref.transpose(2, 0, 1))
+
+
+def test_eval_crop_reads_the_evaluated_images_cropped_and_the_training_images_stretched(tmp_path):
+    root = _cub_tree(tmp_path)
+    rng = np.random.default_rng(0)
+    for path in (root / "images").rglob("*.jpg"):  # wide images with structure, as PNG bytes under the .jpg names
+        Image.fromarray(rng.integers(0, 256, (30, 48, 3), dtype=np.uint8)).save(path, format="PNG")
+    plain = create("dataset", "cub200", root=str(root), image_size=16)
+    cropped = create("dataset", "cub200", root=str(root), image_size=16, eval_crop=0.875)
+    train, novel = cropped.split("train"), cropped.split("novel")
+    assert torch.equal(cropped.load_images(train), plain.load_images(train))  # training images: stretched
+    from harness.plugins.datasets._folder import read_image
+
+    for i in novel:
+        want = read_image(cropped._paths[i], (16, 16), 3, centre_crop=0.875)
+        assert np.array_equal(cropped.load_images(np.array([i]))[0].numpy(), want)
+    assert not torch.equal(cropped.load_images(novel), plain.load_images(novel))
+    assert cropped.fingerprint() != plain.fingerprint()
+    with pytest.raises(ConfigError, match="eval_crop must be 0"):
+        create("dataset", "cub200", root=str(root), eval_crop=1.5)
+    with pytest.raises(ConfigError, match="eval_crop takes a square image_size"):
+        create("dataset", "cub200", root=str(root), image_size=[16, 8], eval_crop=0.875)
+
+
 def _problems(ds) -> str:
     return "\n".join(ds.file_problems())
 

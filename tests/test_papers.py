@@ -137,6 +137,15 @@ def test_published_numbers_are_the_papers(tmp_path):
     (["+paper/khrulkov2020_ood=mnist_dim2"], "method.dim", 2),
     (["+paper/khrulkov2020_ood=mnist_dim2"], "task.far", [{"name": "omniglot", "invert": True, "split": "novel"}]),
     (["+paper/khrulkov2020_ood=mnist_dim2"], "train.lr", 0.001),
+    # the released test transforms: Resize(92) + CenterCrop(84), Resize(224) + CenterCrop(224),
+    # Resize(256) + CenterCrop(227) at UHML's input of 227
+    (["+paper/khrulkov2020_fewshot=mini_5shot"], "dataset.eval_crop", 84 / 92),
+    (["+paper/khrulkov2020_fewshot=cub_1shot"], "dataset.eval_crop", 1.0),
+    (["+paper/ermolov2022_retrieval=sop"], "dataset.eval_crop", 1.0),
+    (["+paper/yan2021_retrieval=cars196"], "dataset.eval_crop", 227 / 256),
+    (["+paper/yan2021_retrieval=cars196"], "dataset.image_size", 227),
+    # the smoke overlays read their generated data as every grid does
+    (["+paper/yan2021_retrieval=cub200", "+paper_smoke=yan2021_retrieval"], "dataset.eval_crop", None),
 ])
 def test_paper_presets_carry_the_papers_settings(overrides, key, value):
     from harness.config import dotted_value

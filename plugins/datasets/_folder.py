@@ -9,7 +9,12 @@ once, and ``dataset.root=/elsewhere/CUB_200_2011`` moves one.
 Images. :class:`FileImageDataset` keeps one path per image and decodes lazily
 with PIL: converted to ``L`` or ``RGB``, resized to the configured ``(H, W)``
 with PIL's bilinear filter (which widens its support when shrinking, i.e.
-antialiases), returned as uint8 ``(n, C, H, W)``. ``workers`` threads decode a
+antialiases), returned as uint8 ``(n, C, H, W)``. A dataset whose config has
+``eval_crop`` = f > 0 reads the images outside its ``train`` split (the ones
+tasks evaluate) as the released test transforms do, ``Resize(round(H / f))`` of
+the shorter side then ``CenterCrop(H)``, so objects keep their aspect ratio;
+its training images stay stretched to the square, which the training views
+then crop (the released code crops them from the whole image). ``workers`` threads decode a
 batch in parallel (PIL releases the GIL while decoding), capped at half the
 CPUs: on a 2-CPU machine threads only add overhead, so it decodes in the
 calling thread (see ``benchmarks/bench_datasets.py``). ``preload=True``
@@ -20,6 +25,7 @@ read the tensor instead of the files.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -245,14 +251,32 @@ def named_sets(cfg: Any) -> dict[str, str]:
     return {split: s for split, s in (("train", cfg.train_set), ("test", cfg.test_set)) if s}
 
 
-def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
-    """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W) (``None``: the file's own size)."""
+def check_eval_crop(name: str, eval_crop: float, image_size: Any) -> None:
+    """``eval_crop`` is 0 (stretch) or a fraction in (0, 1] of a square ``image_size``."""
+    if not (math.isfinite(eval_crop) and 0 <= eval_crop <= 1):
+        raise ConfigError(f"{name}: eval_crop must be 0 (stretch to the square) or a fraction in (0, 1] "
+                          f"(0.875: Resize(256) + CenterCrop(224)), got {eval_crop}")
+    size = image_hw(image_size)
+    if eval_crop and size[0] != size[1]:
+        raise ConfigError(f"{name}: eval_crop takes a square image_size (the released centre crops are square), "
+                          f"got {list(size)}")
+
+
+def read_image(path: Path, size: tuple[int, int] | None, channels: int, centre_crop: float = 0.0) -> np.ndarray:
+    """Decode one image file to uint8 ``(C, H, W)`` at ``size`` = (H, W) (``None``: the file's own size).
+
+    ``centre_crop`` 0 stretches the whole image to ``size``; a fraction f in (0, 1] is torchvision's
+    ``Resize(round(H / f))`` (the shorter side, the longer one truncated as torchvision does) then
+    ``CenterCrop(H)`` of a square ``size``: the released test transforms (0.875 is 256 → 224).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None and im.size != (size[1], size[0]):
+            if size is not None and centre_crop:
+                im = _resize_shorter_and_centre_crop(im, size[0], centre_crop)
+            elif size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
@@ -261,6 +285,20 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.nd
         raise DatasetFormatError(f"image file {path} could not be decoded: {type(exc).__name__}: {exc} (copy it "
                                  "again; dataset.preload=true decodes every image before any work)") from exc
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _resize_shorter_and_centre_crop(im: Any, side: int, fraction: float) -> Any:
+    """``T.CenterCrop(side)(T.Resize(round(side / fraction))(im))`` for a PIL image, as torchvision computes it."""
+    from PIL import Image
+
+    short = round(side / fraction)
+    w, h = im.size
+    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    if size != (w, h):
+        im = im.resize(size, Image.BILINEAR)
+    w, h = im.size
+    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    return im.crop((left, top, left + side, top + side))
 
 
 def class_split(labels: np.ndarray, train_classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -382,9 +420,12 @@ class FileImageDataset(RootedDataset):
 
     def _decode(self, idx: np.ndarray) -> torch.Tensor:
         out = np.empty((len(idx), self._channels, *self._size), dtype=np.uint8)
+        crop = float(getattr(self.cfg, "eval_crop", 0.0) or 0.0)
+        train = getattr(self, "splits", {}).get("train", np.empty(0, np.int64))
+        crops = np.where(np.isin(idx, train), 0.0, crop) if crop else np.zeros(len(idx))
 
         def one(j: int) -> None:
-            out[j] = read_image(self._paths[idx[j]], self._size, self._channels)
+            out[j] = read_image(self._paths[idx[j]], self._size, self._channels, crops[j])
 
         self._each(one, len(idx))
         return torch.from_numpy(out)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, Layout, check_protocol,
-                                              protocol_splits, reading)
+from harness.plugins.datasets._folder import (IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, Layout, check_eval_crop,
+                                              check_protocol, protocol_splits, reading)
 
 CARS_ANNOS = Layout("cars_annos", ("cars_annos.mat", "car_ims"),
                     "https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat)")
@@ -121,11 +121,15 @@ class Cars196(FileImageDataset):
         root: str = "~/data/cars196"
         protocol: str = "retrieval"
         image_size: Any = 224  # an int or [H, W]
+        # 0: every image stretched to the square; f > 0: the evaluated images (outside train) as
+        # Resize(round(image_size / f)) + CenterCrop(image_size), the released test transform
+        eval_crop: float = 0.0
         preload: bool = False
         workers: int = 4
 
         def validate(self) -> None:
             check_protocol(self.name, self.protocol)
+            check_eval_crop(self.name, self.eval_crop, self.image_size)
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)

@@ -24,7 +24,8 @@ import numpy as np
 from harness.errors import DatasetFormatError
 
 from harness.plugins.datasets._folder import (  # noqa: F401 - IMAGENET_*, PROTOCOLS, check_protocol re-exported
-    IMAGENET_MEAN, IMAGENET_STD, PROTOCOLS, FileImageDataset, check_protocol, find_root, protocol_splits, reading)
+    IMAGENET_MEAN, IMAGENET_STD, PROTOCOLS, FileImageDataset, check_eval_crop, check_protocol, find_root, protocol_splits,
+    reading)
 
 
 def read_table(path, columns: int) -> dict[int, str]:
@@ -61,11 +62,15 @@ class Cub200(FileImageDataset):
         root: str = "~/data/CUB_200_2011"
         protocol: str = "retrieval"
         image_size: Any = 224  # an int or [H, W]
+        # 0: every image stretched to the square; f > 0: the evaluated images (outside train) as
+        # Resize(round(image_size / f)) + CenterCrop(image_size), the released test transform
+        eval_crop: float = 0.0
         preload: bool = False
         workers: int = 4
 
         def validate(self) -> None:
             check_protocol(self.name, self.protocol)
+            check_eval_crop(self.name, self.eval_crop, self.image_size)
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)

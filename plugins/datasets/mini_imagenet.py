@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, Layout
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, Layout, check_eval_crop
 
 CSV_SPLITS = {"train": "train.csv", "val": "val.csv", "novel": "test.csv"}
 #: The folder of the split CSVs in each layout, relative to the folder of ``images/``.
@@ -56,8 +56,14 @@ class MiniImageNet(FileImageDataset):
         name: str = "mini_imagenet"
         root: str = "~/data/miniImageNet"
         image_size: Any = 84  # an int or [H, W]
+        # 0: every image stretched to the square; f > 0: the evaluated images (outside train) as
+        # Resize(round(image_size / f)) + CenterCrop(image_size), the released test transform
+        eval_crop: float = 0.0
         preload: bool = False
         workers: int = 4
+
+        def validate(self) -> None:
+            check_eval_crop(self.name, self.eval_crop, self.image_size)
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, find_root
+from harness.plugins.datasets._folder import IMAGENET_MEAN, IMAGENET_STD, FileImageDataset, check_eval_crop, find_root
 
 
 def read_ebay(path) -> list[tuple[int, int, str]]:
@@ -39,8 +39,14 @@ class StanfordOnlineProducts(FileImageDataset):
         name: str = "sop"
         root: str = "~/data/Stanford_Online_Products"
         image_size: Any = 224  # an int or [H, W]
+        # 0: every image stretched to the square; f > 0: the evaluated images (outside train) as
+        # Resize(round(image_size / f)) + CenterCrop(image_size), the released test transform
+        eval_crop: float = 0.0
         preload: bool = False
         workers: int = 4
+
+        def validate(self) -> None:
+            check_eval_crop(self.name, self.eval_crop, self.image_size)
 
     def __init__(self, cfg: Config | None = None) -> None:
         super().__init__(cfg)
