@@ -377,7 +377,8 @@ def dataset_node(value: Any, key: str = "train_dataset") -> dict[str, Any]:
 
     from collections.abc import Mapping
 
-    example = f"{key}=scenes or {key}='{{name: scenes, n_images: 800}}'"
+    example = ("task.far=[omniglot] or task.far='[{name: omniglot, invert: true, split: novel}]'"
+               if key.startswith("task.far") else f"{key}=scenes or {key}='{{name: scenes, n_images: 800}}'")
     if not isinstance(value, (str, Mapping)):
         raise ConfigError(f"{key} takes a dataset name or a mapping with its name, got {value!r} ({example})")
     node = {"name": value} if isinstance(value, str) else dict(value)

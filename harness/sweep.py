@@ -824,6 +824,26 @@ def _not_a_checkpoint(path: str) -> str | None:
             f"{head!r}): name the .pth / .pt file the weights were saved to")
 
 
+def _check_far_split(node: dict[str, Any], split: str, where: str, problems: dict[str, str], checked: set[str]) -> None:
+    """The split a ``task.far`` entry names exists in its dataset and holds images (generated datasets too:
+    building them is cheap). A dataset that cannot be read is left to its own problem (above) or its cell."""
+    from harness.data import far_images
+    from harness.run import load_dataset
+
+    key = repr(sorted(node.items()))
+    if f"{key}:{split}" in checked or key in problems:
+        return
+    checked.add(f"{key}:{split}")
+    try:
+        dataset = load_dataset(node)
+    except Exception:  # noqa: BLE001 - reported as the dataset's own problem, or by the cell that reads it
+        return
+    try:
+        far_images(dataset, split, where)
+    except ConfigError as exc:
+        problems[f"{key}:{split}"] = str(exc)
+
+
 def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> None:
     """Before any cell runs: every dataset read from a local root is there, every checkpoint path
     named by ``backbone.pretrained`` is a file, and every backbone can take its training images
@@ -831,7 +851,6 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
     with what each needs and where to get it (the dataset loaders' own messages)."""
     from harness.backbones import weight_source
     from harness.config import far_dataset
-    from harness.data import far_images
     from harness.errors import DatasetFormatError, DatasetNotFoundError
     from harness.registry import get_registry
     from harness.run import load_dataset
@@ -857,7 +876,7 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                 problems[key] = str(exc)
                 if any(node is f for f in far):
                     problems[key] += (f"\n(it is a far OOD set of task.far: dataset.root names the evaluated dataset's "
-                                      f"folder, not this one's; give its own in the entry, "
+                                      f"folder, not this one's; a far set's folder is the root key of its entry, "
                                       f"task.far='[{{name: {node['name']}, root: /path}}]', or HARNESS_DATA=<dir> "
                                       f"moves every default root, or leave {node['name']} out of task.far)")
                 continue
@@ -876,12 +895,9 @@ def check_requirements(configs: list[dict[str, Any]], what: str = "grid") -> Non
                                  "dataset's files there (or point dataset.root / HARNESS_DATA at them)")
             elif found := dataset.file_problems():
                 problems[key] = f"{where}:\n" + "\n".join(f"- {p}" for p in found)
-            for i, (far_node, split) in enumerate(far_splits):
-                if far_node is node and split is not None:
-                    try:
-                        far_images(dataset, split, f"task.far[{i}]")
-                    except ConfigError as exc:
-                        problems[f"{key}:{split}"] = str(exc)
+        for i, (node, split) in enumerate(far_splits):
+            if split is not None:
+                _check_far_split(node, split, f"task.far[{i}]", problems, checked)
         _check_backbone_input(config, problems, checked)
         _note_task_split(config, split_uses)
         pretrained = config["backbone"].get("pretrained")

@@ -59,6 +59,7 @@ overconfidence of ReLU networks (Hein et al., CVPR 2019).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,7 +240,7 @@ class OOD(Task):
             known = get_registry().specs("dataset")
             names = []
             for i, entry in enumerate(self.far):  # a typo is an error here; missing files, before any work (sweep)
-                name = entry.get("name") if isinstance(entry, dict) else entry
+                name = entry.get("name") if isinstance(entry, Mapping) else entry
                 if isinstance(name, str) and name not in known:
                     raise UnknownPluginError("dataset", name, known, hint="(task.far names far OOD datasets)")
                 names.append(far_dataset(entry, f"task.far[{i}]")[0]["name"])
@@ -258,7 +259,7 @@ class OOD(Task):
         return Protocol(train=dataset.split("train"), train_label="label", eval=ev,
                         description="ID test split vs " + ", ".join(
                             [*(["near (novel classes)"] if "near" in ev else []),
-                             *(e["name"] if isinstance(e, dict) else e for e in self.cfg.far)]))
+                             *(e["name"] if isinstance(e, Mapping) else e for e in self.cfg.far)]))
 
     def _far_sets(self, ctx: EvalContext) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         from harness.data import conform_images, far_images

