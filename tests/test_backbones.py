@@ -19,9 +19,9 @@ from harness.plugins.backbones import conv4 as _conv4  # noqa: E402,F401  (regis
 from harness.plugins.backbones.resnet12 import DropBlock, block_mask, drop_block_gamma  # noqa: E402
 
 
-def _build(name, size=32, **cfg):
+def _build(name, size=32, in_chans=3, **cfg):
     cfg = {"name": name, "pretrained": None, "kwargs": {}, **cfg}
-    return build_backbone(cfg, in_chans=3, img_size=(size, size))
+    return build_backbone(cfg, in_chans=in_chans, img_size=(size, size) if isinstance(size, int) else size)
 
 
 def _randomise_bn(model, seed=0):
@@ -158,6 +158,34 @@ def test_resnet12_map_sizes(size, maps):
     with torch.no_grad():
         out = model.forward_intermediates(torch.zeros(1, 3, size, size), intermediates_only=True)
     assert [t.shape[-1] for t in out] == maps and [t.shape[1] for t in out] == [64, 160, 320, 640]
+
+
+def _released_lenet(sd: dict, x: torch.Tensor, widths: int, last_relu: bool) -> torch.Tensor:
+    """The released forward, re-typed: hyptorch examples/mnist.py Net up to fc1's ReLU; HACK's
+    model.py feature_Net up to fc3 (its unnormalised output)."""
+    x = F.max_pool2d(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"])), 2, 2)
+    x = F.max_pool2d(F.relu(F.conv2d(x, sd["conv2.weight"], sd["conv2.bias"])), 2, 2)
+    x = x.reshape(-1, 4 * 4 * 50)
+    for i in range(widths):
+        x = F.linear(x, sd[f"fcs.{i}.weight"], sd[f"fcs.{i}.bias"])
+        x = F.relu(x) if i < widths - 1 or last_relu else x
+    return x
+
+
+@pytest.mark.parametrize("name, widths, last_relu, params, dim", [
+    ("lenet", 1, True, 520 + 25_050 + 400_500, 500),  # conv 1→20, conv 20→50, linear 800→500
+    ("lenet_hack", 3, False, 520 + 25_050 + 80_100 + 10_100 + 6_464, 64),  # linear 800→100→100→64
+])
+def test_lenets_match_the_released_nets(name, widths, last_relu, params, dim):
+    model, d = _build(name, 28, in_chans=1)
+    assert d == dim and sum(p.numel() for p in model.parameters()) == params
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), _released_lenet(model.state_dict(), x, widths, last_relu), atol=1e-6)
+    wide, _ = _build(name, (32, 48), in_chans=1)  # the first linear layer reads 50 x 5 x 9 there
+    assert wide.fcs[0].in_features == 50 * 5 * 9
+    with pytest.raises(ValueError, match="built for 28×28 images"):
+        model(torch.zeros(1, 1, 32, 32))
 
 
 def test_in_tree_backbones_reject_too_small_inputs():

@@ -45,14 +45,21 @@ def test_check_plugin_command_reports_every_plugin_of_a_distribution(capsys):
 
 @pytest.mark.parametrize("spec", _specs("backbone"))
 def test_backbone_gives_multi_scale_maps(spec):
-    """Detection transfer takes the trained backbone's maps: each map's size is the input's over its stride."""
+    """Detection transfer takes the trained backbone's maps: each map's size is the input's over its stride
+    (a backbone that declares ``multi_scale_maps = False`` is refused with the reason)."""
     from harness.backbones import build_backbone
     from harness.config import BackboneConfig
     from harness.feature_maps import feature_maps
     import dataclasses
     import torch
 
+    from harness.errors import ConfigError
+
     model, _ = build_backbone(dataclasses.asdict(BackboneConfig(name=spec.name)), in_chans=3, img_size=(48, 64))
+    if getattr(model, "multi_scale_maps", True) is False:  # declared (LeNet's unpadded maps): refused clearly
+        with pytest.raises(ConfigError, match="has no multi-scale features"):
+            feature_maps(model)
+        return
     fm = feature_maps(model)
     maps = fm(torch.zeros(2, 3, 48, 64))
     expected = [(2, c, 48 // s, 64 // s) for c, s in zip(fm.channels, fm.strides)]
