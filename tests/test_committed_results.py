@@ -156,21 +156,23 @@ def test_controls_tree_direction_shows_once_the_ball_parameters_learn_fast_enoug
         assert _mean(fast, "acc_1shot") > _mean(_tree_head("few_shot", "euclidean_ce", dim), "acc_1shot"), dim
 
 
-def test_hack_at_the_paper_protocol_moves_typicality_off_the_reference_but_not_reliably_positive():
-    """The README's reading of ``grid=hack_prototypicality`` (per-class HACK, batch 1,024, 200 epochs, on
-    glyphs with classes of 200 drawings; the training drawings): the untrained network puts typical
-    drawings farther out (its whole interval below 0); HACK's mean lies above that interval, and its own
-    interval reaches below 0 (one seed of three is negative)."""
+def test_hack_at_the_paper_protocol_reads_typicality_small_but_positive():
+    """The README's reading of ``grid=hack_prototypicality`` (per-class HACK with the released LeNet, batch
+    1,024, 200 epochs, on glyphs with classes of 200 drawings; the training drawings): the untrained network
+    puts typical drawings farther out on every seed; HACK puts them nearer the origin on every seed, its
+    whole interval above 0 and its mean above the reference's interval, by less than 0.1."""
     from harness.stats import mean_ci95
 
     rows = {method: rs for (dataset, method, label), rs in _rows("typicality", "hack_prototypicality").items()
             if "split=train" in label}
     assert set(rows) == {"hack_per_class", "random_init"} and all(len(rs) == 3 for rs in rows.values())
-    ref_mean, ref_half, _ = mean_ci95([r["metrics"]["spearman_per_class"]["value"] for r in rows["random_init"]])
-    mean, half, _ = mean_ci95([r["metrics"]["spearman_per_class"]["value"] for r in rows["hack_per_class"]])
-    assert ref_mean + ref_half < 0
-    assert mean > ref_mean + ref_half
-    assert mean - half < 0
+    assert {r["cell"]["backbone"] for rs in rows.values() for r in rs} == {"lenet_hack"}
+    ref = [r["metrics"]["spearman_per_class"]["value"] for r in rows["random_init"]]
+    ours = [r["metrics"]["spearman_per_class"]["value"] for r in rows["hack_per_class"]]
+    ref_mean, ref_half, _ = mean_ci95(ref)
+    mean, half, _ = mean_ci95(ours)
+    assert max(ref) < 0 < min(ours)
+    assert mean - half > 0 and ref_mean + ref_half < mean < 0.1
 
 
 def test_every_default_row_links_its_pictures():
