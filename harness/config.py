@@ -159,9 +159,10 @@ RUN_LOCAL_TRAIN_KEYS = ("num_workers", "embed_batch_size", "checkpoint_every")
 def computed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as far as it decides what a cell computes (what its hash and variant tag read):
     without :data:`RUN_LOCAL_KEYS` and ``train``'s :data:`RUN_LOCAL_TRAIN_KEYS`, and with the
-    ``READ_OPTIONS`` of the dataset, ``train_dataset`` and the mappings of ``task.far`` (``preload``,
-    ``workers``) at their defaults,
-    so that results stored before an option was declared one keep their hash."""
+    ``READ_OPTIONS`` of the dataset and ``train_dataset`` (``preload``, ``workers``) at their defaults,
+    so that results stored before an option was declared one keep their hash. A mapping of ``task.far``
+    counts as its dataset's name, the keys it sets to other than their defaults and its ``split``, so a
+    default spelled out or a read option changes nothing; a name stays a name."""
     core = {k: v for k, v in config.items() if k not in RUN_LOCAL_KEYS}
     if isinstance(core.get("train"), dict):
         core["train"] = {k: v for k, v in core["train"].items() if k not in RUN_LOCAL_TRAIN_KEYS}
@@ -170,22 +171,33 @@ def computed_config(config: dict[str, Any]) -> dict[str, Any]:
             core[node] = _read_options_at_defaults(core[node])
     far = core["task"].get("far") if isinstance(core.get("task"), dict) else None
     if isinstance(far, list) and any(isinstance(e, dict) for e in far):
-        core["task"] = {**core["task"], "far": [_read_options_at_defaults(e, drop=True) if isinstance(e, dict) else e
-                                                for e in far]}
+        core["task"] = {**core["task"], "far": [_canonical_far_entry(e) if isinstance(e, dict) else e for e in far]}
     return core
 
 
-def _read_options_at_defaults(data: dict[str, Any], *, drop: bool = False) -> dict[str, Any]:
-    """A dataset node with its ``READ_OPTIONS`` at their defaults, or without them (``drop``: a partial
-    node, such as an entry of ``task.far``); as it is when its plugin is not installed."""
+def _canonical_far_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A mapping of ``task.far`` as its dataset's ``name``, the keys it sets to other than their defaults
+    (``READ_OPTIONS`` aside) and its ``split``; as stored when its plugin is not installed here or no
+    longer takes one of its keys."""
+    try:
+        node, split = far_dataset(entry, "task.far")
+        cls = _dataset_class(node["name"])
+    except Exception:  # noqa: BLE001 - a stored result: hashed as stored
+        return entry
+    defaults = json_ready(plugin_defaults(cls))
+    out = {k: v for k, v in node.items()
+           if k == "name" or (k not in cls.READ_OPTIONS and defaults.get(k, object()) != v)}
+    return out if split is None else {**out, "split": split}
+
+
+def _read_options_at_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A dataset node with its ``READ_OPTIONS`` at their defaults (as it is when its plugin is not installed)."""
     if not data.get("name"):
         return data
     try:
         cls = _dataset_class(data["name"])
     except Exception:  # noqa: BLE001 - a stored result of a plugin not installed here: as stored
         return data
-    if drop:
-        return {k: v for k, v in data.items() if k not in cls.READ_OPTIONS}
     defaults = plugin_defaults(cls)
     return {k: (defaults[k] if k in cls.READ_OPTIONS and k in defaults else v) for k, v in data.items()}
 

