@@ -15,8 +15,9 @@ ones few-shot and retrieval evaluate; prototypes built from training images stay
 stretched) as the released test transforms do, ``Resize(round(H / f))`` of
 the shorter side then ``CenterCrop(H)``, so objects keep their aspect ratio;
 its training images stay stretched to the square, which the training views
-then crop (the released code crops them from the whole image). ``workers`` threads decode a
-batch in parallel (PIL releases the GIL while decoding), capped at half the
+then crop (the released code crops them from the whole image).
+
+``workers`` threads decode a batch in parallel (PIL releases the GIL while decoding), capped at half the
 CPUs: on a 2-CPU machine threads only add overhead, so it decodes in the
 calling thread (see ``benchmarks/bench_datasets.py``). ``preload=True``
 decodes every image once into a uint8 tensor stored with
@@ -253,7 +254,7 @@ def named_sets(cfg: Any) -> dict[str, str]:
 
 
 def check_eval_crop(name: str, eval_crop: float, image_size: Any) -> None:
-    """``eval_crop`` is 0 (stretch) or a fraction in (0, 1] of a square ``image_size``."""
+    """``eval_crop`` is 0 (stretch) or a fraction in [0.5, 1], with a square ``image_size``."""
     if not (math.isfinite(eval_crop) and (eval_crop == 0 or 0.5 <= eval_crop <= 1)):
         raise ConfigError(f"{name}: eval_crop must be 0 (stretch to the square) or a fraction in [0.5, 1] of the "
                           f"resized shorter side (0.875: Resize(256) + CenterCrop(224)), got {eval_crop}")
