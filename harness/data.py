@@ -37,7 +37,8 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -116,6 +117,10 @@ class ImageDataset(torch.utils.data.Dataset):
     #: Config keys that change how the data is read, not what it is (``preload``, ``workers``): left
     #: out of the fingerprint, the result's config hash and its variant tag.
     READ_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    #: True while the harness reads images to embed them without gradient (every task's embeddings, a
+    #: method's ``state.embed_train``): a dataset with a test transform (the folder datasets'
+    #: ``eval_crop``) then reads every image through it, training images included.
+    evaluating: bool = False
 
     @dataclass
     class Config:
@@ -178,6 +183,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return out
 
     # -- shared behaviour ---------------------------------------------------------
+    @contextmanager
+    def reading_for_evaluation(self) -> Iterator[ImageDataset]:
+        """Within the block :attr:`evaluating` is True: images are read as an evaluation reads them."""
+        previous, self.evaluating = self.evaluating, True
+        try:
+            yield self
+        finally:
+            self.evaluating = previous
+
     @property
     def name(self) -> str:
         return str(getattr(self.cfg, "name", "")) or type(self).__name__

@@ -465,7 +465,8 @@ def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, viewe
                  device: torch.device, amp_dtype: torch.dtype | None, batch_size: int,
                  num_workers: int = 0, images: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Embeddings, backbone features and logits (float32, CPU) of ``dataset[indices]`` or of ``images``."""
+    """Embeddings, backbone features and logits (float32, CPU) of ``dataset[indices]`` or of ``images``;
+    the dataset is read :meth:`~harness.data.ImageDataset.reading_for_evaluation`."""
     was_training = method.training
     method.eval()
     embs, feats, logits = [], [], []
@@ -475,15 +476,16 @@ def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, viewe
         chunks = torch.utils.data.DataLoader(
             dataset, batch_sampler=[indices[i:i + batch_size].tolist() for i in range(0, len(indices), batch_size)],
             collate_fn=_collate, num_workers=num_workers)
-    for chunk in chunks:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            f = method.features(viewer(chunk))
-            e = method.head(f)
-            lg = method.logits(e)
-        feats.append(f.float().cpu())
-        embs.append(e.float().cpu())
-        if lg is not None:
-            logits.append(lg.float().cpu())
+    with dataset.reading_for_evaluation() if dataset is not None else contextlib.nullcontext():
+        for chunk in chunks:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                f = method.features(viewer(chunk))
+                e = method.head(f)
+                lg = method.logits(e)
+            feats.append(f.float().cpu())
+            embs.append(e.float().cpu())
+            if lg is not None:
+                logits.append(lg.float().cpu())
     method.train(was_training)
     if not embs:
         raise HarnessError("nothing to embed: the index set is empty")

@@ -145,7 +145,7 @@ def test_eval_crop_is_torchvisions_resize_and_centre_crop(tmp_path, fraction, si
     assert np.array_equal(ours, ref[None] if mode == "L" else ref.transpose(2, 0, 1))
 
 
-def test_eval_crop_reads_the_evaluated_images_cropped_and_the_training_images_stretched(tmp_path):
+def test_eval_crop_reads_the_evaluated_images_cropped_and_the_training_steps_images_stretched(tmp_path):
     root = _cub_tree(tmp_path)
     rng = np.random.default_rng(0)
     for path in (root / "images").rglob("*.jpg"):  # wide images with structure, as PNG bytes under the .jpg names
@@ -165,7 +165,17 @@ def test_eval_crop_reads_the_evaluated_images_cropped_and_the_training_images_st
         with pytest.raises(ConfigError, match=r"eval_crop must be 0 \(stretch to the square\) or a fraction in \[0.5, 1\]"):
             create("dataset", "cub200", root=str(root), eval_crop=bad)
     preloaded = create("dataset", "cub200", root=str(root), image_size=16, eval_crop=0.875, preload=True)
-    assert torch.equal(preloaded.load_images(np.arange(len(preloaded))), cropped.load_images(np.arange(len(cropped))))
+    everything = np.arange(len(cropped))
+    assert torch.equal(preloaded.load_images(everything), cropped.load_images(everything))
+    # an evaluation (the prototypes of ood and hierarchy, state.embed_train) reads the training images cropped too
+    want = np.stack([read_image(cropped._paths[i], (16, 16), 3, centre_crop=0.875) for i in everything])
+    for ds in (cropped, preloaded):
+        mixed = np.array([train[-1], novel[0], train[0]])
+        with ds.reading_for_evaluation():
+            assert ds.evaluating
+            assert np.array_equal(ds.load_images(everything).numpy(), want)
+            assert np.array_equal(ds.load_images(mixed).numpy(), want[mixed])
+        assert not ds.evaluating and torch.equal(ds.load_images(train), plain.load_images(train))
     with pytest.raises(ConfigError, match="eval_crop takes a square image_size"):
         create("dataset", "cub200", root=str(root), image_size=[16, 8], eval_crop=0.875)
 

@@ -214,3 +214,32 @@ def test_a_model_pre_trained_on_one_dataset_is_evaluated_on_another(tmp_path):
     assert result["cell"]["train_dataset"] == "glyphs"
     assert result["variant"]["diff"]["train_dataset"] == "glyphs" and result["cell"]["variant"]
     assert result["variant"]["diff"]["train_dataset.n_scripts"] == 3
+
+
+def test_training_steps_read_as_training_and_every_embedding_reads_as_evaluation(tmp_path, monkeypatch):
+    """The dataset is :meth:`reading_for_evaluation` exactly while the harness embeds without gradient:
+    ood's prototypes embed training images that way, the training steps read them as training."""
+    from harness.plugins.datasets.synthetic_hierarchy import SyntheticHierarchy
+
+    reads: list[tuple[bool, bool]] = []
+    original = SyntheticHierarchy.load_images
+
+    def recording(self, indices):
+        reads.append((self.evaluating, bool(np.isin(indices, self.split("train")).all())))
+        return original(self, indices)
+
+    monkeypatch.setattr(SyntheticHierarchy, "load_images", recording)
+    import harness.run
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    harness.run._MODELS.clear()
+    harness.run._DATASETS.clear()
+    result = run_cell(compose(["method=toy_hooks", "task=ood", "task.far=[]", "train.epochs=2",
+                               *[o for o in TINY if not o.startswith("task.")],
+                               f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]), progress=False)
+    assert result["status"] == "ok", result["reason"]
+    training = [r for r in reads if not r[0]]
+    assert training and all(in_train for _, in_train in training)  # the steps: training images only
+    assert (True, True) in reads  # the prototypes: training images, read as an evaluation reads them
+    assert (True, False) in reads  # the evaluated splits

@@ -10,12 +10,16 @@ Images. :class:`FileImageDataset` keeps one path per image and decodes lazily
 with PIL: converted to ``L`` or ``RGB``, resized to the configured ``(H, W)``
 with PIL's bilinear filter (which widens its support when shrinking, i.e.
 antialiases), returned as uint8 ``(n, C, H, W)``. A dataset whose config has
-``eval_crop`` = f in [0.5, 1] reads the images outside its ``train`` split (the
-ones few-shot and retrieval evaluate; prototypes built from training images stay
-stretched) as the released test transforms do, ``Resize(round(H / f))`` of
-the shorter side then ``CenterCrop(H)``, so objects keep their aspect ratio;
-its training images stay stretched to the square, which the training views
-then crop (the released code crops them from the whole image).
+``eval_crop`` = f in [0.5, 1] reads the images an evaluation reads (every image
+outside its ``train`` split, and every image while
+:meth:`~harness.data.ImageDataset.reading_for_evaluation`: the harness embeds the
+training images of ``ood``'s and ``hierarchy``'s prototypes, and a method's
+``state.embed_train``, that way) as the released test transforms do,
+``Resize(round(H / f))`` of the shorter side then ``CenterCrop(H)``, so objects
+keep their aspect ratio; the training steps read the training images stretched to
+the square, which the training views then crop (the released code crops them from
+the whole image). With ``preload``, the cropped training images are a second
+cached tensor, decoded the first time an evaluation reads one.
 
 ``workers`` threads decode a batch in parallel (PIL releases the GIL while decoding), capped at half the
 CPUs: on a 2-CPU machine threads only add overhead, so it decodes in the
@@ -385,6 +389,7 @@ class FileImageDataset(RootedDataset):
         self._paths = [Path(p) for p in paths]
         self._size, self._channels = size, channels
         self._preloaded: torch.Tensor | None = None
+        self._preloaded_train_eval: torch.Tensor | None = None  # the train split centre-cropped (eval_crop)
         self._own_boxes: np.ndarray | None = None
         self._own_areas: list[np.ndarray] | None = None
         self._segmentations: list[list[Any]] | None = None
@@ -416,15 +421,35 @@ class FileImageDataset(RootedDataset):
 
     def load_images(self, indices: np.ndarray) -> torch.Tensor:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if self._preloaded is not None:
-            return self._preloaded[torch.from_numpy(idx)]
-        return self._decode(idx)
+        if self._preloaded is None:
+            return self._decode(idx, evaluating=self.evaluating)
+        out = self._preloaded[torch.from_numpy(idx)]
+        train = self._train_indices()
+        rows = np.flatnonzero(np.isin(idx, train)) if self.evaluating and self._eval_crop() else np.empty(0, int)
+        if len(rows):  # training images as an evaluation reads them: the second cached tensor
+            if self._preloaded_train_eval is None:
+                self._preloaded_train_eval = cached_tensors(
+                    "datasets", f"{self.name}-{self.fingerprint()}-train-eval",
+                    lambda: {"images": self._decode(train, evaluating=True)})["images"]
+            out[torch.from_numpy(rows)] = self._preloaded_train_eval[torch.from_numpy(np.searchsorted(train, idx[rows]))]
+        return out
 
-    def _decode(self, idx: np.ndarray) -> torch.Tensor:
+    def _eval_crop(self) -> float:
+        return float(getattr(self.cfg, "eval_crop", 0.0) or 0.0)
+
+    def _train_indices(self) -> np.ndarray:
+        """The ``train`` split's indices, sorted."""
+        return np.sort(getattr(self, "splits", {}).get("train", np.empty(0, np.int64)))
+
+    def _decode(self, idx: np.ndarray, *, evaluating: bool = False) -> torch.Tensor:
+        """Decode the files at ``idx``: with ``eval_crop``, centre-cropped outside the ``train`` split,
+        and everywhere when ``evaluating``."""
         out = np.empty((len(idx), self._channels, *self._size), dtype=np.uint8)
-        crop = float(getattr(self.cfg, "eval_crop", 0.0) or 0.0)
-        train = getattr(self, "splits", {}).get("train", np.empty(0, np.int64))
-        crops = np.where(np.isin(idx, train), 0.0, crop) if crop else np.zeros(len(idx))
+        crop = self._eval_crop()
+        if evaluating or not crop:
+            crops = np.full(len(idx), crop)
+        else:
+            crops = np.where(np.isin(idx, self._train_indices()), 0.0, crop)
 
         def one(j: int) -> None:
             out[j] = read_image(self._paths[idx[j]], self._size, self._channels, crops[j])

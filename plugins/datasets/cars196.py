@@ -121,7 +121,7 @@ class Cars196(FileImageDataset):
         root: str = "~/data/cars196"
         protocol: str = "retrieval"
         image_size: Any = 224  # an int or [H, W]
-        # 0: every image stretched to the square; f in [0.5, 1]: the images outside train as
+        # 0: every image stretched to the square; f in [0.5, 1]: every image an evaluation reads as
         # Resize(round(image_size / f)) + CenterCrop(image_size), the released test transform
         eval_crop: float = 0.0
         preload: bool = False

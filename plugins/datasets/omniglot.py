@@ -62,6 +62,6 @@ class Omniglot(FileImageDataset):
             citation="B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum. Human-level concept learning through "
                      "probabilistic program induction. Science 350(6266), 2015.")
 
-    def _decode(self, idx: np.ndarray) -> torch.Tensor:
-        images = super()._decode(idx)
+    def _decode(self, idx: np.ndarray, *, evaluating: bool = False) -> torch.Tensor:
+        images = super()._decode(idx, evaluating=evaluating)
         return 255 - images if self.cfg.invert else images
