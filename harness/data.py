@@ -117,9 +117,9 @@ class ImageDataset(torch.utils.data.Dataset):
     #: Config keys that change how the data is read, not what it is (``preload``, ``workers``): left
     #: out of the fingerprint, the result's config hash and its variant tag.
     READ_OPTIONS: ClassVar[tuple[str, ...]] = ()
-    #: True while the harness reads images to embed them without gradient (every task's embeddings, a
-    #: method's ``state.embed_train``): a dataset with a test transform (the folder datasets'
-    #: ``eval_crop``) then reads every image through it, training images included.
+    #: True while the harness reads images for an evaluation (every task's embeddings and far sets, a
+    #: method's ``state.embed_train``, a fine-tuned classifier's test): a dataset with a test transform
+    #: (the folder datasets' ``eval_crop``) then reads every image through it, training images included.
     evaluating: bool = False
 
     @dataclass

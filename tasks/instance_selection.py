@@ -273,11 +273,12 @@ class InstanceSelection(Task):
             raise HarnessError(f"instance_selection: {int((~known).sum())} images of split '{self.cfg.split}' belong to "
                                "classes without training images; use a split of the training classes (task.split)")
         out = torch.zeros(len(model.heads), len(indices), dtype=torch.bool)
-        for s in range(0, len(indices), self.cfg.eval_batch_size):
-            idx = indices[s:s + self.cfg.eval_batch_size]
-            x = model.viewer(dataset.load_images(idx), "none")
-            for k in range(len(model.heads)):
-                out[k, s:s + len(idx)] = model(k, x).argmax(1).cpu() == truth[s:s + len(idx)]
+        with dataset.reading_for_evaluation():
+            for s in range(0, len(indices), self.cfg.eval_batch_size):
+                idx = indices[s:s + self.cfg.eval_batch_size]
+                x = model.viewer(dataset.load_images(idx), "none")
+                for k in range(len(model.heads)):
+                    out[k, s:s + len(idx)] = model(k, x).argmax(1).cpu() == truth[s:s + len(idx)]
         return out.numpy()
 
     def evaluate(self, ctx: EvalContext) -> dict[str, MetricValue]:

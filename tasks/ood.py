@@ -283,12 +283,13 @@ class OOD(Task):
             if len(idx) > self.cfg.max_far_images:
                 idx = np.sort(ctx.rng(f"ood/far/{name}").choice(idx, self.cfg.max_far_images, replace=False))
             emb, logits = [], []
-            for s in range(0, len(idx), _IMAGE_CHUNK):
-                images = conform_images(far.load_images(idx[s:s + _IMAGE_CHUNK]), channels=info.channels,
-                                        size=tuple(info.image_size))
-                e = ctx.embed_images(images)
-                emb.append(e.embeddings)
-                logits.append(e.logits)
+            with far.reading_for_evaluation():
+                for s in range(0, len(idx), _IMAGE_CHUNK):
+                    images = conform_images(far.load_images(idx[s:s + _IMAGE_CHUNK]), channels=info.channels,
+                                            size=tuple(info.image_size))
+                    e = ctx.embed_images(images)
+                    emb.append(e.embeddings)
+                    logits.append(e.logits)
             out[name] = (torch.cat(emb), None if logits[0] is None else torch.cat(logits))
             ctx.details[f"far/{name}/num_images"] = len(idx)
             ctx.save_array(f"far_{name}_indices", idx)

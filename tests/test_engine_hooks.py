@@ -217,25 +217,34 @@ def test_a_model_pre_trained_on_one_dataset_is_evaluated_on_another(tmp_path):
 
 
 def test_training_steps_read_as_training_and_every_embedding_reads_as_evaluation(tmp_path, monkeypatch):
-    """The dataset is :meth:`reading_for_evaluation` exactly while the harness embeds without gradient:
-    ood's prototypes embed training images that way, the training steps read them as training."""
+    """The dataset is :meth:`reading_for_evaluation` exactly while the harness reads for an evaluation:
+    ood's prototypes embed training images that way and its far set is read that way; the training
+    steps read the training images as training."""
+    from harness.plugins.datasets.glyphs import Glyphs
     from harness.plugins.datasets.synthetic_hierarchy import SyntheticHierarchy
 
     reads: list[tuple[bool, bool]] = []
-    original = SyntheticHierarchy.load_images
+    far_reads: list[bool] = []
+    original, original_far = SyntheticHierarchy.load_images, Glyphs.load_images
 
     def recording(self, indices):
         reads.append((self.evaluating, bool(np.isin(indices, self.split("train")).all())))
         return original(self, indices)
 
+    def recording_far(self, indices):
+        far_reads.append(self.evaluating)
+        return original_far(self, indices)
+
     monkeypatch.setattr(SyntheticHierarchy, "load_images", recording)
+    monkeypatch.setattr(Glyphs, "load_images", recording_far)
     import harness.run
     from harness.run import run_cell
     from harness.sweep import compose
 
     harness.run._MODELS.clear()
     harness.run._DATASETS.clear()
-    result = run_cell(compose(["method=toy_hooks", "task=ood", "task.far=[]", "train.epochs=2",
+    result = run_cell(compose(["method=toy_hooks", "task=ood", "task.far=[glyphs]", "task.max_far_images=64",
+                               "train.epochs=2",
                                *[o for o in TINY if not o.startswith("task.")],
                                f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]), progress=False)
     assert result["status"] == "ok", result["reason"]
@@ -243,3 +252,4 @@ def test_training_steps_read_as_training_and_every_embedding_reads_as_evaluation
     assert training and all(in_train for _, in_train in training)  # the steps: training images only
     assert (True, True) in reads  # the prototypes: training images, read as an evaluation reads them
     assert (True, False) in reads  # the evaluated splits
+    assert far_reads and all(far_reads)  # the far set

@@ -162,7 +162,7 @@ TINY = ["dataset.n_coarse=3", "dataset.fine_per_coarse=4", "dataset.novel_per_co
         "dataset.images_per_class=24", "dataset.image_size=16"]
 
 
-def test_a_cell_trains_three_learners_and_scores_them_on_the_held_out_images(tmp_path):
+def test_a_cell_trains_three_learners_and_scores_them_on_the_held_out_images(tmp_path, monkeypatch):
     """The full path (the core's fine-tuning stage, cache, evaluation): every metric equals a recomputation
     from the cached learners, the subsets have the sizes ceil(f n_c) gives, the learners learned (top-1
     above chance 1/12 on the held-out images) and a re-run loads them from the fine-tuning cache."""
@@ -170,11 +170,23 @@ def test_a_cell_trains_three_learners_and_scores_them_on_the_held_out_images(tmp
     from harness.run import run_cell
     from harness.sweep import compose
 
+    from harness.plugins.datasets.synthetic_hierarchy import SyntheticHierarchy
+
     overrides = ["method=euclidean_ce", "task=instance_selection", "task.fractions=[0.5]", "task.iterations=120",
                  "train.epochs=2", *TINY, f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"]
     harness.run._MODELS.clear()
+    reads: list[tuple[bool, bool]] = []
+    original = SyntheticHierarchy.load_images
+
+    def recording(self, indices):
+        reads.append((self.evaluating, bool(np.isin(indices, self.split("train")).all())))
+        return original(self, indices)
+
+    monkeypatch.setattr(SyntheticHierarchy, "load_images", recording)
     result = run_cell(compose(overrides), progress=False)
     assert result["status"] == "ok", result["reason"]
+    # the learners' training batches are training reads of training images; their test reads as an evaluation
+    assert (False, True) in reads and (True, False) in reads and (False, False) not in reads
     m = {k: v["value"] for k, v in result["metrics"].items()}
     assert m["gain/atypical/50%"] == pytest.approx(m["acc/atypical/50%"] - m["acc/random/50%"])
     assert m["gain/typical/50%"] == pytest.approx(m["acc/typical/50%"] - m["acc/random/50%"])

@@ -424,14 +424,17 @@ class FileImageDataset(RootedDataset):
         if self._preloaded is None:
             return self._decode(idx, evaluating=self.evaluating)
         out = self._preloaded[torch.from_numpy(idx)]
+        if not (self.evaluating and self._eval_crop()):
+            return out
         train = self._train_indices()
-        rows = np.flatnonzero(np.isin(idx, train)) if self.evaluating and self._eval_crop() else np.empty(0, int)
+        rows = np.flatnonzero(np.isin(idx, train))
         if len(rows):  # training images as an evaluation reads them: the second cached tensor
             if self._preloaded_train_eval is None:
                 self._preloaded_train_eval = cached_tensors(
                     "datasets", f"{self.name}-{self.fingerprint()}-train-eval",
                     lambda: {"images": self._decode(train, evaluating=True)})["images"]
-            out[torch.from_numpy(rows)] = self._preloaded_train_eval[torch.from_numpy(np.searchsorted(train, idx[rows]))]
+            at = torch.from_numpy(np.searchsorted(train, idx[rows]))
+            out[torch.from_numpy(rows)] = self._preloaded_train_eval[at]
         return out
 
     def _eval_crop(self) -> float:
