@@ -476,7 +476,7 @@ def embed_arrays(method: Method, dataset: Any, indices: np.ndarray | None, viewe
         chunks = torch.utils.data.DataLoader(
             dataset, batch_sampler=[indices[i:i + batch_size].tolist() for i in range(0, len(indices), batch_size)],
             collate_fn=_collate, num_workers=num_workers)
-    with dataset.reading_for_evaluation() if dataset is not None else contextlib.nullcontext():
+    with dataset.reading_for_evaluation():
         for chunk in chunks:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 f = method.features(viewer(chunk))
