@@ -10,7 +10,7 @@ plugin's schema with ``defaults: [<plugin name>, _self_]``.
 
 Wrong types are rejected while composing (``method.dim=abc`` names the key,
 the expected type and the value); :func:`validate` then checks values that a
-type cannot (``train.epochs`` ≥ 1, a known device) before any work is spent.
+type cannot (``train.epochs`` ≥ 0, a known device) before any work is spent.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class TrainConfig:
     # baseline's 5-way 1-shot has reached its plateau (euclidean_ce seed 0: 0.753 at 8 epochs, 0.804
     # at 16, 0.806 at 24, 0.822 at 32) and its per-epoch loss changes by < 5% over the last 3 epochs.
     # Batches of 128 at 8 epochs (180 steps) left it at training top-1 0.18 (see the README).
-    epochs: int = 16
+    epochs: int = 16  # 0: the method's network at its initialisation, evaluated untrained (its own reference)
     batch_size: int = 32
     lr: float = 0.005
     weight_decay: float = 0.0005
@@ -74,8 +74,10 @@ class TrainConfig:
     checkpoint_every: int = 1
 
     def validate(self) -> None:
-        positive_int = ("epochs", "batch_size", "embed_batch_size")
-        for key in positive_int:
+        if self.epochs < 0:
+            raise ConfigError(f"train.epochs must be >= 0, got {self.epochs} (0 evaluates the method's network "
+                              "at its initialisation)")
+        for key in ("batch_size", "embed_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
         if self.batch_size < 2:
@@ -88,7 +90,7 @@ class TrainConfig:
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"train.{key} must be a finite number >= 0, got {value}")
-        if self.warmup_epochs >= self.epochs:
+        if self.epochs and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
                               f"({self.epochs}): the learning rate would never finish warming up")
         for key in ("num_workers", "step_epochs", "checkpoint_every"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -280,8 +281,9 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
 
 
 REFERENCE_FOOTNOTE = ("° not better than the 95% interval of the reference row (the untrained network, e.g. "
-                      "random_init, on the same backbone and weights, evaluated the same way): inside it, or past "
-                      "it on the worse side; no learning signal shown on that metric.")
+                      "random_init, on the same backbone and weights, evaluated the same way; for a method with a "
+                      "row at train.epochs=0, that row: its own network at initialisation, read its way): inside "
+                      "it, or past it on the worse side; no learning signal shown on that metric.")
 ONE_SEED_REFERENCE = ("° against a reference row of one seed compares with its value: it has no interval, so "
                       "a row just above it may still be inside the interval more seeds would give.")
 _MARKS = ("°", "†", ONE_SEED_REFERENCE)  # notes keys of the marks (their footnotes), beside the numbered null reasons
@@ -328,6 +330,30 @@ def _protocol(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
                         if k.startswith(("task.", "dataset.", "backbone."))))
 
 
+def _at_initialisation(results: list[dict[str, Any]]) -> bool:
+    """Whether a row is a method's network at its initialisation (``train.epochs=0``, untrained)."""
+    r = results[0]
+    return bool(r.get("reference")) and ((r.get("config") or {}).get("train") or {}).get("epochs") == 0
+
+
+def _untrained_settings(results: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """A row's settings that an untrained network reads: all but ``train.*`` and ``train_dataset`` (the
+    settings of a training that a network at its initialisation did not do)."""
+    return tuple(sorted((k, repr(v)) for k, v in _diff(results[0]).items()
+                        if not k.startswith("train.") and k != "train_dataset"))
+
+
+def _references(groups: dict) -> Callable[[tuple], tuple | None]:
+    """Each row's reference row: the same method's row at ``train.epochs=0`` with the same settings
+    otherwise (its network at initialisation, read the method's way) where the table has one, else the
+    untrained network (``random_init``) on the same backbone evaluated the same way (:func:`_protocol`)."""
+    own = {(key[0], key[1], _untrained_settings(rs)): key for key, rs in groups.items() if _at_initialisation(rs)}
+    shared = {(key[1], _protocol(rs)): key for key, rs in groups.items()
+              if any(r.get("reference") for r in rs) and not _at_initialisation(rs)}
+    return lambda key: (own.get((key[0], key[1], _untrained_settings(groups[key])))
+                        or shared.get((key[1], _protocol(groups[key]))))
+
+
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,
            notes: dict[str, int], strip: str, unranked: set[str] = frozenset(),
            headers: dict[str, str] | None = None, labels_read: dict | None = None) -> str:
@@ -340,8 +366,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
         if means:
             best[name] = max(means) if directions[name] else min(means)
     weak = {name: _lead_not_significant(groups, summary, name, directions[name]) for name in names}
-    references = {(key[1], _protocol(rs)): key for key, rs in groups.items()
-                  if any(r.get("reference") for r in rs)}
+    reference_of = _references(groups)
     with_geometry = any(geometry.values())
     labels_read = labels_read or {}
     columns = (["method", "backbone"] + (["geometry"] if with_geometry else []) + (["labels"] if labels_read else [])
@@ -351,7 +376,7 @@ def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, 
         method, backbone, label = key
         row = ([f"{method} ({label})" if label else method, backbone] + ([geometry[key]] if with_geometry else [])
                + ([labels_read[key]] if labels_read else []))
-        ref = references.get((key[1], _protocol(groups[key])))
+        ref = reference_of(key)
         seeds = len({r["cell"]["seed"] for r in groups[key]})
         for name in names:
             if name not in summary[key]:

@@ -229,6 +229,13 @@ def _retrained_in_this_sweep(config: dict[str, Any], meta: dict[str, Any]) -> bo
     return bool(sweep) and meta.get("sweep_id") == sweep
 
 
+def untrained(config: dict[str, Any]) -> bool:
+    """Whether the cell evaluates a network that takes no training step: a method that never trains
+    (``random_init``), or any method at ``train.epochs=0`` (its network at its seeded initialisation,
+    read the method's way: the reference its trained rows are compared with on the leaderboards)."""
+    return not get_registry().load("method", config["method"]["name"]).TRAINS or config["train"]["epochs"] == 0
+
+
 def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Protocol,
                   device: torch.device, progress: bool = True) -> tuple[TrainedModel, bool]:
     """Train the cell's model, or load it from memory or the disk cache; the flag says it was cached.
@@ -292,9 +299,10 @@ def trained_model(config: dict[str, Any], dataset: ImageDataset, protocol: Proto
                                       tcfg.num_workers)
         return e, f
 
-    if not method_cls.TRAINS:  # a reference evaluated untrained: nothing to train or cache
+    if untrained(config):  # a reference evaluated untrained: nothing to train or cache
         model.stats = {"seconds": 0.0, "steps": 0, "final_loss": None, "epoch_loss": [], "images_per_s": None,
-                       "train_top1": None, "train_top1_kind": "not trained"}
+                       "train_top1": None,
+                       "train_top1_kind": "not trained" if not method_cls.TRAINS else "at initialisation"}
         method.to(device).eval()
         return _remember(_MODELS, held, model, _KEEP_MODELS), False
 
@@ -546,7 +554,7 @@ def _run_claimed(config: dict[str, Any], cell: dict[str, Any], path: Path, progr
         if (digest := weights_digest(config["backbone"].get("pretrained"))) is not None:
             result["protocol"]["weights_sha256"] = digest
         result["geometry"] = model.method.geometry.to_json()
-        result["reference"] = not type(model.method).TRAINS  # an untrained reference row (random_init)
+        result["reference"] = untrained(config)  # an untrained reference row (random_init, train.epochs=0)
         result["training"] = {k: model.stats.get(k) for k in ("final_loss", "epoch_loss", "train_top1",
                                                               "train_top1_kind", "steps", "images_per_s")}
         embed_fn = model.embedder(dataset, device, TrainConfig(**config["train"]))

@@ -253,3 +253,31 @@ def test_training_steps_read_as_training_and_every_embedding_reads_as_evaluation
     assert (True, True) in reads  # the prototypes: training images, read as an evaluation reads them
     assert (True, False) in reads  # the evaluated splits
     assert far_reads and all(far_reads)  # the far set
+
+
+def test_train_epochs_0_evaluates_the_method_at_its_initialisation(tmp_path, toy_plugins):
+    """``train.epochs=0``: no hook runs, nothing is cached, the row is a reference; a method read on its
+    backbone's features at initialisation is the untrained network (``random_init``) to the last digit."""
+    import harness.run
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    def run(*overrides):
+        harness.run._MODELS.clear()
+        config = compose([*(o for o in TINY if not o.startswith("task.")), "task=retrieval", *overrides, f"results_dir={tmp_path / 'res'}",
+                          f"cache_dir={tmp_path / 'cache'}"])
+        return run_cell(config, progress=False)
+
+    CALLS.clear()
+    toy = run("method=toy_hooks", "train.epochs=0")
+    assert toy["status"] == "ok", toy["reason"]
+    assert CALLS == [] and toy["reference"] is True
+    assert toy["training"]["steps"] == 0 and toy["training"]["train_top1_kind"] == "at initialisation"
+    assert not list((tmp_path / "cache").rglob("models/*.pt"))
+    at_init = run("method=euclidean_ce", "method.dim=0", "train.epochs=0")
+    untrained = run("method=random_init")
+    assert at_init["reference"] and untrained["reference"]
+    assert {k: v["value"] for k, v in at_init["metrics"].items()} == {k: v["value"] for k, v in
+                                                                       untrained["metrics"].items()}
+    trained = run("method=euclidean_ce", "method.dim=0", "train.epochs=1")
+    assert not trained["reference"] and trained["metrics"]["recall@1"] != untrained["metrics"]["recall@1"]

@@ -304,6 +304,31 @@ def test_a_row_is_compared_with_the_reference_on_the_same_weights():
     assert acc["m (backbone.pretrained=imagenet)"] == "**0.810 ± 0.025**"
 
 
+def test_a_row_is_compared_with_its_own_method_at_initialisation_where_there_is_one():
+    def row(method, seed, acc, diff, epochs=16, reference=False):
+        return _variant_row(method, seed, acc, diff, reference, train={"epochs": epochs})
+
+    # random_init: 0.60 ± 0.025; "m" at train.epochs=0 (its own network untrained, read its way):
+    # 0.20 ± 0.025. Trained "m" (0.40 ± 0.025) is below random_init but above its own initialisation;
+    # "m" with another method setting has no row at initialisation and is read against random_init
+    results = [row("random_init", s, v, {}, reference=True) for s, v in enumerate([0.59, 0.60, 0.61])]
+    results += [row("m", s, v, {"train.epochs": 0}, epochs=0, reference=True) for s, v in enumerate([0.19, 0.20, 0.21])]
+    results += [row("m", s, v, {}) for s, v in enumerate([0.39, 0.40, 0.41])]
+    results += [row("m", s, v, {"method.dim": 2}) for s, v in enumerate([0.39, 0.40, 0.41])]
+    results += [row("other", s, v, {}) for s, v in enumerate([0.39, 0.40, 0.41])]
+    text = leaderboard.render_task("t", results)
+    acc = _column(text, 3)
+    assert acc["m (dim=default, train.epochs=default)"] == "0.400 ± 0.025"  # above its own initialisation
+    assert acc["m (dim=2, train.epochs=default)"] == "0.400 ± 0.025°"  # no own row: random_init's interval
+    assert acc["other"] == "0.400 ± 0.025°"  # another method's initialisation is not its reference
+    assert acc["m (dim=default, train.epochs=0)"] == "0.200 ± 0.025"  # a reference row is not marked
+    assert "train.epochs=0, that row" in text  # the footnote says which reference a row is read against
+    # a trained row's own training settings do not part it from its initialisation
+    results = results[:6] + [row("m", s, v, {"train.lr": 0.1}) for s, v in enumerate([0.19, 0.20, 0.21])]
+    acc = _column(leaderboard.render_task("t", results), 3)
+    assert acc["m (train.epochs=default, train.lr=0.1)"] == "0.200 ± 0.025°"
+
+
 def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
     def r(method, seed, delta, rel, estimator="exact"):
         out = _r(method, seed, 0, 0)

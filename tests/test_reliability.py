@@ -383,7 +383,7 @@ def test_bad_task_and_dataset_values_are_refused_before_any_work(overrides, mess
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     ("device=foo", "device must be auto, cpu, cuda or cuda:N; got 'foo'"),
-    ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+    ("train.epochs=-1", "train.epochs must be >= 0, got -1 (0 evaluates the method's network at its initialisation)"),
     ("train.batch_size=-1", "train.batch_size must be at least 1, got -1"),
     ("train.batch_size=1", "train.batch_size must be at least 2: a batch of one image breaks BatchNorm"),
     ("method.dim=abc", "method.dim: Value 'abc' of type 'str' could not be converted to Integer"),
@@ -641,9 +641,11 @@ def test_the_provenance_names_command_line_axes(tmp_path):
                      "dataset=synthetic_hierarchy", "seed=0", *TINY, f"results_dir={res}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     grids = {r["grid"] for _, r in iter_results(res)}
-    # the method axis, and the single values that replace the default grid's axes
-    assert grids == {"default + command-line axes backbone/dataset/method/seed/task"}
-    assert "grid: default + command-line axes backbone/dataset/method/seed/task" in \
+    # the method axis, and the single values that replace the default grid's axes (TINY's
+    # train.epochs replaces the default grid's trained/at-initialisation axis)
+    axes = "backbone/dataset/method/seed/task/train.epochs"
+    assert grids == {f"default + command-line axes {axes}"}
+    assert f"grid: default + command-line axes {axes}" in \
         (res / "leaderboards" / "few_shot.md").read_text()
     shutil.rmtree(res)
 
