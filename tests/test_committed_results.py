@@ -188,12 +188,10 @@ def test_hack_beats_its_own_initialisation_on_digits_but_not_on_the_hierarchy():
 
     def split(rows, dataset, method, embedding):
         """(trained, at initialisation) results of one method reading one embedding."""
-        picked = {r["config"]["train"]["epochs"]: [] for rs in rows.values() for r in rs}
-        for (d, m, _), rs in rows.items():
-            for r in rs:
-                if (d, m, r["config"]["method"].get("embedding")) == (dataset, method, embedding):
-                    picked[r["config"]["train"]["epochs"]].append(r)
-        return picked[16], picked[0]
+        picked = [r for (d, m, _), rs in rows.items() for r in rs
+                  if (d, m, r["config"]["method"].get("embedding")) == (dataset, method, embedding)]
+        return ([r for r in picked if r["config"]["train"]["epochs"] == 16],
+                [r for r in picked if r["config"]["train"]["epochs"] == 0])
 
     digits = _rows("retrieval", "hack_retrieval")
     trained, initial = split(digits, "digits", "hack", "projection")

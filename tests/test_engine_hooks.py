@@ -264,8 +264,8 @@ def test_train_epochs_0_evaluates_the_method_at_its_initialisation(tmp_path, toy
 
     def run(*overrides):
         harness.run._MODELS.clear()
-        config = compose([*(o for o in TINY if not o.startswith("task.")), "task=retrieval", *overrides, f"results_dir={tmp_path / 'res'}",
-                          f"cache_dir={tmp_path / 'cache'}"])
+        config = compose([*(o for o in TINY if not o.startswith("task.")), "task=retrieval", *overrides,
+                          f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}"])
         return run_cell(config, progress=False)
 
     CALLS.clear()
