@@ -6,8 +6,9 @@ colours, and the papers' crop / flip / blur views leave SimCLR and MoCo v2 at ch
 (README, "Label-free methods"). Reduced data (30 images per class) and schedule, one seed.
 HACK's output is a 2-D ball, which the untrained network's pooled features out-rank whatever it learns:
 its reference is its own network untrained, read through the same ball (``train.epochs=0``). Against
-that it learns on MNIST-like digits (scikit-learn's, below), not on the hierarchy (README, "HACK";
-``test_committed_results.py`` pins the committed rows of both).
+that it learns on MNIST-like digits (scikit-learn's, below: a slow test, since the claim holds over
+seeds, not for each), not on the hierarchy (README, "HACK"; ``test_committed_results.py`` pins the
+committed rows of both).
 """
 
 import pytest
@@ -41,16 +42,20 @@ def test_short_label_free_run_beats_random_init_on_retrieval(tmp_path, overrides
     assert trained > 2 * reference, (trained, reference)
 
 
-def test_short_hack_run_beats_its_own_initialisation_on_digits(tmp_path):
+@pytest.mark.slow
+def test_hack_beats_its_own_initialisation_on_digits_over_ten_seeds(tmp_path):
     """HACK (defaults) on scikit-learn's digits at 28 px, digits 5-9 held out: its ball's Recall@1 against
-    the same network untrained (seed 0: 0.562 against 0.403; 5 seeds: 0.521 ± 0.042 against
-    0.382 ± 0.076, leaderboards/retrieval.md, grid=hack_retrieval)."""
-    def recall_at_1(*overrides):
+    the same network untrained, over seeds 0-9 (``grid=hack_retrieval``; committed: 0.431 ± 0.050 against
+    0.352 ± 0.044, leaderboards/retrieval.md). One seed is no test: a trained run's Recall@1 moves by
+    up to ±0.1 with the float rounding of the CPU it runs on (seed 0: 0.562 on one machine, 0.410 on
+    another, 0.424 on one thread), so the claim is the mean over seeds. 2-3 minutes."""
+    def recall_at_1(seed, *overrides):
         config = compose(["method=hack", "dataset=digits", "dataset.image_size=28", "dataset.novel_classes=[5,6,7,8,9]",
-                          "task=retrieval", "seed=0", *overrides, f"results_dir={tmp_path / 'res'}",
+                          "task=retrieval", f"seed={seed}", *overrides, f"results_dir={tmp_path / 'res'}",
                           f"cache_dir={tmp_path / 'cache'}"])
         result = run_cell(config, progress=False)
         assert result["status"] == "ok", result["reason"]
         return result["metrics"]["recall@1"]["value"]
 
-    assert recall_at_1() > recall_at_1("train.epochs=0") + 0.1
+    gains = [recall_at_1(seed) - recall_at_1(seed, "train.epochs=0") for seed in range(10)]
+    assert sum(gains) / len(gains) > 0.02, gains
