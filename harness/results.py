@@ -25,7 +25,8 @@ Schema (``schema_version`` 2), top-level keys and their types:
 ``geometry``        dict: the method's geometry ``{name, c}``
 ``reference``       bool: an untrained reference row (the method does not train, e.g. ``random_init``)
 ``versions``        dict: python, torch, timm, geoopt, harness, and every plugin distribution
-``device``          str: e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``
+``device``          str: e.g. ``"cuda:0 (NVIDIA H100)"``, or ``"cpu (<model>, AVX512, 2 threads)"``: the CPU's
+                    model, PyTorch's vector instruction set and its thread count (older results: ``"cpu"``)
 ``timings``         dict: ``{train_s, eval_s, total_s, train_cached, finetune_s?}``
 ``figures``         list of PNG paths relative to the results folder (cells run with ``plots=true``)
 ``embeddings_file`` str: the cell's ``.npz`` of embeddings relative to the results folder (``save_embeddings=true``):

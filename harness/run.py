@@ -60,10 +60,29 @@ def versions() -> dict[str, Any]:
 
 
 def describe_device(device: torch.device) -> str:
+    """The device a cell ran on, as its result records it: the GPU's name, or on the CPU its model, the
+    vector instruction set PyTorch's kernels use and the thread count. Trained numbers are bit-identical
+    only where all three agree: another vector width or thread count rounds differently (README,
+    "HACK": a run of HACK moves by up to ±0.1 Recall@1 with it)."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return (f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
+                f"{torch.get_num_threads()} threads)")
     return str(device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :func:`platform.processor` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _remember(cache: OrderedDict, key: str, value: Any, keep: int) -> Any:

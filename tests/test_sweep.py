@@ -249,6 +249,14 @@ def test_training_is_deterministic_on_cpu(tmp_path):
     assert not b["timings"]["train_cached"]
     assert a["metrics"] == b["metrics"]
     assert a["model_key"] == b["model_key"]
+    # the result names what bit-identity holds for: the CPU, its kernels' instruction set, the threads
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")), None) if cpuinfo.exists() else None
+    capability, threads = torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()
+    assert a["device"] == b["device"] == f"cpu ({model or harness.run.cpu_model()}, {capability}, {threads} threads)"
 
 
 def test_model_is_trained_once_and_shared_by_tasks_with_the_same_training_split(tmp_path):
