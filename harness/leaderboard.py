@@ -60,11 +60,13 @@ def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, An
             shared: set[str] = frozenset()) -> dict[str, str]:
     """Row labels of one (method, backbone)'s variants.
 
-    Several variants: the settings that are not shared by all, where a variant without a setting
-    that others have shows ``default`` (a method's or the training's default), the value it was
-    evaluated with for a ``task.*`` / ``dataset.*`` setting (read from ``configs[tag]``:
-    ``task.split=test``, not ``default``), or ``train_dataset=same`` for a model trained on the data
-    it is evaluated on. One variant: its method settings that differ from the plugin's defaults, and
+    Several variants: each names the settings it sets among those not shared by all; of those it
+    leaves at the default, a ``task.*`` / ``dataset.*`` setting shows the value it was evaluated with
+    (read from ``configs[tag]``: ``task.split=test``), and ``train_dataset`` shows ``same`` for a model
+    trained on the data it is evaluated on; a method's or the training's setting is left out. A
+    variant that sets nothing beyond the grid-wide settings is the method's name alone; one whose
+    settings are all shared by the others names the others' settings as ``default`` (``lr=default``).
+    One variant: its method settings that differ from the plugin's defaults, and
     any other setting of its that not every row of the table shares (``shared``: a grid-wide
     setting such as ``train.epochs`` belongs to the provenance line, not to a row; one row's own
     ``train.epochs=2`` is named). Either way, pre-training on another dataset is always named
@@ -84,10 +86,17 @@ def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, An
         value = dotted_value(configs.get(tag), key) if key.startswith(("task.", "dataset.")) else None
         return "default" if value is None else value
 
+    def resolved(key: str) -> bool:
+        return key == "train_dataset" or key.startswith(("task.", "dataset."))
+
     out = {}
     for tag, diff in variants.items():
-        label = variant_label({k: diff[k] if k in diff else missing(tag, k) for k in varying})
-        out[tag] = label or tag
+        label = variant_label({k: diff[k] if k in diff else missing(tag, k) for k in varying
+                               if k in diff or resolved(k)})
+        if not label and varying:
+            own = [k for k in diff if k not in shared]
+            label = variant_label({k: "default" for k in varying}) if own else ""
+        out[tag] = label if label or varying else tag
     return out
 
 
