@@ -48,7 +48,7 @@ def test_hack_beats_its_own_initialisation_on_digits_over_ten_seeds(tmp_path):
     the same network untrained, over seeds 0-9 (``grid=hack_retrieval``; committed: 0.431 ± 0.050 against
     0.352 ± 0.044, leaderboards/retrieval.md). One seed is no test: a trained run's Recall@1 moves by
     up to ±0.1 with the float rounding of the CPU it runs on (seed 0: 0.562 on one machine, 0.410 on
-    another, 0.424 on one thread), so the claim is the mean over seeds. 2-3 minutes."""
+    another, 0.424 on one thread), so the claim is the mean over seeds. 1 min 42 s."""
     def recall_at_1(seed, *overrides):
         config = compose(["method=hack", "dataset=digits", "dataset.image_size=28", "dataset.novel_classes=[5,6,7,8,9]",
                           "task=retrieval", f"seed={seed}", *overrides, f"results_dir={tmp_path / 'res'}",
