@@ -291,7 +291,8 @@ def _metric_tables(metrics: list[str]) -> list[tuple[str, list[str]]]:
 
 REFERENCE_FOOTNOTE = ("° not better than the 95% interval of the reference row (the untrained network, e.g. "
                       "random_init, on the same backbone and weights, evaluated the same way; for a method with a "
-                      "row at train.epochs=0, that row: its own network at initialisation, read its way): inside "
+                      "row at train.epochs=0, that row: its own network at initialisation, read its way, or the one it "
+                      "shares, e.g. hack's for hack_per_class): inside "
                       "it, or past it on the worse side; no learning signal shown on that metric.")
 ONE_SEED_REFERENCE = ("° against a reference row of one seed compares with its value: it has no interval, so "
                       "a row just above it may still be inside the interval more seeds would give.")
@@ -352,15 +353,27 @@ def _untrained_settings(results: list[dict[str, Any]]) -> tuple[tuple[str, str],
                         if not k.startswith("train.") and k != "train_dataset"))
 
 
+def _untrained_as(method: str) -> str | None:
+    """The method whose network at initialisation is ``method``'s (its ``UNTRAINED_AS``), if any."""
+    return getattr(_plugin_class("method", method), "UNTRAINED_AS", None)
+
+
 def _references(groups: dict) -> Callable[[tuple], tuple | None]:
     """Each row's reference row: the same method's row at ``train.epochs=0`` with the same settings
-    otherwise (its network at initialisation, read the method's way) where the table has one, else the
-    untrained network (``random_init``) on the same backbone evaluated the same way (:func:`_protocol`)."""
+    otherwise (its network at initialisation, read the method's way) where the table has one, else that
+    of the method whose untrained network it shares (``Method.UNTRAINED_AS``), else the untrained
+    network (``random_init``) on the same backbone evaluated the same way (:func:`_protocol`)."""
     own = {(key[0], key[1], _untrained_settings(rs)): key for key, rs in groups.items() if _at_initialisation(rs)}
     shared = {(key[1], _protocol(rs)): key for key, rs in groups.items()
               if any(r.get("reference") for r in rs) and not _at_initialisation(rs)}
-    return lambda key: (own.get((key[0], key[1], _untrained_settings(groups[key])))
-                        or shared.get((key[1], _protocol(groups[key]))))
+
+    def reference(key: tuple) -> tuple | None:
+        settings = _untrained_settings(groups[key])
+        alias = _untrained_as(key[0])
+        return (own.get((key[0], key[1], settings)) or (alias and own.get((alias, key[1], settings)))
+                or shared.get((key[1], _protocol(groups[key]))))
+
+    return reference
 
 
 def _table(groups: dict, summary: dict, names: list[str], directions: dict[str, bool], geometry: dict,

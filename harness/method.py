@@ -160,6 +160,10 @@ class Method(nn.Module):
     VERSION: ClassVar[str] = "1"
     #: False for a reference that is evaluated untrained (``random_init``): the engine takes no step.
     TRAINS: ClassVar[bool] = True
+    #: Another method whose network at initialisation is this one's (the same encoder, seeded the same
+    #: way; ``hack_per_class``: ``hack``): where this method has no ``train.epochs=0`` row, the leaderboard
+    #: reads its trained rows against that method's, so a grid evaluates the one untrained network once.
+    UNTRAINED_AS: ClassVar[str | None] = None
     #: Reads training labels (a task without a label field skips it). A method that reads none
     #: is trained once per (dataset split, seed, config), whatever the task's label field.
     supervised: ClassVar[bool] = True

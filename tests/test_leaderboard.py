@@ -329,6 +329,23 @@ def test_a_row_is_compared_with_its_own_method_at_initialisation_where_there_is_
     assert acc["m (train.lr=0.1)"] == "0.200 ± 0.025°"
 
 
+def test_a_method_that_shares_anothers_untrained_network_is_read_against_that_row():
+    def row(method, seed, acc, diff, epochs=16, reference=False):
+        return _variant_row(method, seed, acc, diff, reference, train={"epochs": epochs})
+
+    # random_init 0.60 ± 0.025; hack at train.epochs=0 0.20 ± 0.025; hack_per_class (UNTRAINED_AS = "hack")
+    # trained 0.40 ± 0.025 has no row of its own at initialisation: hack's is its reference
+    results = [row("random_init", s, v, {}, reference=True) for s, v in enumerate([0.59, 0.60, 0.61])]
+    initial = [row("hack", s, v, {"train.epochs": 0}, epochs=0, reference=True) for s, v in enumerate([0.19, 0.20, 0.21])]
+    per_class = [row("hack_per_class", s, v, {}) for s, v in enumerate([0.39, 0.40, 0.41])]
+    acc = _column(leaderboard.render_task("t", results + initial + per_class), 3)
+    assert acc["hack_per_class"] == "0.400 ± 0.025"  # above hack's untrained network
+    acc = _column(leaderboard.render_task("t", results + per_class), 3)
+    assert acc["hack_per_class"] == "0.400 ± 0.025°"  # without it: random_init's interval
+    other = [row("m", s, v, {}) for s, v in enumerate([0.39, 0.40, 0.41])]  # m shares no network with hack
+    assert _column(leaderboard.render_task("t", results + initial + other), 3)["m"] == "0.400 ± 0.025°"
+
+
 def test_delta_bolds_only_the_relative_delta_and_names_its_estimator():
     def r(method, seed, delta, rel, estimator="exact"):
         out = _r(method, seed, 0, 0)

@@ -559,3 +559,25 @@ def test_prototypicality_emerges_on_a_gaussian_cloud(seed):
     assert untrained < 0.3
     assert hack > 0.8
     assert hack > fixed_assignment + 0.05
+
+
+def test_per_class_hack_untrained_is_hacks_network(tmp_path):
+    """``HackPerClass.UNTRAINED_AS = "hack"``: at ``train.epochs=0`` both evaluate the same seeded encoder,
+    so the default grid evaluates it once and the leaderboard reads hack_per_class against hack's row."""
+    from harness.registry import get_registry
+    from harness.run import run_cell
+    from harness.sweep import compose
+
+    assert get_registry().load("method", "hack_per_class").UNTRAINED_AS == "hack"
+
+    def embeddings(method, seed=3):
+        out = tmp_path / f"{method}{seed}"
+        config = compose([f"method={method}", "train.epochs=0", "task=retrieval", "dataset.images_per_class=6",
+                          "save_embeddings=true", f"seed={seed}", f"results_dir={out}", f"cache_dir={out / 'cache'}"])
+        result = run_cell(config, progress=False)
+        assert result["status"] == "ok" and result["reference"], result["reason"]
+        return np.load(out / result["embeddings_file"])["novel_embeddings"]
+
+    hack = embeddings("hack")
+    assert hack.shape[0] > 50 and np.array_equal(hack, embeddings("hack_per_class"))
+    assert not np.array_equal(hack, embeddings("hack", seed=4))  # another seed, another network

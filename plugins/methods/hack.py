@@ -360,6 +360,9 @@ class HackPerClass(Hack):
     class Config(Hack.Config):
         name: str = "hack_per_class"
 
+    #: Untrained, it is HACK's network: per-class packing and assignment only change the training.
+    UNTRAINED_AS: ClassVar[str | None] = "hack"
+
     def batch_indices(self, labels: np.ndarray | None, batch_size: int,
                       rng: np.random.Generator) -> list[np.ndarray]:
         if labels is None:
