@@ -81,18 +81,20 @@ def _labels(variants: dict[str, dict[str, Any]], configs: dict[str, dict[str, An
     varying = [k for k in keys if len({repr(d.get(k)) for d in variants.values()}) > 1 or k == "train_dataset"]
 
     def missing(tag: str, key: str) -> Any:
+        """What a variant that leaves ``key`` at its default shows; None: nothing (a method's or the
+        training's setting)."""
         if key == "train_dataset":
             return "same"
-        value = dotted_value(configs.get(tag), key) if key.startswith(("task.", "dataset.")) else None
+        if not key.startswith(("task.", "dataset.")):
+            return None
+        value = dotted_value(configs.get(tag), key)
         return "default" if value is None else value
-
-    def resolved(key: str) -> bool:
-        return key == "train_dataset" or key.startswith(("task.", "dataset."))
 
     out = {}
     for tag, diff in variants.items():
-        label = variant_label({k: diff[k] if k in diff else missing(tag, k) for k in varying
-                               if k in diff or resolved(k)})
+        shown = {k: diff[k] for k in varying if k in diff}
+        shown.update({k: value for k in varying if k not in diff and (value := missing(tag, k)) is not None})
+        label = variant_label(shown)
         if not label and varying:
             own = [k for k in diff if k not in shared]
             label = variant_label({k: "default" for k in varying}) if own else ""
